@@ -1,0 +1,132 @@
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using ZeroTrustMesh.Identity;
+
+namespace ZeroTrustMesh.ControlPlane.Ca;
+
+/// <summary>Where the CA came from, for the start-up line.</summary>
+internal enum CaOrigin { Created, Loaded, PlugIn }
+
+/// <summary>
+/// Creates the mesh CA on first start, or loads it from the data directory, or takes the operator's own
+/// (plug-in CA). Files: <c>ca/ca.crt</c>, <c>ca/ca.key</c> (0600) and <c>bundle.pem</c>, the trust bundle
+/// that workloads and operators are given. A restart keeps the same CA and so the same trust bundle.
+/// </summary>
+internal static class CaStore
+{
+    public static readonly TimeSpan RootLifetime = TimeSpan.FromDays(3650);
+
+    public static string BundlePath(string dataDir) => Path.Combine(dataDir, "bundle.pem");
+
+    public static (CertificateAuthority Ca, CaOrigin Origin) LoadOrCreate(ControlPlaneOptions options, TimeProvider time)
+    {
+        var dataDir = options.DataDir;
+        Directory.CreateDirectory(dataDir);
+        if (!OperatingSystem.IsWindows())
+        {
+            File.SetUnixFileMode(dataDir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        }
+
+        CertificateAuthority ca;
+        CaOrigin origin;
+        if (options.PlugInCa is { } plugIn)
+        {
+            ca = LoadPlugIn(plugIn, options.TrustDomain, time);
+            origin = CaOrigin.PlugIn;
+        }
+        else
+        {
+            var certPath = Path.Combine(dataDir, "ca", "ca.crt");
+            var keyPath = Path.Combine(dataDir, "ca", "ca.key");
+            X509Certificate2 root;
+            if (File.Exists(certPath) && File.Exists(keyPath))
+            {
+                root = Pem.LoadCertificateWithKey(certPath, keyPath);
+                origin = CaOrigin.Loaded;
+            }
+            else
+            {
+                root = CreateRoot(options.TrustDomain, time);
+                Pem.WriteSecret(keyPath, Pem.PrivateKeyPem(root));
+                Pem.WritePublic(certPath, root.ExportCertificatePem() + "\n");
+                origin = CaOrigin.Created;
+            }
+            ca = new CertificateAuthority(root, [], new TrustBundle(options.TrustDomain, [X509CertificateLoader.LoadCertificate(root.RawData)], 1), time);
+        }
+
+        var bundlePem = ca.Bundle.ToPem();
+        var bundlePath = BundlePath(dataDir);
+        if (!File.Exists(bundlePath) || File.ReadAllText(bundlePath) != bundlePem)
+        {
+            Pem.WritePublic(bundlePath, bundlePem);
+        }
+        return (ca, origin);
+    }
+
+    /// <summary>A self-signed ECDSA P-256 root: cA=true, keyCertSign + cRLSign, and no SPIFFE ID path.</summary>
+    public static X509Certificate2 CreateRoot(string trustDomain, TimeProvider time)
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest($"O=ZeroTrustMesh, CN=ZeroTrustMesh CA {trustDomain}", key, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+        request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
+        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
+        // The trust domain's own ID (no path) names which trust domain this root anchors.
+        request.CertificateExtensions.Add(SubjectAltNames.ForUri(SpiffeId.ForTrustDomain(trustDomain).Value));
+        var now = time.GetUtcNow();
+        return request.CreateSelfSigned(now - CertificateAuthority.Backdate, now + RootLifetime);
+    }
+
+    private static CertificateAuthority LoadPlugIn(PlugInCa plugIn, string trustDomain, TimeProvider time)
+    {
+        var signing = Pem.LoadCertificateWithKey(plugIn.CertificatePath, plugIn.KeyPath);
+        var basic = signing.Extensions.OfType<X509BasicConstraintsExtension>().FirstOrDefault();
+        var usage = signing.Extensions.OfType<X509KeyUsageExtension>().FirstOrDefault();
+        if (basic is not { CertificateAuthority: true } || (usage is not null && !usage.KeyUsages.HasFlag(X509KeyUsageFlags.KeyCertSign)))
+        {
+            throw new InvalidDataException($"{plugIn.CertificatePath}: not a CA certificate (it needs cA=true and keyCertSign).");
+        }
+        if (signing.NotAfter.ToUniversalTime() <= time.GetUtcNow())
+        {
+            throw new InvalidDataException($"{plugIn.CertificatePath}: the CA certificate expired at {signing.NotAfter.ToUniversalTime():O}.");
+        }
+
+        var selfSigned = signing.SubjectName.RawData.AsSpan().SequenceEqual(signing.IssuerName.RawData);
+        var roots = new X509Certificate2Collection();
+        var intermediates = new X509Certificate2Collection();
+        if (plugIn.BundlePath is { } bundlePath)
+        {
+            roots.ImportFromPemFile(bundlePath);
+        }
+        else if (selfSigned)
+        {
+            roots.Add(X509CertificateLoader.LoadCertificate(signing.RawData));
+        }
+        else
+        {
+            throw new InvalidDataException($"{plugIn.CertificatePath} is an intermediate CA: pass its roots with --ca-bundle.");
+        }
+        if (plugIn.ChainPath is { } chainPath)
+        {
+            intermediates.ImportFromPemFile(chainPath);
+        }
+
+        var bundle = new TrustBundle(trustDomain, roots, 1);
+        var ca = new CertificateAuthority(signing, [.. intermediates], bundle, time);
+        CheckChainsToBundle(ca, plugIn.CertificatePath);
+        return ca;
+    }
+
+    private static void CheckChainsToBundle(CertificateAuthority ca, string path)
+    {
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.CustomTrustStore.AddRange(ca.Bundle.Roots.ToArray());
+        chain.ChainPolicy.ExtraStore.AddRange(ca.Intermediates.ToArray());
+        if (!chain.Build(ca.SigningCertificate))
+        {
+            throw new InvalidDataException($"{path}: the CA certificate does not chain to the given bundle ({string.Join(", ", chain.ChainStatus.Select(s => s.Status))}).");
+        }
+    }
+}

@@ -1,0 +1,111 @@
+using System.Net;
+using System.Net.Security;
+using System.Security.Authentication;
+using System.Security.Cryptography;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using ZeroTrustMesh.ControlPlane.Api;
+using ZeroTrustMesh.ControlPlane.Attestation;
+using ZeroTrustMesh.ControlPlane.Ca;
+
+namespace ZeroTrustMesh.ControlPlane;
+
+/// <summary>The composition root: CA first, then what depends on it, then the gRPC listener.</summary>
+internal static class ControlPlaneHost
+{
+    public static async Task<int> RunAsync(ControlPlaneOptions options, CancellationToken cancellation)
+    {
+        var time = TimeProvider.System;
+        CertificateAuthority ca;
+        CaOrigin origin;
+        try
+        {
+            (ca, origin) = CaStore.LoadOrCreate(options, time);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or CryptographicException)
+        {
+            Console.Error.WriteLine($"ztm-controlplane: cannot set up the CA: {e.Message}");
+            return 1;
+        }
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
+            o.UseUtcTimestamp = true;
+        });
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+
+        var services = builder.Services;
+        services.AddSingleton(options);
+        services.AddSingleton(time);
+        services.AddSingleton(ca);
+        services.AddSingleton<ControlPlaneCredentials>();
+        services.AddSingleton(new JoinTokenStore(options.DataDir, time));
+        services.AddSingleton<IAttestor>(sp => sp.GetRequiredService<JoinTokenStore>());
+        services.AddSingleton<SvidIssuer>();
+        services.AddGrpc(o =>
+        {
+            o.MaxReceiveMessageSize = options.MaxRequestBytes;
+            o.EnableDetailedErrors = false;
+        }).AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>());
+
+        builder.WebHost.ConfigureKestrel((context, kestrel) =>
+        {
+            kestrel.AddServerHeader = false;
+            var credentials = kestrel.ApplicationServices.GetRequiredService<ControlPlaneCredentials>();
+            kestrel.Listen(options.ListenAddress, options.Port, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                listen.UseHttps(new TlsHandshakeCallbackOptions
+                {
+                    OnConnection = _ => ValueTask.FromResult(new SslServerAuthenticationOptions
+                    {
+                        ServerCertificateContext = credentials.ServingCertificate,
+                        EnabledSslProtocols = SslProtocols.Tls13 | SslProtocols.Tls12,
+                        ApplicationProtocols = [SslApplicationProtocol.Http2],
+                        // Ask for a client certificate but let the call decide: signing with a join token has
+                        // none yet; renewal and admin calls verify it and answer with a gRPC status.
+                        ClientCertificateRequired = true,
+#pragma warning disable CA5359 // verified per call with SvidVerifier against our own bundle, not at the handshake
+                        RemoteCertificateValidationCallback = (_, _, _, _) => true,
+#pragma warning restore CA5359
+                    }),
+                });
+            });
+        });
+
+        await using var app = builder.Build();
+        app.MapGrpcService<IdentityService>();
+        app.MapGrpcService<IdentityAdminService>();
+
+        try
+        {
+            await app.StartAsync(cancellation);
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"ztm-controlplane: cannot listen on {options.ListenAddress}:{options.Port}: {e.Message}");
+            return 1;
+        }
+
+        var bound = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+        var host = options.ListenAddress.Equals(IPAddress.Any) ? "127.0.0.1" : options.ListenAddress.Equals(IPAddress.IPv6Any) ? "[::1]" : bound.Host;
+        var address = $"https://{host}:{bound.Port}";
+        var operatorConfig = app.Services.GetRequiredService<ControlPlaneCredentials>().EnsureOperatorCredential(address);
+
+        Console.Out.WriteLine($"ztm-controlplane: CA {origin.ToString().ToLowerInvariant()} in {options.DataDir} (trust domain {options.TrustDomain})");
+        Console.Out.WriteLine($"ztm-controlplane: trust bundle {CaStore.BundlePath(options.DataDir)}");
+        Console.Out.WriteLine($"ztm-controlplane: operator config {options.OperatorConfigPath} (credential {operatorConfig.CertificatePath})");
+        Console.Out.WriteLine($"ztm-controlplane: listening on {address}");
+        Console.Out.Flush();
+
+        await app.WaitForShutdownAsync(cancellation);
+        return 0;
+    }
+}

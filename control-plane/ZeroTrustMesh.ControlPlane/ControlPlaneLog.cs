@@ -1,0 +1,27 @@
+using ZeroTrustMesh.ControlPlane.Ca;
+
+namespace ZeroTrustMesh.ControlPlane;
+
+/// <summary>Every log line of the control plane, with its event id. Never log tokens or key material.</summary>
+internal static partial class ControlPlaneLog
+{
+    [LoggerMessage(EventId = 100, Level = LogLevel.Information,
+        Message = "svid issued spiffe_id={SpiffeId} serial={Serial} not_after={NotAfter:O} via={Via} key=\"{Key}\" peer={Peer}")]
+    public static partial void SvidIssued(ILogger logger, string spiffeId, string serial, DateTime notAfter, string via, string key, string peer);
+
+    [LoggerMessage(EventId = 101, Level = LogLevel.Warning,
+        Message = "svid refused call={Call} code={Code} reason=\"{Reason}\" peer={Peer}")]
+    public static partial void SvidRefused(ILogger logger, string call, RefusalKind code, string reason, string peer);
+
+    [LoggerMessage(EventId = 110, Level = LogLevel.Information,
+        Message = "join token created spiffe_id={SpiffeId} expires={ExpiresAt:O}")]
+    public static partial void JoinTokenCreated(ILogger logger, string spiffeId, DateTimeOffset expiresAt);
+
+    [LoggerMessage(EventId = 111, Level = LogLevel.Warning,
+        Message = "join token refused reason=\"{Reason}\"")]
+    public static partial void JoinTokenRefused(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 120, Level = LogLevel.Warning,
+        Message = "admin call refused method={Method} reason=\"{Reason}\" peer={Peer}")]
+    public static partial void AdminRefused(ILogger logger, string method, string reason, string peer);
+}

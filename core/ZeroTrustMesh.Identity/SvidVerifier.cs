@@ -1,0 +1,122 @@
+using System.Formats.Asn1;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+
+namespace ZeroTrustMesh.Identity;
+
+/// <summary>Why a presented certificate is not an acceptable X.509-SVID; a metric label as well.</summary>
+public enum SvidFailure
+{
+    None = 0,
+    NoCertificate,
+    Expired,
+    NotYetValid,
+    UntrustedChain,
+    NotALeaf,
+    BadKeyUsage,
+    BadSubjectAltName,
+    InvalidSpiffeId,
+    WrongTrustDomain,
+}
+
+/// <summary>The outcome of verifying a peer's certificate: the SPIFFE ID, or why not.</summary>
+public readonly record struct SvidVerification(SpiffeId Id, SvidFailure Failure, string? Reason)
+{
+    public bool IsValid => Failure == SvidFailure.None;
+
+    public static SvidVerification Valid(SpiffeId id) => new(id, SvidFailure.None, null);
+
+    public static SvidVerification Invalid(SvidFailure failure, string reason) => new(default, failure, reason);
+}
+
+/// <summary>
+/// Verifies an X.509-SVID presented by a peer: the chain up to a root of the trust bundle at the given
+/// time, then the leaf rules of the SPIFFE X.509-SVID specification (not a CA, digitalSignature without
+/// keyCertSign/cRLSign, exactly one URI SAN holding a valid SPIFFE ID of the bundle's trust domain).
+/// </summary>
+public static class SvidVerifier
+{
+    public static SvidVerification Verify(X509Certificate2? leaf, IEnumerable<X509Certificate2>? intermediates, TrustBundle bundle, DateTimeOffset now)
+    {
+        if (leaf is null)
+        {
+            return SvidVerification.Invalid(SvidFailure.NoCertificate, "no client certificate was presented");
+        }
+        if (now < leaf.NotBefore.ToUniversalTime())
+        {
+            return SvidVerification.Invalid(SvidFailure.NotYetValid, $"certificate is not valid before {leaf.NotBefore.ToUniversalTime():O}");
+        }
+        if (now > leaf.NotAfter.ToUniversalTime())
+        {
+            return SvidVerification.Invalid(SvidFailure.Expired, $"certificate expired at {leaf.NotAfter.ToUniversalTime():O}");
+        }
+
+        var leafRules = CheckLeafRules(leaf, out var id);
+        if (leafRules is { } failure)
+        {
+            return failure;
+        }
+        if (id.TrustDomain != bundle.TrustDomain)
+        {
+            return SvidVerification.Invalid(SvidFailure.WrongTrustDomain, $"'{id}' is not in trust domain '{bundle.TrustDomain}'");
+        }
+
+        using var chain = new X509Chain();
+        chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
+        chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;
+        chain.ChainPolicy.VerificationTime = now.UtcDateTime;
+        chain.ChainPolicy.VerificationTimeIgnored = false;
+        chain.ChainPolicy.CustomTrustStore.AddRange(bundle.Roots.ToArray());
+        if (intermediates is not null)
+        {
+            chain.ChainPolicy.ExtraStore.AddRange(intermediates.Where(c => !c.RawDataMemory.Span.SequenceEqual(leaf.RawDataMemory.Span)).ToArray());
+        }
+        if (!chain.Build(leaf))
+        {
+            var status = string.Join(", ", chain.ChainStatus.Select(s => s.Status.ToString()).Distinct());
+            return SvidVerification.Invalid(SvidFailure.UntrustedChain, $"certificate does not chain to the trust bundle of '{bundle.TrustDomain}' ({status})");
+        }
+        return SvidVerification.Valid(id);
+    }
+
+    /// <summary>The leaf-only rules of the X.509-SVID specification, without a chain.</summary>
+    public static SvidVerification? CheckLeafRules(X509Certificate2 leaf, out SpiffeId id)
+    {
+        id = default;
+        foreach (var extension in leaf.Extensions)
+        {
+            if (extension is X509BasicConstraintsExtension { CertificateAuthority: true })
+            {
+                return SvidVerification.Invalid(SvidFailure.NotALeaf, "a leaf SVID must not be a CA (cA=true)");
+            }
+        }
+        var keyUsage = leaf.Extensions.OfType<X509KeyUsageExtension>().FirstOrDefault();
+        if (keyUsage is null || !keyUsage.KeyUsages.HasFlag(X509KeyUsageFlags.DigitalSignature))
+        {
+            return SvidVerification.Invalid(SvidFailure.BadKeyUsage, "a leaf SVID must have key usage digitalSignature");
+        }
+        if ((keyUsage.KeyUsages & (X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign)) != 0)
+        {
+            return SvidVerification.Invalid(SvidFailure.BadKeyUsage, "a leaf SVID must not have keyCertSign or cRLSign");
+        }
+
+        SubjectAltNames names;
+        try
+        {
+            names = SubjectAltNames.From(leaf.Extensions.Cast<X509Extension>());
+        }
+        catch (Exception e) when (e is AsnContentException or CryptographicException)
+        {
+            return SvidVerification.Invalid(SvidFailure.BadSubjectAltName, "the subject alternative name extension is malformed");
+        }
+        if (names.Uris.Count != 1)
+        {
+            return SvidVerification.Invalid(SvidFailure.BadSubjectAltName, $"an SVID must have exactly one URI SAN, this one has {names.Uris.Count}");
+        }
+        if (!SpiffeId.TryParse(names.Uris[0], out id, out var error))
+        {
+            return SvidVerification.Invalid(SvidFailure.InvalidSpiffeId, $"URI SAN '{names.Uris[0]}' is not a SPIFFE ID: {error}");
+        }
+        return null;
+    }
+}
