@@ -40,6 +40,7 @@ internal static class ControlPlaneHost
         });
         builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
+        builder.Logging.AddFilter("Grpc", LogLevel.Warning);
 
         var services = builder.Services;
         services.AddSingleton(options);

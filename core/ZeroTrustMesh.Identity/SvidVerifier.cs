@@ -17,6 +17,8 @@ public enum SvidFailure
     BadSubjectAltName,
     InvalidSpiffeId,
     WrongTrustDomain,
+    /// <summary>A valid SVID, but not of an identity the caller expected here.</summary>
+    UnexpectedIdentity,
 }
 
 /// <summary>The outcome of verifying a peer's certificate: the SPIFFE ID, or why not.</summary>

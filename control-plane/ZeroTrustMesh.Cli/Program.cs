@@ -1,0 +1,4 @@
+using ZeroTrustMesh.Cli;
+using ZeroTrustMesh.CommandLine;
+
+return CommandLineOptions.Run(Ztmctl.Command(), args);

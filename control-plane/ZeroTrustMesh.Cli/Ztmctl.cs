@@ -1,0 +1,83 @@
+using System.CommandLine;
+using System.Security.Cryptography;
+using Grpc.Core;
+using Grpc.Net.Client;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Proto;
+
+namespace ZeroTrustMesh.Cli;
+
+/// <summary>
+/// <c>ztmctl</c>: the operator CLI. It talks only to the control plane's gRPC admin API, over mTLS with the
+/// operator credential named by the config (<c>--config</c>, else <c>$ZTM_CONFIG</c>, else <c>~/.ztm/config</c>).
+/// Exit codes: 0 done, 1 the control plane refused, 2 bad command line, 3 no config or control plane unreachable.
+/// </summary>
+internal static class Ztmctl
+{
+    public const int Refused = 1;
+    public const int Unreachable = 3;
+
+    internal static readonly Option<string?> ConfigOption = new("--config")
+    {
+        Description = $"ztm config file (default ${OperatorConfig.EnvironmentVariable} or ~/.ztm/config)",
+        Recursive = true,
+    };
+
+    internal static readonly Option<string> OutputOption = new("--output", "-o")
+    {
+        Description = "Output format: table, json",
+        DefaultValueFactory = _ => "table",
+        Recursive = true,
+    };
+
+    public static RootCommand Command()
+    {
+        OutputOption.AcceptOnlyFromAmong("table", "json", "token");
+        var root = new RootCommand("ztmctl: operate a ZeroTrustMesh control plane") { ConfigOption, OutputOption };
+        root.Subcommands.Add(TokenCommands.Command());
+        return root;
+    }
+
+    /// <summary>Runs one admin call: loads the config, opens the mTLS channel, maps failures to one line and an exit code.</summary>
+    public static async Task<int> CallAsync(ParseResult parse, Func<GrpcChannel, CancellationToken, Task<int>> call, CancellationToken cancellation)
+    {
+        var configPath = parse.GetValue(ConfigOption) ?? OperatorConfig.DefaultPath;
+        OperatorConfig config;
+        TrustBundle bundle;
+        System.Security.Cryptography.X509Certificates.X509Certificate2 credential;
+        try
+        {
+            if (!File.Exists(configPath))
+            {
+                return Fail(Unreachable, $"no config at {configPath}: start ztm-controlplane on this host, or pass --config or set ${OperatorConfig.EnvironmentVariable}");
+            }
+            config = OperatorConfig.Load(configPath);
+            bundle = TrustBundle.FromPem(config.TrustDomain, File.ReadAllText(config.TrustBundlePath));
+            credential = Pem.LoadCertificateWithKey(config.CertificatePath, config.KeyPath);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or CryptographicException or ArgumentException)
+        {
+            return Fail(Unreachable, $"cannot read the config {configPath}: {e.Message}");
+        }
+
+        using var channel = ControlPlaneChannel.Create(new Uri(config.Address), () => bundle, () => credential, TimeProvider.System);
+        try
+        {
+            return await call(channel, cancellation);
+        }
+        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+        {
+            return Fail(Unreachable, $"cannot reach the control plane at {config.Address}: {e.Status.Detail}");
+        }
+        catch (RpcException e)
+        {
+            return Fail(Refused, $"{e.Status.Detail} ({e.StatusCode})");
+        }
+    }
+
+    public static int Fail(int code, string message)
+    {
+        Console.Error.WriteLine($"ztmctl: {message}");
+        return code;
+    }
+}

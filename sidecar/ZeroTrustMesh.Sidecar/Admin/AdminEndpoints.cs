@@ -1,0 +1,50 @@
+using System.Text.Json.Serialization;
+using ZeroTrustMesh.Sidecar.Identity;
+
+namespace ZeroTrustMesh.Sidecar.Admin;
+
+/// <summary>
+/// The admin surface, on loopback only: readiness (ready only with a valid certificate) and a dump of
+/// what the sidecar holds. Never shows key material.
+/// </summary>
+internal static class AdminEndpoints
+{
+    public static void MapAdmin(this WebApplication app)
+    {
+        app.MapGet("/healthz/ready", (IdentityState state) => state.IsReady
+            ? Results.Text("ready\n")
+            : Results.Text(state.Current is null ? "not ready: no certificate yet\n" : "not ready: certificate expired\n", statusCode: StatusCodes.Status503ServiceUnavailable));
+
+        app.MapGet("/config_dump", (IdentityState state, TimeProvider time) =>
+        {
+            var identity = state.Current;
+            return Results.Json(new ConfigDump(
+                Ready: state.IsReady,
+                Identity: identity is null ? null : new IdentityDump(
+                    identity.Id.Value,
+                    identity.Serial,
+                    identity.NotBefore,
+                    identity.NotAfter,
+                    Math.Max(0, (identity.NotAfter - time.GetUtcNow()).TotalSeconds),
+                    identity.Bundle.TrustDomain,
+                    identity.Bundle.Sequence,
+                    [.. identity.Bundle.Roots.Select(r => r.Thumbprint)])), AdminJson.Default.ConfigDump);
+        });
+    }
+}
+
+internal sealed record ConfigDump(bool Ready, IdentityDump? Identity);
+
+internal sealed record IdentityDump(
+    string SpiffeId,
+    string Serial,
+    DateTimeOffset NotBefore,
+    DateTimeOffset NotAfter,
+    double ExpiresInSeconds,
+    string TrustDomain,
+    ulong TrustBundleSequence,
+    IReadOnlyList<string> TrustBundleRoots);
+
+[JsonSerializable(typeof(ConfigDump))]
+[JsonSourceGenerationOptions(WriteIndented = true, PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+internal sealed partial class AdminJson : JsonSerializerContext;

@@ -1,0 +1,44 @@
+using Google.Protobuf;
+using Grpc.Core;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Proto;
+using ProtoIdentity = ZeroTrustMesh.Proto.V1.Identity;
+using ZeroTrustMesh.Proto.V1;
+using TrustBundle = ZeroTrustMesh.Identity.TrustBundle;
+
+namespace ZeroTrustMesh.Sidecar.Identity;
+
+/// <summary>
+/// Calls the control plane's Identity service. Each call opens its own mTLS channel: calls are rare
+/// (start, then every half-lifetime), and a fresh connection is sure to present the current certificate.
+/// </summary>
+internal sealed class GrpcIdentityIssuer(SidecarOptions options, IdentityState state, TimeProvider time) : IIdentityIssuer
+{
+    private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(10);
+
+    public Task<IssuedCertificate> SignAsync(byte[] csr, string joinToken, CancellationToken cancellation) =>
+        CallAsync(clientCertificate: null, (client, deadline) =>
+            client.SignCertificateAsync(new SignCertificateRequest { Csr = ByteString.CopyFrom(csr), JoinToken = joinToken }, deadline: deadline, cancellationToken: cancellation).ResponseAsync);
+
+    public Task<IssuedCertificate> RenewAsync(byte[] csr, WorkloadIdentity current, CancellationToken cancellation) =>
+        CallAsync(current, (client, deadline) =>
+            client.RenewCertificateAsync(new RenewCertificateRequest { Csr = ByteString.CopyFrom(csr) }, deadline: deadline, cancellationToken: cancellation).ResponseAsync);
+
+    private async Task<IssuedCertificate> CallAsync(WorkloadIdentity? clientCertificate, Func<ProtoIdentity.IdentityClient, DateTime, Task<SignCertificateResponse>> call)
+    {
+        // Trust what the control plane last sent, else the bootstrap bundle the operator gave us.
+        var bundle = state.Current?.Bundle ?? options.BootstrapBundle;
+        using var channel = ControlPlaneChannel.Create(options.ControlPlane, () => bundle, () => clientCertificate?.Certificate, time);
+        SignCertificateResponse response;
+        try
+        {
+            response = await call(new ProtoIdentity.IdentityClient(channel), DateTime.UtcNow + CallTimeout);
+        }
+        catch (RpcException e) when (e.StatusCode is StatusCode.InvalidArgument or StatusCode.Unauthenticated or StatusCode.PermissionDenied)
+        {
+            throw new IdentityRefusedException($"{e.Status.Detail} ({e.StatusCode})", e);
+        }
+        var trustBundle = TrustBundle.FromDer(response.TrustBundle.TrustDomain, response.TrustBundle.Roots.Select(r => r.Memory), response.TrustBundle.Sequence);
+        return new IssuedCertificate(response.SpiffeId, [.. response.CertificateChain.Select(c => c.ToByteArray())], trustBundle);
+    }
+}

@@ -1,0 +1,28 @@
+using System.Security.Cryptography.X509Certificates;
+using ZeroTrustMesh.Identity;
+
+namespace ZeroTrustMesh.Sidecar.Identity;
+
+/// <summary>
+/// The sidecar's current X.509-SVID with its private key (generated here; it never leaves the process),
+/// the intermediates to present after it, and the trust bundle that came with it. Immutable: a renewal
+/// produces a new instance that replaces this one atomically.
+/// </summary>
+internal sealed class WorkloadIdentity(SpiffeId id, X509Certificate2 certificate, IReadOnlyList<X509Certificate2> intermediates, TrustBundle bundle)
+{
+    public SpiffeId Id { get; } = id;
+
+    public X509Certificate2 Certificate { get; } = certificate;
+
+    public IReadOnlyList<X509Certificate2> Intermediates { get; } = intermediates;
+
+    public TrustBundle Bundle { get; } = bundle;
+
+    public DateTimeOffset NotBefore { get; } = certificate.NotBefore.ToUniversalTime();
+
+    public DateTimeOffset NotAfter { get; } = certificate.NotAfter.ToUniversalTime();
+
+    public string Serial { get; } = certificate.SerialNumber.ToLowerInvariant();
+
+    public bool IsValidAt(DateTimeOffset now) => now >= NotBefore && now < NotAfter;
+}

@@ -1,0 +1,4 @@
+using ZeroTrustMesh.CommandLine;
+using ZeroTrustMesh.Sidecar;
+
+return CommandLineOptions.Run(SidecarOptions.Command(SidecarHost.RunAsync), args);
