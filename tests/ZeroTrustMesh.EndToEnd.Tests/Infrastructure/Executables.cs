@@ -1,0 +1,25 @@
+using System.Reflection;
+
+namespace ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
+
+/// <summary>Where the built executables are: the same configuration as this test assembly.</summary>
+internal static class Executables
+{
+    private static readonly string RepoRoot = Metadata("RepoRoot");
+    private static readonly string Configuration = Metadata("Configuration");
+
+    public static string ControlPlane => Dll("control-plane/ZeroTrustMesh.ControlPlane", "ztm-controlplane");
+
+    public static string Ztmctl => Dll("control-plane/ZeroTrustMesh.Cli", "ztmctl");
+
+    public static string Sidecar => Dll("sidecar/ZeroTrustMesh.Sidecar", "ztm-sidecar");
+
+    private static string Dll(string project, string name)
+    {
+        var path = Path.Combine(RepoRoot, project, "bin", Configuration, "net10.0", name + ".dll");
+        return File.Exists(path) ? path : throw new FileNotFoundException($"{name} is not built at {path}; run 'dotnet build ZeroTrustMesh.sln -c {Configuration}'.");
+    }
+
+    private static string Metadata(string key) =>
+        typeof(Executables).Assembly.GetCustomAttributes<AssemblyMetadataAttribute>().Single(a => a.Key == key).Value!;
+}

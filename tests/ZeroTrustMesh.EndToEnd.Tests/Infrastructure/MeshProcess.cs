@@ -1,0 +1,162 @@
+using System.Diagnostics;
+using System.Text;
+using System.Threading.Channels;
+using Xunit.Abstractions;
+
+namespace ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
+
+/// <summary>
+/// One real executable run as a child process: its output is collected line by line (and mirrored to
+/// the test output) so a test can wait for a line as its signal, with a timeout, instead of sleeping.
+/// </summary>
+internal sealed class MeshProcess : IAsyncDisposable
+{
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(30);
+
+    private readonly Process _process;
+    private readonly List<string> _lines = [];
+    private readonly Lock _gate = new();
+    private readonly List<(Func<string, bool> Match, TaskCompletionSource<string> Found)> _waiters = [];
+    private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly ITestOutputHelper? _output;
+
+    private MeshProcess(string name, string dll, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment, ITestOutputHelper? output)
+    {
+        Name = name;
+        _output = output;
+        var start = new ProcessStartInfo("dotnet")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            StandardOutputEncoding = Encoding.UTF8,
+            StandardErrorEncoding = Encoding.UTF8,
+        };
+        start.ArgumentList.Add(dll);
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[key] = value;
+        }
+        _process = new Process { StartInfo = start, EnableRaisingEvents = true };
+        _process.OutputDataReceived += (_, e) => OnLine(e.Data);
+        _process.ErrorDataReceived += (_, e) => OnLine(e.Data);
+        _process.Exited += (_, _) => _exited.TrySetResult(_process.ExitCode);
+        _process.Start();
+        _process.BeginOutputReadLine();
+        _process.BeginErrorReadLine();
+    }
+
+    public string Name { get; }
+
+    public int Pid => _process.Id;
+
+    public Task<int> Exited => _exited.Task;
+
+    public IReadOnlyList<string> Lines
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return [.. _lines];
+            }
+        }
+    }
+
+    public static MeshProcess Start(string name, string dll, IEnumerable<string> args, ITestOutputHelper? output, IReadOnlyDictionary<string, string>? environment = null) =>
+        new(name, dll, args, environment, output);
+
+    /// <summary>The first line (already seen or still to come) that contains <paramref name="text"/>.</summary>
+    public Task<string> WaitForLineAsync(string text, TimeSpan? timeout = null) => WaitForLineAsync(l => l.Contains(text, StringComparison.Ordinal), text, timeout);
+
+    public async Task<string> WaitForLineAsync(Func<string, bool> match, string description, TimeSpan? timeout = null)
+    {
+        var found = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
+        lock (_gate)
+        {
+            if (_lines.FirstOrDefault(match) is { } seen)
+            {
+                return seen;
+            }
+            _waiters.Add((match, found));
+        }
+        var limit = timeout ?? DefaultTimeout;
+        var winner = await Task.WhenAny(found.Task, _exited.Task, Task.Delay(limit));
+        if (winner == found.Task)
+        {
+            return await found.Task;
+        }
+        var why = winner == _exited.Task ? $"it exited with code {_exited.Task.Result}" : $"not within {limit.TotalSeconds}s";
+        throw new TimeoutException($"{Name} printed no line matching '{description}': {why}. Output:\n{string.Join('\n', Lines)}");
+    }
+
+    /// <summary>Counts lines already printed that contain <paramref name="text"/>.</summary>
+    public int CountLines(string text) => Lines.Count(l => l.Contains(text, StringComparison.Ordinal));
+
+    private void OnLine(string? line)
+    {
+        if (line is null)
+        {
+            return;
+        }
+        try
+        {
+            _output?.WriteLine($"[{Name}] {line}");
+        }
+        catch (InvalidOperationException)
+        {
+            // the test has finished; its output helper is closed
+        }
+        lock (_gate)
+        {
+            _lines.Add(line);
+            for (var i = _waiters.Count - 1; i >= 0; i--)
+            {
+                if (_waiters[i].Match(line))
+                {
+                    _waiters[i].Found.TrySetResult(line);
+                    _waiters.RemoveAt(i);
+                }
+            }
+        }
+    }
+
+    /// <summary>Stops the process like an orchestrator would: SIGTERM, then a kill after a grace period.</summary>
+    public async Task StopAsync(TimeSpan? grace = null)
+    {
+        if (_process.HasExited)
+        {
+            return;
+        }
+        using (var term = Process.Start("kill", ["-TERM", _process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+        {
+            await term.WaitForExitAsync();
+        }
+        if (await Task.WhenAny(_exited.Task, Task.Delay(grace ?? TimeSpan.FromSeconds(10))) != _exited.Task)
+        {
+            _process.Kill(entireProcessTree: true);
+        }
+        await _process.WaitForExitAsync();
+    }
+
+    public void Kill()
+    {
+        if (!_process.HasExited)
+        {
+            _process.Kill(entireProcessTree: true);
+            _process.WaitForExit();
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Kill();
+        await _process.WaitForExitAsync();
+        _process.Dispose();
+    }
+}
