@@ -54,6 +54,7 @@ internal static class SidecarHost
         Console.Out.Flush();
 
         await app.WaitForShutdownAsync(cancellation);
-        return Environment.ExitCode;
+        // A refused join token stops the sidecar; say so in the exit code.
+        return app.Services.GetRequiredService<CertificateRotator>().FirstIdentity.IsFaulted ? 1 : 0;
     }
 }

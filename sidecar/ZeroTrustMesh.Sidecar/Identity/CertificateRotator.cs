@@ -22,10 +22,13 @@ internal sealed class CertificateRotator(
 {
     private readonly Random _jitter = Random.Shared;
 
+    private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
     /// <summary>Completes once the first certificate is held; fails if the join token was refused.</summary>
     public Task FirstIdentity => _first.Task;
 
-    private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    /// <summary>Raised with the time of the next renewal or retry, before waiting for it (tests drive a fake clock from it).</summary>
+    public event Action<DateTimeOffset>? RenewalScheduled;
 
     protected override async Task ExecuteAsync(CancellationToken stopping)
     {
@@ -58,7 +61,6 @@ internal sealed class CertificateRotator(
                 // The same token will be refused again: exit so the failure is visible (a crash loop in Kubernetes).
                 SidecarLog.BootstrapRefused(logger, e.Message);
                 _first.TrySetException(e);
-                Environment.ExitCode = 1;
                 lifetime.StopApplication();
                 await Task.Delay(Timeout.Infinite, stopping);
             }
@@ -75,6 +77,7 @@ internal sealed class CertificateRotator(
     {
         var current = state.Current!;
         var renewAt = RotationSchedule.RenewAt(current.NotBefore, current.NotAfter, _jitter.NextDouble());
+        RenewalScheduled?.Invoke(renewAt);
         var wait = renewAt - time.GetUtcNow();
         if (wait > TimeSpan.Zero)
         {
@@ -98,6 +101,7 @@ internal sealed class CertificateRotator(
                 }
                 var delay = RotationSchedule.RetryDelay(attempt, now, current.NotAfter, _jitter.NextDouble());
                 SidecarLog.IssuanceFailed(logger, "renew", attempt, delay.TotalSeconds, Describe(e));
+                RenewalScheduled?.Invoke(now + delay);
                 await Task.Delay(delay, time, stopping);
             }
         }
