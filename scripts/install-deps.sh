@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what building, testing and the quickstart need on a fresh Debian machine.
+# Today that is the .NET SDK (expected on the machine) and curl for the quickstart; NuGet packages restore on build.
+set -euo pipefail
+
+if ! command -v dotnet >/dev/null 2>&1; then
+  echo "install-deps: the .NET SDK 10 is required (dotnet not found on PATH)" >&2
+  exit 1
+fi
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "install-deps: please install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
