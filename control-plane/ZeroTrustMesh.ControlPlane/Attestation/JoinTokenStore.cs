@@ -10,11 +10,16 @@ namespace ZeroTrustMesh.ControlPlane.Attestation;
 /// <summary>
 /// Single-use, expiring join tokens, each bound to exactly one workload identity. Only a SHA-256 of each
 /// token is kept, in <c>join-tokens.json</c> (0600) in the data directory, so a restart neither forgets
-/// a token nor lets a spent one be used again. Spent and expired entries are pruned when the file is written.
+/// a token nor lets a spent one be used again. Entries are pruned when the file is written, once they
+/// expired more than <see cref="Retention"/> ago: until then a late caller is told its token expired
+/// (or was used), not that it is unknown.
 /// </summary>
 internal sealed class JoinTokenStore : IAttestor
 {
     public const string Prefix = "ztmjt_";
+
+    /// <summary>How long an expired entry is kept; the longest a token lives, so the file holds at most two days of tokens.</summary>
+    public static readonly TimeSpan Retention = ControlPlaneOptions.MaxJoinTokenTtl;
 
     private readonly string _path;
     private readonly TimeProvider _time;
@@ -73,8 +78,9 @@ internal sealed class JoinTokenStore : IAttestor
     private void Save()
     {
         var now = _time.GetUtcNow();
-        // A spent token stays listed until it would have expired, so reuse is reported as reuse.
-        foreach (var stale in _byHash.Values.Where(r => r.ExpiresAt <= now).ToList())
+        // Pruning at expiry would turn "expired" and "already used" into "unknown" as soon as any other token is
+        // minted or spent; keep entries a while longer so the refusal says what really happened.
+        foreach (var stale in _byHash.Values.Where(r => r.ExpiresAt + Retention <= now).ToList())
         {
             _byHash.Remove(stale.Hash);
         }

@@ -31,12 +31,13 @@ internal static class CsrValidator
             throw new IssuanceRefusedException(RefusalKind.InvalidRequest, $"the CSR is {der.Length} bytes; at most {MaxCsrBytes} are accepted");
         }
 
+        // Parse first, then verify the self-signature (proof of possession), so the caller is told which of the two failed.
         CertificateRequest request;
         try
         {
-            // Verifies the CSR's self-signature; the extension request is loaded so it can be inspected.
+            // The extension request is loaded so it can be inspected.
             request = CertificateRequest.LoadSigningRequest(der, HashAlgorithmName.SHA256, out var read,
-                CertificateRequestLoadOptions.UnsafeLoadCertificateExtensions, RSASignaturePadding.Pkcs1);
+                CertificateRequestLoadOptions.UnsafeLoadCertificateExtensions | CertificateRequestLoadOptions.SkipSignatureValidation, RSASignaturePadding.Pkcs1);
             if (read != der.Length)
             {
                 throw new IssuanceRefusedException(RefusalKind.InvalidRequest, "the CSR has trailing data");
@@ -44,7 +45,15 @@ internal static class CsrValidator
         }
         catch (CryptographicException e)
         {
-            throw new IssuanceRefusedException(RefusalKind.InvalidRequest, $"the CSR is malformed or its signature does not verify ({e.Message.TrimEnd('.')})");
+            throw new IssuanceRefusedException(RefusalKind.InvalidRequest, $"the CSR is malformed: it is not a DER PKCS#10 request ({e.Message.TrimEnd('.')})");
+        }
+        try
+        {
+            CertificateRequest.LoadSigningRequest(der, HashAlgorithmName.SHA256, out _, CertificateRequestLoadOptions.Default, RSASignaturePadding.Pkcs1);
+        }
+        catch (CryptographicException e)
+        {
+            throw new IssuanceRefusedException(RefusalKind.InvalidRequest, $"the CSR's signature does not verify with the key it carries ({e.Message.TrimEnd('.')})");
         }
 
         var keyDescription = CheckKey(request.PublicKey);

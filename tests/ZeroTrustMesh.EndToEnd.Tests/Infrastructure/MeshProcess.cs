@@ -68,18 +68,31 @@ internal sealed class MeshProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>How many lines were printed so far: a mark to wait for a line printed after it.</summary>
+    public int LineCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _lines.Count;
+            }
+        }
+    }
+
     public static MeshProcess Start(string name, string dll, IEnumerable<string> args, ITestOutputHelper? output, IReadOnlyDictionary<string, string>? environment = null) =>
         new(name, dll, args, environment, output);
 
     /// <summary>The first line (already seen or still to come) that contains <paramref name="text"/>.</summary>
     public Task<string> WaitForLineAsync(string text, TimeSpan? timeout = null) => WaitForLineAsync(l => l.Contains(text, StringComparison.Ordinal), text, timeout);
 
-    public async Task<string> WaitForLineAsync(Func<string, bool> match, string description, TimeSpan? timeout = null)
+    /// <param name="after">Only lines after this many (a <see cref="LineCount"/> taken earlier) count.</param>
+    public async Task<string> WaitForLineAsync(Func<string, bool> match, string description, TimeSpan? timeout = null, int after = 0)
     {
         var found = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
         lock (_gate)
         {
-            if (_lines.FirstOrDefault(match) is { } seen)
+            if (_lines.Skip(after).FirstOrDefault(match) is { } seen)
             {
                 return seen;
             }

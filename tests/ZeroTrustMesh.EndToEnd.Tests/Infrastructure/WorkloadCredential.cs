@@ -25,6 +25,13 @@ internal static class WorkloadCredential
         return await new Proto.V1.Identity.IdentityClient(channel).SignCertificateAsync(new SignCertificateRequest { Csr = ByteString.CopyFrom(csr), JoinToken = token });
     }
 
+    /// <summary>Renewal: <paramref name="clientCertificate"/> (or none) over mTLS and a CSR for the new key.</summary>
+    public static async Task<SignCertificateResponse> RenewAsync(ControlPlane controlPlane, X509Certificate2? clientCertificate, byte[] csr)
+    {
+        using var channel = controlPlane.Channel(clientCertificate);
+        return await new Proto.V1.Identity.IdentityClient(channel).RenewCertificateAsync(new RenewCertificateRequest { Csr = ByteString.CopyFrom(csr) });
+    }
+
     /// <summary>A certificate with its private key for <c>spiffe://cluster.local/ns/NS/sa/SA</c>, issued by the control plane.</summary>
     public static async Task<X509Certificate2> Issue(ControlPlane controlPlane, string @namespace, string serviceAccount)
     {
