@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.ControlPlane.Registry;
 
 namespace ZeroTrustMesh.ControlPlane;
 
@@ -50,6 +51,8 @@ internal static class ControlPlaneHost
         services.AddSingleton(new JoinTokenStore(options.DataDir, time));
         services.AddSingleton<IAttestor>(sp => sp.GetRequiredService<JoinTokenStore>());
         services.AddSingleton<SvidIssuer>();
+        services.AddSingleton<WorkloadCaller>();
+        services.AddSingleton<ServiceRegistry>();
         services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = options.MaxRequestBytes;
@@ -84,6 +87,7 @@ internal static class ControlPlaneHost
         await using var app = builder.Build();
         app.MapGrpcService<IdentityService>();
         app.MapGrpcService<IdentityAdminService>();
+        app.MapGrpcService<RegistryService>();
 
         try
         {

@@ -24,4 +24,8 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(EventId = 120, Level = LogLevel.Warning,
         Message = "admin call refused method={Method} reason=\"{Reason}\" peer={Peer}")]
     public static partial void AdminRefused(ILogger logger, string method, string reason, string peer);
+
+    [LoggerMessage(EventId = 130, Level = LogLevel.Debug,
+        Message = "endpoint registered service={Service} spiffe_id={SpiffeId} inbound={Inbound}")]
+    public static partial void EndpointRegistered(ILogger logger, string service, string spiffeId, string inbound);
 }

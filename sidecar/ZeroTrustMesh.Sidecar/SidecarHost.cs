@@ -1,12 +1,36 @@
 using System.Net;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
+using System.Net.Quic;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.Sidecar.Admin;
 using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Inbound;
+using ZeroTrustMesh.Sidecar.Outbound;
+using ZeroTrustMesh.Sidecar.Registry;
+using ZeroTrustMesh.Sidecar.Telemetry;
+using ZeroTrustMesh.Sidecar.Tls;
 
 namespace ZeroTrustMesh.Sidecar;
 
-/// <summary>The composition root: identity first (everything else depends on it), then the admin listener.</summary>
+/// <summary>Which listener a connection came in on; set by each listener's connection middleware, requests are dispatched on it.</summary>
+internal sealed class ListenerRole
+{
+    public static readonly ListenerRole Admin = new();
+    public static readonly ListenerRole Inbound = new();
+    public static readonly ListenerRole Outbound = new();
+
+    private ListenerRole()
+    {
+    }
+}
+
+/// <summary>
+/// The composition root: identity first (everything depends on it), then the registry, then the three
+/// listeners — admin (loopback), inbound (mTLS from other sidecars), outbound (plaintext from the local app).
+/// </summary>
 internal static class SidecarHost
 {
     public static async Task<int> RunAsync(SidecarOptions options, CancellationToken cancellation)
@@ -20,8 +44,10 @@ internal static class SidecarHost
             o.UseUtcTimestamp = true;
         });
         builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Logging.AddFilter("Microsoft.AspNetCore.Server.Kestrel", LogLevel.Error);
         builder.Logging.AddFilter("System.Net.Http", LogLevel.Warning);
         builder.Logging.AddFilter("Grpc", LogLevel.Warning);
+        builder.Logging.AddFilter("Yarp", LogLevel.Error);
 
         var services = builder.Services;
         services.AddSingleton(options);
@@ -30,31 +56,109 @@ internal static class SidecarHost
         services.AddSingleton<IIdentityIssuer, GrpcIdentityIssuer>();
         services.AddSingleton<CertificateRotator>();
         services.AddHostedService(sp => sp.GetRequiredService<CertificateRotator>());
+        services.AddSingleton<MeshRegistryClient>();
+        services.AddHostedService(sp => sp.GetRequiredService<MeshRegistryClient>());
+        services.AddSingleton<SidecarMetrics>();
+        services.AddSingleton<AccessLog>();
+        services.AddHttpForwarder();
+        services.AddSingleton<DestinationClients>();
+        services.AddSingleton<InboundProxy>();
+        services.AddSingleton<InboundTcp>();
+        services.AddSingleton<OutboundProxy>();
+        services.AddSingleton<OutboundTcp>();
+        services.AddSingleton<OutboundConnectionMiddleware>();
 
-        // Admin is loopback only: it tells what identity this pod holds.
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            kestrel.Listen(IPAddress.Loopback, options.AdminPort);
+            kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(10);
+            kestrel.Limits.MaxRequestHeadersTotalSize = 32 * 1024;
+            var sp = kestrel.ApplicationServices;
+
+            // Admin: loopback only; it tells what identity this pod holds.
+            kestrel.Listen(IPAddress.Loopback, options.AdminPort, listen => listen.Use(Tag(ListenerRole.Admin)));
+
+            // Inbound: STRICT mTLS. No valid certificate of ours, or none of theirs, means no handshake.
+            kestrel.Listen(options.InboundEndpoint, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http2;
+                var state = sp.GetRequiredService<IdentityState>();
+                var metrics = sp.GetRequiredService<SidecarMetrics>();
+                listen.UseHttps(new TlsHandshakeCallbackOptions
+                {
+                    HandshakeTimeout = TimeSpan.FromSeconds(10),
+                    OnConnection = context => ValueTask.FromResult(
+                        MeshTls.ServerOptions(state, metrics, id => context.Connection.Features.Set(new PeerIdentityFeature(id)))),
+                });
+                var tcp = sp.GetRequiredService<InboundTcp>();
+                listen.Use(next => connection =>
+                {
+                    connection.Features.Set(ListenerRole.Inbound);
+                    var alpn = connection.Features.Get<ITlsApplicationProtocolFeature>()?.ApplicationProtocol;
+                    return alpn is { } p && p.Span.SequenceEqual(MeshTls.TcpProtocol.Protocol.Span) ? tcp.HandleAsync(connection) : next(connection);
+                });
+            });
+
+            // Outbound: plaintext from the local app, HTTP/1.1, h2c, CONNECT or transparently redirected.
+            kestrel.Listen(IPAddress.Loopback, options.OutboundPort, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                var middleware = sp.GetRequiredService<OutboundConnectionMiddleware>();
+                listen.Use(next => connection =>
+                {
+                    connection.Features.Set(ListenerRole.Outbound);
+                    return middleware.OnConnectionAsync(connection, next);
+                });
+            });
         });
 
         await using var app = builder.Build();
+        var inbound = app.Services.GetRequiredService<InboundProxy>();
+        var outbound = app.Services.GetRequiredService<OutboundProxy>();
+        app.Use((context, next) =>
+        {
+            var role = context.Features.Get<ListenerRole>();
+            return role == ListenerRole.Inbound ? inbound.HandleAsync(context)
+                : role == ListenerRole.Outbound ? outbound.HandleAsync(context)
+                : role == ListenerRole.Admin ? next(context)
+                : throw new InvalidOperationException("a request from no known listener");
+        });
         app.MapAdmin();
+
+        var logger = app.Services.GetRequiredService<ILogger<SidecarOptions>>();
+        if (!QuicListener.IsSupported)
+        {
+            SidecarLog.Http3Unavailable(logger);
+        }
         try
         {
             await app.StartAsync(cancellation);
         }
         catch (IOException e)
         {
-            Console.Error.WriteLine($"ztm-sidecar: cannot listen on 127.0.0.1:{options.AdminPort}: {e.Message}");
+            Console.Error.WriteLine($"ztm-sidecar: cannot listen: {e.Message}");
             return 1;
         }
-        var admin = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-        Console.Out.WriteLine($"ztm-sidecar: admin listening on {admin} (control plane {options.ControlPlane})");
+
+        var addresses = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()!.Addresses.Select(a => new Uri(a.Replace("[::]", "0.0.0.0", StringComparison.Ordinal))).ToList();
+        // Listen() was called admin, inbound, outbound: the bound addresses come back in that order.
+        var admin = addresses[0];
+        options.InboundEndpoint = new IPEndPoint(options.InboundEndpoint.Address, addresses[1].Port);
+        var outboundPort = addresses[2].Port;
+        Console.Out.WriteLine($"ztm-sidecar: admin listening on http://127.0.0.1:{admin.Port} (control plane {options.ControlPlane})");
+        Console.Out.WriteLine($"ztm-sidecar: inbound listening on {options.InboundEndpoint} (mTLS)");
+        Console.Out.WriteLine($"ztm-sidecar: outbound listening on 127.0.0.1:{outboundPort}");
         Console.Out.Flush();
 
         await app.WaitForShutdownAsync(cancellation);
         // A refused join token stops the sidecar; say so in the exit code.
         return app.Services.GetRequiredService<CertificateRotator>().FirstIdentity.IsFaulted ? 1 : 0;
     }
+
+    private static Func<ConnectionDelegate, ConnectionDelegate> Tag(ListenerRole role) => next => connection =>
+    {
+        connection.Features.Set(role);
+        return next(connection);
+    };
 }

@@ -18,4 +18,22 @@ internal static partial class SidecarLog
     [LoggerMessage(EventId = 103, Level = LogLevel.Error,
         Message = "svid expired spiffe_id={SpiffeId} serial={Serial} not_after={NotAfter:O}: failing closed until renewal succeeds")]
     public static partial void SvidExpired(ILogger logger, string spiffeId, string serial, DateTimeOffset notAfter);
+
+    [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "registered with the control plane inbound={Inbound}")]
+    public static partial void Registered(ILogger logger, string inbound);
+
+    [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "registry {Call} failed: {Reason}")]
+    public static partial void RegistryCallFailed(ILogger logger, string call, string reason);
+
+    [LoggerMessage(EventId = 300, Level = LogLevel.Information, Message = "{Listener} listening on {Address}")]
+    public static partial void Listening(ILogger logger, string listener, string address);
+
+    [LoggerMessage(EventId = 301, Level = LogLevel.Information, Message = "HTTP/3 is not available on this host (no MsQuic): sidecar-to-sidecar traffic uses HTTP/2")]
+    public static partial void Http3Unavailable(ILogger logger);
+
+    [LoggerMessage(EventId = 310, Level = LogLevel.Warning, Message = "tcp relay {Direction} ended: {Reason}")]
+    public static partial void TcpRelayEnded(ILogger logger, string direction, string reason);
+
+    [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "{Direction} connection refused: {Reason}")]
+    public static partial void ConnectionRefused(ILogger logger, string direction, string reason);
 }

@@ -15,6 +15,27 @@ internal sealed class SidecarOptions
     public required string JoinToken { get; init; }
     public required int AdminPort { get; init; }
 
+    /// <summary>Where the inbound mTLS listener listens; also the address registered for callers.</summary>
+    public required System.Net.IPEndPoint InboundEndpoint { get; set; }
+
+    public required int OutboundPort { get; init; }
+
+    /// <summary>The application's address on this host; inbound traffic goes there.</summary>
+    public System.Net.IPAddress AppAddress { get; init; } = System.Net.IPAddress.Loopback;
+
+    /// <summary>Application ports speaking HTTP/1.1, HTTP/2 or gRPC; the first is the default.</summary>
+    public required IReadOnlyList<int> AppPorts { get; init; }
+
+    /// <summary>Application ports carrying opaque TCP (a database protocol): relayed, never sniffed.</summary>
+    public required IReadOnlyList<int> TcpPorts { get; init; }
+
+    /// <summary>The address clients dial for this service when traffic is captured transparently (like a ClusterIP).</summary>
+    public System.Net.IPAddress? ServiceAddress { get; init; }
+
+    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(2);
+
+    public TimeSpan TcpIdleTimeout { get; init; } = TimeSpan.FromMinutes(10);
+
     public static RootCommand Command(Func<SidecarOptions, CancellationToken, Task<int>> run)
     {
         var controlPlane = new Option<string>("--control-plane") { Description = "Control plane address", DefaultValueFactory = _ => "https://127.0.0.1:15012" };
@@ -22,11 +43,20 @@ internal sealed class SidecarOptions
         var trustDomain = new Option<string>("--trust-domain") { Description = "SPIFFE trust domain", DefaultValueFactory = _ => SpiffeId.DefaultTrustDomain };
         var joinToken = new Option<string?>("--join-token") { Description = $"Join token for the first certificate (or ${JoinTokenVariable}; prefer --join-token-file)" };
         var joinTokenFile = new Option<string?>("--join-token-file") { Description = "File holding the join token" };
-        var adminPort = new Option<int>("--admin-port") { Description = "Admin port on 127.0.0.1 (/healthz/ready, /config_dump); 0 picks a free one", DefaultValueFactory = _ => 15020 };
+        var adminPort = new Option<int>("--admin-port") { Description = "Admin port on 127.0.0.1 (/healthz/ready, /config_dump, /metrics); 0 picks a free one", DefaultValueFactory = _ => 15020 };
+        var inboundAddress = new Option<string>("--inbound-address") { Description = "Address of the inbound mTLS listener, registered for callers", DefaultValueFactory = _ => "127.0.0.1" };
+        var inboundPort = new Option<int>("--inbound-port") { Description = "Inbound mTLS port; 0 picks a free one", DefaultValueFactory = _ => 15006 };
+        var outboundPort = new Option<int>("--outbound-port") { Description = "Outbound port on 127.0.0.1 for the local app (HTTP proxy, Host-addressed, or transparent capture); 0 picks a free one", DefaultValueFactory = _ => 15001 };
+        var appPorts = new Option<int[]>("--app-port") { Description = "Application port speaking HTTP/1.1, HTTP/2 or gRPC on 127.0.0.1 (repeatable; the first is the default)", AllowMultipleArgumentsPerToken = false };
+        var tcpPorts = new Option<int[]>("--tcp-port") { Description = "Application port carrying opaque TCP (repeatable)" };
+        var serviceAddress = new Option<string?>("--service-address") { Description = "Address clients dial for this service under transparent capture" };
+        var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
+        var tcpIdle = CommandLineOptions.Duration("--tcp-idle-timeout", "Close an opaque TCP relay idle this long", "10m");
 
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, adminPort,
+            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, connectTimeout, tcpIdle,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -62,9 +92,19 @@ internal sealed class SidecarOptions
             {
                 return Fail($"a join token is needed: --join-token-file, --join-token or ${JoinTokenVariable} (mint one with 'ztmctl token create')");
             }
-            if (result.GetValue(adminPort) is < 0 or > 65535)
+            int[] ports = [result.GetValue(adminPort), result.GetValue(inboundPort), result.GetValue(outboundPort), .. result.GetValue(appPorts) ?? [], .. result.GetValue(tcpPorts) ?? []];
+            if (ports.Any(p => p is < 0 or > 65535))
             {
-                return Fail("--admin-port must be between 0 and 65535");
+                return Fail("ports must be between 0 and 65535");
+            }
+            if (!System.Net.IPAddress.TryParse(result.GetValue(inboundAddress), out var inboundIp))
+            {
+                return Fail($"--inbound-address '{result.GetValue(inboundAddress)}' is not an IP address");
+            }
+            System.Net.IPAddress? serviceIp = null;
+            if (result.GetValue(serviceAddress) is { } sa && !System.Net.IPAddress.TryParse(sa, out serviceIp))
+            {
+                return Fail($"--service-address '{sa}' is not an IP address");
             }
             return run(new SidecarOptions
             {
@@ -72,6 +112,13 @@ internal sealed class SidecarOptions
                 BootstrapBundle = bundle,
                 JoinToken = token.Trim(),
                 AdminPort = result.GetValue(adminPort),
+                InboundEndpoint = new System.Net.IPEndPoint(inboundIp, result.GetValue(inboundPort)),
+                OutboundPort = result.GetValue(outboundPort),
+                AppPorts = result.GetValue(appPorts) ?? [],
+                TcpPorts = result.GetValue(tcpPorts) ?? [],
+                ServiceAddress = serviceIp,
+                ConnectTimeout = result.GetValue(connectTimeout),
+                TcpIdleTimeout = result.GetValue(tcpIdle),
             }, cancellation);
         });
         return command;

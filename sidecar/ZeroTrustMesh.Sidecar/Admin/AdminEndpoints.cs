@@ -15,6 +15,12 @@ internal static class AdminEndpoints
             ? Results.Text("ready\n")
             : Results.Text(state.Current is null ? "not ready: no certificate yet\n" : "not ready: certificate expired\n", statusCode: StatusCodes.Status503ServiceUnavailable));
 
+        app.MapGet("/metrics", async (HttpContext context, Telemetry.SidecarMetrics metrics) =>
+        {
+            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+            await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
+        });
+
         app.MapGet("/config_dump", (IdentityState state, TimeProvider time) =>
         {
             var identity = state.Current;

@@ -1,3 +1,4 @@
+using System.Net.Security;
 using System.Security.Cryptography.X509Certificates;
 using ZeroTrustMesh.Identity;
 
@@ -23,6 +24,14 @@ internal sealed class WorkloadIdentity(SpiffeId id, X509Certificate2 certificate
     public DateTimeOffset NotAfter { get; } = certificate.NotAfter.ToUniversalTime();
 
     public string Serial { get; } = certificate.SerialNumber.ToLowerInvariant();
+
+    /// <summary>
+    /// The certificate as every TLS handshake presents it, built once per identity: a renewal swaps the
+    /// whole identity, so the next handshake picks up the new certificate and established connections keep theirs.
+    /// </summary>
+    public SslStreamCertificateContext TlsContext => _tlsContext ??= SslStreamCertificateContext.Create(Certificate, [.. Intermediates], offline: true);
+
+    private SslStreamCertificateContext? _tlsContext;
 
     public bool IsValidAt(DateTimeOffset now) => now >= NotBefore && now < NotAfter;
 }

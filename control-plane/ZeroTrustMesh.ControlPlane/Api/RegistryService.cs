@@ -1,0 +1,70 @@
+using Grpc.Core;
+using ZeroTrustMesh.ControlPlane.Registry;
+using ZeroTrustMesh.Proto.V1;
+using ServiceRegistry = ZeroTrustMesh.ControlPlane.Registry.ServiceRegistry;
+
+namespace ZeroTrustMesh.ControlPlane.Api;
+
+/// <summary>The registry API: a thin adapter over <see cref="ServiceRegistry"/>; every caller is a workload with an SVID.</summary>
+internal sealed class RegistryService(ServiceRegistry registry, WorkloadCaller caller, ILogger<RegistryService> logger) : Proto.V1.Registry.RegistryBase
+{
+    public override Task<RegisterResponse> Register(RegisterRequest request, ServerCallContext context)
+    {
+        var identity = caller.Require(context);
+        var endpoint = request.Endpoint ?? throw Invalid("endpoint is required");
+        var own = ServiceRegistry.ServiceOf(identity)!;
+        if (!string.IsNullOrEmpty(endpoint.Service) && endpoint.Service != own)
+        {
+            throw new RpcException(new Status(StatusCode.PermissionDenied, $"'{identity}' may register only service '{own}', not '{endpoint.Service}'"));
+        }
+        if (!string.IsNullOrEmpty(endpoint.SpiffeId) && endpoint.SpiffeId != identity.Value)
+        {
+            throw new RpcException(new Status(StatusCode.PermissionDenied, $"the endpoint names '{endpoint.SpiffeId}' but the caller is '{identity}'"));
+        }
+        if (!System.Net.IPEndPoint.TryParse(endpoint.InboundAddress, out var inbound) || inbound.Port == 0)
+        {
+            throw Invalid($"inbound_address '{endpoint.InboundAddress}' is not ip:port");
+        }
+        if (endpoint.HttpPorts.Concat(endpoint.TcpPorts).Any(p => p is 0 or > 65535))
+        {
+            throw Invalid("ports must be 1..65535");
+        }
+        if (endpoint.ServiceAddress.Length > 0 && !System.Net.IPAddress.TryParse(endpoint.ServiceAddress, out _))
+        {
+            throw Invalid($"service_address '{endpoint.ServiceAddress}' is not an IP address");
+        }
+
+        var registered = registry.Register(identity, endpoint.InboundAddress, [.. endpoint.HttpPorts.Select(p => (int)p)], [.. endpoint.TcpPorts.Select(p => (int)p)],
+            endpoint.ServiceAddress.Length > 0 ? endpoint.ServiceAddress : null);
+        ControlPlaneLog.EndpointRegistered(logger, registered.Service, identity.Value, registered.InboundAddress);
+        return Task.FromResult(new RegisterResponse { TtlSeconds = (uint)ServiceRegistry.Ttl.TotalSeconds });
+    }
+
+    public override Task<ResolveResponse> Resolve(ResolveRequest request, ServerCallContext context)
+    {
+        caller.Require(context);
+        var endpoints = request.TargetCase switch
+        {
+            ResolveRequest.TargetOneofCase.Service => registry.ResolveName(request.Service),
+            ResolveRequest.TargetOneofCase.Address => registry.ResolveAddress(request.Address),
+            _ => throw Invalid("service or address is required"),
+        };
+        var response = new ResolveResponse();
+        response.Endpoints.AddRange(endpoints.Select(e =>
+        {
+            var proto = new ServiceEndpoint
+            {
+                Service = e.Service,
+                SpiffeId = e.Identity.Value,
+                InboundAddress = e.InboundAddress,
+                ServiceAddress = e.ServiceAddress ?? "",
+            };
+            proto.HttpPorts.AddRange(e.HttpPorts.Select(p => (uint)p));
+            proto.TcpPorts.AddRange(e.TcpPorts.Select(p => (uint)p));
+            return proto;
+        }));
+        return Task.FromResult(response);
+    }
+
+    private static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
+}

@@ -1,0 +1,94 @@
+using System.Diagnostics;
+using System.Net;
+using Yarp.ReverseProxy.Forwarder;
+using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Telemetry;
+using ZeroTrustMesh.Sidecar.Tls;
+
+namespace ZeroTrustMesh.Sidecar.Inbound;
+
+/// <summary>
+/// An HTTP request that arrived from another sidecar over mTLS (HTTP/2), on its way to the local app:
+/// 1. the caller is the SVID verified at this connection's handshake (STRICT: there is always one);
+/// 2. the app port is the declared one the calling sidecar named, else the app's first port;
+/// 3. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
+/// 4. YARP forwards it to the app on loopback, with the identity header set to the caller — any incoming copy is dropped;
+/// 5. one metric sample and one access-log line.
+/// </summary>
+internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, SidecarMetrics metrics, AccessLog accessLog)
+{
+    private readonly HttpMessageInvoker _toApp = new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        EnableMultipleHttp2Connections = true,
+        ActivityHeadersPropagator = null, // pass the caller's traceparent through untouched
+        ConnectTimeout = options.ConnectTimeout,
+    });
+
+    private readonly InboundTransformer _transformer = new();
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var caller = context.Features.Get<PeerIdentityFeature>()?.Id.Value;
+        var self = state.Current?.Id.Value ?? "";
+        if (caller is null)
+        {
+            // Unreachable under STRICT mTLS; refuse rather than forward an unauthenticated request.
+            await Refuse(context, StatusCodes.Status403Forbidden, "no verified client identity", "", self, started);
+            return;
+        }
+
+        var port = PortFor(context.Request.Headers[MeshHeaders.TargetPort].ToString());
+        if (port is null)
+        {
+            await Refuse(context, StatusCodes.Status404NotFound, $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port", caller, self, started);
+            return;
+        }
+        var http2 = context.Request.Headers[MeshHeaders.AppProtocol] == "2";
+        var config = new ForwarderRequestConfig
+        {
+            Version = http2 ? HttpVersion.Version20 : HttpVersion.Version11,
+            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
+
+        var error = await forwarder.SendAsync(context, $"http://{options.AppAddress}:{port}", _toApp, config, _transformer);
+        if (error != ForwarderError.None && !context.Response.HasStarted)
+        {
+            context.Response.StatusCode = StatusCodes.Status502BadGateway;
+        }
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        metrics.Request("inbound", caller, self, context.Response.StatusCode, elapsed);
+        accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", context.Response.StatusCode, elapsed,
+            context.Request.ContentLength, context.Response.ContentLength, error == ForwarderError.None ? null : $"forward error: {error}");
+    }
+
+    private int? PortFor(string requested) =>
+        string.IsNullOrEmpty(requested)
+            ? options.AppPorts.Count > 0 ? options.AppPorts[0] : null
+            : int.TryParse(requested, out var p) && options.AppPorts.Contains(p) ? p : null;
+
+    private async Task Refuse(HttpContext context, int status, string reason, string caller, string self, long started)
+    {
+        metrics.Rejected("inbound", reason);
+        context.Response.StatusCode = status;
+        await context.Response.WriteAsync(reason + "\n");
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        metrics.Request("inbound", caller, self, status, elapsed);
+        accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", status, elapsed, null, null, reason);
+    }
+
+    private sealed class InboundTransformer : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            MeshHeaders.Strip(proxyRequest.Headers);
+            proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.ClientIdentity, httpContext.Features.Get<PeerIdentityFeature>()!.Id.Value);
+            proxyRequest.Headers.Host = httpContext.Request.Host.Value;
+        }
+    }
+}

@@ -1,0 +1,90 @@
+using System.Collections.Concurrent;
+using System.Net;
+using System.Net.Security;
+using Polly;
+using Polly.CircuitBreaker;
+using Yarp.ReverseProxy.Forwarder;
+using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Registry;
+using ZeroTrustMesh.Sidecar.Telemetry;
+using ZeroTrustMesh.Sidecar.Tls;
+
+namespace ZeroTrustMesh.Sidecar.Outbound;
+
+/// <summary>What the outbound path keeps per destination endpoint: its mTLS HTTP/2 client and its circuit breaker.</summary>
+internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePipeline<ForwarderError> breaker, CircuitBreakerStateProvider state)
+{
+    public HttpMessageInvoker Invoker { get; } = invoker;
+
+    /// <summary>Opens after repeated connect failures or timeouts: the endpoint is ejected until a trial request succeeds.</summary>
+    public ResiliencePipeline<ForwarderError> Breaker { get; } = breaker;
+
+    public bool IsEjected => state.CircuitState is CircuitState.Open or CircuitState.Isolated;
+}
+
+/// <summary>
+/// One <see cref="DestinationClient"/> per (endpoint, identity), created on first use. Each client's connections
+/// verify that the server is exactly the identity the registry gave for that endpoint, and multiplex every request
+/// to it over HTTP/2. Endpoints are picked round-robin among those not ejected.
+/// </summary>
+internal sealed class DestinationClients(IdentityState state, SidecarOptions options, SidecarMetrics metrics)
+{
+    public static readonly TimeSpan BreakDuration = TimeSpan.FromSeconds(15);
+
+    private readonly ConcurrentDictionary<(IPEndPoint, string), DestinationClient> _clients = new();
+    private int _next;
+
+    /// <summary>The next endpoint to try, skipping ejected ones and those in <paramref name="tried"/>; null if none is left.</summary>
+    public (Destination Destination, DestinationClient Client)? Pick(IReadOnlyList<Destination> destinations, ICollection<Destination>? tried = null)
+    {
+        var start = Interlocked.Increment(ref _next);
+        for (var i = 0; i < destinations.Count; i++)
+        {
+            var destination = destinations[(int)((uint)(start + i) % destinations.Count)];
+            var client = For(destination);
+            if (!client.IsEjected && (tried is null || !tried.Contains(destination)))
+            {
+                return (destination, client);
+            }
+        }
+        return null;
+    }
+
+    public DestinationClient For(Destination destination) =>
+        _clients.GetOrAdd((destination.Inbound, destination.Identity.Value), _ => Create(destination));
+
+    private DestinationClient Create(Destination destination)
+    {
+        var handler = new SocketsHttpHandler
+        {
+            UseProxy = false,
+            AllowAutoRedirect = false,
+            AutomaticDecompression = DecompressionMethods.None,
+            UseCookies = false,
+            EnableMultipleHttp2Connections = true,
+            ActivityHeadersPropagator = null, // pass the app's traceparent through untouched
+            ConnectTimeout = options.ConnectTimeout,
+            // New connections pick up a renewed certificate; old ones are retired in time, never cut mid-request.
+            PooledConnectionLifetime = TimeSpan.FromMinutes(10),
+            SslOptions = MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, SslApplicationProtocol.Http2),
+        };
+        var breakerState = new CircuitBreakerStateProvider();
+        var breaker = new ResiliencePipelineBuilder<ForwarderError>()
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<ForwarderError>
+            {
+                ShouldHandle = args => ValueTask.FromResult(args.Outcome.Result is ForwarderError.Request or ForwarderError.RequestTimedOut),
+                FailureRatio = 0.5,
+                MinimumThroughput = 5,
+                SamplingDuration = TimeSpan.FromSeconds(10),
+                BreakDuration = BreakDuration,
+                StateProvider = breakerState,
+                OnOpened = _ =>
+                {
+                    metrics.Ejected(destination.Service);
+                    return ValueTask.CompletedTask;
+                },
+            })
+            .Build();
+        return new DestinationClient(new HttpMessageInvoker(handler), breaker, breakerState);
+    }
+}

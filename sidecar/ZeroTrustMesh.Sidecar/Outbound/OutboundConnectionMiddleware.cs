@@ -1,0 +1,176 @@
+using System.Buffers;
+using System.IO.Pipelines;
+using System.Text;
+using Microsoft.AspNetCore.Connections;
+using Microsoft.AspNetCore.Connections.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
+using Microsoft.AspNetCore.Http.Features;
+using ZeroTrustMesh.Sidecar.Registry;
+using ZeroTrustMesh.Sidecar.Telemetry;
+
+namespace ZeroTrustMesh.Sidecar.Outbound;
+
+/// <summary>
+/// Decides what a connection from the local app is, before HTTP parsing:
+/// 1. redirected by iptables to a service's declared TCP port → opaque TCP relay;
+/// 2. <c>CONNECT host:port</c> (the sidecar as HTTP proxy) → opaque TCP relay to that service's declared TCP port;
+/// 3. the HTTP/2 connection preface (h2c prior knowledge, as gRPC clients send) → Kestrel's HTTP/2;
+/// 4. anything else → Kestrel's HTTP/1.1.
+/// Kestrel cannot tell HTTP/1.1 from h2c on one cleartext port by itself (dotnet/aspnetcore#56984): it picks HTTP/2
+/// only when a TLS application-protocol feature says "h2", so step 3 sets that feature after seeing the preface.
+/// </summary>
+internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistryClient registry, SidecarMetrics metrics, ILogger<OutboundConnectionMiddleware> logger)
+{
+    private static readonly byte[] Http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
+    private static readonly byte[] ConnectMethod = "CONNECT "u8.ToArray();
+    private const int MaxConnectHead = 8 * 1024;
+
+    public async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next)
+    {
+        var original = OriginalDestination.Of(connection.Features.Get<IConnectionSocketFeature>()?.Socket);
+        if (original is not null)
+        {
+            connection.Features.Set(new OriginalDestinationFeature(original));
+            var destinations = await registry.ResolveAddressAsync(original, connection.ConnectionClosed);
+            if (destinations.Count > 0 && destinations[0].TcpPorts.Contains(original.Port))
+            {
+                await tcp.RelayAsync(connection, destinations, original.Port);
+                return;
+            }
+        }
+
+        var input = connection.Transport.Input;
+        while (true)
+        {
+            var result = await input.ReadAsync(connection.ConnectionClosed);
+            var buffer = result.Buffer;
+            if (StartsWith(buffer, ConnectMethod))
+            {
+                input.AdvanceTo(buffer.Start);
+                if (await ReadConnectHeadAsync(input) is { } target)
+                {
+                    await ConnectAsync(connection, target);
+                }
+                return;
+            }
+            if (StartsWith(buffer, Http2Preface))
+            {
+                input.AdvanceTo(buffer.Start);
+                connection.Features.Set<ITlsApplicationProtocolFeature>(H2cFeature.Instance);
+                connection.Features.Set<ITlsConnectionFeature>(H2cFeature.Instance);
+                break;
+            }
+            // Still a possible prefix of either: wait for more bytes. Otherwise it is HTTP/1.1.
+            var undecided = buffer.Length < Http2Preface.Length && (IsPrefix(buffer, Http2Preface) || IsPrefix(buffer, ConnectMethod));
+            if (!undecided || result.IsCompleted)
+            {
+                input.AdvanceTo(buffer.Start);
+                break;
+            }
+            input.AdvanceTo(buffer.Start, buffer.End);
+        }
+        await next(connection);
+    }
+
+    /// <summary>Answers a CONNECT: 200 and a relay for a service's declared TCP port, else an HTTP error and close.</summary>
+    private async Task ConnectAsync(ConnectionContext connection, string authority)
+    {
+        var output = connection.Transport.Output;
+        var colon = authority.LastIndexOf(':');
+        if (colon <= 0 || !int.TryParse(authority.AsSpan(colon + 1), out var port))
+        {
+            await RespondAsync(output, "400 Bad Request", $"CONNECT needs host:port, got '{authority}'");
+            return;
+        }
+        var service = authority[..colon];
+        var destinations = await registry.ResolveServiceAsync(service, connection.ConnectionClosed);
+        if (destinations.Count == 0)
+        {
+            metrics.Rejected("outbound", "unknown service");
+            await RespondAsync(output, "503 Service Unavailable", $"no endpoints for service '{service}'");
+            return;
+        }
+        if (!destinations[0].TcpPorts.Contains(port))
+        {
+            metrics.Rejected("outbound", "tcp port not declared");
+            await RespondAsync(output, "403 Forbidden", $"port {port} is not a declared TCP port of '{destinations[0].Service}'");
+            return;
+        }
+        await tcp.RelayAsync(connection, destinations, port, onConnected: () => RespondAsync(output, "200 Connection Established", null));
+    }
+
+    private static async Task RespondAsync(PipeWriter output, string status, string? reason)
+    {
+        var body = reason is null ? "" : reason + "\n";
+        var head = $"HTTP/1.1 {status}\r\n" + (reason is null ? "\r\n" : $"Content-Type: text/plain\r\nContent-Length: {Encoding.UTF8.GetByteCount(body)}\r\nConnection: close\r\n\r\n{body}");
+        await output.WriteAsync(Encoding.UTF8.GetBytes(head));
+    }
+
+    /// <summary>Consumes a CONNECT request head and returns its authority, or null when it is malformed, too large or too slow.</summary>
+    private async Task<string?> ReadConnectHeadAsync(PipeReader input)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(10));
+        try
+        {
+            while (true)
+            {
+                var result = await input.ReadAsync(timeout.Token);
+                var buffer = result.Buffer;
+                var end = IndexOf(buffer, "\r\n\r\n"u8);
+                if (end >= 0)
+                {
+                    var head = Encoding.ASCII.GetString(buffer.Slice(0, end).ToArray());
+                    input.AdvanceTo(buffer.GetPosition(end + 4));
+                    var requestLine = head.Split("\r\n")[0].Split(' ');
+                    return requestLine is ["CONNECT", var authority, var version] && version.StartsWith("HTTP/1.", StringComparison.Ordinal) ? authority : null;
+                }
+                if (buffer.Length > MaxConnectHead || result.IsCompleted)
+                {
+                    SidecarLog.ConnectionRefused(logger, "outbound", "CONNECT request head malformed or over 8 KiB");
+                    return null;
+                }
+                input.AdvanceTo(buffer.Start, buffer.End);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            SidecarLog.ConnectionRefused(logger, "outbound", "CONNECT request head not received within 10 s");
+            return null;
+        }
+    }
+
+    private static bool StartsWith(ReadOnlySequence<byte> buffer, byte[] prefix) =>
+        buffer.Length >= prefix.Length && IsPrefix(buffer.Slice(0, prefix.Length), prefix);
+
+    private static bool IsPrefix(ReadOnlySequence<byte> buffer, byte[] prefix)
+    {
+        var length = (int)Math.Min(buffer.Length, prefix.Length);
+        Span<byte> head = stackalloc byte[length];
+        buffer.Slice(0, length).CopyTo(head);
+        return head.SequenceEqual(prefix.AsSpan(0, length));
+    }
+
+    private static long IndexOf(ReadOnlySequence<byte> buffer, ReadOnlySpan<byte> value)
+    {
+        var reader = new SequenceReader<byte>(buffer);
+        return reader.TryReadTo(out ReadOnlySequence<byte> before, value, advancePastDelimiter: false) ? before.Length : -1;
+    }
+
+    /// <summary>Tells Kestrel's protocol selection "h2" on a cleartext connection that began with the HTTP/2 preface.</summary>
+    private sealed class H2cFeature : ITlsApplicationProtocolFeature, ITlsConnectionFeature
+    {
+        public static readonly H2cFeature Instance = new();
+        private static readonly ReadOnlyMemory<byte> H2 = "h2"u8.ToArray();
+
+        public ReadOnlyMemory<byte> ApplicationProtocol => H2;
+
+        public System.Security.Cryptography.X509Certificates.X509Certificate2? ClientCertificate
+        {
+            get => null;
+            set => throw new NotSupportedException();
+        }
+
+        public Task<System.Security.Cryptography.X509Certificates.X509Certificate2?> GetClientCertificateAsync(CancellationToken cancellationToken) =>
+            Task.FromResult<System.Security.Cryptography.X509Certificates.X509Certificate2?>(null);
+    }
+}

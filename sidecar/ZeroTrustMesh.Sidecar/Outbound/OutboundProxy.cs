@@ -1,0 +1,156 @@
+using System.Diagnostics;
+using System.Net;
+using Polly.CircuitBreaker;
+using Yarp.ReverseProxy.Forwarder;
+using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Registry;
+using ZeroTrustMesh.Sidecar.Telemetry;
+
+namespace ZeroTrustMesh.Sidecar.Outbound;
+
+/// <summary>The application port an outbound request is for; read by the transformer.</summary>
+internal sealed class OutboundRouteFeature(int port)
+{
+    public int Port { get; } = port;
+}
+
+/// <summary>
+/// An HTTP request from the local app on its way to another service:
+/// 1. fail closed without a valid certificate;
+/// 2. the destination is the captured original address (iptables) or the request's authority
+///    (absolute-form as an HTTP proxy, or the Host header), resolved through the control plane's registry;
+/// 3. the app port must be one the service declares;
+/// 4. YARP forwards it over mTLS, multiplexed on HTTP/2, to an endpoint whose server identity is checked at the
+///    handshake; a connect failure of an idempotent request without a body is retried on another endpoint (bounded),
+///    and each endpoint's circuit breaker ejects it after repeated failures;
+/// 5. one metric sample and one access-log line.
+/// </summary>
+internal sealed class OutboundProxy(
+    IHttpForwarder forwarder,
+    MeshRegistryClient registry,
+    DestinationClients clients,
+    IdentityState state,
+    SidecarMetrics metrics,
+    AccessLog accessLog)
+{
+    public const int MaxRetries = 2;
+
+    private static readonly ForwarderRequestConfig ToSidecar = new()
+    {
+        Version = HttpVersion.Version20,
+        VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        ActivityTimeout = TimeSpan.FromSeconds(100),
+    };
+
+    private readonly OutboundTransformer _transformer = new();
+
+    public async Task HandleAsync(HttpContext context)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var self = state.Valid?.Id.Value;
+        if (self is null)
+        {
+            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "this sidecar holds no valid certificate", "", "", started);
+            return;
+        }
+
+        IReadOnlyList<Destination> destinations;
+        int? requestedPort;
+        string target;
+        if (context.Features.Get<OriginalDestinationFeature>()?.Destination is { } original)
+        {
+            target = original.ToString();
+            requestedPort = original.Port;
+            destinations = await registry.ResolveAddressAsync(original, context.RequestAborted);
+        }
+        else
+        {
+            target = context.Request.Host.Host;
+            requestedPort = context.Request.Host.Port;
+            destinations = string.IsNullOrEmpty(target) ? [] : await registry.ResolveServiceAsync(target, context.RequestAborted);
+        }
+        if (destinations.Count == 0)
+        {
+            await Refuse(context, StatusCodes.Status503ServiceUnavailable, $"no endpoints for '{target}' in the mesh", self, target, started);
+            return;
+        }
+        var service = destinations[0].Service;
+        if (destinations[0].HttpPortFor(requestedPort) is not { } port)
+        {
+            await Refuse(context, StatusCodes.Status404NotFound, $"port {requestedPort} is not a declared HTTP port of '{service}'", self, service, started);
+            return;
+        }
+        context.Features.Set(new OutboundRouteFeature(port));
+
+        var error = ForwarderError.None;
+        Destination? destination = null;
+        var tried = new List<Destination>();
+        for (var attempt = 0; ; attempt++)
+        {
+            if (clients.Pick(destinations, tried) is not var (next, client))
+            {
+                if (destination is null)
+                {
+                    await Refuse(context, StatusCodes.Status503ServiceUnavailable, $"every endpoint of '{service}' is ejected", self, service, started);
+                    return;
+                }
+                break; // retries exhausted the endpoints; report the last error
+            }
+            destination = next;
+            try
+            {
+                error = await client.Breaker.ExecuteAsync(
+                    async ct => await forwarder.SendAsync(context, $"https://{next.Inbound}", client.Invoker, ToSidecar, _transformer, ct),
+                    context.RequestAborted);
+            }
+            catch (BrokenCircuitException)
+            {
+                error = ForwarderError.Request;
+            }
+            if (error != ForwarderError.Request || attempt >= MaxRetries || context.Response.HasStarted || !CanRetry(context.Request))
+            {
+                break;
+            }
+            tried.Add(next);
+            metrics.Retried(service);
+            context.Response.StatusCode = StatusCodes.Status200OK;
+        }
+
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        var peer = destination?.Identity.Value ?? service;
+        metrics.Request("outbound", self, peer, context.Response.StatusCode, elapsed);
+        accessLog.Write("outbound", self, peer, context.Request.Method, context.Request.Path.Value ?? "", context.Response.StatusCode, elapsed,
+            context.Request.ContentLength, context.Response.ContentLength, error == ForwarderError.None ? null : $"forward error: {error}");
+    }
+
+    /// <summary>Only idempotent requests with no body are replayed: nothing of them can have been consumed.</summary>
+    private static bool CanRetry(HttpRequest request) =>
+        (HttpMethods.IsGet(request.Method) || HttpMethods.IsHead(request.Method) || HttpMethods.IsOptions(request.Method)
+            || HttpMethods.IsDelete(request.Method) || HttpMethods.IsPut(request.Method) || HttpMethods.IsTrace(request.Method))
+        && request.ContentLength is null or 0 && !request.Headers.ContainsKey("Transfer-Encoding");
+
+    private async Task Refuse(HttpContext context, int status, string reason, string self, string destination, long started)
+    {
+        metrics.Rejected("outbound", reason.StartsWith("no endpoints", StringComparison.Ordinal) ? "unknown service" : reason);
+        context.Response.StatusCode = status;
+        await context.Response.WriteAsync(reason + "\n");
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        metrics.Request("outbound", self, destination, status, elapsed);
+        accessLog.Write("outbound", self, destination, context.Request.Method, context.Request.Path.Value ?? "", status, elapsed, null, null, reason);
+    }
+
+    private sealed class OutboundTransformer : HttpTransformer
+    {
+        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
+        {
+            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
+            // The app cannot assert an identity: the inbound sidecar sets it from our certificate.
+            MeshHeaders.Strip(proxyRequest.Headers);
+            proxyRequest.Headers.Remove("Proxy-Connection");
+            proxyRequest.Headers.Remove("Proxy-Authorization");
+            proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.TargetPort, httpContext.Features.Get<OutboundRouteFeature>()!.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.AppProtocol, HttpProtocol.IsHttp2(httpContext.Request.Protocol) ? "2" : "1.1");
+            proxyRequest.Headers.Host = httpContext.Request.Host.Value;
+        }
+    }
+}

@@ -1,0 +1,59 @@
+using System.IO.Pipelines;
+using System.Net.Security;
+using System.Net.Sockets;
+using System.Security.Authentication;
+using System.Text;
+using Microsoft.AspNetCore.Connections;
+using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Inbound;
+using ZeroTrustMesh.Sidecar.Registry;
+using ZeroTrustMesh.Sidecar.Tcp;
+using ZeroTrustMesh.Sidecar.Telemetry;
+using ZeroTrustMesh.Sidecar.Tls;
+
+namespace ZeroTrustMesh.Sidecar.Outbound;
+
+/// <summary>
+/// An opaque TCP connection from the local app to a service's declared TCP port: mTLS to an endpoint's inbound
+/// listener (ALPN <c>ztm-tcp/1</c>, server identity checked), a one-line preamble naming the port, then bytes both ways.
+/// </summary>
+internal sealed class OutboundTcp(IdentityState state, DestinationClients clients, SidecarOptions options, SidecarMetrics metrics, ILogger<OutboundTcp> logger)
+{
+    public async Task RelayAsync(ConnectionContext app, IReadOnlyList<Destination> destinations, int port, Func<Task>? onConnected = null)
+    {
+        if (clients.Pick(destinations) is not var (destination, _))
+        {
+            SidecarLog.TcpRelayEnded(logger, "outbound", $"every endpoint of '{destinations[0].Service}' is ejected");
+            return;
+        }
+
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        SslStream tls;
+        try
+        {
+            using var connectTimeout = new CancellationTokenSource(options.ConnectTimeout);
+            await socket.ConnectAsync(destination.Inbound, connectTimeout.Token);
+            tls = new SslStream(new NetworkStream(socket, ownsSocket: false));
+            await tls.AuthenticateAsClientAsync(MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, MeshTls.TcpProtocol), connectTimeout.Token);
+            await tls.WriteAsync(Encoding.ASCII.GetBytes($"{InboundTcp.Preamble} {port}\n"), connectTimeout.Token);
+        }
+        catch (Exception e) when (e is SocketException or OperationCanceledException or AuthenticationException or IOException)
+        {
+            SidecarLog.TcpRelayEnded(logger, "outbound", $"cannot reach {destination.Service} at {destination.Inbound}: {e.Message}");
+            return;
+        }
+
+        await using (tls)
+        {
+            if (onConnected is not null)
+            {
+                await onConnected();
+            }
+            metrics.TcpOpened("outbound");
+            var local = new RelaySide(app.Transport.Input, app.Transport.Output, () => app.Transport.Output.CompleteAsync());
+            var mesh = new RelaySide(PipeReader.Create(tls), PipeWriter.Create(tls), () => new ValueTask(tls.ShutdownAsync()));
+            var (sent, received) = await TcpRelay.RunAsync(local, mesh, options.TcpIdleTimeout, app.ConnectionClosed);
+            metrics.TcpClosed("outbound", received, sent);
+        }
+    }
+}

@@ -1,0 +1,73 @@
+using Prometheus;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Sidecar.Identity;
+
+namespace ZeroTrustMesh.Sidecar.Telemetry;
+
+/// <summary>Every metric the sidecar exports on the admin port's <c>/metrics</c>, in one place.</summary>
+internal sealed class SidecarMetrics
+{
+    private readonly Counter _requests;
+    private readonly Histogram _duration;
+    private readonly Counter _handshakeFailures;
+    private readonly Counter _tcpBytes;
+    private readonly Counter _tcpConnections;
+    private readonly Gauge _tcpActive;
+    private readonly Counter _retries;
+    private readonly Counter _ejections;
+    private readonly Counter _rejected;
+
+    public SidecarMetrics(IdentityState state)
+    {
+        Registry = Metrics.NewCustomRegistry();
+        var factory = Metrics.WithCustomRegistry(Registry);
+        _requests = factory.CreateCounter("ztm_requests_total", "HTTP requests handled, by direction, caller and destination identity, and response code.",
+            "direction", "source", "destination", "code");
+        _duration = factory.CreateHistogram("ztm_request_duration_seconds", "Time from request received to response completed.",
+            new HistogramConfiguration
+            {
+                LabelNames = ["direction"],
+                Buckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+            });
+        _handshakeFailures = factory.CreateCounter("ztm_tls_handshake_failures_total", "mTLS handshakes refused, by direction and reason.", "direction", "reason");
+        _tcpBytes = factory.CreateCounter("ztm_tcp_bytes_total", "Bytes relayed on opaque TCP connections.", "direction", "flow");
+        _tcpConnections = factory.CreateCounter("ztm_tcp_connections_total", "Opaque TCP connections relayed.", "direction");
+        _tcpActive = factory.CreateGauge("ztm_tcp_connections_active", "Opaque TCP connections open now.", "direction");
+        _retries = factory.CreateCounter("ztm_outbound_retries_total", "Outbound requests retried after a connect failure, by destination service.", "service");
+        _ejections = factory.CreateCounter("ztm_outbound_ejections_total", "Destination endpoints ejected by the circuit breaker, by service.", "service");
+        _rejected = factory.CreateCounter("ztm_rejected_requests_total", "Requests refused before forwarding, by direction and reason.", "direction", "reason");
+        var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
+        state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
+    }
+
+    public CollectorRegistry Registry { get; }
+
+    public void Request(string direction, string source, string destination, int code, TimeSpan duration)
+    {
+        _requests.WithLabels(direction, source, destination, code.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+        _duration.WithLabels(direction).Observe(duration.TotalSeconds);
+    }
+
+    public void HandshakeFailed(string direction, SvidFailure reason) => _handshakeFailures.WithLabels(direction, reason.ToString()).Inc();
+
+    public void HandshakeFailed(string direction, string reason) => _handshakeFailures.WithLabels(direction, reason).Inc();
+
+    public void Rejected(string direction, string reason) => _rejected.WithLabels(direction, reason).Inc();
+
+    public void TcpOpened(string direction)
+    {
+        _tcpConnections.WithLabels(direction).Inc();
+        _tcpActive.WithLabels(direction).Inc();
+    }
+
+    public void TcpClosed(string direction, long bytesIn, long bytesOut)
+    {
+        _tcpActive.WithLabels(direction).Dec();
+        _tcpBytes.WithLabels(direction, "received").Inc(bytesIn);
+        _tcpBytes.WithLabels(direction, "sent").Inc(bytesOut);
+    }
+
+    public void Retried(string service) => _retries.WithLabels(service).Inc();
+
+    public void Ejected(string service) => _ejections.WithLabels(service).Inc();
+}
