@@ -125,17 +125,22 @@ internal sealed class ProtocolDetection : IConnectionListenerFactory, IConnectio
 /// <summary>The public HTTP port: peeks for the HTTP/2 preface, then hands the connection to the matching HTTP pipeline.</summary>
 internal sealed class ProtocolDetector(ProtocolDetection detection) : ConnectionHandler
 {
+    private static readonly TimeSpan IdleTimeout = TimeSpan.FromMinutes(2);
+
     private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
 
     public override async Task OnConnectedAsync(ConnectionContext connection)
     {
         var input = connection.Transport.Input;
         HttpProtocols? protocol = null;
+        // A client that connects and says nothing is dropped, as Kestrel's keep-alive timeout would.
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(connection.ConnectionClosed);
+        idle.CancelAfter(IdleTimeout);
         try
         {
             while (protocol is null)
             {
-                var read = await input.ReadAsync(connection.ConnectionClosed);
+                var read = await input.ReadAsync(idle.Token);
                 var buffer = read.Buffer;
                 protocol = Detect(buffer);
                 if (protocol is null && (read.IsCompleted || read.IsCanceled))
