@@ -1,0 +1,133 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using BenchmarkDotNet.Attributes;
+using Microsoft.Extensions.Logging.Abstractions;
+using ZeroTrustMesh.ControlPlane;
+using ZeroTrustMesh.ControlPlane.Attestation;
+using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.Identity;
+
+namespace ZeroTrustMesh.Benchmarks.Ca;
+
+/// <summary>
+/// The CA's per-signing work, piece by piece, against a baseline in the same run: one raw ECDSA P-256
+/// sign + verify of a 32-byte hash (the two public-key operations any signing needs at minimum: the CSR's
+/// proof-of-possession check and the CA's signature). Ratios in the report read as "N× a raw sign+verify".
+/// </summary>
+[MemoryDiagnoser]
+[SimpleJob(launchCount: 1, warmupCount: 3, iterationCount: 12)]
+public class SigningBenchmarks
+{
+    private const string WorkloadId = "spiffe://cluster.local/ns/shop/sa/orders";
+
+    private ECDsa _rawKey = null!;
+    private byte[] _hash = null!;
+    private CertificateAuthority _ca = null!;
+    private SvidIssuer _issuer = null!;
+    private byte[] _csr = null!;
+    private PublicKey _csrKey = null!;
+    private SpiffeId _id;
+    private X509Certificate2 _caller = null!;
+    private X509Certificate2[] _chainAfterLeaf = null!;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        _rawKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        _hash = SHA256.HashData("ztm benchmark baseline"u8);
+
+        var time = TimeProvider.System;
+        var root = CaStore.CreateRoot(SpiffeId.DefaultTrustDomain, time);
+        var bundle = new TrustBundle(SpiffeId.DefaultTrustDomain, [X509CertificateLoader.LoadCertificate(root.RawData)], 1);
+        _ca = new CertificateAuthority(root, [], bundle, time);
+        _id = SpiffeId.Parse(WorkloadId);
+        _chainAfterLeaf = [.. _ca.ChainAfterLeaf];
+
+        using var workloadKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var request = new CertificateRequest("O=ZeroTrustMesh", workloadKey, HashAlgorithmName.SHA256);
+        request.CertificateExtensions.Add(SubjectAltNames.ForUri(WorkloadId)); // as the sidecar sends it
+        _csr = request.CreateSigningRequest();
+        _csrKey = request.PublicKey;
+
+        // The caller's current SVID, as a renewing sidecar presents it over mTLS.
+        using var callerKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        using var callerLeaf = _ca.IssueSvid(_id, new CertificateRequest("O=x", callerKey, HashAlgorithmName.SHA256).PublicKey, TimeSpan.FromHours(1));
+        _caller = callerLeaf.CopyWithPrivateKey(callerKey);
+
+        var options = new ControlPlaneOptions
+        {
+            DataDir = Path.GetTempPath(),
+            ListenAddress = IPAddress.Loopback,
+            Port = 0,
+            TrustDomain = SpiffeId.DefaultTrustDomain,
+            SvidTtl = TimeSpan.FromHours(1),
+            JoinTokenTtl = TimeSpan.FromMinutes(10),
+            OperatorConfigPath = Path.Combine(Path.GetTempPath(), "ztm-bench-unused-config"),
+        };
+        // NullLogger: the control plane logs one line per issuance; its cost is in the load run, not here.
+        _issuer = new SvidIssuer(_ca, new FixedAttestor(_id), options, NullLogger<SvidIssuer>.Instance);
+    }
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        _rawKey.Dispose();
+        _caller.Dispose();
+        _ca.SigningCertificate.Dispose();
+    }
+
+    [Benchmark(Baseline = true, Description = "baseline: ECDSA P-256 sign+verify (32-byte hash)")]
+    public bool RawSignVerify()
+    {
+        Span<byte> signature = stackalloc byte[64];
+        _rawKey.TrySignHash(_hash, signature, out var written);
+        return _rawKey.VerifyHash(_hash, signature[..written]);
+    }
+
+    [Benchmark(Description = "SpiffeId.TryParse")]
+    public bool SpiffeIdTryParse() => SpiffeId.TryParse(WorkloadId, out _);
+
+    [Benchmark(Description = "CsrValidator.Validate (P-256 CSR)")]
+    public bool CsrValidate() => CsrValidator.Validate(_csr).RequestedId is not null;
+
+    [Benchmark(Description = "CertificateAuthority.IssueSvid")]
+    public int IssueSvid()
+    {
+        using var leaf = _ca.IssueSvid(_id, _csrKey, TimeSpan.FromHours(1));
+        return leaf.RawDataMemory.Length;
+    }
+
+    [Benchmark(Description = "SvidVerifier.Verify (caller SVID)")]
+    public bool VerifyCallerSvid() => SvidVerifier.Verify(_caller, _chainAfterLeaf, _ca.Bundle, DateTimeOffset.UtcNow).IsValid;
+
+    /// <summary>SvidIssuer.Sign with an attestor that accepts at once: CSR validation + identity check + signing.</summary>
+    [Benchmark(Description = "SvidIssuer.Sign (validate+sign)")]
+    public int IssuerSign()
+    {
+        var issued = _issuer.Sign(_csr, "proof", "bench");
+        using var leaf = issued.Leaf;
+        return leaf.RawDataMemory.Length;
+    }
+
+    /// <summary>SvidIssuer.Renew, what RenewCertificate runs: caller SVID verification + CSR validation + signing.</summary>
+    [Benchmark(Description = "SvidIssuer.Renew (verify caller+validate+sign)")]
+    public int IssuerRenew()
+    {
+        var issued = _issuer.Renew(_csr, _caller, "bench");
+        using var leaf = issued.Leaf;
+        return leaf.RawDataMemory.Length;
+    }
+
+    /// <summary>Proves one fixed identity: takes the join-token store (a file write per token) out of the measurement.</summary>
+    private sealed class FixedAttestor(SpiffeId id) : IAttestor
+    {
+        public string Kind => "benchmark";
+
+        public SpiffeId Attest(string proof, Action<SpiffeId> accept)
+        {
+            accept(id);
+            return id;
+        }
+    }
+}
