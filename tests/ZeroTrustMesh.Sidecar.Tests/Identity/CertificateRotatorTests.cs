@@ -31,6 +31,10 @@ public sealed class CertificateRotatorTests : IAsyncLifetime
             BootstrapBundle = _issuer.Bundle,
             JoinToken = "ztmjt_test",
             AdminPort = 0,
+            InboundEndpoint = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
+            OutboundPort = 0,
+            AppPorts = [],
+            TcpPorts = [],
         };
         _rotator = new CertificateRotator(_issuer, _state, options, _time, _lifetime, NullLogger<CertificateRotator>.Instance);
     }
