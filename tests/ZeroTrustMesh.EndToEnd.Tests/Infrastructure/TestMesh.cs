@@ -47,12 +47,15 @@ internal sealed class TestMesh(ITestOutputHelper output) : IAsyncDisposable
         var tokenFile = Path.Combine(Root, name + ".token");
         await File.WriteAllTextAsync(tokenFile, joinToken);
         var process = Track(MeshProcess.Start(name, Executables.Sidecar,
-            ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", controlPlane.BundlePath, "--join-token-file", tokenFile, "--admin-port", "0", .. extraArgs],
+            ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", controlPlane.BundlePath, "--join-token-file", tokenFile,
+                "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0", .. extraArgs],
             output, Environment));
         var listening = await process.WaitForLineAsync("ztm-sidecar: admin listening on ");
         var start = listening.IndexOf("http://", StringComparison.Ordinal);
         var admin = new Uri(listening[start..listening.IndexOf(' ', start)]);
-        return new Sidecar(process, admin);
+        var inbound = (await process.WaitForLineAsync("ztm-sidecar: inbound listening on "))["ztm-sidecar: inbound listening on ".Length..].Split(' ')[0];
+        var outbound = (await process.WaitForLineAsync("ztm-sidecar: outbound listening on "))["ztm-sidecar: outbound listening on ".Length..].Trim();
+        return new Sidecar(process, admin, System.Net.IPEndPoint.Parse(inbound), System.Net.IPEndPoint.Parse(outbound));
     }
 
     /// <summary>Runs ztmctl to completion with this mesh's HOME.</summary>
@@ -134,8 +137,14 @@ internal sealed class ControlPlane(TestMesh mesh, MeshProcess process, Uri addre
 }
 
 /// <summary>A running <c>ztm-sidecar</c> and its admin endpoint.</summary>
-internal sealed class Sidecar(MeshProcess process, Uri admin)
+internal sealed class Sidecar(MeshProcess process, Uri admin, System.Net.IPEndPoint inbound, System.Net.IPEndPoint outbound)
 {
+    /// <summary>The inbound mTLS listener other sidecars call.</summary>
+    public System.Net.IPEndPoint Inbound => inbound;
+
+    /// <summary>The outbound listener the local app calls (HTTP proxy, Host-addressed, h2c, CONNECT).</summary>
+    public System.Net.IPEndPoint Outbound => outbound;
+
     private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
 
     public MeshProcess Process => process;
