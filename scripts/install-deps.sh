@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the quickstart need on a fresh Debian machine.
-# Today that is the .NET SDK (expected on the machine) and curl for the quickstart; NuGet packages restore on build.
+# The .NET SDK is expected on the machine; NuGet packages restore on build. curl for the quickstart;
+# iproute2 and iptables for the transparent-capture tests (network namespaces, run as root).
 set -euo pipefail
 
 if ! command -v dotnet >/dev/null 2>&1; then
@@ -9,6 +10,10 @@ if ! command -v dotnet >/dev/null 2>&1; then
 fi
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "$(id -u)" = 0 ]; then
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -20,11 +20,11 @@ internal sealed class MeshProcess : IAsyncDisposable
     private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ITestOutputHelper? _output;
 
-    private MeshProcess(string name, string dll, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment, ITestOutputHelper? output)
+    private MeshProcess(string name, string dll, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment, ITestOutputHelper? output, string? netns)
     {
         Name = name;
         _output = output;
-        var start = new ProcessStartInfo("dotnet")
+        var start = new ProcessStartInfo(netns is null ? "dotnet" : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -33,6 +33,14 @@ internal sealed class MeshProcess : IAsyncDisposable
             StandardOutputEncoding = Encoding.UTF8,
             StandardErrorEncoding = Encoding.UTF8,
         };
+        if (netns is not null)
+        {
+            // ip netns exec replaces itself with the command: the PID is the executable's.
+            foreach (var arg in new[] { "netns", "exec", netns, "dotnet" })
+            {
+                start.ArgumentList.Add(arg);
+            }
+        }
         start.ArgumentList.Add(dll);
         foreach (var arg in args)
         {
@@ -80,8 +88,9 @@ internal sealed class MeshProcess : IAsyncDisposable
         }
     }
 
-    public static MeshProcess Start(string name, string dll, IEnumerable<string> args, ITestOutputHelper? output, IReadOnlyDictionary<string, string>? environment = null) =>
-        new(name, dll, args, environment, output);
+    /// <param name="netns">Run inside this network namespace (<c>ip netns exec</c>).</param>
+    public static MeshProcess Start(string name, string dll, IEnumerable<string> args, ITestOutputHelper? output, IReadOnlyDictionary<string, string>? environment = null, string? netns = null) =>
+        new(name, dll, args, environment, output, netns);
 
     /// <summary>The first line (already seen or still to come) that contains <paramref name="text"/>.</summary>
     public Task<string> WaitForLineAsync(string text, TimeSpan? timeout = null) => WaitForLineAsync(l => l.Contains(text, StringComparison.Ordinal), text, timeout);
