@@ -7,7 +7,7 @@ internal static partial class ControlPlaneLog
 {
     [LoggerMessage(EventId = 100, Level = LogLevel.Information,
         Message = "svid issued spiffe_id={SpiffeId} serial={Serial} not_after={NotAfter:O} via={Via} key=\"{Key}\" peer={Peer}")]
-    public static partial void SvidIssued(ILogger logger, string spiffeId, string serial, DateTime notAfter, string via, string key, string peer);
+    public static partial void SvidIssued(ILogger logger, string spiffeId, string serial, DateTimeOffset notAfter, string via, string key, string peer);
 
     [LoggerMessage(EventId = 101, Level = LogLevel.Warning,
         Message = "svid refused call={Call} code={Code} reason=\"{Reason}\" peer={Peer}")]

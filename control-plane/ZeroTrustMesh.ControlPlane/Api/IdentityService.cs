@@ -52,10 +52,10 @@ internal sealed class IdentityService(SvidIssuer issuer, CertificateAuthority ca
         {
             SpiffeId = issued.Id.Value,
             TrustBundle = ToProto(issued.Bundle),
-            ExpiresAt = Timestamp.FromDateTime(issued.Leaf.NotAfter.ToUniversalTime()),
-            SerialNumber = issued.Leaf.SerialNumber.ToLowerInvariant(),
+            ExpiresAt = Timestamp.FromDateTimeOffset(issued.Leaf.NotAfter),
+            SerialNumber = issued.Leaf.Serial,
         };
-        response.CertificateChain.Add(ByteString.CopyFrom(issued.Leaf.RawData));
+        response.CertificateChain.Add(UnsafeByteOperations.UnsafeWrap(issued.Leaf.Der));
         response.CertificateChain.AddRange(issued.ChainAfterLeaf.Select(c => ByteString.CopyFrom(c.RawData)));
         return response;
     }

@@ -1,8 +1,12 @@
+using System.Formats.Asn1;
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
 using ZeroTrustMesh.Identity;
 
 namespace ZeroTrustMesh.ControlPlane.Ca;
+
+/// <summary>A certificate as issued: its DER, and what logs and responses need without parsing it again.</summary>
+internal sealed record SignedCertificate(byte[] Der, string Serial, DateTimeOffset NotAfter);
 
 /// <summary>
 /// Signs X.509-SVIDs with the mesh CA's key. Every leaf follows the SPIFFE X.509-SVID specification:
@@ -54,33 +58,109 @@ internal sealed class CertificateAuthority
     public IEnumerable<X509Certificate2> ChainAfterLeaf =>
         (Bundle.Roots.Any(r => r.Thumbprint == SigningCertificate.Thumbprint) ? [] : new[] { SigningCertificate }).Concat(Intermediates);
 
-    /// <summary>Signs a leaf SVID for <paramref name="id"/> over <paramref name="publicKey"/>.</summary>
+    /// <summary>Signs a leaf SVID for <paramref name="id"/> over <paramref name="publicKey"/>, as a certificate object.</summary>
     /// <param name="dnsNames">Extra DNS/IP SANs for the control plane's serving certificate only; workloads get none.</param>
-    public X509Certificate2 IssueSvid(SpiffeId id, PublicKey publicKey, TimeSpan lifetime, IEnumerable<string>? dnsNames = null)
+    public X509Certificate2 IssueSvid(SpiffeId id, PublicKey publicKey, TimeSpan lifetime, IEnumerable<string>? dnsNames = null) =>
+        X509CertificateLoader.LoadCertificate(SignSvid(id, publicKey, lifetime, dnsNames).Der);
+
+    /// <summary>
+    /// Signs a leaf SVID and returns its DER. The certificate is encoded here rather than with
+    /// <see cref="CertificateRequest.Create(X500DistinguishedName, X509SignatureGenerator, DateTimeOffset, DateTimeOffset, ReadOnlySpan{byte})"/>,
+    /// which parses the certificate it has just built: that parse cost more than the signature itself on the
+    /// issuance path, and the workload only needs the bytes.
+    /// </summary>
+    public SignedCertificate SignSvid(SpiffeId id, PublicKey publicKey, TimeSpan lifetime, IEnumerable<string>? dnsNames = null)
     {
         var now = Time.GetUtcNow();
-        var notBefore = now - Backdate;
-        var notAfter = now + lifetime;
+        var notBefore = TruncateToSeconds(now - Backdate);
+        var notAfter = TruncateToSeconds(now + lifetime);
         var caNotAfter = SigningCertificate.NotAfter.ToUniversalTime();
         if (notAfter > caNotAfter)
         {
             notAfter = caNotAfter; // never outlive the issuer
         }
 
-        var request = new CertificateRequest(LeafSubject, publicKey, HashAlgorithmName.SHA256);
-        request.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
         var usage = X509KeyUsageFlags.DigitalSignature;
         if (publicKey.Oid.Value == "1.2.840.113549.1.1.1")
         {
             usage |= X509KeyUsageFlags.KeyEncipherment; // RSA key transport; never for EC keys
         }
-        request.CertificateExtensions.Add(new X509KeyUsageExtension(usage, critical: true));
-        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(ServerAndClientAuth, false));
-        request.CertificateExtensions.Add(dnsNames is null ? SubjectAltNames.ForUri(id.Value) : ServingAltNames(id, dnsNames));
-        request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(publicKey, false));
-        request.CertificateExtensions.Add(_authorityKeyId);
-        return request.Create(SigningCertificate.SubjectName, _signer, notBefore, notAfter, NewSerial());
+        X509Extension[] extensions =
+        [
+            new X509BasicConstraintsExtension(false, false, 0, true),
+            new X509KeyUsageExtension(usage, critical: true),
+            new X509EnhancedKeyUsageExtension(ServerAndClientAuth, false),
+            dnsNames is null ? SubjectAltNames.ForUri(id.Value) : ServingAltNames(id, dnsNames),
+            new X509SubjectKeyIdentifierExtension(publicKey, false),
+            _authorityKeyId,
+        ];
+        var serial = NewSerial();
+        return new SignedCertificate(Encode(serial, notBefore, notAfter, publicKey, extensions), Convert.ToHexStringLower(serial), notAfter);
     }
+
+    /// <summary>An X.509 v3 certificate (RFC 5280 §4.1) signed by the CA's key.</summary>
+    private byte[] Encode(byte[] serial, DateTimeOffset notBefore, DateTimeOffset notAfter, PublicKey publicKey, X509Extension[] extensions)
+    {
+        var algorithm = _signer.GetSignatureAlgorithmIdentifier(HashAlgorithmName.SHA256);
+        var tbs = new AsnWriter(AsnEncodingRules.DER);
+        using (tbs.PushSequence())
+        {
+            using (tbs.PushSequence(new Asn1Tag(TagClass.ContextSpecific, 0)))
+            {
+                tbs.WriteInteger(2); // v3
+            }
+            tbs.WriteInteger(serial);
+            tbs.WriteEncodedValue(algorithm);
+            tbs.WriteEncodedValue(SigningCertificate.SubjectName.RawData);
+            using (tbs.PushSequence())
+            {
+                WriteTime(tbs, notBefore);
+                WriteTime(tbs, notAfter);
+            }
+            tbs.WriteEncodedValue(LeafSubject.RawData);
+            tbs.WriteEncodedValue(publicKey.ExportSubjectPublicKeyInfo());
+            using (tbs.PushSequence(new Asn1Tag(TagClass.ContextSpecific, 3)))
+            using (tbs.PushSequence())
+            {
+                foreach (var extension in extensions)
+                {
+                    using (tbs.PushSequence())
+                    {
+                        tbs.WriteObjectIdentifier(extension.Oid!.Value!);
+                        if (extension.Critical)
+                        {
+                            tbs.WriteBoolean(true); // DER omits the default FALSE
+                        }
+                        tbs.WriteOctetString(extension.RawData);
+                    }
+                }
+            }
+        }
+        var tbsBytes = tbs.Encode();
+        var certificate = new AsnWriter(AsnEncodingRules.DER);
+        using (certificate.PushSequence())
+        {
+            certificate.WriteEncodedValue(tbsBytes);
+            certificate.WriteEncodedValue(algorithm);
+            certificate.WriteBitString(_signer.SignData(tbsBytes, HashAlgorithmName.SHA256));
+        }
+        return certificate.Encode();
+    }
+
+    /// <summary>RFC 5280 §4.1.2.5: UTCTime through 2049, GeneralizedTime from 2050.</summary>
+    private static void WriteTime(AsnWriter writer, DateTimeOffset time)
+    {
+        if (time.Year < 2050)
+        {
+            writer.WriteUtcTime(time);
+        }
+        else
+        {
+            writer.WriteGeneralizedTime(time, omitFractionalSeconds: true);
+        }
+    }
+
+    private static DateTimeOffset TruncateToSeconds(DateTimeOffset time) => new(time.Ticks - (time.Ticks % TimeSpan.TicksPerSecond), TimeSpan.Zero);
 
     private static X509Extension ServingAltNames(SpiffeId id, IEnumerable<string> hosts)
     {

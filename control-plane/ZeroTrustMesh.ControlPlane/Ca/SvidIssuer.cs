@@ -6,7 +6,7 @@ using ZeroTrustMesh.Identity;
 namespace ZeroTrustMesh.ControlPlane.Ca;
 
 /// <summary>A signed SVID and what goes back to the workload with it.</summary>
-internal sealed record IssuedSvid(SpiffeId Id, X509Certificate2 Leaf, IReadOnlyList<X509Certificate2> ChainAfterLeaf, TrustBundle Bundle);
+internal sealed record IssuedSvid(SpiffeId Id, SignedCertificate Leaf, IReadOnlyList<X509Certificate2> ChainAfterLeaf, TrustBundle Bundle);
 
 /// <summary>
 /// Issues SVIDs. The identity always comes from the proof (first issuance) or from the caller's verified
@@ -71,8 +71,8 @@ internal sealed class SvidIssuer(CertificateAuthority ca, IAttestor attestor, Co
 
     private IssuedSvid Issue(SpiffeId id, ValidatedCsr csr, string via, string peer)
     {
-        var leaf = ca.IssueSvid(id, csr.PublicKey, options.SvidTtl);
-        ControlPlaneLog.SvidIssued(logger, id.Value, leaf.SerialNumber.ToLowerInvariant(), leaf.NotAfter.ToUniversalTime(), via, csr.KeyDescription, peer);
+        var leaf = ca.SignSvid(id, csr.PublicKey, options.SvidTtl);
+        ControlPlaneLog.SvidIssued(logger, id.Value, leaf.Serial, leaf.NotAfter, via, csr.KeyDescription, peer);
         return new IssuedSvid(id, leaf, [.. ca.ChainAfterLeaf], ca.Bundle);
     }
 }

@@ -11,13 +11,23 @@ using ZeroTrustMesh.Sidecar.Tls;
 
 namespace ZeroTrustMesh.Sidecar.Outbound;
 
+/// <summary>
+/// YARP's outcome of one forwarding attempt. A struct around the enum, because Polly over an enum result type
+/// instantiates code that NativeAOT cannot compile (Enum.GetValues(Type)).
+/// </summary>
+internal readonly record struct ForwardResult(ForwarderError Error)
+{
+    /// <summary>Counts against the endpoint: it could not be reached or did not answer in time.</summary>
+    public bool IsEndpointFailure => Error is ForwarderError.Request or ForwarderError.RequestTimedOut;
+}
+
 /// <summary>What the outbound path keeps per destination endpoint: its mTLS HTTP/2 client and its circuit breaker.</summary>
-internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePipeline<ForwarderError> breaker, CircuitBreakerStateProvider state)
+internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePipeline<ForwardResult> breaker, CircuitBreakerStateProvider state)
 {
     public HttpMessageInvoker Invoker { get; } = invoker;
 
     /// <summary>Opens after repeated connect failures or timeouts: the endpoint is ejected until a trial request succeeds.</summary>
-    public ResiliencePipeline<ForwarderError> Breaker { get; } = breaker;
+    public ResiliencePipeline<ForwardResult> Breaker { get; } = breaker;
 
     public bool IsEjected => state.CircuitState is CircuitState.Open or CircuitState.Isolated;
 }
@@ -69,10 +79,10 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
             SslOptions = MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, SslApplicationProtocol.Http2),
         };
         var breakerState = new CircuitBreakerStateProvider();
-        var breaker = new ResiliencePipelineBuilder<ForwarderError>()
-            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<ForwarderError>
+        var breaker = new ResiliencePipelineBuilder<ForwardResult>()
+            .AddCircuitBreaker(new CircuitBreakerStrategyOptions<ForwardResult>
             {
-                ShouldHandle = args => ValueTask.FromResult(args.Outcome.Result is ForwarderError.Request or ForwarderError.RequestTimedOut),
+                ShouldHandle = args => ValueTask.FromResult(args.Outcome.Result.IsEndpointFailure),
                 FailureRatio = 0.5,
                 MinimumThroughput = 5,
                 SamplingDuration = TimeSpan.FromSeconds(10),

@@ -99,9 +99,9 @@ internal sealed class OutboundProxy(
             destination = next;
             try
             {
-                error = await client.Breaker.ExecuteAsync(
-                    async ct => await forwarder.SendAsync(context, $"https://{next.Inbound}", client.Invoker, ToSidecar, _transformer, ct),
-                    context.RequestAborted);
+                error = (await client.Breaker.ExecuteAsync(
+                    async ct => new ForwardResult(await forwarder.SendAsync(context, $"https://{next.Inbound}", client.Invoker, ToSidecar, _transformer, ct)),
+                    context.RequestAborted)).Error;
             }
             catch (BrokenCircuitException)
             {
