@@ -63,6 +63,24 @@ public static class SvidVerifier
             return SvidVerification.Invalid(SvidFailure.WrongTrustDomain, $"'{id}' is not in trust domain '{bundle.TrustDomain}'");
         }
 
+        // Fast path: a leaf signed directly by a root (the mesh CA's own leaves) needs one signature check.
+        var sameNameRoots = 0;
+        foreach (var root in bundle.Signatures)
+        {
+            switch (root.Verify(leaf, now))
+            {
+                case true:
+                    return SvidVerification.Valid(id);
+                case false:
+                    sameNameRoots++;
+                    break;
+            }
+        }
+        if (sameNameRoots > 0 && (intermediates is null || !intermediates.Any()))
+        {
+            return SvidVerification.Invalid(SvidFailure.UntrustedChain, $"certificate is not signed by any root of the trust bundle of '{bundle.TrustDomain}'");
+        }
+
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;
         chain.ChainPolicy.RevocationMode = X509RevocationMode.NoCheck;

@@ -19,7 +19,11 @@ public sealed class TrustBundle
             throw new ArgumentException("A trust bundle needs at least one root certificate.", nameof(roots));
         }
         Sequence = sequence;
+        Signatures = [.. Roots.Select(r => new IssuerSignature(r))];
     }
+
+    /// <summary>Cached verifiers for leaves signed directly by one of the roots.</summary>
+    internal IReadOnlyList<IssuerSignature> Signatures { get; }
 
     public string TrustDomain { get; }
 

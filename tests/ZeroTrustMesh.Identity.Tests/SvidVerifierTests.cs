@@ -100,6 +100,23 @@ public sealed class SvidVerifierTests : IDisposable
         Assert.True(SvidVerifier.Verify(newLeaf, null, rotating, Now).IsValid);
     }
 
+    [Fact]
+    public void An_unknown_critical_extension_is_refused_as_x509_path_validation_would()
+    {
+        using var leaf = Leaf(_ca, _caKey, ["spiffe://cluster.local/a"], extra: new X509Extension("1.3.6.1.4.1.99999.1", [0x05, 0x00], critical: true));
+        Assert.Equal(SvidFailure.UntrustedChain, SvidVerifier.Verify(leaf, null, _bundle, Now).Failure);
+    }
+
+    [Fact]
+    public void A_tampered_leaf_does_not_verify()
+    {
+        using var leaf = Leaf(_ca, _caKey, ["spiffe://cluster.local/a"]);
+        var der = leaf.RawData;
+        der[^5] ^= 0xFF; // inside the signature
+        using var tampered = X509CertificateLoader.LoadCertificate(der);
+        Assert.Equal(SvidFailure.UntrustedChain, SvidVerifier.Verify(tampered, null, _bundle, Now).Failure);
+    }
+
     internal static X509Certificate2 MakeCa(ECDsa key, string subject)
     {
         var request = new CertificateRequest(subject, key, HashAlgorithmName.SHA256);
@@ -109,7 +126,7 @@ public sealed class SvidVerifierTests : IDisposable
         return request.CreateSelfSigned(Now.AddDays(-1), Now.AddDays(1));
     }
 
-    internal static X509Certificate2 Leaf(X509Certificate2 ca, ECDsa caKey, string[] uris, bool isCa = false, X509KeyUsageFlags usage = X509KeyUsageFlags.DigitalSignature)
+    internal static X509Certificate2 Leaf(X509Certificate2 ca, ECDsa caKey, string[] uris, bool isCa = false, X509KeyUsageFlags usage = X509KeyUsageFlags.DigitalSignature, X509Extension? extra = null)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("O=test", key, HashAlgorithmName.SHA256);
@@ -125,6 +142,10 @@ public sealed class SvidVerifierTests : IDisposable
             request.CertificateExtensions.Add(san.Build());
         }
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(ca, true, false));
+        if (extra is not null)
+        {
+            request.CertificateExtensions.Add(extra);
+        }
         return request.Create(ca.SubjectName, X509SignatureGenerator.CreateForECDsa(caKey), Now.AddMinutes(-5), Now.AddHours(1), RandomNumberGenerator.GetBytes(16));
     }
 }
