@@ -11,7 +11,8 @@ namespace ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
 /// </summary>
 internal sealed class MeshProcess : IAsyncDisposable
 {
-    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(30);
+    // Generous: CI runs the whole suite on 2 cores, and a process start there can take seconds.
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(60);
 
     private readonly Process _process;
     private readonly List<string> _lines = [];

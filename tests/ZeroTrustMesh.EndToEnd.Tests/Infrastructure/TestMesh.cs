@@ -146,7 +146,7 @@ internal sealed class Sidecar(MeshProcess process, Uri admin, System.Net.IPEndPo
     /// <summary>The outbound listener the local app calls (HTTP proxy, Host-addressed, h2c, CONNECT).</summary>
     public System.Net.IPEndPoint Outbound => outbound;
 
-    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(10) };
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(30) };
 
     public MeshProcess Process => process;
 
