@@ -14,6 +14,8 @@ internal static class Executables
 
     public static string Sidecar => Dll("sidecar/ZeroTrustMesh.Sidecar", "ztm-sidecar");
 
+    public static string DemoApp => Dll("demo/ZeroTrustMesh.DemoApp", "ztm-demo-app");
+
     private static string Dll(string project, string name)
     {
         var path = Path.Combine(RepoRoot, project, "bin", Configuration, "net10.0", name + ".dll");

@@ -80,7 +80,8 @@ internal sealed class TestMesh(ITestOutputHelper output) : IAsyncDisposable
         return (process.ExitCode, await stdout, await stderr);
     }
 
-    private MeshProcess Track(MeshProcess process)
+    /// <summary>Stops and disposes <paramref name="process"/> with the mesh.</summary>
+    public MeshProcess Track(MeshProcess process)
     {
         _processes.Add(process);
         return process;
