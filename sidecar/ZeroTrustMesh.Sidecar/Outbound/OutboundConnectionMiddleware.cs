@@ -25,6 +25,9 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
     private static readonly byte[] ConnectMethod = "CONNECT "u8.ToArray();
     private const int MaxConnectHead = 8 * 1024;
 
+    /// <summary>How long a new connection may take to show what it is (the same as Kestrel's request headers timeout).</summary>
+    public static readonly TimeSpan DetectionTimeout = TimeSpan.FromSeconds(10);
+
     public async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         var original = OriginalDestination.Of(connection.Features.Get<IConnectionSocketFeature>()?.Socket);
@@ -40,9 +43,23 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
         }
 
         var input = connection.Transport.Input;
+        // Kestrel's header timeout starts only once we hand the connection over: until then this is the limit, or a
+        // client that sends nothing, or stops inside "PRI * HTTP/2.0..." or "CONNEC", would hold the connection forever.
+        // (Not ConnectionClosed: it fires on the client's FIN, while a complete request may still wait in the pipe.)
+        using var detection = new CancellationTokenSource(DetectionTimeout);
         while (true)
         {
-            var result = await input.ReadAsync(connection.ConnectionClosed);
+            ReadResult result;
+            try
+            {
+                result = await input.ReadAsync(detection.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                metrics.Rejected("outbound", "request not received in time");
+                SidecarLog.ConnectionRefused(logger, "outbound", $"no complete request start within {DetectionTimeout.TotalSeconds:0} s");
+                return;
+            }
             var buffer = result.Buffer;
             if (StartsWith(buffer, ConnectMethod))
             {
