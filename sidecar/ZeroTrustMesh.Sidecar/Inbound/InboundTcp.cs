@@ -57,7 +57,8 @@ internal sealed class InboundTcp(SidecarOptions options, SidecarMetrics metrics,
             app.Shutdown(SocketShutdown.Send);
             return ValueTask.CompletedTask;
         });
-        var (fromMesh, toMesh) = await TcpRelay.RunAsync(mesh, local, options.TcpIdleTimeout, connection.ConnectionClosed);
+        // Not ConnectionClosed: Kestrel fires it when the peer stops sending, and a half-closed relay must keep the other direction flowing.
+        var (fromMesh, toMesh) = await TcpRelay.RunAsync(mesh, local, options.TcpIdleTimeout, CancellationToken.None);
         metrics.TcpClosed("inbound", fromMesh, toMesh);
     }
 }

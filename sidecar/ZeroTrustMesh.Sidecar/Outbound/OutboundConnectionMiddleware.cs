@@ -25,6 +25,9 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
     private static readonly byte[] ConnectMethod = "CONNECT "u8.ToArray();
     private const int MaxConnectHead = 8 * 1024;
 
+    /// <summary>How long a new connection may take to show what it is (the same as Kestrel's request headers timeout).</summary>
+    public static readonly TimeSpan DetectionTimeout = TimeSpan.FromSeconds(10);
+
     public async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate next)
     {
         var original = OriginalDestination.Of(connection.Features.Get<IConnectionSocketFeature>()?.Socket);
@@ -40,9 +43,23 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
         }
 
         var input = connection.Transport.Input;
+        // Kestrel's header timeout starts only once we hand the connection over: until then this is the limit, or a
+        // client that sends nothing, or stops inside "PRI * HTTP/2.0..." or "CONNEC", would hold the connection forever.
+        // (Not ConnectionClosed: it fires on the client's FIN, while a complete request may still wait in the pipe.)
+        using var detection = new CancellationTokenSource(DetectionTimeout);
         while (true)
         {
-            var result = await input.ReadAsync(connection.ConnectionClosed);
+            ReadResult result;
+            try
+            {
+                result = await input.ReadAsync(detection.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                metrics.Rejected("outbound", "request not received in time");
+                SidecarLog.ConnectionRefused(logger, "outbound", $"no complete request start within {DetectionTimeout.TotalSeconds:0} s");
+                return;
+            }
             var buffer = result.Buffer;
             if (StartsWith(buffer, ConnectMethod))
             {
@@ -56,8 +73,9 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
             if (StartsWith(buffer, Http2Preface))
             {
                 input.AdvanceTo(buffer.Start);
-                connection.Features.Set<ITlsApplicationProtocolFeature>(H2cFeature.Instance);
-                connection.Features.Set<ITlsConnectionFeature>(H2cFeature.Instance);
+                var h2c = new H2cSelection(connection.Features);
+                connection.Features.Set<ITlsApplicationProtocolFeature>(h2c);
+                connection.Features.Set<ITlsConnectionFeature>(h2c);
                 break;
             }
             // Still a possible prefix of either: wait for more bytes. Otherwise it is HTTP/1.1.
@@ -156,13 +174,25 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
         return reader.TryReadTo(out ReadOnlySequence<byte> before, value, advancePastDelimiter: false) ? before.Length : -1;
     }
 
-    /// <summary>Tells Kestrel's protocol selection "h2" on a cleartext connection that began with the HTTP/2 preface.</summary>
-    private sealed class H2cFeature : ITlsApplicationProtocolFeature, ITlsConnectionFeature
+    /// <summary>
+    /// Tells Kestrel's protocol selection "h2" on a cleartext connection that began with the HTTP/2 preface.
+    /// Kestrel reads the ALPN only when the connection also has a TLS feature, but a connection with a TLS feature
+    /// is https to every HTTP/2 stream on it, and a stream whose <c>:scheme</c> is <c>http</c> (every h2c request)
+    /// is then reset with PROTOCOL_ERROR. So the TLS feature lives only for the protocol selection: Kestrel reads
+    /// the TLS feature, then the ALPN, and that read removes the TLS feature before the first stream is created.
+    /// </summary>
+    private sealed class H2cSelection(IFeatureCollection features) : ITlsApplicationProtocolFeature, ITlsConnectionFeature
     {
-        public static readonly H2cFeature Instance = new();
         private static readonly ReadOnlyMemory<byte> H2 = "h2"u8.ToArray();
 
-        public ReadOnlyMemory<byte> ApplicationProtocol => H2;
+        public ReadOnlyMemory<byte> ApplicationProtocol
+        {
+            get
+            {
+                features.Set<ITlsConnectionFeature>(null);
+                return H2;
+            }
+        }
 
         public System.Security.Cryptography.X509Certificates.X509Certificate2? ClientCertificate
         {

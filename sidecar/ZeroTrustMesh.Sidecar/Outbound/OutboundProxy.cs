@@ -54,6 +54,15 @@ internal sealed class OutboundProxy(
             return;
         }
 
+        if (IsAmbiguouslyFramed(context.Request))
+        {
+            // Request smuggling: two framings of one body. Kestrel would go by Transfer-Encoding (moving Content-Length
+            // to X-Content-Length); a zero-trust proxy refuses rather than pick one, and the connection is closed.
+            context.Response.Headers.Connection = "close";
+            await Refuse(context, StatusCodes.Status400BadRequest, "the request has both Content-Length and Transfer-Encoding", self, "", started);
+            return;
+        }
+
         IReadOnlyList<Destination> destinations;
         int? requestedPort;
         string target;
@@ -122,6 +131,12 @@ internal sealed class OutboundProxy(
         accessLog.Write("outbound", self, peer, context.Request.Method, context.Request.Path.Value ?? "", context.Response.StatusCode, elapsed,
             context.Request.ContentLength, context.Response.ContentLength, error == ForwarderError.None ? null : $"forward error: {error}");
     }
+
+    /// <summary>HTTP/1.x with Transfer-Encoding and a Content-Length (Kestrel renames the latter to X-Content-Length when both come).</summary>
+    private static bool IsAmbiguouslyFramed(HttpRequest request) =>
+        HttpProtocol.IsHttp11(request.Protocol) || HttpProtocol.IsHttp10(request.Protocol)
+            ? request.Headers.ContainsKey("Transfer-Encoding") && (request.Headers.ContainsKey("Content-Length") || request.Headers.ContainsKey("X-Content-Length"))
+            : false;
 
     /// <summary>Only idempotent requests with no body are replayed: nothing of them can have been consumed.</summary>
     private static bool CanRetry(HttpRequest request) =>

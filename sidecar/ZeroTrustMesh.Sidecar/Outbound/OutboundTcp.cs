@@ -52,7 +52,8 @@ internal sealed class OutboundTcp(IdentityState state, DestinationClients client
             metrics.TcpOpened("outbound");
             var local = new RelaySide(app.Transport.Input, app.Transport.Output, () => app.Transport.Output.CompleteAsync());
             var mesh = new RelaySide(PipeReader.Create(tls), PipeWriter.Create(tls), () => new ValueTask(tls.ShutdownAsync()));
-            var (sent, received) = await TcpRelay.RunAsync(local, mesh, options.TcpIdleTimeout, app.ConnectionClosed);
+            // Not ConnectionClosed: Kestrel fires it when the app half-closes (FIN), and the reply must still flow back.
+            var (sent, received) = await TcpRelay.RunAsync(local, mesh, options.TcpIdleTimeout, CancellationToken.None);
             metrics.TcpClosed("outbound", received, sent);
         }
     }

@@ -37,7 +37,12 @@ internal static class TcpRelay
                 {
                     foreach (var segment in buffer)
                     {
-                        await to.Output.WriteAsync(segment, idle.Token).ConfigureAwait(false);
+                        var flush = await to.Output.WriteAsync(segment, idle.Token).ConfigureAwait(false);
+                        if (flush.IsCompleted)
+                        {
+                            // The receiving side is gone: nothing can be delivered any more, end both directions.
+                            throw new IOException("the receiving side of the relay closed");
+                        }
                     }
                     total += buffer.Length;
                     idle.CancelAfter(idleTimeout); // activity: push the idle deadline out

@@ -15,6 +15,9 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
 
     internal ControlPlane ControlPlane { get; private set; } = null!;
 
+    /// <summary>The mesh the control plane runs in; fixtures start more processes in it.</summary>
+    internal TestMesh Mesh => _mesh;
+
     /// <summary>Extra command-line arguments of the control plane.</summary>
     protected virtual IEnumerable<string> Arguments => [];
 
@@ -26,7 +29,7 @@ public abstract class ControlPlaneFixture : IAsyncLifetime
     {
     }
 
-    public async Task InitializeAsync()
+    public virtual async Task InitializeAsync()
     {
         var dataDir = Path.Combine(_mesh.Root, "controlplane");
         Directory.CreateDirectory(dataDir);

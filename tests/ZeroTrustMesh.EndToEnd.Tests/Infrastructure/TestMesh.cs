@@ -80,7 +80,7 @@ internal sealed class TestMesh(ITestOutputHelper output) : IAsyncDisposable
         return (process.ExitCode, await stdout, await stderr);
     }
 
-    /// <summary>Stops <paramref name="process"/> with the mesh.</summary>
+    /// <summary>Stops and disposes <paramref name="process"/> with the mesh.</summary>
     public MeshProcess Track(MeshProcess process)
     {
         _processes.Add(process);
