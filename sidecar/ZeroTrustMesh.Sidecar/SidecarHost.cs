@@ -84,6 +84,20 @@ internal static class SidecarHost
                 listen.Protocols = HttpProtocols.Http2;
                 var state = sp.GetRequiredService<IdentityState>();
                 var metrics = sp.GetRequiredService<SidecarMetrics>();
+                // Kestrel drops a connection that does not start with a TLS handshake record before any callback of
+                // ours runs, and logs it only at Debug: count it here, where the first byte is visible.
+                listen.Use(next => async connection =>
+                {
+                    var first = await connection.Transport.Input.ReadAtLeastAsync(1, connection.ConnectionClosed);
+                    var isTls = !first.Buffer.IsEmpty && first.Buffer.FirstSpan[0] == TlsHandshakeRecord;
+                    connection.Transport.Input.AdvanceTo(first.Buffer.Start);
+                    if (!isTls)
+                    {
+                        metrics.HandshakeFailed("inbound", first.Buffer.IsEmpty ? "ClosedBeforeHandshake" : "NotTls");
+                        return;
+                    }
+                    await next(connection);
+                });
                 listen.UseHttps(new TlsHandshakeCallbackOptions
                 {
                     HandshakeTimeout = TimeSpan.FromSeconds(10),
@@ -155,6 +169,9 @@ internal static class SidecarHost
         // A refused join token stops the sidecar; say so in the exit code.
         return app.Services.GetRequiredService<CertificateRotator>().FirstIdentity.IsFaulted ? 1 : 0;
     }
+
+    /// <summary>The first byte of every TLS connection: a handshake record (ClientHello).</summary>
+    private const byte TlsHandshakeRecord = 0x16;
 
     private static Func<ConnectionDelegate, ConnectionDelegate> Tag(ListenerRole role) => next => connection =>
     {
