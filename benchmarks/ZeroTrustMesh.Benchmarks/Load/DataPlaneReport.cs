@@ -89,7 +89,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         md.AppendLine("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var t in Targets)
         {
-            md.AppendLine(inv, $"| {t.Target} | {t.RateP50Ms.Format("0.000")} | {t.RateP90Ms.Format("0.000")} | {t.RateP99Ms.Format("0.000")} | {t.AddedP50Ms.Format("+0.000")} | {t.AddedP90Ms.Format("+0.000")} | {t.AddedP99Ms.Format("+0.000")} | {t.P99VsHaproxy.Format("0.00")} | {t.RateErrors.Format("0")} |");
+            md.AppendLine(inv, $"| {t.Target} | {t.RateP50Ms.Format("0.000")} | {t.RateP90Ms.Format("0.000")} | {t.RateP99Ms.Format("0.000")} | {t.AddedP50Ms.Format("+0.000;-0.000")} | {t.AddedP90Ms.Format("+0.000;-0.000")} | {t.AddedP99Ms.Format("+0.000;-0.000")} | {t.P99VsHaproxy.Format("0.00")} | {t.RateErrors.Format("0")} |");
         }
         md.AppendLine();
         md.AppendLine("## Proxy processes");
