@@ -82,9 +82,9 @@ internal sealed class ControlPlaneProcess : IAsyncDisposable
         }
     }
 
-    public static async Task<ControlPlaneProcess> StartAsync(string dll, TimeSpan timeout)
+    public static async Task<ControlPlaneProcess> StartAsync(string dll, TimeSpan timeout, string tempPrefix = "ztm-signing-load-")
     {
-        var root = Directory.CreateTempSubdirectory("ztm-signing-load-").FullName;
+        var root = Directory.CreateTempSubdirectory(tempPrefix).FullName;
         var process = new ControlPlaneProcess(dll, root);
         try
         {

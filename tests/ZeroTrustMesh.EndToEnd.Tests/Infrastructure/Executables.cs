@@ -16,6 +16,9 @@ internal static class Executables
 
     public static string DemoApp => Dll("demo/ZeroTrustMesh.DemoApp", "ztm-demo-app");
 
+    /// <summary>The benchmarks console (BenchmarkDotNet, <c>signing-load</c>, <c>dataplane-load</c>).</summary>
+    public static string Benchmarks => Dll("benchmarks/ZeroTrustMesh.Benchmarks", "ZeroTrustMesh.Benchmarks");
+
     private static string Dll(string project, string name)
     {
         var path = Path.Combine(RepoRoot, project, "bin", Configuration, "net10.0", name + ".dll");

@@ -1,0 +1,247 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Text.RegularExpressions;
+
+namespace ZeroTrustMesh.Benchmarks.Load;
+
+/// <summary>What a load client measured in one run against one target.</summary>
+/// <param name="Sent">Every request of the run, its unmeasured warm-up included: what the proxies' CPU over the run is divided by.</param>
+internal sealed record ClientResult(long Requests, long Errors, double Seconds, double PerSecond, double P50Ms, double P90Ms, double P99Ms, double SendLagP99Ms, long Sent);
+
+/// <summary>
+/// The load clients of <c>dataplane-load</c>: closed-loop capacity with <c>wrk</c> (or, without it, an in-process
+/// closed loop on HttpClient) and an open-loop fixed-rate client on HttpClient.
+/// </summary>
+internal static partial class LoadClients
+{
+    /// <summary><c>wrk -t&lt;threads&gt; -c&lt;connections&gt; -d&lt;s&gt; --latency</c>, killed by its PID if it overruns.</summary>
+    public static async Task<ClientResult> WrkAsync(Uri url, string? host, int connections, int threads, TimeSpan duration, CancellationToken cancellation)
+    {
+        var start = new ProcessStartInfo("wrk") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in new[] { $"-t{threads}", $"-c{connections}", $"-d{(int)Math.Ceiling(duration.TotalSeconds)}s", "--latency", "--timeout", "5s" })
+        {
+            start.ArgumentList.Add(arg);
+        }
+        if (host is not null)
+        {
+            start.ArgumentList.Add("-H");
+            start.ArgumentList.Add($"Host: {host}");
+        }
+        start.ArgumentList.Add(url.ToString());
+        using var wrk = Process.Start(start)!;
+        var stdout = wrk.StandardOutput.ReadToEndAsync(cancellation);
+        var stderr = wrk.StandardError.ReadToEndAsync(cancellation);
+        using (var bound = CancellationTokenSource.CreateLinkedTokenSource(cancellation))
+        {
+            bound.CancelAfter(duration + TimeSpan.FromSeconds(20));
+            try
+            {
+                await wrk.WaitForExitAsync(bound.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                wrk.Kill();
+                throw new TimeoutException($"wrk (pid {wrk.Id}) did not finish within {duration.TotalSeconds + 20}s");
+            }
+        }
+        var text = await stdout + await stderr;
+        var requests = Match(RequestsLine(), text, "requests in");
+        var seconds = Seconds(RequestsLine().Match(text).Groups[2].Value);
+        long errors = 0;
+        if (NonSuccessLine().Match(text) is { Success: true } non2xx)
+        {
+            errors += long.Parse(non2xx.Groups[1].Value, CultureInfo.InvariantCulture);
+        }
+        if (SocketErrorsLine().Match(text) is { Success: true } socket)
+        {
+            errors += Enumerable.Range(1, 4).Sum(g => long.Parse(socket.Groups[g].Value, CultureInfo.InvariantCulture));
+        }
+        return new ClientResult(requests, errors, seconds, double.Parse(RequestsPerSecLine().Match(text).Groups[1].Value, CultureInfo.InvariantCulture),
+            Percentile(text, "50%"), Percentile(text, "90%"), Percentile(text, "99%"), double.NaN, requests + errors);
+
+        static long Match(Regex regex, string text, string what) => regex.Match(text) is { Success: true } m
+            ? long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)
+            : throw new InvalidOperationException($"wrk printed no '{what}' line:\n{text}");
+    }
+
+    private static double Percentile(string text, string label)
+    {
+        var m = Regex.Match(text, $@"^\s+{Regex.Escape(label)}\s+([\d.]+)(us|ms|s)\s*$", RegexOptions.Multiline, TimeSpan.FromSeconds(1));
+        return m.Success ? double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture) * m.Groups[2].Value switch { "us" => 0.001, "s" => 1000, _ => 1 } : double.NaN;
+    }
+
+    private static double Seconds(string value) =>
+        value.EndsWith("ms", StringComparison.Ordinal) ? double.Parse(value[..^2], CultureInfo.InvariantCulture) / 1000
+        : value.EndsWith('m') ? double.Parse(value[..^1], CultureInfo.InvariantCulture) * 60
+        : double.Parse(value.TrimEnd('s'), CultureInfo.InvariantCulture);
+
+    [GeneratedRegex(@"(\d+) requests in ([\d.]+\w+),")]
+    private static partial Regex RequestsLine();
+
+    [GeneratedRegex(@"Requests/sec:\s+([\d.]+)")]
+    private static partial Regex RequestsPerSecLine();
+
+    [GeneratedRegex(@"Non-2xx or 3xx responses: (\d+)")]
+    private static partial Regex NonSuccessLine();
+
+    [GeneratedRegex(@"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")]
+    private static partial Regex SocketErrorsLine();
+
+    /// <summary>An HttpClient for one target: HTTP/1.1 keep-alive, no proxy, connections kept across runs.</summary>
+    public static HttpClient Client(int maxConnections) => new(new SocketsHttpHandler
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        MaxConnectionsPerServer = maxConnections,
+        PooledConnectionIdleTimeout = TimeSpan.FromMinutes(10),
+        PooledConnectionLifetime = Timeout.InfiniteTimeSpan,
+        ConnectTimeout = TimeSpan.FromSeconds(5),
+    })
+    {
+        Timeout = TimeSpan.FromSeconds(10),
+        DefaultRequestVersion = HttpVersion.Version11,
+        DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+    };
+
+    private static async Task<bool> OnceAsync(HttpClient client, Uri url, string? host, CancellationToken cancellation)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Get, url);
+        if (host is not null)
+        {
+            request.Headers.Host = host;
+        }
+        using var response = await client.SendAsync(request, HttpCompletionOption.ResponseContentRead, cancellation);
+        return response.IsSuccessStatusCode;
+    }
+
+    /// <summary>The in-process closed loop used when wrk is not installed: <paramref name="connections"/> callers, each waiting for its reply.</summary>
+    public static async Task<ClientResult> ClosedLoopAsync(HttpClient client, Uri url, string? host, int connections, TimeSpan duration, CancellationToken cancellation)
+    {
+        var end = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
+        var started = Stopwatch.GetTimestamp();
+        var workers = Enumerable.Range(0, connections).Select(_ => Task.Run(async () =>
+        {
+            var latencies = new List<long>(4096);
+            long errors = 0;
+            while (Stopwatch.GetTimestamp() < end)
+            {
+                var t0 = Stopwatch.GetTimestamp();
+                bool ok;
+                try
+                {
+                    ok = await OnceAsync(client, url, host, cancellation);
+                }
+                catch (HttpRequestException)
+                {
+                    ok = false;
+                }
+                if (ok)
+                {
+                    latencies.Add(Stopwatch.GetTimestamp() - t0);
+                }
+                else
+                {
+                    errors++;
+                }
+            }
+            return (latencies, errors);
+        }, cancellation)).ToArray();
+        var results = await Task.WhenAll(workers);
+        var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
+        var all = results.SelectMany(r => r.latencies).Order().ToArray();
+        return new ClientResult(all.LongLength, results.Sum(r => r.errors), seconds, all.LongLength / seconds,
+            Ms(At(all, 0.50)), Ms(At(all, 0.90)), Ms(At(all, 0.99)), double.NaN, all.LongLength + results.Sum(r => r.errors));
+    }
+
+    /// <summary>
+    /// Open loop at a fixed rate: request i is sent at start + i/rate whether or not earlier ones have answered
+    /// (a dedicated thread sleeps ~1 ms at a time and sends everything that is due). Latency is from the actual send
+    /// to the end of the response body; the send lag (actual − scheduled) is reported so a sender that fell behind is
+    /// visible. Requests scheduled in the first <paramref name="warmup"/> are not counted.
+    /// </summary>
+    public static async Task<ClientResult> FixedRateAsync(HttpClient client, Uri url, string? host, int rate, TimeSpan warmup, TimeSpan duration, CancellationToken cancellation)
+    {
+        var skip = (int)(warmup.TotalSeconds * rate);
+        var total = skip + (int)(duration.TotalSeconds * rate);
+        var latency = new long[total];
+        var lag = new long[total];
+        var pending = new Task[total];
+        var interval = (double)Stopwatch.Frequency / rate;
+        var start = Stopwatch.GetTimestamp();
+
+        async Task SendAsync(int i, long sent)
+        {
+            try
+            {
+                latency[i] = await OnceAsync(client, url, host, cancellation) ? Stopwatch.GetTimestamp() - sent : -1;
+            }
+            catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
+            {
+                latency[i] = -1;
+            }
+        }
+
+        var sender = new Thread(() =>
+        {
+            for (var i = 0; i < total && !cancellation.IsCancellationRequested; i++)
+            {
+                var due = start + (long)(i * interval);
+                while (Stopwatch.GetTimestamp() < due)
+                {
+                    Thread.Sleep(1);
+                }
+                var now = Stopwatch.GetTimestamp();
+                lag[i] = now - due;
+                pending[i] = SendAsync(i, now);
+            }
+        })
+        { IsBackground = true, Name = "fixed-rate sender" };
+        sender.Start();
+        await Task.Run(sender.Join, cancellation);
+        var outstanding = Task.WhenAll(pending.Where(p => p is not null));
+        await Task.WhenAny(outstanding, Task.Delay(TimeSpan.FromSeconds(15), cancellation));
+
+        var measured = latency.Skip(skip).ToArray();
+        var ok = measured.Where(l => l > 0).Order().ToArray();
+        var lags = lag.Skip(skip).Order().ToArray();
+        var seconds = duration.TotalSeconds;
+        return new ClientResult(ok.LongLength, measured.LongLength - ok.LongLength, seconds, ok.LongLength / seconds,
+            Ms(At(ok, 0.50)), Ms(At(ok, 0.90)), Ms(At(ok, 0.99)), Ms(At(lags, 0.99)), pending.Count(p => p is not null));
+    }
+
+    /// <summary>Waits until <paramref name="url"/> answers 2xx (a proxy may need a moment for its upstream or the registry).</summary>
+    public static async Task WaitUntilServingAsync(HttpClient client, Uri url, string? host, TimeSpan timeout, string what)
+    {
+        var deadline = Stopwatch.GetTimestamp() + (long)(timeout.TotalSeconds * Stopwatch.Frequency);
+        string last = "no attempt";
+        while (Stopwatch.GetTimestamp() < deadline)
+        {
+            try
+            {
+                using var request = new HttpRequestMessage(HttpMethod.Get, url);
+                if (host is not null)
+                {
+                    request.Headers.Host = host;
+                }
+                using var response = await client.SendAsync(request);
+                var body = await response.Content.ReadAsByteArrayAsync();
+                if (response.IsSuccessStatusCode)
+                {
+                    return;
+                }
+                last = $"HTTP {(int)response.StatusCode}: {System.Text.Encoding.UTF8.GetString(body.AsSpan(0, Math.Min(body.Length, 200)))}";
+            }
+            catch (HttpRequestException e)
+            {
+                last = e.Message;
+            }
+            await Task.Delay(200);
+        }
+        throw new InvalidOperationException($"{what} at {url} did not answer 2xx within {timeout.TotalSeconds}s: {last}");
+    }
+
+    private static long At(long[] sorted, double q) => sorted.Length == 0 ? -1 : sorted[Math.Max(0, (int)Math.Ceiling(q * sorted.Length) - 1)];
+
+    private static double Ms(long ticks) => ticks < 0 ? double.NaN : ticks * 1000.0 / Stopwatch.Frequency;
+}
