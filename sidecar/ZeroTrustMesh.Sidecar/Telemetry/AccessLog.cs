@@ -1,16 +1,40 @@
-using System.Text;
+using System.Buffers;
 using System.Text.Json;
+using System.Threading.Channels;
 
 namespace ZeroTrustMesh.Sidecar.Telemetry;
 
-/// <summary>One JSON line per request on stdout: who called whom, what, the outcome, how long, how many bytes.</summary>
-internal sealed class AccessLog
+/// <summary>
+/// One JSON line per request on stdout: who called whom, what, the outcome, how long, how many bytes. The request
+/// path only formats the line into a pooled buffer and queues it; one background writer batches lines into writes of
+/// at most <see cref="MaxWrite"/> bytes (atomic on a pipe, so lines never interleave with other output). If the queue
+/// is full the line is dropped and counted, rather than slowing requests down.
+/// </summary>
+internal sealed class AccessLog : IAsyncDisposable
 {
-    private readonly TextWriter _out = Console.Out;
+    private const int MaxWrite = 4096; // PIPE_BUF: a write up to this size is not split on a pipe
+    private const int QueueLength = 16_384;
+
+    [ThreadStatic]
+    private static ArrayBufferWriter<byte>? t_buffer;
+
+    private readonly Channel<(byte[] Line, int Length)> _queue = Channel.CreateBounded<(byte[], int)>(
+        new BoundedChannelOptions(QueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
+    private readonly Stream _stdout = Console.OpenStandardOutput();
+    private readonly Task _writer;
+    private long _dropped;
+
+    public AccessLog()
+    {
+        _writer = Task.Run(WriteLoopAsync);
+    }
+
+    public long Dropped => Interlocked.Read(ref _dropped);
 
     public void Write(string direction, string source, string destination, string method, string path, int status, TimeSpan duration, long? bytesIn, long? bytesOut, string? reason = null)
     {
-        using var buffer = new MemoryStream(256);
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(512);
+        buffer.ResetWrittenCount();
         using (var json = new Utf8JsonWriter(buffer))
         {
             json.WriteStartObject();
@@ -37,6 +61,54 @@ internal sealed class AccessLog
             }
             json.WriteEndObject();
         }
-        _out.WriteLine(Encoding.UTF8.GetString(buffer.GetBuffer(), 0, (int)buffer.Length));
+        var length = buffer.WrittenCount + 1;
+        var line = ArrayPool<byte>.Shared.Rent(length);
+        buffer.WrittenSpan.CopyTo(line);
+        line[length - 1] = (byte)'\n';
+        if (!_queue.Writer.TryWrite((line, length)))
+        {
+            ArrayPool<byte>.Shared.Return(line);
+            Interlocked.Increment(ref _dropped);
+        }
+    }
+
+    private async Task WriteLoopAsync()
+    {
+        var batch = new byte[MaxWrite];
+        var used = 0;
+        while (await _queue.Reader.WaitToReadAsync())
+        {
+            while (_queue.Reader.TryRead(out var item))
+            {
+                if (used + item.Length > MaxWrite && used > 0)
+                {
+                    await _stdout.WriteAsync(batch.AsMemory(0, used));
+                    used = 0;
+                }
+                if (item.Length > MaxWrite)
+                {
+                    await _stdout.WriteAsync(item.Line.AsMemory(0, item.Length)); // a huge line goes alone
+                }
+                else
+                {
+                    item.Line.AsSpan(0, item.Length).CopyTo(batch.AsSpan(used));
+                    used += item.Length;
+                }
+                ArrayPool<byte>.Shared.Return(item.Line);
+            }
+            if (used > 0)
+            {
+                await _stdout.WriteAsync(batch.AsMemory(0, used));
+                await _stdout.FlushAsync();
+                used = 0;
+            }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await _writer;
+        await _stdout.DisposeAsync();
     }
 }

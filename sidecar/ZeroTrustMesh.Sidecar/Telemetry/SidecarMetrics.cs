@@ -42,9 +42,12 @@ internal sealed class SidecarMetrics
 
     public CollectorRegistry Registry { get; }
 
+    /// <summary>Status codes as label values, formatted once rather than per request.</summary>
+    private static readonly string[] StatusCodes = [.. Enumerable.Range(0, 600).Select(c => c.ToString(System.Globalization.CultureInfo.InvariantCulture))];
+
     public void Request(string direction, string source, string destination, int code, TimeSpan duration)
     {
-        _requests.WithLabels(direction, source, destination, code.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
+        _requests.WithLabels(direction, source, destination, (uint)code < (uint)StatusCodes.Length ? StatusCodes[code] : code.ToString(System.Globalization.CultureInfo.InvariantCulture)).Inc();
         _duration.WithLabels(direction).Observe(duration.TotalSeconds);
     }
 
