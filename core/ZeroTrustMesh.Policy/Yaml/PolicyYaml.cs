@@ -97,6 +97,12 @@ public static class PolicyYaml
     /// <summary>Reads one document; every helper reports a wrong type or an unknown key and carries on.</summary>
     private sealed class DocumentReader(ErrorSink errors)
     {
+        // Stand-ins for parts whose shape was wrong: that error is already reported, and these pass validation so it
+        // is not followed by a confusing second error about the same place. The set is refused anyway.
+        private static readonly RuleSource PlaceholderSource = new(["*"], [], []);
+        private static readonly RuleOperation PlaceholderOperation = new(["*"], [], []);
+        private static readonly RuleCondition PlaceholderCondition = new("source.ip", ["::/0"], []);
+
         private static readonly string[] Kinds =
             [AuthorizationPolicy.KindName, RequestAuthentication.KindName, PeerAuthentication.KindName, RateLimitPolicy.KindName];
 
@@ -215,7 +221,7 @@ public static class PolicyYaml
         {
             if (map is null)
             {
-                return new RuleSource([], [], []);
+                return PlaceholderSource; // the shape error is reported; do not add "a source must name …" on top
             }
             Keys(map, path, "principals", "namespaces", "requestPrincipals");
             return new RuleSource(Strings(map, "principals", path), Strings(map, "namespaces", path), Strings(map, "requestPrincipals", path));
@@ -225,7 +231,7 @@ public static class PolicyYaml
         {
             if (map is null)
             {
-                return new RuleOperation([], [], []);
+                return PlaceholderOperation;
             }
             Keys(map, path, "methods", "paths", "ports");
             return new RuleOperation(Strings(map, "methods", path), Strings(map, "paths", path), List(map, "ports", path, (n, p) => Int(n, p) ?? 0));
@@ -235,10 +241,11 @@ public static class PolicyYaml
         {
             if (Mapping(node, path) is not { } map)
             {
-                return new RuleCondition("", [], []);
+                return PlaceholderCondition;
             }
             Keys(map, path, "key", "values", "notValues", "timeZone", "days");
-            return new RuleCondition(String(map, "key", path) ?? "", Strings(map, "values", path), Strings(map, "notValues", path))
+            var key = String(map, "key", path) ?? (Child(map, "key") is { } k && !IsNull(k) ? PlaceholderCondition.Key : "");
+            return new RuleCondition(key, Strings(map, "values", path), Strings(map, "notValues", path))
             {
                 TimeZone = String(map, "timeZone", path),
                 Days = Strings(map, "days", path),
