@@ -10,12 +10,16 @@ namespace ZeroTrustMesh.Cli;
 /// <summary>
 /// <c>ztmctl</c>: the operator CLI. It talks only to the control plane's gRPC admin API, over mTLS with the
 /// operator credential named by the config (<c>--config</c>, else <c>$ZTM_CONFIG</c>, else <c>~/.ztm/config</c>).
-/// Exit codes: 0 done, 1 the control plane refused, 2 bad command line, 3 no config or control plane unreachable.
+/// Exit codes: 0 done, 1 the control plane refused, 2 bad command line, 3 no config or control plane unreachable,
+/// 4 <c>policy test</c> says the request would be denied.
 /// </summary>
 internal static class Ztmctl
 {
     public const int Refused = 1;
+    public const int UsageError = ZeroTrustMesh.CommandLine.CommandLineOptions.UsageError;
     public const int Unreachable = 3;
+    /// <summary><c>policy test</c>: the request would be denied.</summary>
+    public const int Denied = 4;
 
     internal static readonly Option<string?> ConfigOption = new("--config")
     {
@@ -25,16 +29,20 @@ internal static class Ztmctl
 
     internal static readonly Option<string> OutputOption = new("--output", "-o")
     {
-        Description = "Output format: table, json",
+        Description = "Output format: table, json (yaml for get, token for token create)",
         DefaultValueFactory = _ => "table",
         Recursive = true,
     };
 
     public static RootCommand Command()
     {
-        OutputOption.AcceptOnlyFromAmong("table", "json", "token");
+        OutputOption.AcceptOnlyFromAmong("table", "json", "token", "yaml");
         var root = new RootCommand("ztmctl: operate a ZeroTrustMesh control plane") { ConfigOption, OutputOption };
         root.Subcommands.Add(TokenCommands.Command());
+        foreach (var command in PolicyCommands.Commands())
+        {
+            root.Subcommands.Add(command);
+        }
         return root;
     }
 

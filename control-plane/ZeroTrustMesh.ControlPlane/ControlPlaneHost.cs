@@ -9,6 +9,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Registry;
 
 namespace ZeroTrustMesh.ControlPlane;
@@ -53,11 +54,15 @@ internal static class ControlPlaneHost
         services.AddSingleton<SvidIssuer>();
         services.AddSingleton<WorkloadCaller>();
         services.AddSingleton<ServiceRegistry>();
+        services.AddSingleton<PolicyStore>();
+        services.AddSingleton<ConfigDistributor>();
         services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = options.MaxRequestBytes;
             o.EnableDetailedErrors = false;
-        }).AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>());
+        })
+            .AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
+            .AddServiceOptions<PolicyAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>());
 
         builder.WebHost.ConfigureKestrel((context, kestrel) =>
         {
@@ -88,6 +93,8 @@ internal static class ControlPlaneHost
         app.MapGrpcService<IdentityService>();
         app.MapGrpcService<IdentityAdminService>();
         app.MapGrpcService<RegistryService>();
+        app.MapGrpcService<MeshConfigService>();
+        app.MapGrpcService<PolicyAdminService>();
 
         try
         {
@@ -103,10 +110,12 @@ internal static class ControlPlaneHost
         var host = options.ListenAddress.Equals(IPAddress.Any) ? "127.0.0.1" : options.ListenAddress.Equals(IPAddress.IPv6Any) ? "[::1]" : bound.Host;
         var address = $"https://{host}:{bound.Port}";
         var operatorConfig = app.Services.GetRequiredService<ControlPlaneCredentials>().EnsureOperatorCredential(address);
+        var policies = app.Services.GetRequiredService<PolicyStore>().Current;
 
         Console.Out.WriteLine($"ztm-controlplane: CA {origin.ToString().ToLowerInvariant()} in {options.DataDir} (trust domain {options.TrustDomain})");
         Console.Out.WriteLine($"ztm-controlplane: trust bundle {CaStore.BundlePath(options.DataDir)}");
         Console.Out.WriteLine($"ztm-controlplane: operator config {options.OperatorConfigPath} (credential {operatorConfig.CertificatePath})");
+        Console.Out.WriteLine($"ztm-controlplane: policy {policies.Version} with {policies.Resources.Count} resource(s) from {Path.Combine(options.DataDir, "policies")}");
         Console.Out.WriteLine($"ztm-controlplane: listening on {address}");
         Console.Out.Flush();
 

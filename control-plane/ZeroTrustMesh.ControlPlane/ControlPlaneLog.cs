@@ -28,4 +28,22 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(EventId = 130, Level = LogLevel.Debug,
         Message = "endpoint registered service={Service} spiffe_id={SpiffeId} inbound={Inbound}")]
     public static partial void EndpointRegistered(ILogger logger, string service, string spiffeId, string inbound);
+
+    [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "policy {Version} {Action} by {Actor}: {Resources}")]
+    public static partial void PolicyChanged(ILogger logger, string version, string action, string actor, string resources);
+
+    [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "policy directory not applied, the last good set stays: {Error}")]
+    public static partial void PolicyDirectoryInvalid(ILogger logger, string error);
+
+    [LoggerMessage(EventId = 202, Level = LogLevel.Warning, Message = "policy apply refused from {Actor}: {Errors}")]
+    public static partial void PolicyRefused(ILogger logger, string actor, string errors);
+
+    [LoggerMessage(EventId = 210, Level = LogLevel.Information, Message = "config stream opened spiffe_id={SpiffeId}")]
+    public static partial void ConfigStreamOpened(ILogger logger, string spiffeId);
+
+    [LoggerMessage(EventId = 211, Level = LogLevel.Information, Message = "config stream closed spiffe_id={SpiffeId} version_applied={Version}")]
+    public static partial void ConfigStreamClosed(ILogger logger, string spiffeId, string version);
+
+    [LoggerMessage(EventId = 212, Level = LogLevel.Warning, Message = "config NACK spiffe_id={SpiffeId} version={Version} error=\"{Error}\"")]
+    public static partial void ConfigNacked(ILogger logger, string spiffeId, string version, string error);
 }

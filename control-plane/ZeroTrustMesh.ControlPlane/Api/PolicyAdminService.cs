@@ -1,0 +1,174 @@
+using System.Net;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using ZeroTrustMesh.ControlPlane.Policy;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Model;
+using ZeroTrustMesh.Policy.Validation;
+using ZeroTrustMesh.Proto.V1;
+
+namespace ZeroTrustMesh.ControlPlane.Api;
+
+/// <summary>Operator policy calls; <see cref="OperatorOnlyInterceptor"/> has authenticated the caller.</summary>
+internal sealed class PolicyAdminService(PolicyStore store, ConfigDistributor distributor, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
+{
+    private const string Operator = "operator";
+
+    public override Task<ApplyResponse> Apply(ApplyRequest request, ServerCallContext context)
+    {
+        try
+        {
+            var (state, outcomes) = store.Apply(string.IsNullOrEmpty(request.Source) ? "-" : request.Source, request.Yaml, Operator);
+            var response = new ApplyResponse { Version = state.Version };
+            response.Applied.AddRange(outcomes);
+            return Task.FromResult(response);
+        }
+        catch (PolicyValidationException e)
+        {
+            var errors = string.Join("\n", e.Errors.Select(x => x.ToString()));
+            ControlPlaneLog.PolicyRefused(logger, Operator, errors.Replace('\n', ';'));
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"{e.Errors.Count} error(s), nothing applied:\n{errors}"));
+        }
+    }
+
+    public override Task<DeleteResponse> Delete(DeleteRequest request, ServerCallContext context)
+    {
+        var key = new ResourceKey(request.Kind, string.IsNullOrEmpty(request.Namespace) ? ResourceMetadata.DefaultNamespace : request.Namespace, request.Name);
+        try
+        {
+            if (!store.Delete(key, Operator, out var state))
+            {
+                throw new RpcException(new Status(StatusCode.NotFound, $"{key} does not exist"));
+            }
+            return Task.FromResult(new DeleteResponse { Version = state.Version });
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message));
+        }
+    }
+
+    public override Task<ListResponse> List(ListRequest request, ServerCallContext context)
+    {
+        var state = store.Current;
+        var response = new ListResponse { Version = state.Version };
+        response.Resources.AddRange(state.Resources.Values
+            .Where(r => (request.Kind.Length == 0 || string.Equals(r.Key.Kind, request.Kind, StringComparison.OrdinalIgnoreCase))
+                && (request.Namespace.Length == 0 || r.Key.Namespace == request.Namespace)
+                && (request.Name.Length == 0 || r.Key.Name == request.Name))
+            .OrderBy(r => r.KeyText, StringComparer.Ordinal)
+            .Select(r => new PolicyResourceText { Key = r.KeyText, Yaml = r.Yaml }));
+        return Task.FromResult(response);
+    }
+
+    public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
+    {
+        var response = new StatusResponse { Version = store.Current.Version };
+        response.Sidecars.AddRange(distributor.Sessions.Select(s => new SidecarStatus
+        {
+            SpiffeId = s.Id.Value,
+            Service = $"{s.Workload.Service}.{s.Workload.Namespace}",
+            VersionApplied = s.VersionApplied,
+            VersionSent = s.VersionSent,
+            NackError = s.NackError,
+            CertificateExpiresAt = Timestamp.FromDateTimeOffset(s.CertificateExpiresAt),
+            LastSeen = Timestamp.FromDateTimeOffset(s.LastSeen),
+            Connected = s.Connected,
+        }));
+        return Task.FromResult(response);
+    }
+
+    /// <summary>
+    /// Evaluates a hypothetical request exactly as the destination's sidecar would (same compiler, same snapshot),
+    /// then each policy on its own, to show the trail of what matched.
+    /// </summary>
+    public override Task<PolicyTestResponse> Test(PolicyTestRequest request, ServerCallContext context)
+    {
+        var workload = WorkloadOf(request.To);
+        SpiffeId? caller = null;
+        if (request.From.Length > 0)
+        {
+            caller = SpiffeId.TryParse(request.From, out var id, out var error) ? id : throw Invalid($"--from '{request.From}' is not a SPIFFE ID: {error}");
+        }
+        IPAddress? source = null;
+        if (request.SourceIp.Length > 0 && !IPAddress.TryParse(request.SourceIp, out source))
+        {
+            throw Invalid($"source ip '{request.SourceIp}' is not an IP address");
+        }
+        var claims = request.Jwt.Length > 0 ? JwtClaims.Decode(request.Jwt) : null;
+        var headers = new MapValues(request.Headers.ToDictionary(h => h.Key.ToLowerInvariant(), h => h.Value));
+        var method = request.Method.Length > 0 ? request.Method.ToUpperInvariant() : "GET";
+        var path = request.Path.Length > 0 ? request.Path : "/";
+
+        var state = store.Current;
+        var policies = state.For(workload).Select(r => r.Document.Resource).OfType<AuthorizationPolicy>().ToList();
+        AuthorizationDecision Decide(IEnumerable<AuthorizationPolicy> set) =>
+            PolicyCompiler.Compile(state.Version, workload, set).Evaluate(new RequestAttributes
+            {
+                Caller = caller,
+                CallerNamespace = caller is { } c && c.TryGetWorkload(out var ns, out _) ? ns : null,
+                Method = method,
+                Path = path,
+                Port = (int)request.Port,
+                Headers = headers,
+                Claims = claims,
+                SourceAddress = source,
+                Now = DateTimeOffset.UtcNow,
+            }, default);
+
+        var decision = Decide(policies);
+        var response = new PolicyTestResponse
+        {
+            Allowed = decision.Allowed,
+            Policy = decision.Policy ?? "",
+            Rule = decision.Rule,
+            Reason = decision.Reason,
+            Version = state.Version,
+        };
+        foreach (var policy in policies)
+        {
+            var alone = Decide([policy]);
+            var matched = policy.Spec.Action switch
+            {
+                PolicyAction.Allow => alone.Allowed && alone.Policy is not null,
+                PolicyAction.Deny => !alone.Allowed && alone.Policy is not null,
+                _ => alone.AuditCount > 0,
+            };
+            response.Trail.Add($"{policy.Spec.Action.ToString().ToUpperInvariant()} {policy.Metadata.Namespace}/{policy.Metadata.Name}: "
+                + (matched ? $"matched (rule {alone.Rule})" : "no rule matched"));
+        }
+        if (policies.Count == 0)
+        {
+            response.Trail.Add($"no AuthorizationPolicy selects {workload.Service}.{workload.Namespace}");
+        }
+        return Task.FromResult(response);
+    }
+
+    private WorkloadRef WorkloadOf(string to)
+    {
+        if (string.IsNullOrEmpty(to))
+        {
+            throw Invalid("--to names the destination service (orders or orders.shop)");
+        }
+        var dot = to.IndexOf('.', StringComparison.Ordinal);
+        if (dot > 0)
+        {
+            return new WorkloadRef(to[(dot + 1)..], to[..dot]);
+        }
+        var namespaces = store.Current.Resources.Values.Select(r => r.Key.Namespace).Distinct().ToList();
+        return namespaces.Count == 1 ? new WorkloadRef(namespaces[0], to)
+            : throw Invalid($"'{to}' is ambiguous or unknown: name it as service.namespace");
+    }
+
+    private static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
+
+    private sealed class MapValues(Dictionary<string, string> values) : IRequestValues
+    {
+        public bool TryGetValue(string name, int index, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? value)
+        {
+            value = null;
+            return index == 0 && values.TryGetValue(name, out value);
+        }
+    }
+}

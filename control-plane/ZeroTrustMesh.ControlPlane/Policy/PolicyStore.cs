@@ -1,0 +1,260 @@
+using System.Collections.Immutable;
+using System.Text.Json;
+using YamlDotNet.RepresentationModel;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Model;
+using ZeroTrustMesh.Policy.Validation;
+using ZeroTrustMesh.Policy.Yaml;
+
+namespace ZeroTrustMesh.ControlPlane.Policy;
+
+/// <summary>One stored resource and its YAML document, as sidecars receive it.</summary>
+internal sealed record StoredResource(PolicyDocument Document, string Yaml)
+{
+    public ResourceKey Key => Document.Resource.Key;
+
+    public string KeyText => $"{Key.Kind}/{Key.Namespace}/{Key.Name}";
+}
+
+/// <summary>The whole policy set at one version; immutable, replaced as a whole.</summary>
+internal sealed record PolicyState(string Version, ImmutableDictionary<ResourceKey, StoredResource> Resources)
+{
+    /// <summary>The resources that apply to one workload (its namespace, selected by service or by no selector).</summary>
+    public IReadOnlyList<StoredResource> For(WorkloadRef workload) =>
+        [.. Resources.Values.Where(r => Applies(r.Document.Resource, workload)).OrderBy(r => r.KeyText, StringComparer.Ordinal)];
+
+    private static bool Applies(PolicyResource resource, WorkloadRef workload)
+    {
+        if (resource.Metadata.Namespace != workload.Namespace)
+        {
+            return false;
+        }
+        var selector = resource switch
+        {
+            AuthorizationPolicy p => p.Spec.Selector,
+            RequestAuthentication r => r.Spec.Selector,
+            PeerAuthentication p => p.Spec.Selector,
+            RateLimitPolicy r => r.Spec.Selector,
+            _ => null,
+        };
+        return selector is null || selector.Service == workload.Service;
+    }
+}
+
+/// <summary>
+/// The embedded policy store: <c>policies/</c> in the data directory holds one YAML file per applied resource, and
+/// operators may drop their own files there too (GitOps); the directory is watched. Every change is validated as a
+/// whole set — an invalid change is refused with every error and nothing is half-applied — and appended to
+/// <c>policy-audit.log</c> (one JSON line per change). The version is the number of changes ever made, so it survives
+/// restarts and only grows.
+/// </summary>
+internal sealed class PolicyStore : IDisposable
+{
+    private readonly string _directory;
+    private readonly string _auditPath;
+    private readonly TimeProvider _time;
+    private readonly ILogger<PolicyStore> _logger;
+    private readonly Lock _gate = new();
+    private readonly FileSystemWatcher? _watcher;
+    private readonly Timer _debounce;
+    private PolicyState _state;
+
+    public PolicyStore(ControlPlaneOptions options, TimeProvider time, ILogger<PolicyStore> logger)
+    {
+        _directory = Path.Combine(options.DataDir, "policies");
+        _auditPath = Path.Combine(options.DataDir, "policy-audit.log");
+        _time = time;
+        _logger = logger;
+        Directory.CreateDirectory(_directory);
+        _state = new PolicyState(VersionFromAudit(), ImmutableDictionary<ResourceKey, StoredResource>.Empty);
+        var (loaded, errors) = ReadDirectory();
+        if (errors.Count > 0)
+        {
+            foreach (var error in errors)
+            {
+                ControlPlaneLog.PolicyDirectoryInvalid(_logger, error.ToString());
+            }
+        }
+        else
+        {
+            _state = _state with { Resources = loaded };
+        }
+        _debounce = new Timer(_ => Reload("watch"));
+        _watcher = new FileSystemWatcher(_directory) { IncludeSubdirectories = false, EnableRaisingEvents = true };
+        _watcher.Changed += OnDirectoryEvent;
+        _watcher.Created += OnDirectoryEvent;
+        _watcher.Deleted += OnDirectoryEvent;
+        _watcher.Renamed += OnDirectoryEvent;
+    }
+
+    public PolicyState Current => Volatile.Read(ref _state);
+
+    /// <summary>Raised after every change of the set, with the new state.</summary>
+    public event Action<PolicyState>? Changed;
+
+    /// <summary>Validates <paramref name="yaml"/> together with the rest of the set and stores it; throws with every error otherwise.</summary>
+    public (PolicyState State, IReadOnlyList<string> Outcomes) Apply(string source, string yaml, string actor)
+    {
+        var read = PolicyYaml.Read(source, yaml);
+        if (read.Errors.Length > 0)
+        {
+            // Structure errors, plus whatever else validation finds in the same documents: every error at once.
+            throw new PolicyValidationException([.. read.Errors, .. PolicyValidator.Validate(read.Documents)]);
+        }
+        var incoming = SplitDocuments(yaml).Zip(read.Documents, (text, document) => new StoredResource(document, text)).ToList();
+        lock (_gate)
+        {
+            var current = Current;
+            var errors = PolicyValidator.Validate(read.Documents); // duplicates within this apply
+            var next = current.Resources.SetItems(incoming.Select(r => KeyValuePair.Create(r.Key, r)));
+            errors = errors.Length > 0 ? errors : ValidateSet(next.Values);
+            if (errors.Length > 0)
+            {
+                throw new PolicyValidationException(errors);
+            }
+            var outcomes = new List<string>();
+            var changed = false;
+            foreach (var resource in incoming)
+            {
+                var outcome = !current.Resources.TryGetValue(resource.Key, out var old) ? "created"
+                    : old.Yaml == resource.Yaml ? "unchanged" : "configured";
+                outcomes.Add($"{resource.KeyText} {outcome}");
+                if (outcome != "unchanged")
+                {
+                    changed = true;
+                    Pem.WritePublic(FileFor(resource.Key), resource.Yaml);
+                }
+            }
+            return changed ? (Commit(next, "apply", actor, incoming.Select(r => r.KeyText)), outcomes) : (current, outcomes);
+        }
+    }
+
+    /// <summary>Removes one resource; false if there is none with that key.</summary>
+    public bool Delete(ResourceKey key, string actor, out PolicyState state)
+    {
+        lock (_gate)
+        {
+            state = Current;
+            if (!state.Resources.TryGetValue(key, out var resource))
+            {
+                return false;
+            }
+            var path = FileFor(key);
+            if (File.Exists(path))
+            {
+                File.Delete(path);
+            }
+            else
+            {
+                // The resource came from an operator's own file: it must be removed there.
+                throw new InvalidOperationException($"{resource.KeyText} comes from '{resource.Document.Source}' in {_directory}; remove it from that file");
+            }
+            state = Commit(state.Resources.Remove(key), "delete", actor, [resource.KeyText]);
+            return true;
+        }
+    }
+
+    private PolicyState Commit(ImmutableDictionary<ResourceKey, StoredResource> resources, string action, string actor, IEnumerable<string> keys)
+    {
+        var version = "v" + (ParseVersion(Current.Version) + 1);
+        var entry = JsonSerializer.Serialize(new AuditEntry(_time.GetUtcNow(), version, action, actor, [.. keys]), PolicyJson.Default.AuditEntry);
+        File.AppendAllText(_auditPath, entry + "\n");
+        var state = new PolicyState(version, resources);
+        Volatile.Write(ref _state, state);
+        ControlPlaneLog.PolicyChanged(_logger, version, action, actor, string.Join(", ", keys));
+        Changed?.Invoke(state);
+        return state;
+    }
+
+    private void OnDirectoryEvent(object sender, FileSystemEventArgs e) => _debounce.Change(TimeSpan.FromMilliseconds(200), Timeout.InfiniteTimeSpan);
+
+    /// <summary>Re-reads the directory (an operator edited it); keeps the last good set if the new one is invalid.</summary>
+    private void Reload(string actor)
+    {
+        lock (_gate)
+        {
+            var (loaded, errors) = ReadDirectory();
+            if (errors.Count > 0)
+            {
+                foreach (var error in errors)
+                {
+                    ControlPlaneLog.PolicyDirectoryInvalid(_logger, error.ToString());
+                }
+                return;
+            }
+            var current = Current;
+            var same = loaded.Count == current.Resources.Count
+                && loaded.All(r => current.Resources.TryGetValue(r.Key, out var old) && old.Yaml == r.Value.Yaml);
+            if (!same)
+            {
+                var keys = loaded.Keys.Union(current.Resources.Keys)
+                    .Where(k => !loaded.TryGetValue(k, out var n) || !current.Resources.TryGetValue(k, out var o) || n.Yaml != o.Yaml)
+                    .Select(k => $"{k.Kind}/{k.Namespace}/{k.Name}");
+                Commit(loaded, "directory", actor, keys);
+            }
+        }
+    }
+
+    private (ImmutableDictionary<ResourceKey, StoredResource> Resources, IReadOnlyList<PolicyError> Errors) ReadDirectory()
+    {
+        var resources = new List<StoredResource>();
+        var errors = new List<PolicyError>();
+        foreach (var file in Directory.EnumerateFiles(_directory).Where(f => f.EndsWith(".yaml", StringComparison.Ordinal) || f.EndsWith(".yml", StringComparison.Ordinal)).Order(StringComparer.Ordinal))
+        {
+            string text;
+            try
+            {
+                text = File.ReadAllText(file);
+            }
+            catch (IOException)
+            {
+                continue; // being written; the watcher fires again when it is done
+            }
+            var read = PolicyYaml.Read(Path.GetFileName(file), text);
+            errors.AddRange(read.Errors);
+            if (read.Errors.Length == 0)
+            {
+                resources.AddRange(SplitDocuments(text).Zip(read.Documents, (yaml, document) => new StoredResource(document, yaml)));
+            }
+        }
+        errors.AddRange(ValidateSet(resources));
+        var byKey = resources.GroupBy(r => r.Key).ToImmutableDictionary(g => g.Key, g => g.Last());
+        return (byKey, errors);
+    }
+
+    private static ImmutableArray<PolicyError> ValidateSet(IEnumerable<StoredResource> resources) =>
+        PolicyValidator.Validate(resources.Select(r => r.Document));
+
+    /// <summary>Each YAML document of a file as its own text, the way it is stored and sent.</summary>
+    internal static IReadOnlyList<string> SplitDocuments(string yaml)
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader(yaml));
+        return [.. stream.Documents.Select(d =>
+        {
+            using var writer = new StringWriter();
+            new YamlStream(d).Save(writer, assignAnchors: false);
+            return writer.ToString().Replace("\n...\n", "\n", StringComparison.Ordinal).TrimEnd('.', '\n', '\r') + "\n";
+        })];
+    }
+
+    private string FileFor(ResourceKey key) =>
+        Path.Combine(_directory, $"{key.Kind.ToLowerInvariant()}.{key.Namespace}.{key.Name}.yaml");
+
+    private string VersionFromAudit() =>
+        "v" + (File.Exists(_auditPath) ? File.ReadLines(_auditPath).LongCount() : 0);
+
+    private static long ParseVersion(string version) => long.Parse(version.AsSpan(1), System.Globalization.CultureInfo.InvariantCulture);
+
+    public void Dispose()
+    {
+        _watcher?.Dispose();
+        _debounce.Dispose();
+    }
+}
+
+internal sealed record AuditEntry(DateTimeOffset Time, string Version, string Action, string Actor, IReadOnlyList<string> Resources);
+
+[System.Text.Json.Serialization.JsonSerializable(typeof(AuditEntry))]
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]
+internal sealed partial class PolicyJson : System.Text.Json.Serialization.JsonSerializerContext;
