@@ -8,7 +8,10 @@ using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.Sidecar.Admin;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Inbound;
+using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Sidecar.Outbound;
+using ZeroTrustMesh.Sidecar.Policy;
 using ZeroTrustMesh.Sidecar.Registry;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
@@ -58,6 +61,10 @@ internal static class SidecarHost
         services.AddHostedService(sp => sp.GetRequiredService<CertificateRotator>());
         services.AddSingleton<MeshRegistryClient>();
         services.AddHostedService(sp => sp.GetRequiredService<MeshRegistryClient>());
+        // Deny everything until the first policy snapshot arrives: no ALLOW policy, no access.
+        services.AddSingleton(new Authorizer(PolicySnapshot.Empty(new WorkloadRef("", ""))));
+        services.AddSingleton<PolicyWatcher>();
+        services.AddHostedService(sp => sp.GetRequiredService<PolicyWatcher>());
         services.AddSingleton<SidecarMetrics>();
         services.AddSingleton<AccessLog>();
         services.AddHttpForwarder();

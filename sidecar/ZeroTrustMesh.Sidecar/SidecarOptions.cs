@@ -32,6 +32,9 @@ internal sealed class SidecarOptions
     /// <summary>The address clients dial for this service when traffic is captured transparently (like a ClusterIP).</summary>
     public System.Net.IPAddress? ServiceAddress { get; init; }
 
+    /// <summary>The app's health-probe paths: allowed without a policy, as kubelet probes must be.</summary>
+    public IReadOnlyList<string> ProbePaths { get; init; } = [];
+
     public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(2);
 
     public TimeSpan TcpIdleTimeout { get; init; } = TimeSpan.FromMinutes(10);
@@ -49,6 +52,7 @@ internal sealed class SidecarOptions
         var outboundPort = new Option<int>("--outbound-port") { Description = "Outbound port on 127.0.0.1 for the local app (HTTP proxy, Host-addressed, or transparent capture); 0 picks a free one", DefaultValueFactory = _ => 15001 };
         var appPorts = new Option<int[]>("--app-port") { Description = "Application port speaking HTTP/1.1, HTTP/2 or gRPC on 127.0.0.1 (repeatable; the first is the default)", AllowMultipleArgumentsPerToken = false };
         var tcpPorts = new Option<int[]>("--tcp-port") { Description = "Application port carrying opaque TCP (repeatable)" };
+        var probePaths = new Option<string[]>("--probe-path") { Description = "The app's health-probe path, allowed without a policy (repeatable)" };
         var serviceAddress = new Option<string?>("--service-address") { Description = "Address clients dial for this service under transparent capture" };
         var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
         var tcpIdle = CommandLineOptions.Duration("--tcp-idle-timeout", "Close an opaque TCP relay idle this long", "10m");
@@ -56,7 +60,7 @@ internal sealed class SidecarOptions
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, adminPort,
-            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, connectTimeout, tcpIdle,
+            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, connectTimeout, tcpIdle,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -117,6 +121,7 @@ internal sealed class SidecarOptions
                 AppPorts = result.GetValue(appPorts) ?? [],
                 TcpPorts = result.GetValue(tcpPorts) ?? [],
                 ServiceAddress = serviceIp,
+                ProbePaths = result.GetValue(probePaths) ?? [],
                 ConnectTimeout = result.GetValue(connectTimeout),
                 TcpIdleTimeout = result.GetValue(tcpIdle),
             }, cancellation);

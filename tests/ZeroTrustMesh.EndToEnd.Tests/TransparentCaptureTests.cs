@@ -47,12 +47,31 @@ public sealed class TransparentCaptureTests(ITestOutputHelper output) : IAsyncLi
             ["--name", "orders", "--http-port", $"{AppHttpPort}", "--grpc-port", "0", "--tcp-port", $"{AppTcpPort}"], output, _mesh.Environment, hosts.B));
         await app.WaitForLineAsync("tcp listening on");
 
+        var policyFile = Path.Combine(_mesh.Root, "allow-shop.yaml");
+        await File.WriteAllTextAsync(policyFile, """
+            apiVersion: security.ztm.dev/v1
+            kind: AuthorizationPolicy
+            metadata:
+              name: orders-from-shop
+              namespace: shop
+            spec:
+              selector:
+                service: orders
+              action: ALLOW
+              rules:
+                - from:
+                    - source:
+                        namespaces: ["shop"]
+            """);
+        await TwoHosts.ExecAsync(hosts.B, "dotnet", Executables.Ztmctl, "--config", config, "apply", "-f", policyFile);
+
         var ordersToken = await MintAsync(hosts.B, config, "orders");
         var orders = _mesh.Track(MeshProcess.Start("orders-sidecar", Executables.Sidecar,
             ["--control-plane", address, "--trust-bundle", bundle, "--join-token", ordersToken, "--admin-port", "0", "--outbound-port", "0",
              "--inbound-address", hosts.AddressB, "--inbound-port", "15006", "--app-port", $"{AppHttpPort}", "--tcp-port", $"{AppTcpPort}",
              "--service-address", hosts.VirtualAddress], output, _mesh.Environment, hosts.B));
         await orders.WaitForLineAsync("registered with the control plane");
+        await orders.WaitForLineAsync("policy v1 applied");
 
         // Host A: the frontend's sidecar, and iptables sending the app's traffic for the service address to it.
         var frontendToken = await MintAsync(hosts.B, config, "frontend");

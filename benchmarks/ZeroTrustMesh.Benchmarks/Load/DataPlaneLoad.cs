@@ -121,11 +121,14 @@ internal static class DataPlaneLoad
             var appUrl = new Uri(appLine[appLine.IndexOf("http://", StringComparison.Ordinal)..].Trim());
             app.Quiet();
 
-            // The sidecar pair: tokens minted with the operator credential, orders registered before the frontend starts.
+            // The sidecar pair: tokens minted with the operator credential, orders registered before the frontend starts,
+            // and a policy that allows the frontend's call (authorization is on, as in production).
+            await AllowFrontendAsync(controlPlane, cancellation);
             var ordersToken = await MintAsync(controlPlane, "orders", cancellation);
             var frontendToken = await MintAsync(controlPlane, "frontend", cancellation);
             var orders = Track(StartSidecar("orders-sidecar", settings.Sidecar, controlPlane, bundlePath, ordersToken, root, sidecarEnvironment, "--app-port", appUrl.Port.ToString(CultureInfo.InvariantCulture)));
-            var ordersReady = await orders.WaitForLineAsync("registered with the control plane", StartTimeout);
+            await orders.WaitForLineAsync("registered with the control plane", StartTimeout);
+            var ordersReady = await orders.WaitForLineAsync("policy v1 applied", StartTimeout);
             orders.Quiet();
             var frontend = Track(StartSidecar("frontend-sidecar", settings.Sidecar, controlPlane, bundlePath, frontendToken, root, sidecarEnvironment));
             var outboundLine = (await frontend.WaitForLineAsync("ztm-sidecar: outbound listening on ", StartTimeout)).Line;
@@ -354,6 +357,37 @@ internal static class DataPlaneLoad
         var created = await new IdentityAdmin.IdentityAdminClient(admin).CreateJoinTokenAsync(
             new CreateJoinTokenRequest { Namespace = "shop", ServiceAccount = serviceAccount, TtlSeconds = 600 }, cancellationToken: cancellation);
         return created.Token;
+    }
+
+    /// <summary>The policy of the measured call: frontend may GET the benchmark path on orders.</summary>
+    private static async Task AllowFrontendAsync(ControlPlaneProcess controlPlane, CancellationToken cancellation)
+    {
+        var bundle = controlPlane.Bundle;
+        using var operatorCertificate = controlPlane.OperatorCertificate;
+        using var admin = ControlPlaneChannel.Create(controlPlane.Address, () => bundle, () => operatorCertificate, TimeProvider.System);
+        await new PolicyAdmin.PolicyAdminClient(admin).ApplyAsync(new ApplyRequest
+        {
+            Source = "benchmark.yaml",
+            Yaml = $$"""
+                apiVersion: security.ztm.dev/v1
+                kind: AuthorizationPolicy
+                metadata:
+                  name: orders-from-frontend
+                  namespace: shop
+                spec:
+                  selector:
+                    service: orders
+                  action: ALLOW
+                  rules:
+                    - from:
+                        - source:
+                            principals: ["spiffe://cluster.local/ns/shop/sa/frontend"]
+                      to:
+                        - operation:
+                            methods: ["GET"]
+                            paths: ["{{PathAndQuery}}"]
+                """,
+        }, cancellationToken: cancellation);
     }
 
     /// <summary>An SVID from the real Identity API (join token + CSR), as PEM certificate + key, for a proxy that is not a sidecar.</summary>

@@ -11,9 +11,14 @@ internal static class AdminEndpoints
 {
     public static void MapAdmin(this WebApplication app)
     {
-        app.MapGet("/healthz/ready", (IdentityState state) => state.IsReady
-            ? Results.Text("ready\n")
-            : Results.Text(state.Current is null ? "not ready: no certificate yet\n" : "not ready: certificate expired\n", statusCode: StatusCodes.Status503ServiceUnavailable));
+        // Ready only with a valid certificate and a first policy snapshot (fail closed until both).
+        app.MapGet("/healthz/ready", (IdentityState state, Policy.PolicyWatcher policy) =>
+            state.IsReady && policy.HasSnapshot ? Results.Text("ready\n")
+            : Results.Text(
+                state.Current is null ? "not ready: no certificate yet\n"
+                : !state.IsReady ? "not ready: certificate expired\n"
+                : "not ready: no policy from the control plane yet\n",
+                statusCode: StatusCodes.Status503ServiceUnavailable));
 
         app.MapGet("/metrics", async (HttpContext context, Telemetry.SidecarMetrics metrics) =>
         {
@@ -21,11 +26,13 @@ internal static class AdminEndpoints
             await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
         });
 
-        app.MapGet("/config_dump", (IdentityState state, TimeProvider time) =>
+        app.MapGet("/config_dump", (IdentityState state, ZeroTrustMesh.Policy.Authorization.Authorizer authorizer, Policy.PolicyWatcher policy, TimeProvider time) =>
         {
             var identity = state.Current;
+            var snapshot = authorizer.Snapshot;
             return Results.Json(new ConfigDump(
-                Ready: state.IsReady,
+                Ready: state.IsReady && policy.HasSnapshot,
+                Policy: new PolicyDump(snapshot.Version, snapshot.PolicyCount, snapshot.RuleCount, snapshot.HasAllowPolicy),
                 Identity: identity is null ? null : new IdentityDump(
                     identity.Id.Value,
                     identity.Serial,
@@ -39,7 +46,9 @@ internal static class AdminEndpoints
     }
 }
 
-internal sealed record ConfigDump(bool Ready, IdentityDump? Identity);
+internal sealed record ConfigDump(bool Ready, PolicyDump Policy, IdentityDump? Identity);
+
+internal sealed record PolicyDump(string Version, int Policies, int Rules, bool HasAllowPolicy);
 
 internal sealed record IdentityDump(
     string SpiffeId,

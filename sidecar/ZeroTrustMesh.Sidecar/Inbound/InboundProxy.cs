@@ -1,6 +1,8 @@
 using System.Diagnostics;
 using System.Net;
+using Microsoft.Extensions.Primitives;
 using Yarp.ReverseProxy.Forwarder;
+using ZeroTrustMesh.Policy.Authorization;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
@@ -11,11 +13,13 @@ namespace ZeroTrustMesh.Sidecar.Inbound;
 /// An HTTP request that arrived from another sidecar over mTLS (HTTP/2), on its way to the local app:
 /// 1. the caller is the SVID verified at this connection's handshake (STRICT: there is always one);
 /// 2. the app port is the declared one the calling sidecar named, else the app's first port;
-/// 3. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
-/// 4. YARP forwards it to the app on loopback, with the identity header set to the caller — any incoming copy is dropped;
-/// 5. one metric sample and one access-log line.
+/// 3. the policy decides: a matching DENY wins, else an ALLOW must match, else deny — a denial is a 403 naming the
+///    policy and rule (or that none allowed it);
+/// 4. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
+/// 5. YARP forwards it to the app on loopback, with the identity header set to the caller — any incoming copy is dropped;
+/// 6. one metric sample and one access-log line.
 /// </summary>
-internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, SidecarMetrics metrics, AccessLog accessLog)
+internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, Authorizer authorizer, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
 {
     private readonly HttpMessageInvoker _toApp = new(new SocketsHttpHandler
     {
@@ -48,6 +52,27 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             await Refuse(context, StatusCodes.Status404NotFound, $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port", caller, self, started);
             return;
         }
+
+        var peer = context.Features.Get<PeerIdentityFeature>()!.Id;
+        var decision = authorizer.Authorize(new RequestAttributes
+        {
+            Caller = peer,
+            CallerNamespace = peer.TryGetWorkload(out var callerNamespace, out _) ? callerNamespace : null,
+            Method = context.Request.Method,
+            Path = context.Request.Path.Value,
+            Port = port.Value,
+            Headers = new HeaderValues(context.Request.Headers),
+            SourceAddress = context.Connection.RemoteIpAddress,
+            Now = time.GetUtcNow(),
+        });
+        metrics.Decision(decision.Allowed, decision.Policy);
+        if (!decision.Allowed)
+        {
+            var explanation = decision.Policy is null ? decision.Reason : $"{decision.Reason} (policy {decision.Policy}, rule {decision.Rule})";
+            await Refuse(context, StatusCodes.Status403Forbidden, $"RBAC: access denied: {explanation}", caller, self, started);
+            return;
+        }
+
         var http2 = context.Request.Headers[MeshHeaders.AppProtocol] == "2";
         var config = new ForwarderRequestConfig
         {
@@ -79,6 +104,16 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         var elapsed = Stopwatch.GetElapsedTime(started);
         metrics.Request("inbound", caller, self, status, elapsed);
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", status, elapsed, null, null, reason);
+    }
+
+    /// <summary>Request headers for the authorizer, read in place.</summary>
+    private sealed class HeaderValues(IHeaderDictionary headers) : IRequestValues
+    {
+        public bool TryGetValue(string name, int index, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? value)
+        {
+            value = headers.TryGetValue(name, out StringValues values) && index < values.Count ? values[index] : null;
+            return value is not null;
+        }
     }
 
     private sealed class InboundTransformer : HttpTransformer

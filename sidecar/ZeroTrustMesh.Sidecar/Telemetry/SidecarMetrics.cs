@@ -16,6 +16,7 @@ internal sealed class SidecarMetrics
     private readonly Counter _retries;
     private readonly Counter _ejections;
     private readonly Counter _rejected;
+    private readonly Counter _decisions;
 
     public SidecarMetrics(IdentityState state)
     {
@@ -36,6 +37,8 @@ internal sealed class SidecarMetrics
         _retries = factory.CreateCounter("ztm_outbound_retries_total", "Outbound requests retried after a connect failure, by destination service.", "service");
         _ejections = factory.CreateCounter("ztm_outbound_ejections_total", "Destination endpoints ejected by the circuit breaker, by service.", "service");
         _rejected = factory.CreateCounter("ztm_rejected_requests_total", "Requests refused before forwarding, by direction and reason.", "direction", "reason");
+        _decisions = factory.CreateCounter("ztm_authorization_decisions_total", "Authorization decisions on inbound requests, by decision and the policy that decided (none: no ALLOW policy matched).",
+            "decision", "policy");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
@@ -54,6 +57,8 @@ internal sealed class SidecarMetrics
     public void HandshakeFailed(string direction, SvidFailure reason) => _handshakeFailures.WithLabels(direction, reason.ToString()).Inc();
 
     public void HandshakeFailed(string direction, string reason) => _handshakeFailures.WithLabels(direction, reason).Inc();
+
+    public void Decision(bool allowed, string? policy) => _decisions.WithLabels(allowed ? "allow" : "deny", policy ?? "none").Inc();
 
     public void Rejected(string direction, string reason) => _rejected.WithLabels(direction, reason).Inc();
 

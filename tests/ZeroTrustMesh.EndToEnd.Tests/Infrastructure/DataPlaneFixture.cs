@@ -29,8 +29,10 @@ public sealed class DataPlaneFixture : ControlPlaneFixture
     }
 
     /// <summary>Starts the orders app, its sidecar and the frontend sidecar, and waits until both hold an SVID and are registered.</summary>
-    internal static async Task<(DemoApp Orders, Sidecar OrdersSidecar, Sidecar Frontend)> StartOrdersAndFrontendAsync(TestMesh mesh, ControlPlane controlPlane)
+    /// <param name="allowNamespace">Apply a policy that lets namespace shop call orders (tests of the data plane); false leaves orders with no policy.</param>
+    internal static async Task<(DemoApp Orders, Sidecar OrdersSidecar, Sidecar Frontend)> StartOrdersAndFrontendAsync(TestMesh mesh, ControlPlane controlPlane, bool allowNamespace = true)
     {
+        var policy = allowNamespace ? await controlPlane.AllowNamespaceAsync("orders") : "v0";
         var orders = await DemoApp.StartAsync(mesh, "orders");
         var ordersSidecar = await mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "orders"), "sidecar-orders", orders.SidecarArguments);
         var frontend = await mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "frontend"), "sidecar-frontend");
@@ -39,6 +41,7 @@ public sealed class DataPlaneFixture : ControlPlaneFixture
             await sidecar.WaitForIdentityAsync();
             await sidecar.Process.WaitForLineAsync("registered with the control plane ");
         }
+        await ordersSidecar.WaitForPolicyAsync(policy);
         return (orders, ordersSidecar, frontend);
     }
 }

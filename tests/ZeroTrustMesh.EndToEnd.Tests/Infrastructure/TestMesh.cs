@@ -128,6 +128,31 @@ internal sealed class ControlPlane(TestMesh mesh, MeshProcess process, Uri addre
     public GrpcChannel Channel(X509Certificate2? clientCertificate = null) =>
         ControlPlaneChannel.Create(address, () => Bundle, () => clientCertificate, TimeProvider.System);
 
+    /// <summary>Applies policy YAML through the admin API and returns the new policy version.</summary>
+    public async Task<string> ApplyPolicyAsync(string yaml)
+    {
+        using var channel = Channel(OperatorCertificate);
+        var response = await new PolicyAdmin.PolicyAdminClient(channel).ApplyAsync(new ApplyRequest { Source = "test.yaml", Yaml = yaml });
+        return response.Version;
+    }
+
+    /// <summary>Lets every workload of namespace shop call <paramref name="service"/>: for tests of the data plane, not of policy.</summary>
+    public Task<string> AllowNamespaceAsync(string service) => ApplyPolicyAsync($$"""
+        apiVersion: security.ztm.dev/v1
+        kind: AuthorizationPolicy
+        metadata:
+          name: {{service}}-from-shop
+          namespace: shop
+        spec:
+          selector:
+            service: {{service}}
+          action: ALLOW
+          rules:
+            - from:
+                - source:
+                    namespaces: ["shop"]
+        """);
+
     public async Task<string> MintTokenAsync(string @namespace = "shop", string serviceAccount = "orders", uint ttlSeconds = 600)
     {
         using var channel = Channel(OperatorCertificate);
@@ -159,6 +184,9 @@ internal sealed class Sidecar(MeshProcess process, Uri admin, System.Net.IPEndPo
     }
 
     public async Task<JsonElement> ConfigDumpAsync() => await Http.GetFromJsonAsync<JsonElement>(new Uri(admin, "/config_dump"));
+
+    /// <summary>Waits until the sidecar enforces policy <paramref name="version"/> (its "policy vN applied" line).</summary>
+    public Task WaitForPolicyAsync(string version) => process.WaitForLineAsync($"policy {version} applied");
 
     /// <summary>The identity section of /config_dump once the sidecar holds a certificate (its "svid issued" line).</summary>
     public async Task<JsonElement> WaitForIdentityAsync()

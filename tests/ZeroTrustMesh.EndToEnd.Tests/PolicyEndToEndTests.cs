@@ -1,0 +1,180 @@
+using System.Net;
+using System.Text.Json;
+using Xunit.Abstractions;
+using ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
+
+namespace ZeroTrustMesh.EndToEnd.Tests;
+
+/// <summary>
+/// Authorization through real processes: no policy means deny; an applied policy is enforced on the next request and
+/// its version shows in <c>ztmctl status</c>; invalid policy is refused whole; DENY wins; <c>ztmctl policy test</c>
+/// agrees with the sidecar; the sidecar keeps enforcing when the control plane is gone.
+/// </summary>
+public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private const string OrdersFromFrontend = """
+        apiVersion: security.ztm.dev/v1
+        kind: AuthorizationPolicy
+        metadata:
+          name: orders-from-frontend
+          namespace: shop
+        spec:
+          selector:
+            service: orders
+          action: ALLOW
+          rules:
+            - from:
+                - source:
+                    principals: ["spiffe://cluster.local/ns/shop/sa/frontend"]
+              to:
+                - operation:
+                    methods: ["GET"]
+                    paths: ["/orders/*"]
+        """;
+
+    private const string NoSecrets = """
+        apiVersion: security.ztm.dev/v1
+        kind: AuthorizationPolicy
+        metadata:
+          name: no-secrets
+          namespace: shop
+        spec:
+          selector:
+            service: orders
+          action: DENY
+          rules:
+            - to:
+                - operation:
+                    paths: ["/orders/secret"]
+        """;
+
+    private readonly TestMesh _mesh = new(output);
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync() => await _mesh.DisposeAsync();
+
+    [Fact]
+    public async Task No_policy_denies_then_an_applied_policy_is_enforced_on_the_next_request_and_shows_in_status()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var (orders, ordersSidecar, frontend) = await DataPlaneFixture.StartOrdersAndFrontendAsync(_mesh, controlPlane, allowNamespace: false);
+        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
+        var url = $"http://orders:{orders.HttpPort}";
+
+        // Default deny: no ALLOW policy for orders.
+        await ordersSidecar.WaitForPolicyAsync("v0");
+        using (var denied = await http.GetAsync($"{url}/orders/1"))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
+            Assert.Contains("no ALLOW policy for this workload", await denied.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        // ztmctl apply, and the very next request is allowed.
+        var file = Path.Combine(_mesh.Root, "orders.yaml");
+        await File.WriteAllTextAsync(file, OrdersFromFrontend);
+        var (exit, applied, _) = await _mesh.ZtmctlAsync("apply", "-f", file);
+        Assert.Equal(0, exit);
+        Assert.Contains("AuthorizationPolicy/shop/orders-from-frontend created", applied, StringComparison.Ordinal);
+        var version = applied.Split('\n').Single(l => l.StartsWith("policy version ", StringComparison.Ordinal))["policy version ".Length..].Trim();
+        await ordersSidecar.WaitForPolicyAsync(version);
+
+        using (var allowed = await http.GetAsync($"{url}/orders/1"))
+        {
+            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+            Assert.Equal(DataPlaneFixture.FrontendId, JsonDocument.Parse(await allowed.Content.ReadAsStringAsync()).RootElement.GetProperty("caller").GetString());
+        }
+        using (var wrongMethod = await http.PostAsync($"{url}/orders/1", new StringContent("{}")))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, wrongMethod.StatusCode);
+            Assert.Contains("no ALLOW policy matched", await wrongMethod.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
+
+        // The denial is explained in the access log and counted by policy.
+        await ordersSidecar.Process.WaitForLineAsync(l => l.Contains("\"status\":403", StringComparison.Ordinal) && l.Contains("no ALLOW policy matched", StringComparison.Ordinal), "403 access log line");
+        var metrics = await Mesh.MetricsAsync(ordersSidecar);
+        Assert.True(Mesh.Sample(metrics, "ztm_authorization_decisions_total", ("decision", "allow"), ("policy", "shop/orders-from-frontend")) >= 1, metrics);
+
+        // ztmctl status: the orders sidecar has applied that version.
+        var (statusExit, status, _) = await _mesh.ZtmctlAsync("status", "-o", "json");
+        Assert.Equal(0, statusExit);
+        var sidecars = JsonDocument.Parse(status).RootElement.GetProperty("sidecars").EnumerateArray().ToList();
+        var ordersStatus = sidecars.Single(s => s.GetProperty("spiffeId").GetString() == DataPlaneFixture.OrdersId);
+        Assert.Equal(version, ordersStatus.GetProperty("applied").GetString());
+        Assert.True(ordersStatus.GetProperty("connected").GetBoolean());
+        Assert.Contains(sidecars, s => s.GetProperty("spiffeId").GetString() == DataPlaneFixture.FrontendId);
+    }
+
+    [Fact]
+    public async Task Invalid_policy_is_refused_whole_with_every_error_and_changes_nothing()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var file = Path.Combine(_mesh.Root, "bad.yaml");
+        await File.WriteAllTextAsync(file, OrdersFromFrontend + "\n---\n" + """
+            apiVersion: security.ztm.dev/v1
+            kind: AuthorizationPolicy
+            metadata:
+              name: broken
+              namespace: shop
+            spec:
+              action: ALLOW
+              rules:
+                - from:
+                    - source:
+                        principals: ["spiffe://Cluster.local/ns/shop/sa/x"]
+                  when:
+                    - key: source.ip
+                      values: ["10.0.0.0/33"]
+            """);
+        var (exit, _, stderr) = await _mesh.ZtmctlAsync("apply", "-f", file);
+        Assert.Equal(1, exit);
+        Assert.Contains("nothing applied", stderr, StringComparison.Ordinal);
+        Assert.Contains("principals[0]", stderr, StringComparison.Ordinal);
+        Assert.Contains("10.0.0.0/33", stderr, StringComparison.Ordinal);
+
+        // Nothing was stored, not even the valid document of the same apply.
+        var (_, list, _) = await _mesh.ZtmctlAsync("get", "-o", "json");
+        var listed = JsonDocument.Parse(list).RootElement;
+        Assert.Equal("v0", listed.GetProperty("version").GetString());
+        Assert.Equal(0, listed.GetProperty("resources").GetArrayLength());
+    }
+
+    [Fact]
+    public async Task Deny_wins_policy_test_agrees_with_the_sidecar_and_enforcement_survives_the_control_plane()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var (orders, ordersSidecar, frontend) = await DataPlaneFixture.StartOrdersAndFrontendAsync(_mesh, controlPlane, allowNamespace: false);
+        var version = await controlPlane.ApplyPolicyAsync(OrdersFromFrontend + "\n---\n" + NoSecrets);
+        await ordersSidecar.WaitForPolicyAsync(version);
+        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
+        var url = $"http://orders:{orders.HttpPort}";
+
+        foreach (var (method, path) in new[] { ("GET", "/orders/1"), ("GET", "/orders/secret"), ("DELETE", "/orders/1") })
+        {
+            using var response = await http.SendAsync(new HttpRequestMessage(new HttpMethod(method), url + path));
+            var (exit, verdict, _) = await _mesh.ZtmctlAsync("policy", "test", "--from", DataPlaneFixture.FrontendId, "--to", "orders.shop",
+                "--method", method, "--path", path, "--port", orders.HttpPort.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            var allowedBySidecar = response.StatusCode == HttpStatusCode.OK;
+            Assert.Equal(allowedBySidecar ? 0 : 4, exit);
+            Assert.StartsWith(allowedBySidecar ? "ALLOW" : "DENY", verdict, StringComparison.Ordinal);
+            if (path == "/orders/secret")
+            {
+                Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode); // DENY wins over the matching ALLOW
+                Assert.Contains("shop/no-secrets", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+                Assert.Contains("shop/no-secrets", verdict, StringComparison.Ordinal);
+            }
+        }
+
+        // Control plane gone: the last good policy is still enforced.
+        await controlPlane.Process.StopAsync();
+        await ordersSidecar.Process.WaitForLineAsync("config stream to the control plane broke");
+        using (var allowed = await http.GetAsync($"{url}/orders/2"))
+        {
+            Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+        }
+        using (var denied = await http.GetAsync($"{url}/orders/secret"))
+        {
+            Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
+        }
+    }
+}
