@@ -149,6 +149,14 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
         using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
         var url = $"http://orders:{orders.HttpPort}";
 
+        // Path tricks do not get past the DENY: the sidecar decides on the normalized path.
+        foreach (var trick in new[] { "/orders//secret", "/orders/x/../secret", "/orders/%73ecret" })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(url + trick, UriKind.Absolute));
+            using var tricked = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.Forbidden, tricked.StatusCode);
+        }
+
         foreach (var (method, path) in new[] { ("GET", "/orders/1"), ("GET", "/orders/secret"), ("DELETE", "/orders/1") })
         {
             using var response = await http.SendAsync(new HttpRequestMessage(new HttpMethod(method), url + path));

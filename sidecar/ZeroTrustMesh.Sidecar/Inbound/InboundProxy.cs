@@ -59,7 +59,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             Caller = peer,
             CallerNamespace = peer.TryGetWorkload(out var callerNamespace, out _) ? callerNamespace : null,
             Method = context.Request.Method,
-            Path = context.Request.Path.Value,
+            Path = NormalizedPath(context.Request.Path.Value),
             Port = port.Value,
             Headers = new HeaderValues(context.Request.Headers),
             SourceAddress = context.Connection.RemoteIpAddress,
@@ -104,6 +104,31 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         var elapsed = Stopwatch.GetElapsedTime(started);
         metrics.Request("inbound", caller, self, status, elapsed);
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", status, elapsed, null, null, reason);
+    }
+
+    /// <summary>
+    /// The path as policy sees it. Kestrel has already decoded percent-escapes of unreserved characters and removed
+    /// dot segments; empty segments are merged here, so <c>//admin/x</c> cannot slip past a rule on <c>/admin/*</c>.
+    /// </summary>
+    private static string NormalizedPath(string? path)
+    {
+        if (string.IsNullOrEmpty(path))
+        {
+            return "/";
+        }
+        if (!path.Contains("//", StringComparison.Ordinal))
+        {
+            return path;
+        }
+        var builder = new System.Text.StringBuilder(path.Length);
+        foreach (var c in path)
+        {
+            if (c != '/' || builder.Length == 0 || builder[^1] != '/')
+            {
+                builder.Append(c);
+            }
+        }
+        return builder.ToString();
     }
 
     /// <summary>Request headers for the authorizer, read in place.</summary>
