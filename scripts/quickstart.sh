@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Brings up a local mesh on this host: the control plane (CA on first start, in ~/.ztm/controlplane),
-# a join token from ztmctl, and one sidecar that obtains its identity. Ctrl-C stops both.
-#   ZTM_SVID_TTL=2m scripts/quickstart.sh   # watch the sidecar renew every minute
+# Brings up a local mesh on this host: the control plane (CA on first start, in ~/.ztm/controlplane), the policy set in
+# examples/policies/quickstart.yaml, and three demo services - frontend, orders, payments - each behind its sidecar.
+# Then it makes a few calls as the frontend app and shows which were allowed or denied, and by which rule.
+# Ctrl-C stops everything.   ZTM_SVID_TTL=2m scripts/quickstart.sh   makes certificates short enough to watch renewals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -13,6 +14,7 @@ dotnet build ZeroTrustMesh.sln -c Release -v quiet -nologo >/dev/null
 bin() { echo "$root/$1/bin/Release/net10.0/$2.dll"; }
 controlplane=$(bin control-plane/ZeroTrustMesh.ControlPlane ztm-controlplane)
 sidecar=$(bin sidecar/ZeroTrustMesh.Sidecar ztm-sidecar)
+demo=$(bin demo/ZeroTrustMesh.DemoApp ztm-demo-app)
 ztmctl() { dotnet "$(bin control-plane/ZeroTrustMesh.Cli ztmctl)" "$@"; }
 
 logs=$(mktemp -d /tmp/ztm-quickstart.XXXX)
@@ -28,31 +30,59 @@ wait_for() {
     sleep 0.2
   done
 }
+# The first match of regex $2 in file $1.
+field() { grep -o "$2" "$1" | head -n 1; }
 
-echo "== starting the control plane (logs: $logs/controlplane.log)"
+echo "== control plane (logs: $logs/controlplane.log)"
 dotnet "$controlplane" --svid-ttl "${ZTM_SVID_TTL:-1h}" >"$logs/controlplane.log" 2>&1 &
 pids+=($!)
 wait_for "$logs/controlplane.log" "listening on" 30
 grep '^ztm-controlplane:' "$logs/controlplane.log"
-address=$(grep -o 'listening on https://[^ ]*' "$logs/controlplane.log" | cut -d' ' -f3)
+address=$(field "$logs/controlplane.log" 'https://[0-9.:]*')
 bundle=$(grep -o 'trust bundle .*' "$logs/controlplane.log" | cut -d' ' -f3)
 
-echo "== minting a join token for spiffe://cluster.local/ns/shop/sa/orders (ztmctl finds ~/.ztm/config by itself)"
-minted=$(ztmctl token create --namespace shop --service-account orders --ttl 10m -o json)
-echo "$minted"
-token=$(sed 's/.*"token":"\([^"]*\)".*/\1/' <<<"$minted")
-printf '%s' "$token" >"$logs/orders.token"
-chmod 600 "$logs/orders.token"
+echo "== policy: frontend may GET /orders/*; orders may POST /payments with scope write:payments; nothing else"
+ztmctl apply -f examples/policies/quickstart.yaml
 
-echo "== starting the sidecar for shop/orders (logs: $logs/sidecar.log)"
-dotnet "$sidecar" --control-plane "$address" --trust-bundle "$bundle" --join-token-file "$logs/orders.token" >"$logs/sidecar.log" 2>&1 &
-pids+=($!)
-wait_for "$logs/sidecar.log" "svid issued" 30
-admin=$(grep -o 'admin listening on http://[^ ]*' "$logs/sidecar.log" | cut -d' ' -f4)
+# start_service NAME: the demo app and its sidecar, on free ports.
+start_service() {
+  local name=$1
+  dotnet "$demo" --name "$name" --http-port 0 --grpc-port 0 --tcp-port -1 >"$logs/$name-app.log" 2>&1 &
+  pids+=($!)
+  wait_for "$logs/$name-app.log" "http listening" 30
+  local port; port=$(field "$logs/$name-app.log" 'http listening on http://127.0.0.1:[0-9]*' | grep -o '[0-9]*$')
+  ztmctl token create --namespace shop --service-account "$name" --ttl 10m -o token >"$logs/$name.token"
+  chmod 600 "$logs/$name.token"
+  dotnet "$sidecar" --control-plane "$address" --trust-bundle "$bundle" --join-token-file "$logs/$name.token" \
+    --admin-port 0 --inbound-port 0 --outbound-port 0 --app-port "$port" --probe-path /healthz >"$logs/$name-sidecar.log" 2>&1 &
+  pids+=($!)
+  wait_for "$logs/$name-sidecar.log" "registered with the control plane" 30
+  wait_for "$logs/$name-sidecar.log" "applied:" 30
+}
+for service in frontend orders payments; do
+  echo "== $service: demo app + sidecar (logs: $logs/$service-*.log)"
+  start_service "$service"
+done
+outbound=$(field "$logs/frontend-sidecar.log" 'outbound listening on 127.0.0.1:[0-9]*' | grep -o '[0-9]*$')
+admin() { field "$logs/$1-sidecar.log" 'admin listening on http://127.0.0.1:[0-9]*' | cut -d' ' -f4; }
 
-echo "== the sidecar holds its identity:"
-curl -s "$admin/healthz/ready"
-curl -s "$admin/config_dump"
+# call METHOD SERVICE PATH: as the frontend app, through its sidecar (Host names the service).
+call() {
+  local status body
+  body=$(curl -s -o - -w '\n%{http_code}' -X "$1" -H "Host: $2" "http://127.0.0.1:$outbound$3")
+  status=$(tail -n 1 <<<"$body")
+  printf '  %-6s %-9s %-14s -> %s  %s\n' "$1" "$2" "$3" "$status" "$(head -n 1 <<<"$body" | cut -c1-110)"
+}
+echo "== calls from frontend (the orders app echoes the caller identity its sidecar verified):"
+call GET orders /orders/42
+call POST orders /orders/42
+call GET payments /payments
+echo "== the same questions to the control plane: ztmctl policy test"
+ztmctl policy test --from spiffe://cluster.local/ns/shop/sa/frontend --to orders.shop --method GET --path /orders/42 || true
+ztmctl policy test --from spiffe://cluster.local/ns/shop/sa/frontend --to payments.shop --method POST --path /payments || true
+echo "== ztmctl status"
+ztmctl status
 echo
-echo "Mesh is up. Try:  curl $admin/config_dump   |   tail -f $logs/*.log   |   Ctrl-C to stop."
+echo "Mesh is up. Metrics: $(admin orders)/metrics   config: $(admin orders)/config_dump   logs: $logs"
+echo "Try:  curl -H 'Host: orders' http://127.0.0.1:$outbound/orders/1   |   Ctrl-C to stop."
 wait
