@@ -71,7 +71,9 @@ call() {
   local status body
   body=$(curl -s -o - -w '\n%{http_code}' -X "$1" -H "Host: $2" "http://127.0.0.1:$outbound$3")
   status=$(tail -n 1 <<<"$body")
-  printf '  %-6s %-9s %-14s -> %s  %s\n' "$1" "$2" "$3" "$status" "$(head -n 1 <<<"$body" | cut -c1-110)"
+  # An allowed call shows the caller identity the app received; a denied one the sidecar's reason.
+  local shown; shown=$(head -n 1 <<<"$body" | grep -o '"caller":"[^"]*"' || head -n 1 <<<"$body")
+  printf '  %-6s %-9s %-14s -> %s  %s\n' "$1" "$2" "$3" "$status" "$shown"
 }
 echo "== calls from frontend (the orders app echoes the caller identity its sidecar verified):"
 call GET orders /orders/42

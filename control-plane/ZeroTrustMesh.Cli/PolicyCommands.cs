@@ -189,7 +189,7 @@ internal static class PolicyCommands
             }
             else
             {
-                Console.WriteLine($"{(response.Allowed ? "ALLOW" : "DENY")}: {response.Reason}" + (response.Policy.Length > 0 ? $" (policy {response.Policy}, rule {response.Rule})" : ""));
+                Console.WriteLine($"{(response.Allowed ? "ALLOW" : "DENY")}: {response.Reason}");
                 foreach (var line in response.Trail)
                 {
                     Console.WriteLine($"  {line}");

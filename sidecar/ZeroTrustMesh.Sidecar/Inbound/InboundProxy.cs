@@ -68,8 +68,8 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         metrics.Decision(decision.Allowed, decision.Policy);
         if (!decision.Allowed)
         {
-            var explanation = decision.Policy is null ? decision.Reason : $"{decision.Reason} (policy {decision.Policy}, rule {decision.Rule})";
-            await Refuse(context, StatusCodes.Status403Forbidden, $"RBAC: access denied: {explanation}", caller, self, started);
+            // The reason names the deciding policy and rule, or says that none allowed the request.
+            await Refuse(context, StatusCodes.Status403Forbidden, $"RBAC: access denied: {decision.Reason}", caller, self, started);
             return;
         }
 
