@@ -11,6 +11,7 @@ using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Registry;
+using ZeroTrustMesh.CommandLine;
 
 namespace ZeroTrustMesh.ControlPlane;
 
@@ -33,16 +34,7 @@ internal static class ControlPlaneHost
         }
 
         var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
-            o.UseUtcTimestamp = true;
-        });
-        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning);
-        builder.Logging.AddFilter("Microsoft.Hosting", LogLevel.Warning);
-        builder.Logging.AddFilter("Grpc", LogLevel.Warning);
+        builder.Logging.AddMeshConsole();
 
         var services = builder.Services;
         services.AddSingleton(options);

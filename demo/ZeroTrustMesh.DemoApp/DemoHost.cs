@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Server.Kestrel.Core;
 using ZeroTrustMesh.DemoApp.GrpcEcho;
 using ZeroTrustMesh.DemoApp.HttpEcho;
 using ZeroTrustMesh.DemoApp.TcpEcho;
+using ZeroTrustMesh.CommandLine;
 
 namespace ZeroTrustMesh.DemoApp;
 
@@ -94,15 +95,7 @@ internal static class DemoHost
     private static WebApplicationBuilder CreateBuilder(DemoOptions options)
     {
         var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
-            o.UseUtcTimestamp = true;
-        });
-        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
-        builder.Logging.AddFilter("Grpc", LogLevel.Warning);
+        builder.Logging.AddMeshConsole();
         builder.Services.AddSingleton(options);
         return builder;
     }

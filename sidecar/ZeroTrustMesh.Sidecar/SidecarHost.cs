@@ -15,6 +15,7 @@ using ZeroTrustMesh.Sidecar.Policy;
 using ZeroTrustMesh.Sidecar.Registry;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
+using ZeroTrustMesh.CommandLine;
 
 namespace ZeroTrustMesh.Sidecar;
 
@@ -39,17 +40,8 @@ internal static class SidecarHost
     public static async Task<int> RunAsync(SidecarOptions options, CancellationToken cancellation)
     {
         var builder = WebApplication.CreateSlimBuilder();
-        builder.Logging.ClearProviders();
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "yyyy-MM-ddTHH:mm:ss.fffZ ";
-            o.UseUtcTimestamp = true;
-        });
-        builder.Logging.AddFilter("Microsoft", LogLevel.Warning);
+        builder.Logging.AddMeshConsole();
         builder.Logging.AddFilter("Microsoft.AspNetCore.Server.Kestrel", LogLevel.Error);
-        builder.Logging.AddFilter("System.Net.Http", LogLevel.Warning);
-        builder.Logging.AddFilter("Grpc", LogLevel.Warning);
         builder.Logging.AddFilter("Yarp", LogLevel.Error);
 
         var services = builder.Services;
