@@ -35,7 +35,19 @@ internal sealed class SidecarOptions
     /// <summary>The app's health-probe paths: allowed without a policy, as kubelet probes must be.</summary>
     public IReadOnlyList<string> ProbePaths { get; init; } = [];
 
-    public TimeSpan ConnectTimeout { get; init; } = TimeSpan.FromSeconds(2);
+    public TimeSpan ConnectTimeout => Resilience.ConnectTimeout;
+
+    /// <summary>Outbound resilience for destinations without their own settings.</summary>
+    public Outbound.ResilienceSettings Resilience { get; init; } = Outbound.ResilienceSettings.Default;
+
+    /// <summary>Per destination service ("orders.shop" or "orders"): <c>--destination</c>.</summary>
+    public IReadOnlyDictionary<string, Outbound.ResilienceSettings> DestinationResilience { get; init; } = new Dictionary<string, Outbound.ResilienceSettings>();
+
+    /// <summary>The settings for <paramref name="service"/> ("orders.shop"): its own, by full or short name, else the defaults.</summary>
+    public Outbound.ResilienceSettings ResilienceFor(string service) =>
+        DestinationResilience.TryGetValue(service, out var own) ? own
+        : service.IndexOf('.', StringComparison.Ordinal) is > 0 and var dot && DestinationResilience.TryGetValue(service[..dot], out var byShortName) ? byShortName
+        : Resilience;
 
     public TimeSpan TcpIdleTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
@@ -55,12 +67,13 @@ internal sealed class SidecarOptions
         var probePaths = new Option<string[]>("--probe-path") { Description = "The app's health-probe path, allowed without a policy (repeatable)" };
         var serviceAddress = new Option<string?>("--service-address") { Description = "Address clients dial for this service under transparent capture" };
         var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
+        var destinations = new Option<string[]>("--destination") { Description = $"Resilience for one destination service: SERVICE:key=value,… ({Outbound.ResilienceSettings.Keys}); repeatable" };
         var tcpIdle = CommandLineOptions.Duration("--tcp-idle-timeout", "Close an opaque TCP relay idle this long", "10m");
 
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, adminPort,
-            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, connectTimeout, tcpIdle,
+            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, connectTimeout, destinations, tcpIdle,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -110,6 +123,16 @@ internal sealed class SidecarOptions
             {
                 return Fail($"--service-address '{sa}' is not an IP address");
             }
+            var defaults = Outbound.ResilienceSettings.Default with { ConnectTimeout = result.GetValue(connectTimeout) };
+            var perDestination = new Dictionary<string, Outbound.ResilienceSettings>(StringComparer.Ordinal);
+            foreach (var text in result.GetValue(destinations) ?? [])
+            {
+                if (!Outbound.ResilienceSettings.TryParse(text, defaults, out var service, out var settings, out var error))
+                {
+                    return Fail(error);
+                }
+                perDestination[service] = settings;
+            }
             return run(new SidecarOptions
             {
                 ControlPlane = address,
@@ -122,7 +145,8 @@ internal sealed class SidecarOptions
                 TcpPorts = result.GetValue(tcpPorts) ?? [],
                 ServiceAddress = serviceIp,
                 ProbePaths = result.GetValue(probePaths) ?? [],
-                ConnectTimeout = result.GetValue(connectTimeout),
+                Resilience = defaults,
+                DestinationResilience = perDestination,
                 TcpIdleTimeout = result.GetValue(tcpIdle),
             }, cancellation);
         });

@@ -22,8 +22,18 @@ internal readonly record struct ForwardResult(ForwarderError Error)
 }
 
 /// <summary>What the outbound path keeps per destination endpoint: its mTLS HTTP/2 client and its circuit breaker.</summary>
-internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePipeline<ForwardResult> breaker, CircuitBreakerStateProvider state)
+internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePipeline<ForwardResult> breaker, CircuitBreakerStateProvider state, ResilienceSettings settings)
 {
+    public ResilienceSettings Settings { get; } = settings;
+
+    /// <summary>How YARP forwards to this endpoint: HTTP/2 only, with the destination's request idle timeout.</summary>
+    public ForwarderRequestConfig Forwarding { get; } = new()
+    {
+        Version = System.Net.HttpVersion.Version20,
+        VersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        ActivityTimeout = settings.RequestTimeout,
+    };
+
     public HttpMessageInvoker Invoker { get; } = invoker;
 
     /// <summary>Opens after repeated connect failures or timeouts: the endpoint is ejected until a trial request succeeds.</summary>
@@ -39,8 +49,6 @@ internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePi
 /// </summary>
 internal sealed class DestinationClients(IdentityState state, SidecarOptions options, SidecarMetrics metrics)
 {
-    public static readonly TimeSpan BreakDuration = TimeSpan.FromSeconds(15);
-
     private readonly ConcurrentDictionary<(IPEndPoint, string), DestinationClient> _clients = new();
     private int _next;
 
@@ -65,6 +73,7 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
 
     private DestinationClient Create(Destination destination)
     {
+        var settings = options.ResilienceFor(destination.Service);
         var handler = new SocketsHttpHandler
         {
             UseProxy = false,
@@ -73,7 +82,7 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
             UseCookies = false,
             EnableMultipleHttp2Connections = true,
             ActivityHeadersPropagator = null, // pass the app's traceparent through untouched
-            ConnectTimeout = options.ConnectTimeout,
+            ConnectTimeout = settings.ConnectTimeout,
             // New connections pick up a renewed certificate; old ones are retired in time, never cut mid-request.
             PooledConnectionLifetime = TimeSpan.FromMinutes(10),
             SslOptions = MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, SslApplicationProtocol.Http2),
@@ -86,7 +95,7 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
                 FailureRatio = 0.5,
                 MinimumThroughput = 5,
                 SamplingDuration = TimeSpan.FromSeconds(10),
-                BreakDuration = BreakDuration,
+                BreakDuration = settings.EjectionTime,
                 StateProvider = breakerState,
                 OnOpened = _ =>
                 {
@@ -95,6 +104,6 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
                 },
             })
             .Build();
-        return new DestinationClient(new HttpMessageInvoker(handler), breaker, breakerState);
+        return new DestinationClient(new HttpMessageInvoker(handler), breaker, breakerState, settings);
     }
 }

@@ -21,8 +21,8 @@ internal sealed class OutboundRouteFeature(int port)
 ///    (absolute-form as an HTTP proxy, or the Host header), resolved through the control plane's registry;
 /// 3. the app port must be one the service declares;
 /// 4. YARP forwards it over mTLS, multiplexed on HTTP/2, to an endpoint whose server identity is checked at the
-///    handshake; a connect failure of an idempotent request without a body is retried on another endpoint (bounded),
-///    and each endpoint's circuit breaker ejects it after repeated failures;
+///    handshake; a connect failure of an idempotent request without a body is retried on another endpoint (as many
+///    times as the destination's settings allow), and each endpoint's circuit breaker ejects it after repeated failures;
 /// 5. one metric sample and one access-log line.
 /// </summary>
 internal sealed class OutboundProxy(
@@ -33,15 +33,6 @@ internal sealed class OutboundProxy(
     SidecarMetrics metrics,
     AccessLog accessLog)
 {
-    public const int MaxRetries = 2;
-
-    private static readonly ForwarderRequestConfig ToSidecar = new()
-    {
-        Version = HttpVersion.Version20,
-        VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        ActivityTimeout = TimeSpan.FromSeconds(100),
-    };
-
     private readonly OutboundTransformer _transformer = new();
 
     public async Task HandleAsync(HttpContext context)
@@ -109,14 +100,14 @@ internal sealed class OutboundProxy(
             try
             {
                 error = (await client.Breaker.ExecuteAsync(
-                    async ct => new ForwardResult(await forwarder.SendAsync(context, $"https://{next.Inbound}", client.Invoker, ToSidecar, _transformer, ct)),
+                    async ct => new ForwardResult(await forwarder.SendAsync(context, $"https://{next.Inbound}", client.Invoker, client.Forwarding, _transformer, ct)),
                     context.RequestAborted)).Error;
             }
             catch (BrokenCircuitException)
             {
                 error = ForwarderError.Request;
             }
-            if (error != ForwarderError.Request || attempt >= MaxRetries || context.Response.HasStarted || !CanRetry(context.Request))
+            if (error != ForwarderError.Request || attempt >= client.Settings.Retries || context.Response.HasStarted || !CanRetry(context.Request))
             {
                 break;
             }

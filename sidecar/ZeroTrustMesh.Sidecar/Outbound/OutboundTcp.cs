@@ -31,7 +31,7 @@ internal sealed class OutboundTcp(IdentityState state, DestinationClients client
         SslStream tls;
         try
         {
-            using var connectTimeout = new CancellationTokenSource(options.ConnectTimeout);
+            using var connectTimeout = new CancellationTokenSource(options.ResilienceFor(destination.Service).ConnectTimeout);
             await socket.ConnectAsync(destination.Inbound, connectTimeout.Token);
             tls = new SslStream(new NetworkStream(socket, ownsSocket: false));
             await tls.AuthenticateAsClientAsync(MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, MeshTls.TcpProtocol), connectTimeout.Token);
