@@ -9,8 +9,6 @@ using ZeroTrustMesh.Sidecar.Admin;
 using ZeroTrustMesh.Sidecar.Authentication;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Inbound;
-using ZeroTrustMesh.Policy.Authorization;
-using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Sidecar.Outbound;
 using ZeroTrustMesh.Sidecar.Policy;
 using ZeroTrustMesh.Sidecar.RateLimiting;
