@@ -6,12 +6,12 @@ using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.Sidecar.Admin;
+using ZeroTrustMesh.Sidecar.Authentication;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Inbound;
-using ZeroTrustMesh.Policy.Authorization;
-using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Sidecar.Outbound;
 using ZeroTrustMesh.Sidecar.Policy;
+using ZeroTrustMesh.Sidecar.RateLimiting;
 using ZeroTrustMesh.Sidecar.Registry;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
@@ -54,7 +54,11 @@ internal static class SidecarHost
         services.AddSingleton<MeshRegistryClient>();
         services.AddHostedService(sp => sp.GetRequiredService<MeshRegistryClient>());
         // Deny everything until the first policy snapshot arrives: no ALLOW policy, no access.
-        services.AddSingleton(new Authorizer(PolicySnapshot.Empty(new WorkloadRef("", ""))));
+        services.AddSingleton<InboundPolicyState>();
+        services.AddSingleton(new JwksOptions());
+        services.AddSingleton<JwksCache>();
+        services.AddSingleton(new RateLimitOptions());
+        services.AddSingleton<TokenBuckets>();
         services.AddSingleton<PolicyWatcher>();
         services.AddHostedService(sp => sp.GetRequiredService<PolicyWatcher>());
         services.AddSingleton<SidecarMetrics>();

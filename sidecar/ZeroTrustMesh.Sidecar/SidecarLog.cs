@@ -37,12 +37,18 @@ internal static partial class SidecarLog
     [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "{Direction} connection refused: {Reason}")]
     public static partial void ConnectionRefused(ILogger logger, string direction, string reason);
 
-    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "policy {Version} applied: {Resources} resource(s), {Policies} authorization policies")]
-    public static partial void ConfigApplied(ILogger logger, string version, int resources, int policies);
+    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "policy {Version} applied: {Resources} resource(s), {Policies} authorization policies, {Issuers} JWT issuer(s), {RateLimits} rate limit(s)")]
+    public static partial void ConfigApplied(ILogger logger, string version, int resources, int policies, int issuers, int rateLimits);
 
     [LoggerMessage(EventId = 401, Level = LogLevel.Warning, Message = "policy {Version} refused (NACK), still enforcing {Current}: {Reason}")]
     public static partial void ConfigRefused(ILogger logger, string version, string reason, string current);
 
     [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "config stream to the control plane broke ({Reason}); enforcing the last good policy, reconnecting in {RetrySeconds:0.0}s")]
     public static partial void ConfigStreamFailed(ILogger logger, string reason, double retrySeconds);
+
+    [LoggerMessage(EventId = 500, Level = LogLevel.Information, Message = "jwks {Uri} fetched: {Keys} signing key(s)")]
+    public static partial void JwksFetched(ILogger logger, string uri, int keys);
+
+    [LoggerMessage(EventId = 501, Level = LogLevel.Warning, Message = "jwks {Uri} could not be fetched ({Reason}); {Consequence}")]
+    public static partial void JwksFetchFailed(ILogger logger, string uri, string reason, string consequence);
 }

@@ -26,10 +26,10 @@ internal static class AdminEndpoints
             await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
         });
 
-        app.MapGet("/config_dump", (IdentityState state, ZeroTrustMesh.Policy.Authorization.Authorizer authorizer, Policy.PolicyWatcher policy, TimeProvider time) =>
+        app.MapGet("/config_dump", (IdentityState state, Policy.InboundPolicyState inbound, Policy.PolicyWatcher policy, TimeProvider time) =>
         {
             var identity = state.Current;
-            var snapshot = authorizer.Snapshot;
+            var snapshot = inbound.Current.Authorization;
             return Results.Json(new ConfigDump(
                 Ready: state.IsReady && policy.HasSnapshot,
                 Policy: new PolicyDump(snapshot.Version, snapshot.PolicyCount, snapshot.RuleCount, snapshot.HasAllowPolicy),

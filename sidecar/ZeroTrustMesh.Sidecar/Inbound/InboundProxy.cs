@@ -4,6 +4,7 @@ using Microsoft.Extensions.Primitives;
 using Yarp.ReverseProxy.Forwarder;
 using ZeroTrustMesh.Policy.Authorization;
 using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Policy;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
 
@@ -13,13 +14,17 @@ namespace ZeroTrustMesh.Sidecar.Inbound;
 /// An HTTP request that arrived from another sidecar over mTLS (HTTP/2), on its way to the local app:
 /// 1. the caller is the SVID verified at this connection's handshake (STRICT: there is always one);
 /// 2. the app port is the declared one the calling sidecar named, else the app's first port;
-/// 3. the policy decides: a matching DENY wins, else an ALLOW must match, else deny — a denial is a 403 naming the
+/// 3. the config snapshot is read once: JWT rules, authorization and rate limits of one version;
+/// 4. JWT: a bearer token must be valid for a configured issuer (signature, issuer, audience, lifetime), else 401 with
+///    the reason; its claims become the request's claims; no token passes unauthenticated, for the policy to decide;
+/// 5. the policy decides: a matching DENY wins, else an ALLOW must match, else deny — a denial is a 403 naming the
 ///    policy and rule (or that none allowed it);
-/// 4. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
-/// 5. YARP forwards it to the app on loopback, with the identity header set to the caller — any incoming copy is dropped;
-/// 6. one metric sample and one access-log line.
+/// 6. rate limits: one token per caller identity from each bucket that applies, else 429 with Retry-After;
+/// 7. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
+/// 8. YARP forwards it to the app on loopback, with the identity header set to the caller — any incoming copy is dropped;
+/// 9. one metric sample and one access-log line.
 /// </summary>
-internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, Authorizer authorizer, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
+internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundPolicyState policies, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
 {
     private readonly HttpMessageInvoker _toApp = new(new SocketsHttpHandler
     {
@@ -53,23 +58,48 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             return;
         }
 
+        var policy = policies.Current;
+        var authentication = await policy.Authentication.AuthenticateAsync(context.Request.Headers.Authorization, context.RequestAborted);
+        if (authentication.Failed)
+        {
+            metrics.Authenticated(valid: false);
+            context.Response.Headers.WWWAuthenticate = "Bearer error=\"invalid_token\"";
+            await Refuse(context, StatusCodes.Status401Unauthorized, $"Jwt authentication failed: {authentication.Error}", caller, self, started);
+            return;
+        }
+        if (authentication.Claims is not null)
+        {
+            metrics.Authenticated(valid: true);
+        }
+
         var peer = context.Features.Get<PeerIdentityFeature>()!.Id;
-        var decision = authorizer.Authorize(new RequestAttributes
+        var path = NormalizedPath(context.Request.Path.Value);
+        var decision = policy.Authorization.Evaluate(new RequestAttributes
         {
             Caller = peer,
             CallerNamespace = peer.TryGetWorkload(out var callerNamespace, out _) ? callerNamespace : null,
             Method = context.Request.Method,
-            Path = NormalizedPath(context.Request.Path.Value),
+            Path = path,
             Port = port.Value,
             Headers = new HeaderValues(context.Request.Headers),
+            Claims = authentication.Claims,
             SourceAddress = context.Connection.RemoteIpAddress,
             Now = time.GetUtcNow(),
-        });
+        }, default);
         metrics.Decision(decision.Allowed, decision.Policy);
         if (!decision.Allowed)
         {
             // The reason names the deciding policy and rule, or says that none allowed the request.
             await Refuse(context, StatusCodes.Status403Forbidden, $"RBAC: access denied: {decision.Reason}", caller, self, started);
+            return;
+        }
+
+        var limit = policy.RateLimits.TryAcquire(caller, context.Request.Method, path);
+        if (!limit.Allowed)
+        {
+            metrics.RateLimited(limit.Policy!);
+            context.Response.Headers.RetryAfter = limit.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            await Refuse(context, StatusCodes.Status429TooManyRequests, $"rate limited by policy {limit.Policy}: retry in {limit.RetryAfterSeconds}s", caller, self, started);
             return;
         }
 

@@ -5,23 +5,29 @@ using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Yaml;
 using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Proto.V1;
+using ZeroTrustMesh.Sidecar.Authentication;
 using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.RateLimiting;
 
 namespace ZeroTrustMesh.Sidecar.Policy;
 
 /// <summary>
 /// Follows the control plane's config stream for this workload:
 /// 1. once the sidecar has its certificate, open the stream (mTLS) and say which version it enforces;
-/// 2. for every snapshot: read and validate the resources, compile them for this workload, swap the authorizer's
-///    snapshot atomically, and ACK; anything it cannot apply is NACKed with the reason and the last good snapshot stays;
+/// 2. for every snapshot: read and validate the resources, compile for this workload the AuthorizationPolicies, the
+///    RequestAuthentications' JWT rules (inline JWKS parsed now; remote ones fetched in the background) and the
+///    RateLimitPolicies, swap all three as one <see cref="InboundPolicy"/>, and ACK; anything it cannot apply is
+///    NACKed with the reason and the last good snapshot stays;
 /// 3. when the stream breaks, keep enforcing the last good snapshot and reconnect with backoff and jitter.
-/// Until the first snapshot arrives the authorizer holds an empty one: no ALLOW policy, so everything is denied.
+/// Until the first snapshot arrives the state holds an empty one: no ALLOW policy, so everything is denied.
 /// </summary>
 internal sealed class PolicyWatcher(
     SidecarOptions options,
     IdentityState state,
     CertificateRotator rotator,
-    Authorizer authorizer,
+    InboundPolicyState policy,
+    JwksCache jwks,
+    TokenBuckets buckets,
     TimeProvider time,
     ILogger<PolicyWatcher> logger) : BackgroundService
 {
@@ -52,7 +58,7 @@ internal sealed class PolicyWatcher(
             try
             {
                 using var call = client.Stream(cancellationToken: stopping);
-                await call.RequestStream.WriteAsync(new ConfigRequest { VersionApplied = authorizer.Snapshot.Version }, stopping);
+                await call.RequestStream.WriteAsync(new ConfigRequest { VersionApplied = policy.Current.Version }, stopping);
                 while (await call.ResponseStream.MoveNext(stopping))
                 {
                     attempt = 1;
@@ -60,7 +66,7 @@ internal sealed class PolicyWatcher(
                     var error = Apply(snapshot, workload);
                     await call.RequestStream.WriteAsync(new ConfigRequest
                     {
-                        VersionApplied = authorizer.Snapshot.Version,
+                        VersionApplied = policy.Current.Version,
                         ResponseNonce = snapshot.Nonce,
                         Error = error ?? "",
                     }, stopping);
@@ -82,23 +88,28 @@ internal sealed class PolicyWatcher(
         if (read.Errors.Length > 0)
         {
             var reason = string.Join("; ", read.Errors.Select(e => e.ToString()));
-            SidecarLog.ConfigRefused(logger, snapshot.Version, reason, authorizer.Snapshot.Version);
+            SidecarLog.ConfigRefused(logger, snapshot.Version, reason, policy.Current.Version);
             return reason;
         }
-        PolicySnapshot compiled;
+        var resources = read.Documents.Select(d => d.Resource).ToList();
+        InboundPolicy compiled;
         try
         {
-            compiled = PolicyCompiler.Compile(snapshot.Version, workload,
-                read.Documents.Select(d => d.Resource).OfType<AuthorizationPolicy>(), options.ProbePaths);
+            compiled = new InboundPolicy(
+                PolicyCompiler.Compile(snapshot.Version, workload, resources.OfType<AuthorizationPolicy>(), options.ProbePaths),
+                JwtAuthenticator.Compile(workload, resources.OfType<RequestAuthentication>(), jwks, time),
+                RateLimits.Compile(workload, resources.OfType<RateLimitPolicy>(), buckets));
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException)
         {
-            SidecarLog.ConfigRefused(logger, snapshot.Version, e.Message, authorizer.Snapshot.Version);
+            SidecarLog.ConfigRefused(logger, snapshot.Version, e.Message, policy.Current.Version);
             return e.Message;
         }
-        authorizer.Update(compiled);
+        policy.Update(compiled);
+        jwks.Retain(JwtAuthenticator.RemoteUris(compiled.Authentication));
         _first.TrySetResult();
-        SidecarLog.ConfigApplied(logger, snapshot.Version, snapshot.Resources.Count, compiled.PolicyCount);
+        SidecarLog.ConfigApplied(logger, snapshot.Version, snapshot.Resources.Count, compiled.Authorization.PolicyCount,
+            compiled.Authentication.IssuerCount, compiled.RateLimits.PolicyCount);
         return null;
     }
 }

@@ -17,6 +17,8 @@ internal sealed class SidecarMetrics
     private readonly Counter _ejections;
     private readonly Counter _rejected;
     private readonly Counter _decisions;
+    private readonly Counter _authentication;
+    private readonly Counter _rateLimited;
 
     public SidecarMetrics(IdentityState state)
     {
@@ -39,6 +41,8 @@ internal sealed class SidecarMetrics
         _rejected = factory.CreateCounter("ztm_rejected_requests_total", "Requests refused before forwarding, by direction and reason.", "direction", "reason");
         _decisions = factory.CreateCounter("ztm_authorization_decisions_total", "Authorization decisions on inbound requests, by decision and the policy that decided (none: no ALLOW policy matched).",
             "decision", "policy");
+        _authentication = factory.CreateCounter("ztm_jwt_authentication_total", "Inbound requests that carried a bearer token, by outcome (valid, invalid).", "outcome");
+        _rateLimited = factory.CreateCounter("ztm_rate_limited_total", "Inbound requests refused with 429 by a RateLimitPolicy, by policy.", "policy");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
@@ -59,6 +63,10 @@ internal sealed class SidecarMetrics
     public void HandshakeFailed(string direction, string reason) => _handshakeFailures.WithLabels(direction, reason).Inc();
 
     public void Decision(bool allowed, string? policy) => _decisions.WithLabels(allowed ? "allow" : "deny", policy ?? "none").Inc();
+
+    public void Authenticated(bool valid) => _authentication.WithLabels(valid ? "valid" : "invalid").Inc();
+
+    public void RateLimited(string policy) => _rateLimited.WithLabels(policy).Inc();
 
     public void Rejected(string direction, string reason) => _rejected.WithLabels(direction, reason).Inc();
 
