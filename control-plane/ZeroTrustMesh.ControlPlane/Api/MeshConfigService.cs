@@ -48,7 +48,7 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
         }
         finally
         {
-            ConfigDistributor.Close(session);
+            distributor.Close(session);
             ControlPlaneLog.ConfigStreamClosed(logger, id.Value, session.VersionApplied);
         }
         await answers;
