@@ -176,9 +176,9 @@ internal static class PolicyPropagation
                 var measured = new List<ChangeResult>();
                 for (var c = 0; c <= settings.Changes; c++)
                 {
-                    var result = await ChangeAsync(admin, ++change, n, sidecars, tracker, settings, cancellation);
+                    var result = await ChangeAsync(controlPlane, admin, ++change, n, sidecars, tracker, settings, cancellation);
                     Log(string.Create(CultureInfo.InvariantCulture,
-                        $"N={n} change {c}{(c == 0 ? " (warm-up)" : "")} {result.Version}: received p50 {result.Received.P50:0} p90 {result.Received.P90:0} p99 {result.Received.P99:0} max {result.Received.Max:0} ms; all ACKs in status after {result.AllAckedMs:0} ms"));
+                        $"N={n} change {c}{(c == 0 ? " (warm-up)" : "")} {result.Version}: received p50 {result.Received.P50:0} p90 {result.Received.P90:0} p99 {result.Received.P99:0} max {result.Received.Max:0} ms; all ACKs in status after {result.AllAckedMs:0} ms; CPU until all received: control plane {result.ServerCpuMs:0} ms, sidecars {result.ClientCpuMs:0} ms"));
                     if (c > 0)
                     {
                         measured.Add(result);
@@ -227,9 +227,11 @@ internal static class PolicyPropagation
     /// One change: Apply, then per sidecar the time from the Apply response to the new version's snapshot; meanwhile
     /// Status is polled to see how many sidecars the control plane knows to have ACKed it.
     /// </summary>
-    private static async Task<ChangeResult> ChangeAsync(PolicyAdmin.PolicyAdminClient admin, int change, int n, List<SimulatedSidecar> sidecars,
+    private static async Task<ChangeResult> ChangeAsync(ControlPlaneProcess controlPlane, PolicyAdmin.PolicyAdminClient admin, int change, int n, List<SimulatedSidecar> sidecars,
         VersionTracker tracker, Settings settings, CancellationToken cancellation)
     {
+        var serverCpu0 = controlPlane.CpuTime;
+        var clientCpu0 = Process.GetCurrentProcess().TotalProcessorTime;
         var sent = Stopwatch.GetTimestamp();
         var response = await ApplyAsync(admin, change, cancellation);
         var answered = Stopwatch.GetTimestamp();
@@ -255,6 +257,8 @@ internal static class PolicyPropagation
             }
         }
         await WaitAsync(all, ChangeTimeout, $"{n} sidecars with {version}", sidecars, cancellation);
+        var serverCpu = controlPlane.CpuTime - serverCpu0;
+        var clientCpu = Process.GetCurrentProcess().TotalProcessorTime - clientCpu0;
         var received = sidecars.Take(n).Select(s => Ms(s.ReceivedAt(version) - answered)).Order().ToArray();
         while (acks.Count == 0 || acks[^1].Count < n)
         {
@@ -269,7 +273,8 @@ internal static class PolicyPropagation
             }
         }
         double AckedBy(double q) => acks.First(a => a.Count >= Math.Ceiling(q * n)).Ms;
-        return new ChangeResult(version, Ms(answered - sent), Summary.Of(received), AckedBy(0.5), AckedBy(0.99), AckedBy(1.0), acks.Count);
+        return new ChangeResult(version, Ms(answered - sent), Summary.Of(received), AckedBy(0.5), AckedBy(0.99), AckedBy(1.0), acks.Count,
+            serverCpu.TotalMilliseconds, clientCpu.TotalMilliseconds);
     }
 
     private static async Task<int> AckedAsync(PolicyAdmin.PolicyAdminClient admin, string version, CancellationToken cancellation)

@@ -1,7 +1,9 @@
 using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Model;
+using ZeroTrustMesh.Proto.V1;
 
 namespace ZeroTrustMesh.ControlPlane.Policy;
 
@@ -36,6 +38,10 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload)
     public void Notify(PolicyState state) => _changes.Writer.TryWrite(state);
 }
 
+/// <summary>What one workload receives at one policy version: built once, shared (read-only) by every stream of it.</summary>
+/// <param name="Content">The resources' YAML joined, compared with what a stream last sent to skip unchanged pushes.</param>
+internal sealed record WorkloadConfig(string Content, IReadOnlyList<PolicyResourceText> Resources);
+
 /// <summary>
 /// Every sidecar's config stream. Store changes are debounced (a burst of edits becomes one push) and then offered to
 /// every connected session; each session sends only if the resources that concern its workload changed.
@@ -52,8 +58,12 @@ internal sealed class ConfigDistributor : IDisposable
     /// <summary>The last stream opened per identity, kept after it ends so status shows what the sidecar last applied.</summary>
     private readonly ConcurrentDictionary<SpiffeId, SidecarSession> _lastById = new();
 
+    /// <summary>Per policy state, each workload's view of it; the entries go with the state.</summary>
+    private readonly ConditionalWeakTable<PolicyState, ConcurrentDictionary<WorkloadRef, WorkloadConfig>> _configs = new();
+
     private readonly PolicyStore _store;
     private readonly Timer _debounce;
+    private BundleProto? _bundle;
 
     public ConfigDistributor(PolicyStore store)
     {
@@ -93,6 +103,32 @@ internal sealed class ConfigDistributor : IDisposable
         session.Connected = false;
         _connected.TryRemove(session, out _);
     }
+
+    /// <summary>
+    /// The resources of <paramref name="state"/> that select <paramref name="workload"/>, computed once per state and
+    /// workload: a push reaches every stream at once, and replicas of a workload would each repeat the same work.
+    /// </summary>
+    public WorkloadConfig ConfigFor(PolicyState state, WorkloadRef workload) =>
+        _configs.GetValue(state, _ => new()).GetOrAdd(workload, static (w, s) =>
+        {
+            var resources = s.For(w);
+            return new WorkloadConfig(string.Join("\n---\n", resources.Select(r => r.Yaml)),
+                [.. resources.Select(r => new PolicyResourceText { Key = r.KeyText, Yaml = r.Yaml })]);
+        }, state);
+
+    /// <summary>The trust bundle as sent in snapshots, converted once per bundle rather than once per stream and push.</summary>
+    public Proto.V1.TrustBundle TrustBundleProto(Identity.TrustBundle bundle)
+    {
+        var cached = Volatile.Read(ref _bundle);
+        if (cached?.Source != bundle)
+        {
+            cached = new BundleProto(bundle, Api.IdentityService.ToProto(bundle));
+            Volatile.Write(ref _bundle, cached);
+        }
+        return cached.Proto;
+    }
+
+    private sealed record BundleProto(Identity.TrustBundle Source, Proto.V1.TrustBundle Proto);
 
     private void Push()
     {
