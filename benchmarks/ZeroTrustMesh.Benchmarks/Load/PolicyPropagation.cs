@@ -29,7 +29,7 @@ namespace ZeroTrustMesh.Benchmarks.Load;
 ///    real PolicyWatcher does, without compiling). Read the control plane's RSS when all have ACKed the first snapshot.
 /// 4. Apply a change that selects every workload (a selector-less AuthorizationPolicy in <c>bench</c>) and record, per
 ///    sidecar, the time from the Apply response to the snapshot of the new version; poll PolicyAdmin.Status meanwhile to
-///    see when the control plane has the ACKs. One unreported warm-up change, then <c>--changes</c> measured ones.
+///    see when the control plane has the ACKs. <c>--warmup-changes</c> unreported changes, then <c>--changes</c> measured ones.
 /// </summary>
 internal static class PolicyPropagation
 {
@@ -37,12 +37,13 @@ internal static class PolicyPropagation
     private const string Namespace = "bench";
     private static readonly TimeSpan ChangeTimeout = TimeSpan.FromSeconds(60);
 
-    private sealed record Settings(int[] Sidecars, int Changes, int Identities, TimeSpan StatusInterval, TimeSpan Settle, string ControlPlaneDll, string ResultsDir);
+    private sealed record Settings(int[] Sidecars, int Changes, int WarmupChanges, int Identities, TimeSpan StatusInterval, TimeSpan Settle, string ControlPlaneDll, string ResultsDir);
 
     public static RootCommand Command()
     {
         var sidecars = new Option<string>("--sidecars") { Description = "Comma-separated numbers of simulated sidecars, measured in ascending order in one run", DefaultValueFactory = _ => "1000,5000" };
-        var changes = new Option<int>("--changes") { Description = "Measured policy changes per number of sidecars (after one warm-up change)", DefaultValueFactory = _ => 5 };
+        var changes = new Option<int>("--changes") { Description = "Measured policy changes per number of sidecars", DefaultValueFactory = _ => 5 };
+        var warmupChanges = new Option<int>("--warmup-changes") { Description = "Unreported changes before the measured ones, per number of sidecars (JIT tiering, pools)", DefaultValueFactory = _ => 2 };
         var identities = new Option<int>("--identities") { Description = "Distinct workload SVIDs (each its own channel); 0 = one per sidecar (the largest N)", DefaultValueFactory = _ => 50 };
         var statusInterval = new Option<int>("--status-interval-ms") { Description = "How often PolicyAdmin.Status is polled during a change to see the ACKs (0 = only once all sidecars have the version)", DefaultValueFactory = _ => 100 };
         var settle = CommandLineOptions.Duration("--settle", "Pause after connecting and between changes", "1s");
@@ -52,7 +53,7 @@ internal static class PolicyPropagation
 
         var command = new RootCommand("policy-propagation: a policy change to N simulated sidecars (gRPC config streams) against the real control plane")
         {
-            sidecars, changes, identities, statusInterval, settle, controlPlane, results, timeout,
+            sidecars, changes, warmupChanges, identities, statusInterval, settle, controlPlane, results, timeout,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -67,7 +68,7 @@ internal static class PolicyPropagation
                 Console.Error.WriteLine("policy-propagation: --sidecars takes comma-separated numbers, e.g. 1000,5000");
                 return CommandLineOptions.UsageError;
             }
-            var settings = new Settings(counts, result.GetValue(changes), result.GetValue(identities), TimeSpan.FromMilliseconds(Math.Max(0, result.GetValue(statusInterval))), result.GetValue(settle),
+            var settings = new Settings(counts, result.GetValue(changes), Math.Max(0, result.GetValue(warmupChanges)), result.GetValue(identities), TimeSpan.FromMilliseconds(Math.Max(0, result.GetValue(statusInterval))), result.GetValue(settle),
                 Path.GetFullPath(result.GetValue(controlPlane) ?? Path.Combine(RepoRoot, "control-plane/ZeroTrustMesh.ControlPlane/bin/Release/net10.0/ztm-controlplane.dll")),
                 Path.GetFullPath(result.GetValue(results) ?? Path.Combine(RepoRoot, "results")));
             if (counts.Length == 0 || counts[0] < 1 || settings.Changes < 1 || settings.Identities < 0)
@@ -172,13 +173,13 @@ internal static class PolicyPropagation
                 var connected = Rss(controlPlane.Pid);
                 Log($"{n} sidecars connected and ACKed {current} in {connectSeconds:0.0}s; control plane RSS {connected.RssMb:0.0} MiB ({(connected.RssMb - minted.RssMb) * 1024 / n:0.0} KiB per sidecar over the RSS before any stream)");
 
-                // 3. Changes: one warm-up (not reported), then the measured ones.
+                // 3. Changes: warm-up (not reported), then the measured ones.
                 var measured = new List<ChangeResult>();
-                for (var c = 0; c <= settings.Changes; c++)
+                for (var c = 1 - settings.WarmupChanges; c <= settings.Changes; c++)
                 {
                     var result = await ChangeAsync(controlPlane, admin, ++change, n, sidecars, tracker, settings, cancellation);
                     Log(string.Create(CultureInfo.InvariantCulture,
-                        $"N={n} change {c}{(c == 0 ? " (warm-up)" : "")} {result.Version}: received p50 {result.Received.P50:0} p90 {result.Received.P90:0} p99 {result.Received.P99:0} max {result.Received.Max:0} ms; all ACKs in status after {result.AllAckedMs:0} ms; CPU until all received: control plane {result.ServerCpuMs:0} ms, sidecars {result.ClientCpuMs:0} ms"));
+                        $"N={n} change {c}{(c <= 0 ? " (warm-up)" : "")} {result.Version}: received p50 {result.Received.P50:0} p90 {result.Received.P90:0} p99 {result.Received.P99:0} max {result.Received.Max:0} ms; all ACKs in status after {result.AllAckedMs:0} ms; CPU until all received: control plane {result.ServerCpuMs:0} ms, sidecars {result.ClientCpuMs:0} ms"));
                     if (c > 0)
                     {
                         measured.Add(result);
@@ -192,8 +193,8 @@ internal static class PolicyPropagation
             }
 
             var failures = sidecars.Count(s => s.Failure is not null);
-            var report = new PropagationReport(date, Machine(), settings.Sidecars, settings.Changes, settings.Identities, settings.StatusInterval.TotalMilliseconds,
-                ConfigDistributorDebounceMs: 100, idle.RssMb, minted.RssMb, mintSeconds, levels, failures,
+            var report = new PropagationReport(date, Machine(), settings.Sidecars, settings.Changes, settings.WarmupChanges, settings.Identities, settings.StatusInterval.TotalMilliseconds,
+                ConfigDistributorDebounceMs: (int)ControlPlane.Policy.ConfigDistributor.Debounce.TotalMilliseconds, idle.RssMb, minted.RssMb, mintSeconds, levels, failures,
                 sidecars.Where(s => s.Failure is not null).Select(s => s.Failure!).Distinct().Take(5).ToList(), TargetP99Ms,
                 levels.Count > 0 && levels[^1].Sidecars >= 5000 && levels[^1].Changes.All(c => c.Received.P99 <= TargetP99Ms));
             Directory.CreateDirectory(settings.ResultsDir);

@@ -32,6 +32,7 @@ internal sealed record PropagationReport(
     PropagationMachine Machine,
     IReadOnlyList<int> SidecarCounts,
     int ChangesPerCount,
+    int WarmupChangesPerCount,
     int Identities,
     double StatusIntervalMs,
     int ConfigDistributorDebounceMs,
@@ -53,7 +54,7 @@ internal sealed record PropagationReport(
         md.AppendLine(inv, $"## policy-propagation {Date:yyyy-MM-dd HH:mm} UTC");
         md.AppendLine();
         md.AppendLine(inv, $"{Machine.ProcessorCount} cores ({Machine.Cpu}), kernel {Machine.Kernel}, .NET {Machine.Runtime}, load average {Machine.LoadAverageAtStart} at the start; control plane (Release, its own process, server GC) and the simulated sidecars (one process) on the same host, loopback, mTLS, HTTP/2.");
-        md.AppendLine(inv, $"{Identities} workload SVIDs (`spiffe://cluster.local/ns/bench/sa/svc-<i>`, minted through join tokens in {MintSeconds:0.0} s), one channel each; sidecar i uses SVID i mod {Identities}. Each change: a selector-less AuthorizationPolicy in `bench` (selects every sidecar), debounced {ConfigDistributorDebounceMs} ms by the control plane. One warm-up change per N, not reported. Status polled every {StatusIntervalMs:0} ms during a change.");
+        md.AppendLine(inv, $"{Identities} workload SVIDs (`spiffe://cluster.local/ns/bench/sa/svc-<i>`, minted through join tokens in {MintSeconds:0.0} s), one channel each; sidecar i uses SVID i mod {Identities}. Each change: a selector-less AuthorizationPolicy in `bench` (selects every sidecar), debounced {ConfigDistributorDebounceMs} ms by the control plane. {WarmupChangesPerCount} warm-up change(s) per N, not reported. Status polled every {StatusIntervalMs:0} ms during a change.");
         md.AppendLine();
         md.AppendLine("Time from the Apply response to each sidecar reading the new version from its stream (ms, over the N sidecars), and to the control plane showing the ACKs in `PolicyAdmin.Status` (first poll with 50 % / 99 % / all):");
         md.AppendLine();
