@@ -206,6 +206,12 @@ internal static class PolicyPropagation
             Log($"wrote {stem}.json and {stem}.md");
             return 0;
         }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            await Task.Delay(500, CancellationToken.None); // let an exit be noticed
+            Log($"failed: {e.Message}; the control plane {(controlPlane.ExitCode is { } code ? $"exited with code {code}" : "is still running")}; its last output:\n{controlPlane.Output}");
+            throw;
+        }
         finally
         {
             await stopStreams.CancelAsync();
