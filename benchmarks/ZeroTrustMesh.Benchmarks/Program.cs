@@ -2,11 +2,15 @@ using BenchmarkDotNet.Running;
 using ZeroTrustMesh.Benchmarks.Load;
 using ZeroTrustMesh.CommandLine;
 
-// 'signing-load ...' drives the real control plane; 'dataplane-load ...' the sidecar pair against direct and HAProxy; anything else goes to BenchmarkDotNet
+// 'signing-load ...' drives the real control plane; 'policy-propagation ...' pushes policy changes to simulated sidecars; 'dataplane-load ...' the sidecar pair against direct and HAProxy; anything else goes to BenchmarkDotNet
 // (e.g. '--filter *' or '--filter *SigningBenchmarks*').
 if (args is ["signing-load", .. var rest])
 {
     return CommandLineOptions.Run(SigningLoad.Command(), rest);
+}
+if (args is ["policy-propagation", .. var propagationArgs])
+{
+    return CommandLineOptions.Run(PolicyPropagation.Command(), propagationArgs);
 }
 if (args is ["dataplane-load", .. var dataPlaneArgs])
 {

@@ -60,6 +60,9 @@ internal sealed class ControlPlaneProcess : IAsyncDisposable
 
     public int Pid => _process.Id;
 
+    /// <summary>The exit code once the process has exited (on its own or killed), else null.</summary>
+    public int? ExitCode => _exited.Task.IsCompleted ? _exited.Task.Result : null;
+
     public Uri Address { get; private set; } = null!;
 
     /// <summary>"svid issued" log lines seen so far: the server's own count, to cross-check the client's.</summary>

@@ -28,16 +28,16 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
         {
             await foreach (var state in session.Changes.ReadAllAsync(context.CancellationToken))
             {
-                var resources = state.For(session.Workload);
-                var content = string.Join("\n---\n", resources.Select(r => r.Yaml));
-                if (content == session.LastContent && session.VersionSent.Length > 0)
+                var config = distributor.ConfigFor(state, session.Workload);
+                if (config.Content == session.LastContent && session.VersionSent.Length > 0)
                 {
                     continue; // nothing that concerns this workload changed
                 }
-                var snapshot = new ConfigSnapshot { Version = state.Version, Nonce = Guid.NewGuid().ToString("N"), TrustBundle = IdentityService.ToProto(ca.Bundle) };
-                snapshot.Resources.AddRange(resources.Select(r => new PolicyResourceText { Key = r.KeyText, Yaml = r.Yaml }));
+                // The resources and bundle messages are shared by every stream (read-only); only version and nonce are per snapshot.
+                var snapshot = new ConfigSnapshot { Version = state.Version, Nonce = Guid.NewGuid().ToString("N"), TrustBundle = distributor.TrustBundleProto(ca.Bundle) };
+                snapshot.Resources.AddRange(config.Resources);
                 session.LastNonce = snapshot.Nonce;
-                session.LastContent = content;
+                session.LastContent = config.Content;
                 session.VersionSent = state.Version;
                 await responseStream.WriteAsync(snapshot, context.CancellationToken);
             }
@@ -48,7 +48,7 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
         }
         finally
         {
-            ConfigDistributor.Close(session);
+            distributor.Close(session);
             ControlPlaneLog.ConfigStreamClosed(logger, id.Value, session.VersionApplied);
         }
         await answers;
