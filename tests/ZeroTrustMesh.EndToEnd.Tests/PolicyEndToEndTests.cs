@@ -106,6 +106,44 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
     }
 
     [Fact]
+    public async Task A_snapshot_the_sidecar_cannot_apply_is_nacked_shown_in_status_and_the_last_good_one_stays()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var (orders, ordersSidecar, frontend) = await DataPlaneFixture.StartOrdersAndFrontendAsync(_mesh, controlPlane, allowNamespace: false);
+        var good = await controlPlane.ApplyPolicyAsync(OrdersFromFrontend);
+        await ordersSidecar.WaitForPolicyAsync(good);
+
+        // The control plane checks an inline JWKS's shape; the sidecar must turn its keys into keys, and cannot.
+        var bad = await controlPlane.ApplyPolicyAsync("""
+            apiVersion: security.ztm.dev/v1
+            kind: RequestAuthentication
+            metadata:
+              name: orders-jwt
+              namespace: shop
+            spec:
+              selector:
+                service: orders
+              jwtRules:
+                - issuer: https://issuer.test
+                  jwks: '{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"not-a-point","y":"not-a-point"}]}'
+            """);
+        await ordersSidecar.Process.WaitForLineAsync($"policy {bad} refused (NACK), still enforcing {good}");
+
+        // ztmctl status shows the NACK and the version still applied.
+        var (_, status, _) = await _mesh.ZtmctlAsync("status", "-o", "json");
+        var ordersStatus = JsonDocument.Parse(status).RootElement.GetProperty("sidecars").EnumerateArray()
+            .Single(s => s.GetProperty("spiffeId").GetString() == DataPlaneFixture.OrdersId && s.GetProperty("connected").GetBoolean());
+        Assert.Equal(good, ordersStatus.GetProperty("applied").GetString());
+        Assert.Equal(bad, ordersStatus.GetProperty("sent").GetString());
+        Assert.Contains("jwks", ordersStatus.GetProperty("nack").GetString(), StringComparison.OrdinalIgnoreCase);
+
+        // And the last good policy is still what decides.
+        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
+        using var allowed = await http.GetAsync($"http://orders:{orders.HttpPort}/orders/7");
+        Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
+    }
+
+    [Fact]
     public async Task Invalid_policy_is_refused_whole_with_every_error_and_changes_nothing()
     {
         var controlPlane = await _mesh.StartControlPlaneAsync();

@@ -96,7 +96,7 @@ public sealed class RequestAuthenticationAndRateLimitEndToEndTests(ITestOutputHe
 
         (status, body, _) = await Post(issuer.Token("alice", "orders", "read:orders", TimeSpan.FromMinutes(5)));
         Assert.Equal(HttpStatusCode.Forbidden, status);
-        Assert.Contains("policy shop/orders-require-write-scope, rule 0", body, StringComparison.Ordinal);
+        Assert.Contains("policy 'shop/orders-require-write-scope' rule 0", body, StringComparison.Ordinal);
 
         (status, body, var expired) = await Post(issuer.Token("alice", "orders", "write:orders", TimeSpan.FromMinutes(5), DateTimeOffset.UtcNow.AddMinutes(-10)));
         Assert.Equal(HttpStatusCode.Unauthorized, status);

@@ -68,7 +68,7 @@ internal sealed class CertificateRotator(
             {
                 var delay = RotationSchedule.RetryDelay(attempt, time.GetUtcNow(), DateTimeOffset.MaxValue, _jitter.NextDouble());
                 SidecarLog.IssuanceFailed(logger, "sign", attempt, delay.TotalSeconds, Describe(e));
-                await Task.Delay(delay, time, stopping);
+                await WaitUntilAsync(time.GetUtcNow() + delay, stopping);
             }
         }
     }
@@ -76,13 +76,7 @@ internal sealed class CertificateRotator(
     private async Task RenewWhenDueAsync(CancellationToken stopping)
     {
         var current = state.Current!;
-        var renewAt = RotationSchedule.RenewAt(current.NotBefore, current.NotAfter, _jitter.NextDouble());
-        RenewalScheduled?.Invoke(renewAt);
-        var wait = renewAt - time.GetUtcNow();
-        if (wait > TimeSpan.Zero)
-        {
-            await Task.Delay(wait, time, stopping);
-        }
+        await WaitUntilAsync(RotationSchedule.RenewAt(current.NotBefore, current.NotAfter, _jitter.NextDouble()), stopping);
 
         for (var attempt = 1; ; attempt++)
         {
@@ -101,10 +95,21 @@ internal sealed class CertificateRotator(
                 }
                 var delay = RotationSchedule.RetryDelay(attempt, now, current.NotAfter, _jitter.NextDouble());
                 SidecarLog.IssuanceFailed(logger, "renew", attempt, delay.TotalSeconds, Describe(e));
-                RenewalScheduled?.Invoke(now + delay);
-                await Task.Delay(delay, time, stopping);
+                await WaitUntilAsync(now + delay, stopping);
             }
         }
+    }
+
+    /// <summary>
+    /// Waits on the clock until <paramref name="at"/>. The timer exists before <see cref="RenewalScheduled"/> is raised,
+    /// so whoever moves a fake clock on that signal cannot move it past a timer not yet set.
+    /// </summary>
+    private async Task WaitUntilAsync(DateTimeOffset at, CancellationToken stopping)
+    {
+        var wait = at - time.GetUtcNow();
+        var delay = wait > TimeSpan.Zero ? Task.Delay(wait, time, stopping) : Task.CompletedTask;
+        RenewalScheduled?.Invoke(at);
+        await delay;
     }
 
     /// <summary>Steps 1 and 3: a new key and CSR, the call, and verification of the result before it is used.</summary>

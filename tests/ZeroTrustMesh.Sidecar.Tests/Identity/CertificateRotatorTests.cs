@@ -136,12 +136,14 @@ public sealed class CertificateRotatorTests : IAsyncLifetime
     public async Task An_unreachable_control_plane_at_start_is_retried_until_it_answers()
     {
         _issuer.Down = true;
+        var retry = NextSchedule();
         await _rotator.StartAsync(CancellationToken.None);
         await _issuer.FirstSignAttempt.Task.WaitAsync(Signal);
+        var retryAt = await retry.Task.WaitAsync(Signal); // the retry is scheduled: advancing the clock now fires it
         Assert.False(_state.IsReady);
 
         _issuer.Down = false;
-        _time.Advance(RotationSchedule.MaxBackoff);
+        _time.Advance(retryAt - _time.GetUtcNow());
         await _rotator.FirstIdentity.WaitAsync(Signal);
         Assert.True(_state.IsReady);
     }
