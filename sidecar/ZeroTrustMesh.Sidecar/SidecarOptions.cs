@@ -32,6 +32,9 @@ internal sealed class SidecarOptions
     /// <summary>The address clients dial for this service when traffic is captured transparently (like a ClusterIP).</summary>
     public System.Net.IPAddress? ServiceAddress { get; init; }
 
+    /// <summary>Whether a refused caller is told why (the deciding policy and rule); the access log always says.</summary>
+    public bool ExplainDenials { get; init; } = true;
+
     /// <summary>The app's health-probe paths: allowed without a policy, as kubelet probes must be.</summary>
     public IReadOnlyList<string> ProbePaths { get; init; } = [];
 
@@ -64,6 +67,7 @@ internal sealed class SidecarOptions
         var outboundPort = new Option<int>("--outbound-port") { Description = "Outbound port on 127.0.0.1 for the local app (HTTP proxy, Host-addressed, or transparent capture); 0 picks a free one", DefaultValueFactory = _ => 15001 };
         var appPorts = new Option<int[]>("--app-port") { Description = "Application port speaking HTTP/1.1, HTTP/2 or gRPC on 127.0.0.1 (repeatable; the first is the default)", AllowMultipleArgumentsPerToken = false };
         var tcpPorts = new Option<int[]>("--tcp-port") { Description = "Application port carrying opaque TCP (repeatable)" };
+        var explainDenials = new Option<bool>("--explain-denials") { Description = "Tell a refused caller why in the response body (true/false); the access log always says", DefaultValueFactory = _ => true };
         var probePaths = new Option<string[]>("--probe-path") { Description = "The app's health-probe path, allowed without a policy (repeatable)" };
         var serviceAddress = new Option<string?>("--service-address") { Description = "Address clients dial for this service under transparent capture" };
         var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
@@ -73,7 +77,7 @@ internal sealed class SidecarOptions
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, adminPort,
-            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, connectTimeout, destinations, tcpIdle,
+            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, explainDenials, connectTimeout, destinations, tcpIdle,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -145,6 +149,7 @@ internal sealed class SidecarOptions
                 TcpPorts = result.GetValue(tcpPorts) ?? [],
                 ServiceAddress = serviceIp,
                 ProbePaths = result.GetValue(probePaths) ?? [],
+                ExplainDenials = result.GetValue(explainDenials),
                 Resilience = defaults,
                 DestinationResilience = perDestination,
                 TcpIdleTimeout = result.GetValue(tcpIdle),

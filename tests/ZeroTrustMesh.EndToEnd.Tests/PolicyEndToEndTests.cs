@@ -144,6 +144,25 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
     }
 
     [Fact]
+    public async Task With_explain_denials_off_the_caller_learns_nothing_and_the_access_log_still_says_why()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var orders = await DemoApp.StartAsync(_mesh, "orders");
+        var ordersSidecar = await _mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "orders"), "sidecar-orders",
+            [.. orders.SidecarArguments, "--explain-denials", "false"]);
+        var frontend = await _mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "frontend"), "sidecar-frontend");
+        await ordersSidecar.Process.WaitForLineAsync("registered with the control plane ");
+        await ordersSidecar.WaitForPolicyAsync("v0");
+        await frontend.WaitForIdentityAsync();
+
+        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
+        using var denied = await http.GetAsync($"http://orders:{orders.HttpPort}/orders/1");
+        Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
+        Assert.Equal("Forbidden\n", await denied.Content.ReadAsStringAsync());
+        await ordersSidecar.Process.WaitForLineAsync(l => l.Contains("\"status\":403", StringComparison.Ordinal) && l.Contains("no ALLOW policy for this workload", StringComparison.Ordinal), "the reason in the access log");
+    }
+
+    [Fact]
     public async Task Invalid_policy_is_refused_whole_with_every_error_and_changes_nothing()
     {
         var controlPlane = await _mesh.StartControlPlaneAsync();

@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.WebUtilities;
 using System.Diagnostics;
 using System.Net;
 using Microsoft.Extensions.Primitives;
@@ -47,14 +48,14 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         if (caller is null)
         {
             // Unreachable under STRICT mTLS; refuse rather than forward an unauthenticated request.
-            await Refuse(context, StatusCodes.Status403Forbidden, "no verified client identity", "", self, started);
+            await Refuse(context, StatusCodes.Status403Forbidden, "no_identity", "no verified client identity", "", self, started);
             return;
         }
 
         var port = PortFor(context.Request.Headers[MeshHeaders.TargetPort].ToString());
         if (port is null)
         {
-            await Refuse(context, StatusCodes.Status404NotFound, $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port", caller, self, started);
+            await Refuse(context, StatusCodes.Status404NotFound, "undeclared_port", $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port", caller, self, started);
             return;
         }
 
@@ -64,7 +65,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         {
             metrics.Authenticated(valid: false);
             context.Response.Headers.WWWAuthenticate = "Bearer error=\"invalid_token\"";
-            await Refuse(context, StatusCodes.Status401Unauthorized, $"Jwt authentication failed: {authentication.Error}", caller, self, started);
+            await Refuse(context, StatusCodes.Status401Unauthorized, "jwt_invalid", $"Jwt authentication failed: {authentication.Error}", caller, self, started);
             return;
         }
         if (authentication.Claims is not null)
@@ -90,7 +91,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         if (!decision.Allowed)
         {
             // The reason names the deciding policy and rule, or says that none allowed the request.
-            await Refuse(context, StatusCodes.Status403Forbidden, $"RBAC: access denied: {decision.Reason}", caller, self, started);
+            await Refuse(context, StatusCodes.Status403Forbidden, "denied", $"RBAC: access denied: {decision.Reason}", caller, self, started);
             return;
         }
 
@@ -99,7 +100,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         {
             metrics.RateLimited(limit.Policy!);
             context.Response.Headers.RetryAfter = limit.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            await Refuse(context, StatusCodes.Status429TooManyRequests, $"rate limited by policy {limit.Policy}: retry in {limit.RetryAfterSeconds}s", caller, self, started);
+            await Refuse(context, StatusCodes.Status429TooManyRequests, "rate_limited", $"rate limited by policy {limit.Policy}: retry in {limit.RetryAfterSeconds}s", caller, self, started);
             return;
         }
 
@@ -126,11 +127,13 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             ? options.AppPorts.Count > 0 ? options.AppPorts[0] : null
             : int.TryParse(requested, out var p) && options.AppPorts.Contains(p) ? p : null;
 
-    private async Task Refuse(HttpContext context, int status, string reason, string caller, string self, long started)
+    /// <param name="kind">A fixed word for the metric label (the reason itself varies and would grow the label set).</param>
+    /// <param name="reason">For the access log, and for the caller unless <c>--explain-denials false</c> hides it.</param>
+    private async Task Refuse(HttpContext context, int status, string kind, string reason, string caller, string self, long started)
     {
-        metrics.Rejected("inbound", reason);
+        metrics.Rejected("inbound", kind);
         context.Response.StatusCode = status;
-        await context.Response.WriteAsync(reason + "\n");
+        await context.Response.WriteAsync((options.ExplainDenials ? reason : ReasonPhrases.GetReasonPhrase(status)) + "\n");
         var elapsed = Stopwatch.GetElapsedTime(started);
         metrics.Request("inbound", caller, self, status, elapsed);
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", status, elapsed, null, null, reason);

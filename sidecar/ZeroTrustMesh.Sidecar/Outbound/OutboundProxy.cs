@@ -41,7 +41,7 @@ internal sealed class OutboundProxy(
         var self = state.Valid?.Id.Value;
         if (self is null)
         {
-            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "this sidecar holds no valid certificate", "", "", started);
+            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "no certificate", "this sidecar holds no valid certificate", "", "", started);
             return;
         }
 
@@ -50,7 +50,7 @@ internal sealed class OutboundProxy(
             // Request smuggling: two framings of one body. Kestrel would go by Transfer-Encoding (moving Content-Length
             // to X-Content-Length); a zero-trust proxy refuses rather than pick one, and the connection is closed.
             context.Response.Headers.Connection = "close";
-            await Refuse(context, StatusCodes.Status400BadRequest, "the request has both Content-Length and Transfer-Encoding", self, "", started);
+            await Refuse(context, StatusCodes.Status400BadRequest, "content-length with transfer-encoding", "the request has both Content-Length and Transfer-Encoding", self, "", started);
             return;
         }
 
@@ -71,13 +71,13 @@ internal sealed class OutboundProxy(
         }
         if (destinations.Count == 0)
         {
-            await Refuse(context, StatusCodes.Status503ServiceUnavailable, $"no endpoints for '{target}' in the mesh", self, target, started);
+            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "unknown service", $"no endpoints for '{target}' in the mesh", self, target, started);
             return;
         }
         var service = destinations[0].Service;
         if (destinations[0].HttpPortFor(requestedPort) is not { } port)
         {
-            await Refuse(context, StatusCodes.Status404NotFound, $"port {requestedPort} is not a declared HTTP port of '{service}'", self, service, started);
+            await Refuse(context, StatusCodes.Status404NotFound, "port not declared", $"port {requestedPort} is not a declared HTTP port of '{service}'", self, service, started);
             return;
         }
         context.Features.Set(new OutboundRouteFeature(port));
@@ -91,7 +91,7 @@ internal sealed class OutboundProxy(
             {
                 if (destination is null)
                 {
-                    await Refuse(context, StatusCodes.Status503ServiceUnavailable, $"every endpoint of '{service}' is ejected", self, service, started);
+                    await Refuse(context, StatusCodes.Status503ServiceUnavailable, "all endpoints ejected", $"every endpoint of '{service}' is ejected", self, service, started);
                     return;
                 }
                 break; // retries exhausted the endpoints; report the last error
@@ -135,9 +135,10 @@ internal sealed class OutboundProxy(
             || HttpMethods.IsDelete(request.Method) || HttpMethods.IsPut(request.Method) || HttpMethods.IsTrace(request.Method))
         && request.ContentLength is null or 0 && !request.Headers.ContainsKey("Transfer-Encoding");
 
-    private async Task Refuse(HttpContext context, int status, string reason, string self, string destination, long started)
+    /// <param name="kind">A fixed word for the metric label (the reason itself varies and would grow the label set).</param>
+    private async Task Refuse(HttpContext context, int status, string kind, string reason, string self, string destination, long started)
     {
-        metrics.Rejected("outbound", reason.StartsWith("no endpoints", StringComparison.Ordinal) ? "unknown service" : reason);
+        metrics.Rejected("outbound", kind);
         context.Response.StatusCode = status;
         await context.Response.WriteAsync(reason + "\n");
         var elapsed = Stopwatch.GetElapsedTime(started);
