@@ -11,6 +11,8 @@ using Grpc.Net.Client;
 using ZeroTrustMesh.DemoApp.Tests.Infrastructure;
 using ZeroTrustMesh.Proto.V1;
 
+using ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
+
 namespace ZeroTrustMesh.DemoApp.Tests;
 
 /// <summary>What tests and benchmarks behind the sidecars rely on, checked against the real ztm-demo-app process.</summary>
@@ -35,7 +37,7 @@ public sealed class EchoTests(DemoAppFixture fixture) : IClassFixture<DemoAppFix
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal(HttpVersion.Version11, response.Version);
-        var echo = await ReadEcho(response);
+        var echo = await EchoClient.ReadEcho(response);
         Assert.Equal("test-app", echo.GetProperty("app").GetString());
         Assert.Equal("PUT", echo.GetProperty("method").GetString());
         Assert.Equal("/orders/42", echo.GetProperty("path").GetString());
@@ -52,7 +54,7 @@ public sealed class EchoTests(DemoAppFixture fixture) : IClassFixture<DemoAppFix
     {
         using var response = await _http.GetAsync("/");
 
-        var echo = await ReadEcho(response);
+        var echo = await EchoClient.ReadEcho(response);
         Assert.Equal(JsonValueKind.Null, echo.GetProperty("caller").ValueKind);
         Assert.Equal(0, echo.GetProperty("bodyBytes").GetInt64());
     }
@@ -67,7 +69,7 @@ public sealed class EchoTests(DemoAppFixture fixture) : IClassFixture<DemoAppFix
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal(HttpVersion.Version20, response.Version);
-        var echo = await ReadEcho(response);
+        var echo = await EchoClient.ReadEcho(response);
         Assert.Equal("HTTP/2", echo.GetProperty("protocol").GetString());
         Assert.Equal("/h2", echo.GetProperty("path").GetString());
         Assert.Equal(Caller, echo.GetProperty("caller").GetString());
@@ -84,7 +86,7 @@ public sealed class EchoTests(DemoAppFixture fixture) : IClassFixture<DemoAppFix
         using var response = await _http.SendAsync(request);
 
         Assert.Equal((HttpStatusCode)418, response.StatusCode);
-        Assert.Equal("/status/418", (await ReadEcho(response)).GetProperty("path").GetString());
+        Assert.Equal("/status/418", (await EchoClient.ReadEcho(response)).GetProperty("path").GetString());
     }
 
     [Theory]
@@ -131,13 +133,13 @@ public sealed class EchoTests(DemoAppFixture fixture) : IClassFixture<DemoAppFix
         {
             Version = Version.Parse(version),
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Content = new StreamedContent(length),
+            Content = new EchoClient.StreamedContent(length),
         };
 
         using var response = await _http.SendAsync(request);
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal(length, (await ReadEcho(response)).GetProperty("bodyBytes").GetInt64());
+        Assert.Equal(length, (await EchoClient.ReadEcho(response)).GetProperty("bodyBytes").GetInt64());
     }
 
     [Fact]
@@ -163,7 +165,7 @@ public sealed class EchoTests(DemoAppFixture fixture) : IClassFixture<DemoAppFix
         foreach (var (message, type) in new[] { (Encoding.UTF8.GetBytes("hello"), WebSocketMessageType.Text), (big, WebSocketMessageType.Binary) })
         {
             await socket.SendAsync(message, type, endOfMessage: true, timeout.Token);
-            var (echoed, echoedType) = await ReceiveMessage(socket, timeout.Token);
+            var (echoed, echoedType) = await EchoClient.ReceiveMessage(socket, timeout.Token);
             Assert.Equal(type, echoedType);
             Assert.Equal(message, echoed);
         }
@@ -233,64 +235,12 @@ public sealed class EchoTests(DemoAppFixture fixture) : IClassFixture<DemoAppFix
         var sent = RandomNumberGenerator.GetBytes(1_000_000);
 
         // Read while writing: the echo comes back as we send, and would fill the socket buffers otherwise.
-        var receiving = ReceiveToEnd(socket, timeout.Token);
+        var receiving = EchoClient.ReceiveToEnd(socket, timeout.Token);
         await socket.SendAsync(sent, SocketFlags.None, timeout.Token);
         socket.Shutdown(SocketShutdown.Send);
         var received = await receiving;
 
         Assert.Equal(sent.Length, received.Length);
         Assert.True(sent.AsSpan().SequenceEqual(received), "the echo differs from what was sent");
-    }
-
-    private static async Task<JsonElement> ReadEcho(HttpResponseMessage response)
-    {
-        Assert.Equal("application/json", response.Content.Headers.ContentType?.MediaType);
-        // Read to the end first: HTTP/2 trailers arrive after the body.
-        var json = await response.Content.ReadAsStringAsync();
-        return JsonDocument.Parse(json).RootElement.Clone();
-    }
-
-    private static async Task<(byte[] Message, WebSocketMessageType Type)> ReceiveMessage(WebSocket socket, CancellationToken cancellation)
-    {
-        var message = new ArrayBufferWriter<byte>();
-        while (true)
-        {
-            var result = await socket.ReceiveAsync(message.GetMemory(16 * 1024), cancellation);
-            message.Advance(result.Count);
-            if (result.EndOfMessage)
-            {
-                return (message.WrittenSpan.ToArray(), result.MessageType);
-            }
-        }
-    }
-
-    private static async Task<byte[]> ReceiveToEnd(Socket socket, CancellationToken cancellation)
-    {
-        var received = new ArrayBufferWriter<byte>();
-        int read;
-        while ((read = await socket.ReceiveAsync(received.GetMemory(64 * 1024), SocketFlags.None, cancellation)) > 0)
-        {
-            received.Advance(read);
-        }
-        return received.WrittenSpan.ToArray();
-    }
-
-    /// <summary>A request body written in 64 KiB chunks with no Content-Length (chunked on HTTP/1.1).</summary>
-    private sealed class StreamedContent(long length) : HttpContent
-    {
-        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
-        {
-            var chunk = new byte[64 * 1024];
-            for (var left = length; left > 0; left -= chunk.Length)
-            {
-                await stream.WriteAsync(chunk.AsMemory(0, (int)Math.Min(left, chunk.Length)));
-            }
-        }
-
-        protected override bool TryComputeLength(out long length)
-        {
-            length = 0;
-            return false;
-        }
     }
 }

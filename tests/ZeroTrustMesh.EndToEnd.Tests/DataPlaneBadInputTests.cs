@@ -203,7 +203,7 @@ public sealed class DataPlaneBadInputTests
         var head = await DataPlaneTests.ConnectAsync(socket, $"orders.shop:{_mesh.Orders.HttpPort}", timeout.Token);
 
         Assert.StartsWith("HTTP/1.1 403 ", head, StringComparison.Ordinal);
-        Assert.Contains("not a declared TCP port", Encoding.ASCII.GetString(await DataPlaneTests.ReceiveToEnd(socket, timeout.Token)), StringComparison.Ordinal);
+        Assert.Contains("not a declared TCP port", Encoding.ASCII.GetString(await EchoClient.ReceiveToEnd(socket, timeout.Token)), StringComparison.Ordinal);
         var after = await Mesh.MetricsAsync(_mesh.Frontend);
         (string, string)[] labels = [("direction", "outbound"), ("reason", "tcp port not declared")];
         Assert.Equal(Mesh.Sample(before, "ztm_rejected_requests_total", labels) + 1, Mesh.Sample(after, "ztm_rejected_requests_total", labels));
@@ -316,7 +316,7 @@ public sealed class DataPlaneBadInputTests
         await socket.SendAsync(bytes, SocketFlags.None, timeout.Token);
         try
         {
-            return await DataPlaneTests.ReceiveToEnd(socket, timeout.Token);
+            return await EchoClient.ReceiveToEnd(socket, timeout.Token);
         }
         catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionReset)
         {
@@ -330,7 +330,7 @@ public sealed class DataPlaneBadInputTests
         using var timeout = new CancellationTokenSource(Mesh.Timeout);
         using var socket = await ConnectOutboundAsync();
         var started = Stopwatch.GetTimestamp();
-        var receiving = DataPlaneTests.ReceiveToEnd(socket, timeout.Token);
+        var receiving = EchoClient.ReceiveToEnd(socket, timeout.Token);
         using var pace = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
         for (var i = 0; i < Math.Min(bytes.Length, stopAfter ?? int.MaxValue) && !receiving.IsCompleted; i++)
         {
@@ -369,7 +369,7 @@ public sealed class DataPlaneBadInputTests
         using var http = new HttpClient(Mesh.HostAddressed(_mesh.Frontend)) { Timeout = Mesh.Timeout };
         using var response = await http.GetAsync($"http://orders:{_mesh.Orders.HttpPort}/still-serving");
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        Assert.Equal(Frontend, (await DataPlaneTests.ReadEcho(response)).GetProperty("caller").GetString());
+        Assert.Equal(Frontend, (await EchoClient.ReadEcho(response)).GetProperty("caller").GetString());
     }
 
     /// <summary>A leaf for the mesh (digitalSignature, server+client auth) signed by <paramref name="issuer"/>, with the extensions <paramref name="configure"/> adds.</summary>

@@ -51,7 +51,7 @@ public sealed class DataPlaneRenewalTests(ITestOutputHelper output) : IAsyncLife
             using (var response = await http.GetAsync($"http://orders:{orders.HttpPort}/keep-alive/{requests}"))
             {
                 Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-                Assert.Equal(DataPlaneFixture.FrontendId, (await DataPlaneTests.ReadEcho(response)).GetProperty("caller").GetString());
+                Assert.Equal(DataPlaneFixture.FrontendId, (await EchoClient.ReadEcho(response)).GetProperty("caller").GetString());
             }
             requests++;
             await call.RequestStream.WriteAsync(new EchoRequest { Message = $"message {++messages}" });

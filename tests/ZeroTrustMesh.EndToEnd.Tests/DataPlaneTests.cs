@@ -46,7 +46,7 @@ public sealed class DataPlaneTests
         using var response = await http.SendAsync(request);
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        var echo = await ReadEcho(response);
+        var echo = await EchoClient.ReadEcho(response);
         Assert.Equal("orders", echo.GetProperty("app").GetString());
         Assert.Equal("PUT", echo.GetProperty("method").GetString());
         Assert.Equal("/orders/42", echo.GetProperty("path").GetString());
@@ -73,7 +73,7 @@ public sealed class DataPlaneTests
         using var response = await http.SendAsync(request);
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-        var echo = await ReadEcho(response);
+        var echo = await EchoClient.ReadEcho(response);
         Assert.Equal("orders", echo.GetProperty("app").GetString());
         Assert.Equal("/by-host", echo.GetProperty("path").GetString());
         Assert.Equal(Frontend, echo.GetProperty("caller").GetString());
@@ -96,7 +96,7 @@ public sealed class DataPlaneTests
 
                 using var response = await http.SendAsync(request);
 
-                var echo = await ReadEcho(response);
+                var echo = await EchoClient.ReadEcho(response);
                 Assert.Equal(Frontend, echo.GetProperty("caller").GetString());
                 Assert.Equal(Frontend, echo.GetProperty("headers").GetProperty("x-ztm-client-identity").GetString());
             }
@@ -111,7 +111,7 @@ public sealed class DataPlaneTests
         using var response = await http.GetAsync($"{OrdersHttp}/status/418");
 
         Assert.Equal((HttpStatusCode)418, response.StatusCode);
-        Assert.Equal(Frontend, (await ReadEcho(response)).GetProperty("caller").GetString());
+        Assert.Equal(Frontend, (await EchoClient.ReadEcho(response)).GetProperty("caller").GetString());
     }
 
     // ---- HTTP/2 and gRPC ----
@@ -131,7 +131,7 @@ public sealed class DataPlaneTests
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal(HttpVersion.Version20, response.Version);
-        var echo = await ReadEcho(response);
+        var echo = await EchoClient.ReadEcho(response);
         Assert.Equal("HTTP/2", echo.GetProperty("protocol").GetString());
         Assert.Equal("/h2", echo.GetProperty("path").GetString());
         Assert.Equal(1000, echo.GetProperty("bodyBytes").GetInt64());
@@ -220,11 +220,11 @@ public sealed class DataPlaneTests
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
             Assert.Equal(download, await ReadPattern(response));
         }
-        using (var request = new HttpRequestMessage(HttpMethod.Post, $"{OrdersHttp}/upload") { Content = new StreamedContent(upload) })
+        using (var request = new HttpRequestMessage(HttpMethod.Post, $"{OrdersHttp}/upload") { Content = new EchoClient.StreamedContent(upload) })
         using (var response = await http.SendAsync(request))
         {
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            var echo = await ReadEcho(response);
+            var echo = await EchoClient.ReadEcho(response);
             Assert.Equal(upload, echo.GetProperty("bodyBytes").GetInt64());
             Assert.Equal(Frontend, echo.GetProperty("caller").GetString());
         }
@@ -252,7 +252,7 @@ public sealed class DataPlaneTests
         foreach (var (message, type) in new[] { (Encoding.UTF8.GetBytes("hello"), WebSocketMessageType.Text), (big, WebSocketMessageType.Binary) })
         {
             await socket.SendAsync(message, type, endOfMessage: true, timeout.Token);
-            var (echoed, echoedType) = await ReceiveMessage(socket, timeout.Token);
+            var (echoed, echoedType) = await EchoClient.ReceiveMessage(socket, timeout.Token);
             Assert.Equal(type, echoedType);
             Assert.Equal(message, echoed);
         }
@@ -273,7 +273,7 @@ public sealed class DataPlaneTests
         Assert.StartsWith("HTTP/1.1 200 ", head, StringComparison.Ordinal);
 
         var sent = RandomNumberGenerator.GetBytes(1_000_000);
-        var receiving = ReceiveToEnd(socket, timeout.Token);
+        var receiving = EchoClient.ReceiveToEnd(socket, timeout.Token);
         await socket.SendAsync(sent, SocketFlags.None, timeout.Token);
         // Half-close: the echo still comes back in full, then the relay closes our receiving side.
         socket.Shutdown(SocketShutdown.Send);
@@ -301,7 +301,7 @@ public sealed class DataPlaneTests
 
             using var response = await http.SendAsync(request);
 
-            var headers = (await ReadEcho(response)).GetProperty("headers");
+            var headers = (await EchoClient.ReadEcho(response)).GetProperty("headers");
             Assert.Equal(traceparent, headers.GetProperty("traceparent").GetString());
             Assert.Equal(tracestate, headers.GetProperty("tracestate").GetString());
         }
@@ -358,13 +358,6 @@ public sealed class DataPlaneTests
     private GrpcChannel GrpcChannel() =>
         Grpc.Net.Client.GrpcChannel.ForAddress($"http://orders:{_mesh.Orders.GrpcPort}", new GrpcChannelOptions { HttpHandler = Mesh.HostAddressed(_mesh.Frontend) });
 
-    internal static async Task<JsonElement> ReadEcho(HttpResponseMessage response)
-    {
-        var json = await response.Content.ReadAsStringAsync();
-        Assert.True(response.Content.Headers.ContentType?.MediaType == "application/json", $"{(int)response.StatusCode}: {json}");
-        return JsonDocument.Parse(json).RootElement.Clone();
-    }
-
     /// <summary>Sends a CONNECT and returns the response head.</summary>
     internal static async Task<string> ConnectAsync(Socket socket, string authority, CancellationToken cancellation)
     {
@@ -380,17 +373,6 @@ public sealed class DataPlaneTests
             head.Add(one[0]);
         }
         return Encoding.ASCII.GetString([.. head]);
-    }
-
-    internal static async Task<byte[]> ReceiveToEnd(Socket socket, CancellationToken cancellation)
-    {
-        var received = new ArrayBufferWriter<byte>();
-        int read;
-        while ((read = await socket.ReceiveAsync(received.GetMemory(64 * 1024), SocketFlags.None, cancellation)) > 0)
-        {
-            received.Advance(read);
-        }
-        return received.WrittenSpan.ToArray();
     }
 
     private static async Task<long> ReadPattern(HttpResponseMessage response)
@@ -418,38 +400,5 @@ public sealed class DataPlaneTests
     {
         var line = File.ReadLines($"/proc/{pid}/status").Single(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
         return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
-    }
-
-    private static async Task<(byte[] Message, WebSocketMessageType Type)> ReceiveMessage(WebSocket socket, CancellationToken cancellation)
-    {
-        var message = new ArrayBufferWriter<byte>();
-        while (true)
-        {
-            var result = await socket.ReceiveAsync(message.GetMemory(16 * 1024), cancellation);
-            message.Advance(result.Count);
-            if (result.EndOfMessage)
-            {
-                return (message.WrittenSpan.ToArray(), result.MessageType);
-            }
-        }
-    }
-
-    /// <summary>A request body written in 64 KiB chunks with no Content-Length (chunked on HTTP/1.1).</summary>
-    private sealed class StreamedContent(long length) : HttpContent
-    {
-        protected override async Task SerializeToStreamAsync(Stream stream, TransportContext? context)
-        {
-            var chunk = new byte[64 * 1024];
-            for (var left = length; left > 0; left -= chunk.Length)
-            {
-                await stream.WriteAsync(chunk.AsMemory(0, (int)Math.Min(left, chunk.Length)));
-            }
-        }
-
-        protected override bool TryComputeLength(out long length)
-        {
-            length = 0;
-            return false;
-        }
     }
 }

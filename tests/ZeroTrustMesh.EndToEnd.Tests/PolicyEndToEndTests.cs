@@ -105,6 +105,17 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
         Assert.Contains(sidecars, s => s.GetProperty("spiffeId").GetString() == DataPlaneFixture.FrontendId);
     }
 
+    /// <summary>A GET with the request target exactly as given, through the sidecar's outbound port; returns the status line.</summary>
+    private static async Task<string> RawGetAsync(Sidecar sidecar, string host, string target)
+    {
+        using var timeout = new CancellationTokenSource(Mesh.Timeout);
+        using var socket = new System.Net.Sockets.Socket(System.Net.Sockets.SocketType.Stream, System.Net.Sockets.ProtocolType.Tcp);
+        await socket.ConnectAsync(sidecar.Outbound, timeout.Token);
+        await socket.SendAsync(System.Text.Encoding.ASCII.GetBytes($"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"), System.Net.Sockets.SocketFlags.None, timeout.Token);
+        var response = System.Text.Encoding.ASCII.GetString(await EchoClient.ReceiveToEnd(socket, timeout.Token));
+        return response.Split("\r\n")[0];
+    }
+
     [Fact]
     public async Task A_snapshot_the_sidecar_cannot_apply_is_nacked_shown_in_status_and_the_last_good_one_stays()
     {
@@ -206,12 +217,12 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
         using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
         var url = $"http://orders:{orders.HttpPort}";
 
-        // Path tricks do not get past the DENY: the sidecar decides on the normalized path.
+        // Path tricks do not get past the DENY: what is decided is the normalized path (Kestrel and the forwarding leg
+        // normalize; the inbound sidecar merges empty segments as a last guard). Sent as raw bytes, because HttpClient
+        // would normalize dot segments and escapes itself before anything reached the mesh.
         foreach (var trick in new[] { "/orders//secret", "/orders/x/../secret", "/orders/%73ecret" })
         {
-            using var request = new HttpRequestMessage(HttpMethod.Get, new Uri(url + trick, UriKind.Absolute));
-            using var tricked = await http.SendAsync(request);
-            Assert.Equal(HttpStatusCode.Forbidden, tricked.StatusCode);
+            Assert.StartsWith("HTTP/1.1 403", await RawGetAsync(frontend, $"orders:{orders.HttpPort}", trick), StringComparison.Ordinal);
         }
 
         foreach (var (method, path) in new[] { ("GET", "/orders/1"), ("GET", "/orders/secret"), ("DELETE", "/orders/1") })

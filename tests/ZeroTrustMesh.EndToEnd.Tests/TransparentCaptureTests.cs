@@ -48,21 +48,7 @@ public sealed class TransparentCaptureTests(ITestOutputHelper output) : IAsyncLi
         await app.WaitForLineAsync("tcp listening on");
 
         var policyFile = Path.Combine(_mesh.Root, "allow-shop.yaml");
-        await File.WriteAllTextAsync(policyFile, """
-            apiVersion: security.ztm.dev/v1
-            kind: AuthorizationPolicy
-            metadata:
-              name: orders-from-shop
-              namespace: shop
-            spec:
-              selector:
-                service: orders
-              action: ALLOW
-              rules:
-                - from:
-                    - source:
-                        namespaces: ["shop"]
-            """);
+        await File.WriteAllTextAsync(policyFile, ControlPlane.AllowNamespaceYaml("orders"));
         await TwoHosts.ExecAsync(hosts.B, "dotnet", Executables.Ztmctl, "--config", config, "apply", "-f", policyFile);
 
         var ordersToken = await MintAsync(hosts.B, config, "orders");

@@ -139,10 +139,13 @@ internal sealed class LoadProcess : IAsyncDisposable
     }
 
     /// <summary>Resident set size now and its high-water mark, in MiB (<c>VmRSS</c>, <c>VmHWM</c>).</summary>
-    public (double RssMb, double PeakRssMb) Memory()
+    public (double RssMb, double PeakRssMb) Memory() => Memory(Pid);
+
+    /// <summary>The same for any process, by PID (the control plane is not started as a <see cref="LoadProcess"/>).</summary>
+    public static (double RssMb, double PeakRssMb) Memory(int pid)
     {
         double rss = double.NaN, peak = double.NaN;
-        foreach (var line in File.ReadLines($"/proc/{Pid}/status"))
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
         {
             if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
             {

@@ -117,7 +117,7 @@ internal static class PolicyPropagation
 
         var change = 0;
         var first = await ApplyAsync(admin, change, cancellation);
-        var idle = Rss(controlPlane.Pid);
+        var idle = LoadProcess.Memory(controlPlane.Pid);
         Log($"policy {first.Version}; control plane RSS {idle.RssMb:0.0} MiB before any sidecar");
 
         // 1. K workload SVIDs from the real Identity API: one key pair and one SAN-less CSR, shared by all (allowed: the
@@ -139,7 +139,7 @@ internal static class PolicyPropagation
             });
         }
         var mintSeconds = mintWatch.Elapsed.TotalSeconds;
-        var minted = Rss(controlPlane.Pid);
+        var minted = LoadProcess.Memory(controlPlane.Pid);
         Log($"{settings.Identities} SVIDs in {mintSeconds:0.0}s ({settings.Identities / mintSeconds:0}/s); control plane RSS {minted.RssMb:0.0} MiB");
 
         var channels = certificates.Select(c => ControlPlaneChannel.Create(controlPlane.Address, () => bundle, () => c, time, TimeSpan.FromSeconds(30))).ToArray();
@@ -170,7 +170,7 @@ internal static class PolicyPropagation
                 await WaitForAcksAsync(admin, current, n, TimeSpan.FromMilliseconds(100), cancellation);
                 var connectSeconds = connectWatch.Elapsed.TotalSeconds;
                 await Task.Delay(settings.Settle, cancellation);
-                var connected = Rss(controlPlane.Pid);
+                var connected = LoadProcess.Memory(controlPlane.Pid);
                 Log($"{n} sidecars connected and ACKed {current} in {connectSeconds:0.0}s; control plane RSS {connected.RssMb:0.0} MiB ({(connected.RssMb - minted.RssMb) * 1024 / n:0.0} KiB per sidecar over the RSS before any stream)");
 
                 // 3. Changes: warm-up (not reported), then the measured ones.
@@ -186,9 +186,9 @@ internal static class PolicyPropagation
                     }
                     await Task.Delay(settings.Settle, cancellation);
                 }
-                var after = Rss(controlPlane.Pid);
+                var after = LoadProcess.Memory(controlPlane.Pid);
                 var connections = ConnectionCount(controlPlane.Pid);
-                levels.Add(new LevelResult(n, Math.Min(n, settings.Identities), connections, connectSeconds, connected.RssMb, connected.PeakMb, after.RssMb, after.PeakMb,
+                levels.Add(new LevelResult(n, Math.Min(n, settings.Identities), connections, connectSeconds, connected.RssMb, connected.PeakRssMb, after.RssMb, after.PeakRssMb,
                     (connected.RssMb - minted.RssMb) * 1024 / n, measured));
             }
 
@@ -338,25 +338,6 @@ internal static class PolicyPropagation
         }, cancellationToken: cancellation).ResponseAsync;
 
     private static double Ms(long stopwatchTicks) => stopwatchTicks * 1000.0 / Stopwatch.Frequency;
-
-    private static (double RssMb, double PeakMb) Rss(int pid)
-    {
-        double rss = double.NaN, peak = double.NaN;
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-        {
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-            {
-                rss = Kb(line) / 1024;
-            }
-            else if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-            {
-                peak = Kb(line) / 1024;
-            }
-        }
-        return (rss, peak);
-
-        static double Kb(string line) => double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
-    }
 
     /// <summary>TCP connections the control plane holds (socket fds of its PID), to show how the streams were multiplexed.</summary>
     private static int ConnectionCount(int pid)

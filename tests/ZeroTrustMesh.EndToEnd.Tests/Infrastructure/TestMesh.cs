@@ -137,7 +137,10 @@ internal sealed class ControlPlane(TestMesh mesh, MeshProcess process, Uri addre
     }
 
     /// <summary>Lets every workload of namespace shop call <paramref name="service"/>: for tests of the data plane, not of policy.</summary>
-    public Task<string> AllowNamespaceAsync(string service) => ApplyPolicyAsync($$"""
+    public Task<string> AllowNamespaceAsync(string service) => ApplyPolicyAsync(AllowNamespaceYaml(service));
+
+    /// <summary>The policy <see cref="AllowNamespaceAsync"/> applies, for tests that apply it another way (ztmctl in a namespace).</summary>
+    public static string AllowNamespaceYaml(string service) => $$"""
         apiVersion: security.ztm.dev/v1
         kind: AuthorizationPolicy
         metadata:
@@ -151,7 +154,7 @@ internal sealed class ControlPlane(TestMesh mesh, MeshProcess process, Uri addre
             - from:
                 - source:
                     namespaces: ["shop"]
-        """);
+        """;
 
     public async Task<string> MintTokenAsync(string @namespace = "shop", string serviceAccount = "orders", uint ttlSeconds = 600)
     {
