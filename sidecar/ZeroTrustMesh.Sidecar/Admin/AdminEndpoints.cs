@@ -41,12 +41,24 @@ internal static class AdminEndpoints
                     Math.Max(0, (identity.NotAfter - time.GetUtcNow()).TotalSeconds),
                     identity.Bundle.TrustDomain,
                     identity.Bundle.Sequence,
-                    [.. identity.Bundle.Roots.Select(r => r.Thumbprint)])), AdminJson.Default.ConfigDump);
+                    [.. identity.Bundle.Roots.Select(r => r.Thumbprint)]),
+                Memory: MemoryDump.Now()), AdminJson.Default.ConfigDump);
         });
     }
 }
 
-internal sealed record ConfigDump(bool Ready, PolicyDump Policy, IdentityDump? Identity);
+internal sealed record ConfigDump(bool Ready, PolicyDump Policy, IdentityDump? Identity, MemoryDump Memory);
+
+/// <summary>Where the sidecar's memory is: the managed heap as the GC sees it, next to the process's resident set.</summary>
+internal sealed record MemoryDump(long GcHeapBytes, long GcCommittedBytes, long GcFragmentedBytes, long GcTotalAvailableBytes, int Gen0Collections, int Gen2Collections, long WorkingSetBytes)
+{
+    public static MemoryDump Now()
+    {
+        var info = GC.GetGCMemoryInfo();
+        return new MemoryDump(info.HeapSizeBytes, info.TotalCommittedBytes, info.FragmentedBytes, info.TotalAvailableMemoryBytes,
+            GC.CollectionCount(0), GC.CollectionCount(2), Environment.WorkingSet);
+    }
+}
 
 internal sealed record PolicyDump(string Version, int Policies, int Rules, bool HasAllowPolicy);
 

@@ -78,6 +78,11 @@ internal sealed class PolicyWatcher(
                 SidecarLog.ConfigStreamFailed(logger, e is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : e.Message, delay.TotalSeconds);
                 await Task.Delay(delay, time, stopping);
             }
+            catch (Exception) when (stopping.IsCancellationRequested)
+            {
+                // Shutting down: the stream was cancelled by us, not broken.
+                return;
+            }
         }
     }
 
