@@ -71,8 +71,6 @@ internal static class SidecarHost
         services.AddSingleton<OutboundTcp>();
         services.AddSingleton<OutboundConnectionMiddleware>();
 
-        // Kestrel's half of running on the event thread (see Program.cs): no hop to the pool between the socket and the request.
-        builder.WebHost.UseSockets(sockets => sockets.UnsafePreferInlineScheduling = Environment.GetEnvironmentVariable(InlineCompletionsVariable) == "1");
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -180,9 +178,6 @@ internal static class SidecarHost
         // A refused join token stops the sidecar; say so in the exit code.
         return app.Services.GetRequiredService<CertificateRotator>().FirstIdentity.IsFaulted ? 1 : 0;
     }
-
-    /// <summary>The runtime's switch for running socket completions on the event thread.</summary>
-    public const string InlineCompletionsVariable = "DOTNET_SYSTEM_NET_SOCKETS_INLINE_COMPLETIONS";
 
     /// <summary>The first byte of every TLS connection: a handshake record (ClientHello).</summary>
     private const byte TlsHandshakeRecord = 0x16;
