@@ -41,9 +41,12 @@ public sealed class PermissiveModeEndToEndTests(ITestOutputHelper output) : IAsy
           selector: {service: orders}
           action: ALLOW
           rules:
-            - from: [{source: {principals: ["{{DataPlaneFixture.FrontendId}}"]}}]
-              to: [{operation: {methods: ["GET"], paths: ["/orders/*"]}}]
-            - to: [{operation: {methods: ["GET"], paths: ["/public/*"]}}]
+            - from:
+                - source: {principals: ["{{DataPlaneFixture.FrontendId}}"]}
+              to:
+                - operation: {methods: ["GET"], paths: ["/orders/*"]}
+            - to:
+                - operation: {methods: ["GET"], paths: ["/public/*"]}
         """;
 
     [Fact]
