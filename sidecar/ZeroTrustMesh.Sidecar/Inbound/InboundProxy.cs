@@ -72,8 +72,12 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         var policy = policies.Current;
         if (plaintext && policy.PeerAuthentication.ModeFor(port.Value) != MtlsMode.Permissive)
         {
-            // PERMISSIVE for another port, or switched back to STRICT since this connection was accepted.
-            context.Response.Headers.Connection = "close";
+            // PERMISSIVE for another port, or switched back to STRICT since this connection was accepted: HTTP/1.1 is
+            // told to close the connection (HTTP/2 has no such header; each of its requests is checked like this one).
+            if (HttpProtocol.IsHttp11(context.Request.Protocol))
+            {
+                context.Response.Headers.Connection = "close";
+            }
             var source = policy.PeerAuthentication.Source is { } name ? $" (PeerAuthentication '{name}')" : "";
             await Refuse(context, StatusCodes.Status403Forbidden, "mtls_required", $"mTLS required: port {port} of this workload is STRICT{source}", caller, self, started);
             return;
