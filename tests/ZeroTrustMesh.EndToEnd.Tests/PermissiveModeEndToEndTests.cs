@@ -133,6 +133,9 @@ public sealed class PermissiveModeEndToEndTests(ITestOutputHelper output) : IAsy
         Assert.Empty(await SendRawAsync(ordersSidecar.Inbound, plainGet));
 
         await ordersSidecar.WaitForPolicyAsync(await controlPlane.ApplyPolicyAsync(Policies("  mode: PERMISSIVE")));
+        var dumped = (await ordersSidecar.ConfigDumpAsync()).GetProperty("policy");
+        Assert.Equal("PERMISSIVE", dumped.GetProperty("inboundMtls").GetString());
+        Assert.Equal("shop/orders-mtls", dumped.GetProperty("peerAuthentication").GetString());
         var answer = Encoding.ASCII.GetString(await SendRawAsync(ordersSidecar.Inbound, plainGet));
         Assert.StartsWith("HTTP/1.1 200 OK", answer, StringComparison.Ordinal);
         Assert.DoesNotContain(Spoofed, answer, StringComparison.Ordinal);
