@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Brings up a local mesh on this host: the control plane (CA on first start, in ~/.ztm/controlplane), the policy set in
 # examples/policies/quickstart.yaml, and three demo services - frontend, orders, payments - each behind its sidecar.
-# Then it makes a few calls as the frontend app and shows which were allowed or denied, and by which rule.
+# Then it makes a few calls as the frontend app, and as the orders app to payments with a demo JWT (minted by
+# `ztm-demo-app token` with the demo key in examples/quickstart/), and shows which were allowed or denied, and by which rule.
 # Ctrl-C stops everything.   ZTM_SVID_TTL=2m scripts/quickstart.sh   makes certificates short enough to watch renewals.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,25 +64,35 @@ for service in frontend orders payments; do
   echo "== $service: demo app + sidecar (logs: $logs/$service-*.log)"
   start_service "$service"
 done
-outbound=$(field "$logs/frontend-sidecar.log" 'outbound listening on 127.0.0.1:[0-9]*' | grep -o '[0-9]*$')
+outbound() { field "$logs/$1-sidecar.log" 'outbound listening on 127.0.0.1:[0-9]*' | grep -o '[0-9]*$'; }
+outbound=$(outbound frontend)
 admin() { field "$logs/$1-sidecar.log" 'admin listening on http://127.0.0.1:[0-9]*' | cut -d' ' -f4; }
 
-# call METHOD SERVICE PATH: as the frontend app, through its sidecar (Host names the service).
+# call FROM METHOD SERVICE PATH [TOKEN]: as app FROM, through its sidecar (Host names the service), with a bearer token if given.
 call() {
-  local status body
-  body=$(curl -s -o - -w '\n%{http_code}' -X "$1" -H "Host: $2" "http://127.0.0.1:$outbound$3")
+  local status body auth=()
+  [[ -n "${5:-}" ]] && auth=(-H "Authorization: Bearer $5")
+  body=$(curl -s -o - -w '\n%{http_code}' -X "$2" -H "Host: $3" "${auth[@]}" "http://127.0.0.1:$(outbound "$1")$4")
   status=$(tail -n 1 <<<"$body")
   # An allowed call shows the caller identity the app received; a denied one the sidecar's reason.
   local shown; shown=$(head -n 1 <<<"$body" | grep -o '"caller":"[^"]*"' || head -n 1 <<<"$body")
-  printf '  %-6s %-9s %-14s -> %s  %s\n' "$1" "$2" "$3" "$status" "$shown"
+  printf '  %-6s %-9s %-14s %-22s -> %s  %s\n' "$2" "$3" "$4" "${6:-}" "$status" "$shown"
 }
 echo "== calls from frontend (the orders app echoes the caller identity its sidecar verified):"
-call GET orders /orders/42
-call POST orders /orders/42
-call GET payments /payments
+call frontend GET orders /orders/42
+call frontend POST orders /orders/42
+call frontend GET payments /payments
+echo "== calls from orders to payments, with demo JWTs of the stand-in issuer (ztm-demo-app token --scope ...):"
+write_token=$(dotnet "$demo" token --scope "read:payments write:payments" --subject alice --audience payments)
+read_token=$(dotnet "$demo" token --scope "read:payments" --subject alice --audience payments)
+call orders POST payments /payments "$write_token" "(scope write:payments)"
+call orders POST payments /payments "" "(no token)"
+call orders POST payments /payments "$read_token" "(scope read:payments)"
+call orders POST payments /payments "not.a.jwt" "(malformed token)"
 echo "== the same questions to the control plane: ztmctl policy test"
 ztmctl policy test --from spiffe://cluster.local/ns/shop/sa/frontend --to orders.shop --method GET --path /orders/42 || true
 ztmctl policy test --from spiffe://cluster.local/ns/shop/sa/frontend --to payments.shop --method POST --path /payments || true
+ztmctl policy test --from spiffe://cluster.local/ns/shop/sa/orders --to payments.shop --method POST --path /payments --jwt "$write_token" || true
 echo "== ztmctl status"
 ztmctl status
 echo

@@ -29,6 +29,7 @@ internal sealed class DemoOptions
         var command = new RootCommand("ZeroTrustMesh demo app: HTTP, gRPC and TCP echo behind the mesh's sidecars")
         {
             name, listen, httpPort, grpcPort, tcpPort,
+            DemoToken.Command(),
         };
         command.SetAction((result, cancellation) =>
         {

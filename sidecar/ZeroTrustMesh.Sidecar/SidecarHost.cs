@@ -1,8 +1,6 @@
 using System.Net;
 using System.Net.Quic;
 using Microsoft.AspNetCore.Connections;
-using Microsoft.AspNetCore.Connections.Features;
-using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.Sidecar.Admin;
@@ -33,7 +31,8 @@ internal sealed class ListenerRole
 
 /// <summary>
 /// The composition root: identity first (everything depends on it), then the registry, then the three
-/// listeners — admin (loopback), inbound (mTLS from other sidecars), outbound (plaintext from the local app).
+/// listeners — admin (loopback), inbound (mTLS from other sidecars; plaintext too for a PERMISSIVE workload),
+/// outbound (plaintext from the local app).
 /// </summary>
 internal static class SidecarHost
 {
@@ -67,6 +66,7 @@ internal static class SidecarHost
         services.AddSingleton<DestinationClients>();
         services.AddSingleton<InboundProxy>();
         services.AddSingleton<InboundTcp>();
+        services.AddSingleton<InboundConnectionMiddleware>();
         services.AddSingleton<OutboundProxy>();
         services.AddSingleton<OutboundTcp>();
         services.AddSingleton<OutboundConnectionMiddleware>();
@@ -81,39 +81,23 @@ internal static class SidecarHost
             // Admin: loopback only; it tells what identity this pod holds.
             kestrel.Listen(IPAddress.Loopback, options.AdminPort, listen => listen.Use(Tag(ListenerRole.Admin)));
 
-            // Inbound: STRICT mTLS. No valid certificate of ours, or none of theirs, means no handshake.
+            // Inbound: mTLS from other sidecars (HTTP/2, or TCP by ALPN). No valid certificate of ours, or none of
+            // theirs, means no handshake. Plaintext only while the workload's PeerAuthentication is PERMISSIVE: see
+            // InboundConnectionMiddleware for how a connection is told apart and which pipeline it gets.
             kestrel.Listen(options.InboundEndpoint, listen =>
             {
-                listen.Protocols = HttpProtocols.Http2;
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
                 var state = sp.GetRequiredService<IdentityState>();
                 var metrics = sp.GetRequiredService<SidecarMetrics>();
-                // Kestrel drops a connection that does not start with a TLS handshake record before any callback of
-                // ours runs, and logs it only at Debug: count it here, where the first byte is visible.
-                listen.Use(next => async connection =>
-                {
-                    var first = await connection.Transport.Input.ReadAtLeastAsync(1, connection.ConnectionClosed);
-                    var isTls = !first.Buffer.IsEmpty && first.Buffer.FirstSpan[0] == TlsHandshakeRecord;
-                    connection.Transport.Input.AdvanceTo(first.Buffer.Start);
-                    if (!isTls)
-                    {
-                        metrics.HandshakeFailed("inbound", first.Buffer.IsEmpty ? "ClosedBeforeHandshake" : "NotTls");
-                        return;
-                    }
-                    await next(connection);
-                });
+                var connections = sp.GetRequiredService<InboundConnectionMiddleware>();
+                listen.Use(connections.BeforeTls);
                 listen.UseHttps(new TlsHandshakeCallbackOptions
                 {
                     HandshakeTimeout = TimeSpan.FromSeconds(10),
                     OnConnection = context => ValueTask.FromResult(
                         MeshTls.ServerOptions(state, metrics, id => context.Connection.Features.Set(new PeerIdentityFeature(id)))),
                 });
-                var tcp = sp.GetRequiredService<InboundTcp>();
-                listen.Use(next => connection =>
-                {
-                    connection.Features.Set(ListenerRole.Inbound);
-                    var alpn = connection.Features.Get<ITlsApplicationProtocolFeature>()?.ApplicationProtocol;
-                    return alpn is { } p && p.Span.SequenceEqual(MeshTls.TcpProtocol.Protocol.Span) ? tcp.HandleAsync(connection) : next(connection);
-                });
+                listen.Use(connections.AfterTls);
             });
 
             // Outbound: plaintext from the local app, HTTP/1.1, h2c, CONNECT or transparently redirected.
@@ -170,7 +154,7 @@ internal static class SidecarHost
         options.InboundEndpoint = new IPEndPoint(options.InboundEndpoint.Address, addresses[1].Port);
         var outboundPort = addresses[2].Port;
         Console.Out.WriteLine($"ztm-sidecar: admin listening on http://127.0.0.1:{admin.Port} (control plane {options.ControlPlane})");
-        Console.Out.WriteLine($"ztm-sidecar: inbound listening on {options.InboundEndpoint} (mTLS)");
+        Console.Out.WriteLine($"ztm-sidecar: inbound listening on {options.InboundEndpoint} (mTLS; plaintext only when PERMISSIVE)");
         Console.Out.WriteLine($"ztm-sidecar: outbound listening on 127.0.0.1:{outboundPort}");
         Console.Out.Flush();
 
@@ -178,9 +162,6 @@ internal static class SidecarHost
         // A refused join token stops the sidecar; say so in the exit code.
         return app.Services.GetRequiredService<CertificateRotator>().FirstIdentity.IsFaulted ? 1 : 0;
     }
-
-    /// <summary>The first byte of every TLS connection: a handshake record (ClientHello).</summary>
-    private const byte TlsHandshakeRecord = 0x16;
 
     private static Func<ConnectionDelegate, ConnectionDelegate> Tag(ListenerRole role) => next => connection =>
     {

@@ -37,8 +37,8 @@ internal static partial class SidecarLog
     [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "{Direction} connection refused: {Reason}")]
     public static partial void ConnectionRefused(ILogger logger, string direction, string reason);
 
-    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "policy {Version} applied: {Resources} resource(s), {Policies} authorization policies, {Issuers} JWT issuer(s), {RateLimits} rate limit(s)")]
-    public static partial void ConfigApplied(ILogger logger, string version, int resources, int policies, int issuers, int rateLimits);
+    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "policy {Version} applied: {Resources} resource(s), {Policies} authorization policies, {Issuers} JWT issuer(s), {RateLimits} rate limit(s); inbound mTLS {Mtls}")]
+    public static partial void ConfigApplied(ILogger logger, string version, int resources, int policies, int issuers, int rateLimits, string mtls);
 
     [LoggerMessage(EventId = 401, Level = LogLevel.Warning, Message = "policy {Version} refused (NACK), still enforcing {Current}: {Reason}")]
     public static partial void ConfigRefused(ILogger logger, string version, string reason, string current);

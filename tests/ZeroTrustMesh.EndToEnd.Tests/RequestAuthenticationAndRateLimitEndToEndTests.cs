@@ -123,6 +123,46 @@ public sealed class RequestAuthenticationAndRateLimitEndToEndTests(ITestOutputHe
     }
 
     [Fact]
+    public async Task A_validated_token_is_removed_before_the_app_unless_its_rule_sets_forward_original_token()
+    {
+        using var stripped = new TestJwtIssuer(Issuer);
+        using var forwarded = new TestJwtIssuer("https://forwarded.example");
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var (orders, ordersSidecar, frontend) = await DataPlaneFixture.StartOrdersAndFrontendAsync(_mesh, controlPlane);
+        var version = await controlPlane.ApplyPolicyAsync($$"""
+            apiVersion: security.ztm.dev/v1
+            kind: RequestAuthentication
+            metadata: {name: orders-jwt, namespace: shop}
+            spec:
+              selector: {service: orders}
+              jwtRules:
+                - issuer: {{Issuer}}
+                  jwks: '{{stripped.Jwks}}'
+                - issuer: https://forwarded.example
+                  jwks: '{{forwarded.Jwks}}'
+                  forwardOriginalToken: true
+            """);
+        await ordersSidecar.WaitForPolicyAsync(version);
+        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
+
+        // The app's view of the Authorization header (header names are case-insensitive).
+        async Task<string?> AuthorizationSeenByApp(string token)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://orders:{orders.HttpPort}/orders/1");
+            request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", token);
+            using var response = await http.SendAsync(request);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            var headers = (await EchoClient.ReadEcho(response)).GetProperty("headers");
+            return headers.EnumerateObject().Where(h => h.Name.Equals("authorization", StringComparison.OrdinalIgnoreCase)).Select(h => h.Value.GetString()).SingleOrDefault();
+        }
+
+        Assert.Null(await AuthorizationSeenByApp(stripped.Token("alice", "orders", "read:orders", TimeSpan.FromMinutes(5))));
+
+        var token = forwarded.Token("bob", "orders", "read:orders", TimeSpan.FromMinutes(5));
+        Assert.Equal($"Bearer {token}", await AuthorizationSeenByApp(token));
+    }
+
+    [Fact]
     public async Task Jwt_with_a_jwks_uri_is_fetched_and_an_unreachable_jwks_refuses_its_issuer_with_the_reason()
     {
         using var issuer = new TestJwtIssuer(Issuer);

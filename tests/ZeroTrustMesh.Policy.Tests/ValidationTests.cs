@@ -221,12 +221,13 @@ public sealed class ValidationTests
         Assert.Contains("policies.yaml#2 spec.mode: 'LOOSE' is not a mode: use STRICT or PERMISSIVE", errors);
         Assert.Contains("policies.yaml#2 metadata.namespace: 'Shop' is not a valid namespace: use lower-case letters, digits and '-', at most 63 characters", errors);
         Assert.Contains("policies.yaml#2 spec.portLevelMtls[1].port: port 8080 appears twice", errors);
+        Assert.Contains("policies.yaml#2 spec.portLevelMtls: portLevelMtls needs a selector: ports are those of one workload", errors);
         Assert.Contains("policies.yaml#3 spec.perCaller.unit: 'day' is not a unit: use second, minute or hour", errors);
         Assert.Contains("policies.yaml#3 spec.perCaller.requestsPerUnit: 0 must be at least 1", errors);
         Assert.Contains(errors, e => e.StartsWith("policies.yaml#3 spec.routes[0].path: '/a/*/b' is not a path pattern", StringComparison.Ordinal));
         Assert.Contains(errors, e => e.StartsWith("policies.yaml#3 spec.overrides[0].principal: 'spiffe://cluster.local/ns/shop/sa/orders/*' is not a SPIFFE ID", StringComparison.Ordinal));
         Assert.Contains("policies.yaml#3 spec.overrides[0].limit.burst: -1 must not be negative (0 means the same as requestsPerUnit)", errors);
-        Assert.Equal(14, errors.Length);
+        Assert.Equal(15, errors.Length);
     }
 
     [Fact]

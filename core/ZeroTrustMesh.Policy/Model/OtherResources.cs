@@ -16,9 +16,20 @@ public sealed record RequestAuthenticationSpec(WorkloadSelector? Selector, Immut
 /// One accepted issuer. Exactly one of <see cref="JwksUri"/> (https, fetched and cached by whoever validates tokens)
 /// or <see cref="Jwks"/> (an inline JSON Web Key Set) is given. An empty <see cref="Audiences"/> accepts any audience.
 /// </summary>
-public sealed record JwtRule(string Issuer, ImmutableArray<string> Audiences, string? JwksUri, string? Jwks);
+public sealed record JwtRule(string Issuer, ImmutableArray<string> Audiences, string? JwksUri, string? Jwks)
+{
+    /// <summary>
+    /// <c>forwardOriginalToken</c> (Istio's field): keep the validated token's <c>Authorization</c> header on the request
+    /// the app receives. False by default: the token proved who the end user is to the mesh, and the app gets no
+    /// credential it could replay elsewhere.
+    /// </summary>
+    public bool ForwardOriginalToken { get; init; }
+}
 
-/// <summary><c>kind: PeerAuthentication</c>: whether a workload accepts only mTLS (STRICT, the default) or also plaintext.</summary>
+/// <summary>
+/// <c>kind: PeerAuthentication</c>: whether a workload accepts only mTLS (STRICT, the default) or also plaintext
+/// (PERMISSIVE), for the whole workload or per application port (<c>portLevelMtls</c>, which needs a selector, as in Istio).
+/// </summary>
 public sealed record PeerAuthentication(ResourceMetadata Metadata, PeerAuthenticationSpec Spec) : PolicyResource(Metadata)
 {
     public const string KindName = "PeerAuthentication";
@@ -34,6 +45,7 @@ public enum MtlsMode
     Permissive,
 }
 
+/// <summary>The mode for one of the workload's application ports (the app's port, as in <c>--app-port</c>).</summary>
 public sealed record PortMtls(int Port, MtlsMode Mode);
 
 /// <summary>

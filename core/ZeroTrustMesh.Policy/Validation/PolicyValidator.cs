@@ -71,6 +71,11 @@ public static class PolicyValidator
             case PeerAuthentication a:
                 ValidateSelector(a.Spec.Selector, sink);
                 ValidatePortMtls(a.Spec.PortLevelMtls, sink);
+                if (Length(a.Spec.PortLevelMtls) > 0 && a.Spec.Selector is null)
+                {
+                    // As in Istio: a port number means something only for one workload's ports.
+                    sink.Add("spec.portLevelMtls", "portLevelMtls needs a selector: ports are those of one workload");
+                }
                 break;
             case RateLimitPolicy l:
                 ValidateSelector(l.Spec.Selector, sink);

@@ -265,8 +265,11 @@ public static class PolicyYaml
                 {
                     return new JwtRule("", [], null, null);
                 }
-                Keys(map, path, "issuer", "audiences", "jwksUri", "jwks");
-                return new JwtRule(String(map, "issuer", path) ?? "", Strings(map, "audiences", path), String(map, "jwksUri", path), String(map, "jwks", path));
+                Keys(map, path, "issuer", "audiences", "jwksUri", "jwks", "forwardOriginalToken");
+                return new JwtRule(String(map, "issuer", path) ?? "", Strings(map, "audiences", path), String(map, "jwksUri", path), String(map, "jwks", path))
+                {
+                    ForwardOriginalToken = Bool(map, "forwardOriginalToken", path) ?? false,
+                };
             });
             return new RequestAuthenticationSpec(ReadSelector(spec), rules);
         }
@@ -451,6 +454,23 @@ public static class PolicyYaml
             }
             errors.Add(path, "expected a single value, not a list or mapping");
             return null;
+        }
+
+        private bool? Bool(YamlMappingNode map, string key, string path)
+        {
+            var text = String(map, key, path);
+            switch (text)
+            {
+                case null:
+                    return null;
+                case "true":
+                    return true;
+                case "false":
+                    return false;
+                default:
+                    errors.Add(Join(path, key), $"'{text}' is not a boolean: use true or false");
+                    return null;
+            }
         }
 
         private int? Int(YamlNode? node, string path)

@@ -29,10 +29,12 @@ internal static class AdminEndpoints
         app.MapGet("/config_dump", (IdentityState state, Policy.InboundPolicyState inbound, Policy.PolicyWatcher policy, TimeProvider time) =>
         {
             var identity = state.Current;
-            var snapshot = inbound.Current.Authorization;
+            var current = inbound.Current;
+            var snapshot = current.Authorization;
             return Results.Json(new ConfigDump(
                 Ready: state.IsReady && policy.HasSnapshot,
-                Policy: new PolicyDump(snapshot.Version, snapshot.PolicyCount, snapshot.RuleCount, snapshot.HasAllowPolicy),
+                Policy: new PolicyDump(snapshot.Version, snapshot.PolicyCount, snapshot.RuleCount, snapshot.HasAllowPolicy,
+                    current.PeerAuthentication.ToString(), current.PeerAuthentication.Source),
                 Identity: identity is null ? null : new IdentityDump(
                     identity.Id.Value,
                     identity.Serial,
@@ -60,7 +62,9 @@ internal sealed record MemoryDump(long GcHeapBytes, long GcCommittedBytes, long 
     }
 }
 
-internal sealed record PolicyDump(string Version, int Policies, int Rules, bool HasAllowPolicy);
+/// <param name="InboundMtls">STRICT or PERMISSIVE, with port-level modes (<c>PERMISSIVE, port 8443 STRICT</c>).</param>
+/// <param name="PeerAuthentication"><c>namespace/name</c> of the PeerAuthentication that applies; null for none (STRICT).</param>
+internal sealed record PolicyDump(string Version, int Policies, int Rules, bool HasAllowPolicy, string InboundMtls, string? PeerAuthentication);
 
 internal sealed record IdentityDump(
     string SpiffeId,

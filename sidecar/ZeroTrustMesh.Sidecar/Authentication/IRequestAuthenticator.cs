@@ -17,8 +17,12 @@ internal interface IRequestAuthenticator
     ValueTask<AuthenticationResult> AuthenticateAsync(StringValues authorization, CancellationToken cancellation);
 }
 
-/// <summary>The outcome as a value: the validated claims, nothing (no token), or why the token is refused.</summary>
-internal readonly record struct AuthenticationResult(IRequestValues? Claims, string? Error)
+/// <summary>
+/// The outcome as a value: the validated claims, nothing (no token), or why the token is refused.
+/// <paramref name="ForwardOriginalToken"/>: the issuer's rule keeps the token on the request to the app (Istio's
+/// <c>forwardOriginalToken</c>); otherwise a validated token is removed before forwarding.
+/// </summary>
+internal readonly record struct AuthenticationResult(IRequestValues? Claims, string? Error, bool ForwardOriginalToken = false)
 {
     public static AuthenticationResult Anonymous => default;
 

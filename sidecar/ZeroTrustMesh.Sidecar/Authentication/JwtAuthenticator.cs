@@ -14,7 +14,7 @@ namespace ZeroTrustMesh.Sidecar.Authentication;
 /// 3. the issuer's keys: inline, or the remote JWKS (cached; a key id we lack triggers one re-fetch);
 /// 4. signature (asymmetric algorithms only), issuer, audience (when the rule names any), lifetime with
 ///    <see cref="ClockSkew"/>, on the sidecar's clock;
-/// 5. the payload's claims become the request's claims.
+/// 5. the payload's claims become the request's claims, and the rule says whether the token goes on to the app.
 /// Refusal reasons follow Envoy's wording so they read the same as in Istio.
 /// </summary>
 internal sealed class JwtAuthenticator : IRequestAuthenticator
@@ -72,7 +72,7 @@ internal sealed class JwtAuthenticator : IRequestAuthenticator
                     keys = new RemoteKeys(cache.Get(new Uri(rule.JwksUri!, UriKind.Absolute)));
                 }
                 var audiences = rule.Audiences.IsDefault ? [] : rule.Audiences;
-                issuers.Add(rule.Issuer, new IssuerRule(rule.Issuer, [.. audiences], keys, time));
+                issuers.Add(rule.Issuer, new IssuerRule(rule.Issuer, [.. audiences], keys, time) { ForwardOriginalToken = rule.ForwardOriginalToken });
             }
         }
         if (errors.Count > 0)
@@ -153,7 +153,7 @@ internal sealed class JwtAuthenticator : IRequestAuthenticator
             }
         }
         return result.IsValid
-            ? new AuthenticationResult(JwtClaims.Decode(token), null)
+            ? new AuthenticationResult(JwtClaims.Decode(token), null, rule.ForwardOriginalToken)
             : AuthenticationResult.Refused(Reason(result.Exception));
     }
 
@@ -194,6 +194,8 @@ internal sealed class JwtAuthenticator : IRequestAuthenticator
         private Cached? _cached;
 
         public IKeySource Keys => keys;
+
+        public bool ForwardOriginalToken { get; init; }
 
         public TokenValidationParameters Parameters(JwksKeys current)
         {

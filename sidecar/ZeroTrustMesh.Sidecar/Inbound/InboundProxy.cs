@@ -2,8 +2,10 @@ using Microsoft.AspNetCore.WebUtilities;
 using System.Diagnostics;
 using System.Net;
 using Microsoft.Extensions.Primitives;
+using Microsoft.Net.Http.Headers;
 using Yarp.ReverseProxy.Forwarder;
 using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Policy;
 using ZeroTrustMesh.Sidecar.Telemetry;
@@ -12,17 +14,23 @@ using ZeroTrustMesh.Sidecar.Tls;
 namespace ZeroTrustMesh.Sidecar.Inbound;
 
 /// <summary>
-/// An HTTP request that arrived from another sidecar over mTLS (HTTP/2), on its way to the local app:
-/// 1. the caller is the SVID verified at this connection's handshake (STRICT: there is always one);
-/// 2. the app port is the declared one the calling sidecar named, else the app's first port;
-/// 3. the config snapshot is read once: JWT rules, authorization and rate limits of one version;
+/// An HTTP request that arrived from another sidecar over mTLS (HTTP/2), or from a plaintext caller of a PERMISSIVE
+/// workload (see <see cref="InboundConnectionMiddleware"/>), on its way to the local app:
+/// 1. the caller is the SVID verified at this connection's handshake; a plaintext connection has none, and is
+///    "plaintext" in metrics and the access log;
+/// 2. the app port is the declared one the calling sidecar (or plaintext caller) named, else the app's first port;
+/// 3. the config snapshot is read once: JWT rules, authorization, rate limits and PeerAuthentication of one version;
+///    a plaintext request to a port that is STRICT now is a 403 (the connection is closed after it);
 /// 4. JWT: a bearer token must be valid for a configured issuer (signature, issuer, audience, lifetime), else 401 with
 ///    the reason; its claims become the request's claims; no token passes unauthenticated, for the policy to decide;
 /// 5. the policy decides: a matching DENY wins, else an ALLOW must match, else deny — a denial is a 403 naming the
-///    policy and rule (or that none allowed it);
-/// 6. rate limits: one token per caller identity from each bucket that applies, else 429 with Retry-After;
+///    policy and rule (or that none allowed it); a plaintext caller matches no <c>principals</c> or <c>namespaces</c>;
+/// 6. rate limits: one token per caller identity (plaintext callers share one) from each bucket that applies, else
+///    429 with Retry-After;
 /// 7. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
-/// 8. YARP forwards it to the app on loopback, with the identity header set to the caller — any incoming copy is dropped;
+/// 8. a validated JWT is removed unless its rule says <c>forwardOriginalToken</c>; YARP forwards the request to the app
+///    on loopback, with the identity header set to the verified caller — any incoming copy is dropped, and a plaintext
+///    caller gets none;
 /// 9. one metric sample and one access-log line.
 /// </summary>
 internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundPolicyState policies, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
@@ -43,14 +51,16 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
     public async Task HandleAsync(HttpContext context)
     {
         var started = Stopwatch.GetTimestamp();
-        var caller = context.Features.Get<PeerIdentityFeature>()?.Id.Value;
+        var peer = context.Features.Get<PeerIdentityFeature>()?.Id;
+        var plaintext = context.Features.Get<PlaintextConnectionFeature>() is not null;
         var self = state.Current?.Id.Value ?? "";
-        if (caller is null)
+        if (peer is null && !plaintext)
         {
-            // Unreachable under STRICT mTLS; refuse rather than forward an unauthenticated request.
+            // Unreachable: a connection is mTLS with a verified SVID, or plaintext that a PERMISSIVE workload accepted.
             await Refuse(context, StatusCodes.Status403Forbidden, "no_identity", "no verified client identity", "", self, started);
             return;
         }
+        var caller = peer?.Value ?? PlaintextCaller;
 
         var port = PortFor(context.Request.Headers[MeshHeaders.TargetPort].ToString());
         if (port is null)
@@ -60,6 +70,18 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         }
 
         var policy = policies.Current;
+        if (plaintext && policy.PeerAuthentication.ModeFor(port.Value) != MtlsMode.Permissive)
+        {
+            // PERMISSIVE for another port, or switched back to STRICT since this connection was accepted: HTTP/1.1 is
+            // told to close the connection (HTTP/2 has no such header; each of its requests is checked like this one).
+            if (HttpProtocol.IsHttp11(context.Request.Protocol))
+            {
+                context.Response.Headers.Connection = "close";
+            }
+            var source = policy.PeerAuthentication.Source is { } name ? $" (PeerAuthentication '{name}')" : "";
+            await Refuse(context, StatusCodes.Status403Forbidden, "mtls_required", $"mTLS required: port {port} of this workload is STRICT{source}", caller, self, started);
+            return;
+        }
         var authentication = await policy.Authentication.AuthenticateAsync(context.Request.Headers.Authorization, context.RequestAborted);
         if (authentication.Failed)
         {
@@ -73,12 +95,11 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             metrics.Authenticated(valid: true);
         }
 
-        var peer = context.Features.Get<PeerIdentityFeature>()!.Id;
         var path = NormalizedPath(context.Request.Path.Value);
         var decision = policy.Authorization.Evaluate(new RequestAttributes
         {
             Caller = peer,
-            CallerNamespace = peer.TryGetWorkload(out var callerNamespace, out _) ? callerNamespace : null,
+            CallerNamespace = peer is { } id && id.TryGetWorkload(out var callerNamespace, out _) ? callerNamespace : null,
             Method = context.Request.Method,
             Path = path,
             Port = port.Value,
@@ -104,13 +125,18 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             return;
         }
 
-        var http2 = context.Request.Headers[MeshHeaders.AppProtocol] == "2";
+        var http2 = plaintext ? HttpProtocol.IsHttp2(context.Request.Protocol) : context.Request.Headers[MeshHeaders.AppProtocol] == "2";
         var config = new ForwarderRequestConfig
         {
             Version = http2 ? HttpVersion.Version20 : HttpVersion.Version11,
             VersionPolicy = HttpVersionPolicy.RequestVersionExact,
         };
 
+        if (authentication.Claims is not null && !authentication.ForwardOriginalToken)
+        {
+            // As in Istio: the token has done its work here; the app gets no credential it could replay elsewhere.
+            context.Request.Headers.Remove(HeaderNames.Authorization);
+        }
         var error = await forwarder.SendAsync(context, $"http://{options.AppAddress}:{port}", _toApp, config, _transformer);
         if (error != ForwarderError.None && !context.Response.HasStarted)
         {
@@ -121,6 +147,9 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", context.Response.StatusCode, elapsed,
             context.Request.ContentLength, context.Response.ContentLength, error == ForwarderError.None ? null : $"forward error: {error}");
     }
+
+    /// <summary>The source of a request without a verified identity, in metrics, the access log and rate limits.</summary>
+    public const string PlaintextCaller = "plaintext";
 
     private int? PortFor(string requested) =>
         string.IsNullOrEmpty(requested)
@@ -180,7 +209,10 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         {
             await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
             MeshHeaders.Strip(proxyRequest.Headers);
-            proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.ClientIdentity, httpContext.Features.Get<PeerIdentityFeature>()!.Id.Value);
+            if (httpContext.Features.Get<PeerIdentityFeature>() is { } peer)
+            {
+                proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.ClientIdentity, peer.Id.Value);
+            }
             proxyRequest.Headers.Host = httpContext.Request.Host.Value;
         }
     }

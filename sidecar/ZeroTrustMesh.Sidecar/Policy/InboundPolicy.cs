@@ -6,10 +6,11 @@ using ZeroTrustMesh.Sidecar.RateLimiting;
 namespace ZeroTrustMesh.Sidecar.Policy;
 
 /// <summary>
-/// Everything one config snapshot says about inbound requests, compiled together: JWT rules, authorization, rate
-/// limits. Swapped as one reference, so a request never mixes the JWT rules of one version with the policies of another.
+/// Everything one config snapshot says about inbound traffic, compiled together: JWT rules, authorization, rate
+/// limits, and whether plaintext is accepted (PeerAuthentication). Swapped as one reference, so a request never mixes
+/// the JWT rules of one version with the policies of another.
 /// </summary>
-internal sealed record InboundPolicy(PolicySnapshot Authorization, IRequestAuthenticator Authentication, RateLimits RateLimits)
+internal sealed record InboundPolicy(PolicySnapshot Authorization, IRequestAuthenticator Authentication, RateLimits RateLimits, PeerAuthenticationPolicy PeerAuthentication)
 {
     public string Version => Authorization.Version;
 }
@@ -18,7 +19,7 @@ internal sealed record InboundPolicy(PolicySnapshot Authorization, IRequestAuthe
 internal sealed class InboundPolicyState
 {
     // Deny everything until the first snapshot arrives: no ALLOW policy, no access.
-    private InboundPolicy _current = new(PolicySnapshot.Empty(new WorkloadRef("", "")), NoRequestAuthentication.Instance, RateLimits.None);
+    private InboundPolicy _current = new(PolicySnapshot.Empty(new WorkloadRef("", "")), NoRequestAuthentication.Instance, RateLimits.None, PeerAuthenticationPolicy.Strict);
 
     public InboundPolicy Current => Volatile.Read(ref _current);
 

@@ -15,8 +15,9 @@ namespace ZeroTrustMesh.Sidecar.Policy;
 /// Follows the control plane's config stream for this workload:
 /// 1. once the sidecar has its certificate, open the stream (mTLS) and say which version it enforces;
 /// 2. for every snapshot: read and validate the resources, compile for this workload the AuthorizationPolicies, the
-///    RequestAuthentications' JWT rules (inline JWKS parsed now; remote ones fetched in the background) and the
-///    RateLimitPolicies, swap all three as one <see cref="InboundPolicy"/>, and ACK; anything it cannot apply is
+///    RequestAuthentications' JWT rules (inline JWKS parsed now; remote ones fetched in the background), the
+///    RateLimitPolicies and the PeerAuthentication (STRICT or PERMISSIVE: read by the inbound listener for each new
+///    connection), swap them as one <see cref="InboundPolicy"/>, and ACK; anything it cannot apply is
 ///    NACKed with the reason and the last good snapshot stays;
 /// 3. when the stream breaks, keep enforcing the last good snapshot and reconnect with backoff and jitter.
 /// Until the first snapshot arrives the state holds an empty one: no ALLOW policy, so everything is denied.
@@ -103,7 +104,8 @@ internal sealed class PolicyWatcher(
             compiled = new InboundPolicy(
                 PolicyCompiler.Compile(snapshot.Version, workload, resources.OfType<AuthorizationPolicy>(), options.ProbePaths),
                 JwtAuthenticator.Compile(workload, resources.OfType<RequestAuthentication>(), jwks, time),
-                RateLimits.Compile(workload, resources.OfType<RateLimitPolicy>(), buckets));
+                RateLimits.Compile(workload, resources.OfType<RateLimitPolicy>(), buckets),
+                PeerAuthenticationPolicy.Compile(workload, resources.OfType<PeerAuthentication>()));
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException)
         {
@@ -114,7 +116,7 @@ internal sealed class PolicyWatcher(
         jwks.Retain(JwtAuthenticator.RemoteUris(compiled.Authentication));
         _first.TrySetResult();
         SidecarLog.ConfigApplied(logger, snapshot.Version, snapshot.Resources.Count, compiled.Authorization.PolicyCount,
-            compiled.Authentication.IssuerCount, compiled.RateLimits.PolicyCount);
+            compiled.Authentication.IssuerCount, compiled.RateLimits.PolicyCount, compiled.PeerAuthentication.ToString());
         return null;
     }
 }

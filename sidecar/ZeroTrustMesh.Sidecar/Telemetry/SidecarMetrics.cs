@@ -19,6 +19,7 @@ internal sealed class SidecarMetrics
     private readonly Counter _decisions;
     private readonly Counter _authentication;
     private readonly Counter _rateLimited;
+    private readonly Counter _inboundConnections;
 
     public SidecarMetrics(IdentityState state)
     {
@@ -43,6 +44,8 @@ internal sealed class SidecarMetrics
             "decision", "policy");
         _authentication = factory.CreateCounter("ztm_jwt_authentication_total", "Inbound requests that carried a bearer token, by outcome (valid, invalid).", "outcome");
         _rateLimited = factory.CreateCounter("ztm_rate_limited_total", "Inbound requests refused with 429 by a RateLimitPolicy, by policy.", "policy");
+        _inboundConnections = factory.CreateCounter("ztm_inbound_connections_total",
+            "HTTP connections accepted on the inbound port, by security: mtls, or plaintext (a PERMISSIVE workload).", "security");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
@@ -67,6 +70,9 @@ internal sealed class SidecarMetrics
     public void Authenticated(bool valid) => _authentication.WithLabels(valid ? "valid" : "invalid").Inc();
 
     public void RateLimited(string policy) => _rateLimited.WithLabels(policy).Inc();
+
+    /// <param name="security"><c>mtls</c> or <c>plaintext</c>.</param>
+    public void InboundConnection(string security) => _inboundConnections.WithLabels(security).Inc();
 
     public void Rejected(string direction, string reason) => _rejected.WithLabels(direction, reason).Inc();
 

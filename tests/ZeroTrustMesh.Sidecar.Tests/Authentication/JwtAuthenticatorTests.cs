@@ -62,6 +62,18 @@ public sealed class JwtAuthenticatorTests : IDisposable
     }
 
     [Fact]
+    public async Task A_valid_token_is_kept_for_the_app_only_when_its_rule_says_forward_original_token()
+    {
+        Assert.False((await Authenticate(Compile(), Token())).ForwardOriginalToken);
+
+        var forwarding = JwtAuthenticator.Compile(Orders,
+            [Resource(new JwtRule(Issuer, [], null, TestKey.Jwks(_key)) { ForwardOriginalToken = true })], _cache, _time);
+        var result = await Authenticate(forwarding, Token());
+        Assert.False(result.Failed, result.Error);
+        Assert.True(result.ForwardOriginalToken);
+    }
+
+    [Fact]
     public async Task No_bearer_token_passes_unauthenticated_and_other_schemes_are_not_looked_at()
     {
         var authenticator = Compile();
