@@ -25,7 +25,7 @@ internal static class DataPlaneLoad
 
     public static RootCommand Command()
     {
-        var quick = new Option<bool>("--quick") { Description = "Smoke run: 1 repetition, 1-2 s per run, small numbers, 50 simulated sidecars (figures not meaningful)" };
+        var quick = new Option<bool>("--quick") { Description = "Smoke run: 1 repetition, no warm-up round, 1 s per run, small numbers, 50 simulated sidecars (figures not meaningful)" };
         var repetitions = new Option<int>("--repetitions") { Description = "Measured repetitions after the warm-up", DefaultValueFactory = _ => 3 };
         var capacity = CommandLineOptions.Duration("--capacity-duration", "HTTP/1.1 closed-loop run per target", "10s");
         var connections = new Option<int>("--connections") { Description = "HTTP/1.1 closed-loop connections", DefaultValueFactory = _ => 32 };
@@ -58,8 +58,8 @@ internal static class DataPlaneLoad
             var q = result.GetValue(quick);
             var one = TimeSpan.FromSeconds(1);
             var settings = new DataPlaneSettings(q, q ? 1 : result.GetValue(repetitions),
-                q ? TimeSpan.FromSeconds(2) : result.GetValue(capacity), q ? 8 : result.GetValue(connections), Math.Min(2, Environment.ProcessorCount),
-                q ? TimeSpan.FromSeconds(2) : result.GetValue(rateDuration), q ? 200 : result.GetValue(rate), q ? TimeSpan.FromSeconds(0.5) : TimeSpan.FromSeconds(2),
+                q ? one : result.GetValue(capacity), q ? 8 : result.GetValue(connections), Math.Min(2, Environment.ProcessorCount),
+                q ? one : result.GetValue(rateDuration), q ? 200 : result.GetValue(rate), q ? TimeSpan.FromSeconds(0.25) : TimeSpan.FromSeconds(2),
                 q ? one : result.GetValue(h2Duration), q ? 2 : result.GetValue(h2Clients), q ? 4 : result.GetValue(h2Streams),
                 q ? one : result.GetValue(newConnDuration), q ? 2 : result.GetValue(newConnWorkers),
                 Default(result.GetValue(controlPlane), "control-plane/ZeroTrustMesh.ControlPlane", "ztm-controlplane"),

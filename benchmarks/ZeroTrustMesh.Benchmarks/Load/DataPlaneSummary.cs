@@ -120,7 +120,7 @@ internal static class DataPlaneSummary
     {
         var notes = new List<string>
         {
-            "The sidecar pair checks the server's exact SPIFFE ID and logs one JSON access line per request per sidecar (drained by the harness); the HAProxy pair verifies chains against the same CA but not the URI SAN, and logs nothing; the nginx pair verifies client certificates on the server side only and logs nothing (access_log off).",
+            "The sidecar pair checks the server's exact SPIFFE ID and logs one JSON access line per request per sidecar (drained by the harness); the HAProxy pair verifies chains against the same CA but not the URI SAN, and logs nothing; the nginx pair's server side verifies client certificates against the same CA; " + NginxPair.UpstreamVerification + "; nginx logs nothing (access_log off).",
             "HTTP between the proxies: the sidecar pair and the HAProxy pair use HTTP/2 (ALPN h2) over one kept-alive TLS connection pool; nginx's proxy module speaks HTTP/1.1 upstream (keep-alive over TLS), gRPC through nginx goes over HTTP/2 (grpc_pass grpcs://).",
             "nginx runs as one process (master_process off: one worker), so its CPU and memory are one PID's; HAProxy runs its default threads (one per core) in one process.",
             "The proxy connections are kept alive, so capacity and latency hold no handshakes; 'new connection' is the cost of one: a fresh TCP connection, a full TLS 1.3 handshake (no resumption) with a client SVID, one HTTP/2 request, close, against each pair's server side (the direct row is a plaintext HTTP/1.1 connection to the app).",
