@@ -236,7 +236,17 @@ internal static class DataPlaneRun
             proxy.ResetPeak();
         }
         var cpu0 = proxies.Select(p => p.CpuTime()).ToArray();
-        var result = await run();
+        ClientResult result;
+        try
+        {
+            result = await run();
+        }
+        catch (Exception e) when (e is InvalidOperationException or TimeoutException)
+        {
+            // A load client that fails (h2load printing no summary, wrk overrunning) costs this run, not the whole report.
+            DataPlaneLoad.Log($"rep {rep} {phase} {target.Name}: the load client failed, counted as one error: {e.Message}");
+            result = new ClientResult(0, 1, 0, 0, double.NaN, double.NaN, double.NaN, double.NaN, 0);
+        }
         var processes = proxies.Select((p, i) =>
         {
             var cpu = (p.CpuTime() - cpu0[i]).TotalSeconds;
