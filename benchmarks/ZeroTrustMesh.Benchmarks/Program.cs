@@ -2,7 +2,7 @@ using BenchmarkDotNet.Running;
 using ZeroTrustMesh.Benchmarks.Load;
 using ZeroTrustMesh.CommandLine;
 
-// 'signing-load ...' drives the real control plane; 'policy-propagation ...' pushes policy changes to simulated sidecars; 'dataplane-load ...' the sidecar pair against direct and HAProxy; anything else goes to BenchmarkDotNet
+// 'signing-load ...' drives the real control plane; 'policy-propagation ...' pushes policy changes to simulated sidecars; 'dataplane-load ...' the sidecar pair against direct, HAProxy and nginx, then both control-plane harnesses; anything else goes to BenchmarkDotNet
 // (e.g. '--filter *' or '--filter *SigningBenchmarks*').
 if (args is ["signing-load", .. var rest])
 {

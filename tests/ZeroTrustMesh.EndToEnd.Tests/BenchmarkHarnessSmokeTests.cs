@@ -8,8 +8,10 @@ namespace ZeroTrustMesh.EndToEnd.Tests;
 /// <summary>
 /// The data-plane load harness (<c>benchmarks/run</c>, <c>dataplane-load</c>) in its <c>--quick</c> mode, so it cannot rot:
 /// it must start the control plane, the demo app and the sidecar pair (this build's sidecar, not NativeAOT), drive
-/// every target without errors and write both reports. No root needed: without wrk it uses its in-process client,
-/// and without haproxy it skips only the HAProxy pair and says so in the report. The figures are not checked.
+/// every target without errors in every section (HTTP/1.1, HTTP/2, gRPC, new connections, latency, exec → ready, the
+/// control plane with 50 simulated sidecars) and write both reports. No root needed: without wrk it uses its in-process
+/// client, without haproxy or nginx it skips only that pair, and without h2load the HTTP/2 and gRPC rows, each saying so
+/// in the report. The figures are not checked.
 /// </summary>
 public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
 {
@@ -51,16 +53,57 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
             Assert.True(File.Exists(Path.Combine(dir, "report.md")));
             using var report = JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(dir, "report.json")));
             var targets = report.RootElement.GetProperty("targets").EnumerateArray().ToDictionary(t => t.GetProperty("target").GetString()!);
-            var haproxySkipped = report.RootElement.GetProperty("settings").GetProperty("haproxySkipped");
-            var expected = haproxySkipped.ValueKind == JsonValueKind.Null
-                ? new[] { "direct", "ztm-sidecar-pair", "haproxy-pair" }
-                : ["direct", "ztm-sidecar-pair"];
-            Assert.Equal(expected, targets.Keys.ToArray());
-            if (haproxySkipped.ValueKind != JsonValueKind.Null)
+            var settings = report.RootElement.GetProperty("settings");
+            var markdown = await stdout;
+            var expected = new List<string> { "direct", "ztm-sidecar-pair" };
+            foreach (var (pair, property, skippedLine) in new[] { ("haproxy-pair", "haproxySkipped", "HAProxy pair skipped"), ("nginx-pair", "nginxSkipped", "nginx pair skipped") })
             {
-                Assert.Contains("HAProxy pair skipped", await stdout, StringComparison.Ordinal);
-                output.WriteLine($"HAProxy pair skipped by the harness: {haproxySkipped.GetString()}");
+                var skipped = settings.GetProperty(property);
+                if (skipped.ValueKind == JsonValueKind.Null)
+                {
+                    expected.Add(pair);
+                }
+                else
+                {
+                    Assert.Contains(skippedLine, markdown, StringComparison.Ordinal);
+                    output.WriteLine($"{pair} skipped by the harness: {skipped.GetString()}");
+                }
             }
+            Assert.Equal(expected, targets.Keys.ToArray());
+            foreach (var section in new[] { "## HTTP/2 capacity", "## gRPC unary capacity", "## New-connection cost", "## exec → ready", "## Control plane" })
+            {
+                Assert.Contains(section, markdown, StringComparison.Ordinal);
+            }
+
+            // HTTP/2, gRPC and new connections: a row per target and phase, measured without errors or skipped with a reason;
+            // with h2load installed the sidecar pair must serve HTTP/2 and gRPC, and its inbound side must take new mTLS connections.
+            var h2load = settings.GetProperty("h2loadSkipped").ValueKind == JsonValueKind.Null;
+            var phases = report.RootElement.GetProperty("phases").EnumerateArray().ToList();
+            foreach (var phase in new[] { "h2", "grpc", "newconn" })
+            {
+                foreach (var name in expected)
+                {
+                    var row = Assert.Single(phases, p => p.GetProperty("phase").GetString() == phase && p.GetProperty("target").GetString() == name);
+                    var skipped = row.GetProperty("skipped");
+                    if (skipped.ValueKind != JsonValueKind.Null)
+                    {
+                        Assert.False(name == "ztm-sidecar-pair" && (h2load || phase == "newconn"), $"{phase} on the sidecar pair was skipped: {skipped.GetString()}");
+                        output.WriteLine($"{phase} on {name} skipped: {skipped.GetString()}");
+                        continue;
+                    }
+                    Assert.True(row.GetProperty("perSecond").GetProperty("median").GetDouble() > 0, $"{phase} {name}: nothing measured");
+                    Assert.Equal(0, row.GetProperty("errors").GetProperty("median").GetDouble());
+                }
+            }
+            var startup = report.RootElement.GetProperty("startup").EnumerateArray().ToList();
+            Assert.Contains(startup, s => s.GetProperty("target").GetString() == "ztm-sidecar-pair" && s.GetProperty("execToReadyMs").GetProperty("median").GetDouble() > 0);
+            Assert.Equal(expected.Count - 1, startup.Count);
+
+            var controlPlane = report.RootElement.GetProperty("controlPlane");
+            Assert.True(controlPlane.GetProperty("signing").GetProperty("signingsPerSecond").GetProperty("median").GetDouble() > 0, "no signings measured");
+            var level = Assert.Single(controlPlane.GetProperty("propagation").GetProperty("levels").EnumerateArray());
+            Assert.Equal(50, level.GetProperty("sidecars").GetInt32());
+            Assert.True(level.GetProperty("p99Ms").GetProperty("median").GetDouble() > 0, "no propagation measured");
             foreach (var (name, target) in targets)
             {
                 Assert.True(target.GetProperty("capacityPerSecond").GetProperty("median").GetDouble() > 0, $"{name}: no capacity");

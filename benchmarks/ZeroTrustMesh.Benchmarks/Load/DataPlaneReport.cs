@@ -42,10 +42,42 @@ internal sealed record TargetSummaryJson(string Target, string Description, Stat
 internal sealed record CheckJson(string Goal, string Source, string Measured, bool Met, string Margin);
 
 internal sealed record MachineFactsJson(int Cores, string CpuModel, string Kernel, string Runtime, string Sdk, string HarnessGc, string SidecarGc, string OpenSsl, string Haproxy, string Wrk,
-    double LoadAverageBefore, Stat LoadAverageDuringRuns);
+    double LoadAverageBefore, Stat LoadAverageDuringRuns)
+{
+    public string Nginx { get; init; } = "nginx: not used";
+
+    public string H2load { get; init; } = "h2load: not used";
+}
 
 internal sealed record DataPlaneSettingsJson(bool Quick, int Repetitions, double CapacitySeconds, int Connections, int WrkThreads, double RateSeconds, int Rate, double WarmupSeconds,
-    string Path, string Sidecar, string CapacityClient, string? HaproxySkipped);
+    string Path, string Sidecar, string CapacityClient, string? HaproxySkipped)
+{
+    public string? NginxSkipped { get; init; }
+
+    public string? H2loadSkipped { get; init; }
+
+    public double H2Seconds { get; init; }
+
+    public int H2Clients { get; init; }
+
+    public int H2Streams { get; init; }
+
+    public double NewConnectionSeconds { get; init; }
+
+    public int NewConnectionWorkers { get; init; }
+}
+
+/// <summary>CPU and peak RSS of one proxy process over the runs of one phase.</summary>
+internal sealed record ProcessPhaseJson(string Process, Stat CpuSecondsPer1000Requests, Stat PeakRssMb);
+
+/// <summary>HTTP/2, gRPC or new-connection figures of one target. <paramref name="P50VsHaproxy"/>: per-repetition ratio of the median time (new connections).</summary>
+internal sealed record PhaseSummaryJson(string Phase, string Target, string? Skipped, Stat PerSecond, Stat VsDirect, Stat VsHaproxy, Stat P50Ms, Stat P99Ms, Stat MeanMs,
+    Stat Errors, Stat P50VsHaproxy, IReadOnlyList<ProcessPhaseJson> Processes);
+
+/// <summary>One start of a fresh proxy instance: milliseconds from exec to <paramref name="Ready"/>.</summary>
+internal sealed record StartupRunJson(int Repetition, string Target, string Process, double ExecToReadyMs, string Ready);
+
+internal sealed record StartupSummaryJson(string Target, string Process, string Ready, Stat ExecToReadyMs);
 
 internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Machine, DataPlaneSettingsJson Settings, IReadOnlyList<TargetSummaryJson> Targets,
     IReadOnlyList<CheckJson> Checks, IReadOnlyList<RunJson> Runs, IReadOnlyList<string> Notes)
@@ -53,6 +85,17 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
     public const string Direct = "direct";
     public const string Ztm = "ztm-sidecar-pair";
     public const string Haproxy = "haproxy-pair";
+    public const string Nginx = "nginx-pair";
+
+    public IReadOnlyList<PhaseSummaryJson> Phases { get; init; } = [];
+
+    public IReadOnlyList<StartupSummaryJson> Startup { get; init; } = [];
+
+    public IReadOnlyList<StartupRunJson> StartupRuns { get; init; } = [];
+
+    public ControlPlaneFiguresJson? ControlPlane { get; init; }
+
+    public string? ControlPlaneSkipped { get; init; }
 
     public string ToJson() => JsonSerializer.Serialize(this, DataPlaneReportJson.Default.DataPlaneReport);
 
@@ -62,19 +105,24 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         var md = new StringBuilder();
         md.AppendLine(inv, $"# dataplane-load {Date:yyyy-MM-dd HH:mm} UTC{(Settings.Quick ? " (--quick: smoke run, figures not meaningful)" : "")}");
         md.AppendLine();
-        md.AppendLine(inv, $"Machine: {Machine.Cores} cores ({Machine.CpuModel}), kernel {Machine.Kernel}, {Machine.Runtime} (SDK {Machine.Sdk}), {Machine.OpenSsl}, {Machine.Haproxy}, {Machine.Wrk}.");
+        md.AppendLine(inv, $"Machine: {Machine.Cores} cores ({Machine.CpuModel}), kernel {Machine.Kernel}, {Machine.Runtime} (SDK {Machine.Sdk}), {Machine.OpenSsl}, {Machine.Haproxy}, {Machine.Nginx}, {Machine.Wrk}, {Machine.H2load}.");
         md.AppendLine(inv, $"GC: sidecar {Machine.SidecarGc}; harness {Machine.HarnessGc}. Load average (1 min) before: {Machine.LoadAverageBefore:0.00}, at the start of each run: {Machine.LoadAverageDuringRuns.Format("0.00")} — everything (clients, proxies, app) shares these cores.");
         md.AppendLine(inv, $"Sidecar: `{Settings.Sidecar}`. Upstream: `ztm-demo-app` `GET {Settings.Path}` (fixed 1,024-byte body), HTTP/1.1 keep-alive from the client.");
-        md.AppendLine(inv, $"{Settings.Repetitions} repetition(s) after an unreported warm-up, targets interleaved (direct, ztm, haproxy, direct, …). Capacity: {Settings.CapacityClient}, {Settings.Connections} connections, {Settings.CapacitySeconds:0.#} s. Latency: open loop at {Settings.Rate} req/s for {Settings.RateSeconds:0.#} s (after {Settings.WarmupSeconds:0.#} s unmeasured), from send to end of body.");
+        md.AppendLine(inv, $"{Settings.Repetitions} repetition(s){(Settings.Quick ? " (no warm-up round)" : " after an unreported warm-up round")}, targets interleaved in each phase (direct, ztm, haproxy, nginx, direct, …). Capacity: {Settings.CapacityClient}, {Settings.Connections} connections, {Settings.CapacitySeconds:0.#} s. Latency: open loop at {Settings.Rate} req/s for {Settings.RateSeconds:0.#} s (after {Settings.WarmupSeconds:0.#} s unmeasured), from send to end of body.");
         if (Settings.HaproxySkipped is not null)
         {
             md.AppendLine();
             md.AppendLine(inv, $"**HAProxy pair skipped: {Settings.HaproxySkipped}**");
         }
+        if (Settings.NginxSkipped is not null)
+        {
+            md.AppendLine();
+            md.AppendLine(inv, $"**nginx pair skipped: {Settings.NginxSkipped}**");
+        }
         md.AppendLine();
         md.AppendLine("Figures are median (min..max) over the repetitions; ratios are per repetition (same round), then median (min..max).");
         md.AppendLine();
-        md.AppendLine("## Capacity (closed loop)");
+        md.AppendLine("## HTTP/1.1 capacity (closed loop, keep-alive)");
         md.AppendLine();
         md.AppendLine("| target | req/s | × direct | × HAProxy pair | errors |");
         md.AppendLine("|---|---:|---:|---:|---:|");
@@ -91,6 +139,8 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         {
             md.AppendLine(inv, $"| {t.Target} | {t.RateP50Ms.Format("0.000")} | {t.RateP90Ms.Format("0.000")} | {t.RateP99Ms.Format("0.000")} | {t.AddedP50Ms.Format("+0.000;-0.000")} | {t.AddedP90Ms.Format("+0.000;-0.000")} | {t.AddedP99Ms.Format("+0.000;-0.000")} | {t.P99VsHaproxy.Format("0.00")} | {t.RateErrors.Format("0")} |");
         }
+        ReportSections.AppendProtocols(md, this);
+        ReportSections.AppendStartup(md, this);
         md.AppendLine();
         md.AppendLine("## Proxy processes");
         md.AppendLine();
@@ -105,6 +155,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
                 md.AppendLine(inv, $"| {t.Target} | {p.Process} | {(double.IsNaN(p.ExecToReadyMs) ? "–" : p.ExecToReadyMs.ToString("0", inv))} | {p.IdleRssMb:0.0} | {p.PeakRssCapacityMb.Format("0.0")} | {p.PeakRssAtRateMb.Format("0.0")} | {p.RssAfterLoadMb:0.0} | {p.CpuSecondsPer1000RequestsCapacity.Format("0.000")} | {p.CpuSecondsPer1000RequestsAtRate.Format("0.000")} |");
             }
         }
+        ReportSections.AppendControlPlane(md, this);
         md.AppendLine();
         md.AppendLine("## Targets (issues 4 and 6)");
         md.AppendLine();
@@ -125,13 +176,13 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         md.AppendLine();
         md.AppendLine("## Every run");
         md.AppendLine();
-        md.AppendLine("| rep | phase | target | req/s | errors | p50 ms | p90 ms | p99 ms | send lag p99 ms | load avg | proxy CPU s/1000 req | proxy peak RSS MiB |");
-        md.AppendLine("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|");
+        md.AppendLine("| rep | phase | target | req/s | errors | p50 ms | p90 ms | p99 ms | mean ms | send lag p99 ms | load avg | proxy CPU s/1000 req | proxy peak RSS MiB |");
+        md.AppendLine("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|");
         foreach (var r in Runs)
         {
             var cpu = string.Join(", ", r.Processes.Select(p => string.Create(inv, $"{p.Process} {p.CpuSecondsPer1000Requests:0.000}")));
             var rss = string.Join(", ", r.Processes.Select(p => string.Create(inv, $"{p.Process} {p.PeakRssMb:0.0}")));
-            md.AppendLine(inv, $"| {r.Repetition} | {r.Phase} | {r.Target} | {r.Result.PerSecond:0} | {r.Result.Errors} | {r.Result.P50Ms:0.000} | {r.Result.P90Ms:0.000} | {r.Result.P99Ms:0.000} | {(double.IsNaN(r.Result.SendLagP99Ms) ? "–" : r.Result.SendLagP99Ms.ToString("0.000", inv))} | {r.LoadAverage1m:0.00} | {cpu} | {rss} |");
+            md.AppendLine(inv, $"| {r.Repetition} | {r.Phase} | {r.Target} | {r.Result.PerSecond:0} | {r.Result.Errors} | {r.Result.P50Ms:0.000} | {r.Result.P90Ms:0.000} | {r.Result.P99Ms:0.000} | {r.Result.MeanMs:0.000} | {(double.IsNaN(r.Result.SendLagP99Ms) ? "–" : r.Result.SendLagP99Ms.ToString("0.000", inv))} | {r.LoadAverage1m:0.00} | {cpu} | {rss} |");
         }
         return md.ToString();
     }

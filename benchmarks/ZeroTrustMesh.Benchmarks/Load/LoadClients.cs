@@ -7,7 +7,11 @@ namespace ZeroTrustMesh.Benchmarks.Load;
 
 /// <summary>What a load client measured in one run against one target.</summary>
 /// <param name="Sent">Every request of the run, its unmeasured warm-up included: what the proxies' CPU over the run is divided by.</param>
-internal sealed record ClientResult(long Requests, long Errors, double Seconds, double PerSecond, double P50Ms, double P90Ms, double P99Ms, double SendLagP99Ms, long Sent);
+internal sealed record ClientResult(long Requests, long Errors, double Seconds, double PerSecond, double P50Ms, double P90Ms, double P99Ms, double SendLagP99Ms, long Sent)
+{
+    /// <summary>Mean latency, where the client gives no percentiles (h2load).</summary>
+    public double MeanMs { get; init; } = double.NaN;
+}
 
 /// <summary>
 /// The load clients of <c>dataplane-load</c>: closed-loop capacity with <c>wrk</c> (or, without it, an in-process

@@ -1,0 +1,143 @@
+using System.Globalization;
+
+namespace ZeroTrustMesh.Benchmarks.Load;
+
+/// <summary>
+/// From the runs to the report: every figure as median (min..max) over the measured repetitions; ratios are taken per
+/// repetition between runs of the same round, then summarized the same way. Also the issue targets with their margins.
+/// </summary>
+internal static class DataPlaneSummary
+{
+    public static TargetSummaryJson Summarize(Target target, List<RunJson> runs, Dictionary<LoadProcess, double> idle, Dictionary<LoadProcess, double> after,
+        Dictionary<LoadProcess, double> execToRegistered)
+    {
+        Stat Over(string phase, Func<ClientResult, double> figure) => Stat.Of(runs.Where(r => r.Phase == phase && r.Target == target.Name).Select(r => figure(r.Result)));
+        Stat PerRep(string phase, string other, Func<ClientResult, ClientResult, double> compare) => Compare(runs, phase, target.Name, other, compare);
+        var processes = target.Proxies.Select(p =>
+        {
+            Stat Figure(string phase, Func<ProcessRunJson, double> figure) =>
+                Stat.Of(runs.Where(r => r.Phase == phase && r.Target == target.Name).SelectMany(r => r.Processes).Where(x => x.Process == p.Name).Select(figure));
+            return new ProcessSummaryJson(p.Name, p.Pid, execToRegistered.GetValueOrDefault(p, double.NaN), idle[p], after[p],
+                Figure(DataPlaneRun.Capacity, x => x.PeakRssMb), Figure(DataPlaneRun.Rate, x => x.PeakRssMb),
+                Figure(DataPlaneRun.Capacity, x => x.CpuSecondsPer1000Requests), Figure(DataPlaneRun.Rate, x => x.CpuSecondsPer1000Requests));
+        }).ToList();
+        return new TargetSummaryJson(target.Name, target.Description,
+            Over(DataPlaneRun.Capacity, r => r.PerSecond), Over(DataPlaneRun.Capacity, r => r.Errors),
+            PerRep(DataPlaneRun.Capacity, DataPlaneReport.Direct, (a, b) => a.PerSecond / b.PerSecond),
+            PerRep(DataPlaneRun.Capacity, DataPlaneReport.Haproxy, (a, b) => a.PerSecond / b.PerSecond),
+            Over(DataPlaneRun.Rate, r => r.P50Ms), Over(DataPlaneRun.Rate, r => r.P90Ms), Over(DataPlaneRun.Rate, r => r.P99Ms), Over(DataPlaneRun.Rate, r => r.Errors),
+            PerRep(DataPlaneRun.Rate, DataPlaneReport.Direct, (a, b) => a.P50Ms - b.P50Ms),
+            PerRep(DataPlaneRun.Rate, DataPlaneReport.Direct, (a, b) => a.P90Ms - b.P90Ms),
+            PerRep(DataPlaneRun.Rate, DataPlaneReport.Direct, (a, b) => a.P99Ms - b.P99Ms),
+            PerRep(DataPlaneRun.Rate, DataPlaneReport.Haproxy, (a, b) => a.P99Ms / b.P99Ms),
+            processes);
+    }
+
+    /// <summary>HTTP/2, gRPC or new-connection figures of one target; <paramref name="skipped"/> says why there are none.</summary>
+    public static PhaseSummaryJson SummarizePhase(string phase, Target target, IReadOnlyList<LoadProcess> proxies, List<RunJson> runs, string? skipped)
+    {
+        var mine = runs.Where(r => r.Phase == phase && r.Target == target.Name).ToList();
+        Stat Over(Func<ClientResult, double> figure) => Stat.Of(mine.Select(r => figure(r.Result)));
+        var processes = proxies.Select(p => new ProcessPhaseJson(p.Name,
+            Stat.Of(mine.SelectMany(r => r.Processes).Where(x => x.Process == p.Name).Select(x => x.CpuSecondsPer1000Requests)),
+            Stat.Of(mine.SelectMany(r => r.Processes).Where(x => x.Process == p.Name).Select(x => x.PeakRssMb)))).ToList();
+        return new PhaseSummaryJson(phase, target.Name, skipped, Over(r => r.PerSecond),
+            Compare(runs, phase, target.Name, DataPlaneReport.Direct, (a, b) => a.PerSecond / b.PerSecond),
+            Compare(runs, phase, target.Name, DataPlaneReport.Haproxy, (a, b) => a.PerSecond / b.PerSecond),
+            Over(r => r.P50Ms), Over(r => r.P99Ms), Over(r => r.MeanMs), Over(r => r.Errors),
+            Compare(runs, phase, target.Name, DataPlaneReport.Haproxy, (a, b) => a.P50Ms / b.P50Ms), processes);
+    }
+
+    public static List<StartupSummaryJson> SummarizeStartup(List<StartupRunJson> runs) =>
+        runs.GroupBy(r => (r.Target, r.Process, r.Ready)).Select(g => new StartupSummaryJson(g.Key.Target, g.Key.Process, g.Key.Ready, Stat.Of(g.Select(r => r.ExecToReadyMs)))).ToList();
+
+    private static Stat Compare(List<RunJson> runs, string phase, string target, string other, Func<ClientResult, ClientResult, double> compare)
+    {
+        RunJson? Find(int rep, string name) => runs.FirstOrDefault(r => r.Repetition == rep && r.Phase == phase && r.Target == name);
+        return Stat.Of(runs.Select(r => r.Repetition).Distinct().Order().Select(rep =>
+            Find(rep, target) is { } mine && Find(rep, other) is { } theirs ? compare(mine.Result, theirs.Result) : double.NaN));
+    }
+
+    public static List<CheckJson> Checks(IReadOnlyList<TargetSummaryJson> targets, IReadOnlyList<PhaseSummaryJson> phases, IReadOnlyList<StartupSummaryJson> startup,
+        ControlPlaneFiguresJson? controlPlane, int rate)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        var checks = new List<CheckJson>();
+        var ztm = targets.Single(t => t.Target == DataPlaneReport.Ztm);
+        if (targets.Any(t => t.Target == DataPlaneReport.Haproxy))
+        {
+            var ratio = ztm.CapacityVsHaproxy;
+            checks.Add(new("sidecar-pair HTTP/1.1 capacity ≥ 1.0× HAProxy pair", "issues 4, 6", ratio.Format("0.00") + "×", ratio.Median >= 1.0,
+                string.Create(inv, $"{(ratio.Median - 1) * 100:+0;-0}% (median of per-repetition ratios)")));
+            foreach (var phase in phases.Where(p => p.Target == DataPlaneReport.Ztm && p.Phase != DataPlaneRun.NewConnection && p.VsHaproxy.N > 0))
+            {
+                checks.Add(new($"sidecar-pair {phase.Phase} capacity ≥ 1.0× HAProxy pair", "issue 6", phase.VsHaproxy.Format("0.00") + "×", phase.VsHaproxy.Median >= 1.0,
+                    string.Create(inv, $"{(phase.VsHaproxy.Median - 1) * 100:+0;-0}%")));
+            }
+        }
+        if (rate == 1000)
+        {
+            checks.Add(new("added p50 ≤ +1 ms at 1000 req/s", "issues 4, 6", ztm.AddedP50Ms.Format("+0.000;-0.000") + " ms", ztm.AddedP50Ms.Median <= 1.0,
+                Spare(ztm.AddedP50Ms.Median, 1.0, "ms")));
+            checks.Add(new("added p99 ≤ +3 ms at 1000 req/s", "issues 4, 6", ztm.AddedP99Ms.Format("+0.000;-0.000") + " ms", ztm.AddedP99Ms.Median <= 3.0,
+                Spare(ztm.AddedP99Ms.Median, 3.0, "ms")));
+        }
+        foreach (var p in ztm.Processes)
+        {
+            checks.Add(new($"{p.Process} RSS idle ≤ 25 MB", "issues 4, 6", string.Create(inv, $"{p.IdleRssMb:0.0} MiB ({p.IdleRssMb * 1.048576:0.0} MB)"),
+                p.IdleRssMb * 1.048576 <= 25, string.Create(inv, $"{p.IdleRssMb * 1.048576 - 25:+0.0;-0.0} MB")));
+            if (rate == 1000)
+            {
+                checks.Add(new($"{p.Process} peak RSS at 1000 req/s ≤ 40 MB", "issue 6", p.PeakRssAtRateMb.Format("0.0") + " MiB",
+                    p.PeakRssAtRateMb.Median * 1.048576 <= 40, string.Create(inv, $"{p.PeakRssAtRateMb.Median * 1.048576 - 40:+0.0;-0.0} MB")));
+                checks.Add(new($"{p.Process} ≤ 0.05 vCPU at 1000 req/s", "issue 6", p.CpuSecondsPer1000RequestsAtRate.Format("0.000") + " vCPU",
+                    p.CpuSecondsPer1000RequestsAtRate.Median <= 0.05, string.Create(inv, $"{p.CpuSecondsPer1000RequestsAtRate.Median / 0.05:0.0}× the budget")));
+            }
+        }
+        foreach (var s in startup.Where(s => s.Target == DataPlaneReport.Ztm))
+        {
+            checks.Add(new("ztm-sidecar exec → ready ≤ 300 ms", "issue 6", s.ExecToReadyMs.Format("0") + " ms (" + s.Ready + ")", s.ExecToReadyMs.Median <= 300,
+                string.Create(inv, $"{s.ExecToReadyMs.Median - 300:+0;-0} ms")));
+        }
+        if (controlPlane?.Signing is { } signing)
+        {
+            checks.Add(new("≥ 3,000 SVID signings/s over gRPC", "issue 6", signing.SigningsPerSecond.Format("0") + "/s", signing.SigningsPerSecond.Median >= 3000,
+                string.Create(inv, $"{(signing.SigningsPerSecond.Median / 3000 - 1) * 100:+0;-0}%")));
+        }
+        if (controlPlane?.Propagation?.Levels.FirstOrDefault(l => l.Sidecars >= 5000) is { } level)
+        {
+            checks.Add(new("policy to 5,000 sidecars p99 ≤ 1 s", "issue 6", level.P99Ms.Format("0") + " ms (p99 per change, over the changes)", level.P99Ms.Max <= 1000,
+                Spare(level.P99Ms.Max, 1000, "ms (worst change)")));
+        }
+        return checks;
+    }
+
+    private static string Spare(double value, double limit, string unit) => value <= limit
+        ? string.Create(CultureInfo.InvariantCulture, $"{limit - value:0.000} {unit} to spare")
+        : string.Create(CultureInfo.InvariantCulture, $"over by {value - limit:0.000} {unit}");
+
+    public static List<string> Notes(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped)
+    {
+        var notes = new List<string>
+        {
+            "The sidecar pair checks the server's exact SPIFFE ID and logs one JSON access line per request per sidecar (drained by the harness); the HAProxy pair verifies chains against the same CA but not the URI SAN, and logs nothing; the nginx pair's server side verifies client certificates against the same CA; " + NginxPair.UpstreamVerification + "; nginx logs nothing (access_log off).",
+            "HTTP between the proxies: the sidecar pair and the HAProxy pair use HTTP/2 (ALPN h2) over one kept-alive TLS connection pool; nginx's proxy module speaks HTTP/1.1 upstream (keep-alive over TLS), gRPC through nginx goes over HTTP/2 (grpc_pass grpcs://).",
+            "nginx runs as one process (master_process off: one worker), so its CPU and memory are one PID's; HAProxy runs its default threads (one per core) in one process.",
+            "The proxy connections are kept alive, so capacity and latency hold no handshakes; 'new connection' is the cost of one: a fresh TCP connection, a full TLS 1.3 handshake (no resumption) with a client SVID, one HTTP/2 request, close, against each pair's server side (the direct row is a plaintext HTTP/1.1 connection to the app).",
+            "The load clients (wrk, h2load, the harness), the demo app, the control plane and the proxies share the host's cores: capacity is the capacity of the whole arrangement on this host.",
+        };
+        if (settings.Quick)
+        {
+            notes.Add("--quick: one short repetition with small numbers, no warm-up round, to see that the harness works end to end; do not read the figures.");
+        }
+        if (haproxySkipped is not null)
+        {
+            notes.Add($"HAProxy pair skipped ({haproxySkipped}): no ratios against it.");
+        }
+        if (nginxSkipped is not null)
+        {
+            notes.Add($"nginx pair skipped ({nginxSkipped}).");
+        }
+        return notes;
+    }
+}

@@ -1,0 +1,104 @@
+using System.Globalization;
+using System.Text;
+
+namespace ZeroTrustMesh.Benchmarks.Load;
+
+/// <summary>The report's sections beyond HTTP/1.1 capacity and latency: HTTP/2 and gRPC, new connections, exec → ready, the control plane.</summary>
+internal static class ReportSections
+{
+    private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
+
+    public static void AppendProtocols(StringBuilder md, DataPlaneReport report)
+    {
+        var s = report.Settings;
+        foreach (var (phase, title, explain) in new[]
+        {
+            (DataPlaneRun.Http2, "HTTP/2 capacity (closed loop, h2load)", $"`h2load -c{s.H2Clients} -m{s.H2Streams}`, {s.H2Seconds:0.#} s, h2c prior knowledge into the target (`GET {s.Path}`, `:authority: orders`). Mean time per request (h2load gives no percentiles)."),
+            (DataPlaneRun.Grpc, "gRPC unary capacity (closed loop, h2load)", $"`h2load -c{s.H2Clients} -m{s.H2Streams}`, {s.H2Seconds:0.#} s: `POST /ztm.v1.Echo/Unary` with `content-type: application/grpc`, `te: trailers` and a length-prefixed `EchoRequest` (each entry checked once for `grpc-status: 0` before measuring)."),
+            (DataPlaneRun.NewConnection, "New-connection cost (one request per connection)", $"{s.NewConnectionWorkers} closed loops for {s.NewConnectionSeconds:0.#} s, each: new TCP connection, full TLS 1.3 handshake (resumption off) presenting a client SVID and verifying the server's against the bundle, one HTTP/2 `GET {s.Path}`, close — against the pair's server side (the sidecar's inbound port, the server-side haproxy/nginx). Direct: a new plaintext HTTP/1.1 connection to the app. CPU is the server-side proxy's, per 1,000 connections."),
+        })
+        {
+            var rows = report.Phases.Where(p => p.Phase == phase).ToList();
+            md.AppendLine();
+            md.AppendLine(Inv, $"## {title}");
+            md.AppendLine();
+            md.AppendLine(explain);
+            md.AppendLine();
+            var timeColumns = phase == DataPlaneRun.NewConnection ? "p50 ms per connection | p99 ms | p50 × HAProxy pair" : "mean ms";
+            md.AppendLine(Inv, $"| target | {(phase == DataPlaneRun.NewConnection ? "connections/s" : "req/s")} | × direct | × HAProxy pair | {timeColumns} | errors | proxy CPU s/1000 |");
+            md.AppendLine(phase == DataPlaneRun.NewConnection ? "|---|---:|---:|---:|---:|---:|---:|---:|---|" : "|---|---:|---:|---:|---:|---:|---|");
+            foreach (var r in rows)
+            {
+                if (r.Skipped is not null)
+                {
+                    md.AppendLine(Inv, $"| {r.Target} | skipped: {r.Skipped} |");
+                    continue;
+                }
+                var times = phase == DataPlaneRun.NewConnection
+                    ? $"{r.P50Ms.Format("0.00")} | {r.P99Ms.Format("0.00")} | {r.P50VsHaproxy.Format("0.00")}"
+                    : r.MeanMs.Format("0.00");
+                var cpu = string.Join(", ", r.Processes.Select(p => $"{p.Process} {p.CpuSecondsPer1000Requests.Format("0.000")}"));
+                md.AppendLine(Inv, $"| {r.Target} | {r.PerSecond.Format("0")} | {r.VsDirect.Format("0.00")} | {r.VsHaproxy.Format("0.00")} | {times} | {r.Errors.Format("0")} | {(cpu.Length == 0 ? "–" : cpu)} |");
+            }
+        }
+    }
+
+    public static void AppendStartup(StringBuilder md, DataPlaneReport report)
+    {
+        md.AppendLine();
+        md.AppendLine("## exec → ready (a fresh proxy instance per repetition)");
+        md.AppendLine();
+        md.AppendLine("Milliseconds from starting the process to ready: the sidecar's `/healthz/ready` answering 200 (join token → CSR → SVID signed, policy received; polled every 5 ms); haproxy/nginx (server side, same config as the pair's, a fresh port) answering a first mTLS request with 200 (retried every 5 ms). Median (min..max) over the repetitions.");
+        md.AppendLine();
+        md.AppendLine("| target | process | ready means | exec → ready ms |");
+        md.AppendLine("|---|---|---|---:|");
+        foreach (var s in report.Startup)
+        {
+            md.AppendLine(Inv, $"| {s.Target} | {s.Process} | {s.Ready} | {s.ExecToReadyMs.Format("0")} |");
+        }
+        if (report.Startup.Count == 0)
+        {
+            md.AppendLine("| – | none measured | | |");
+        }
+    }
+
+    public static void AppendControlPlane(StringBuilder md, DataPlaneReport report)
+    {
+        md.AppendLine();
+        md.AppendLine("## Control plane");
+        md.AppendLine();
+        if (report.ControlPlane is not { } cp)
+        {
+            md.AppendLine(Inv, $"Skipped: {report.ControlPlaneSkipped ?? "not run"}.");
+            return;
+        }
+        if (cp.Signing is { } sign)
+        {
+            md.AppendLine(Inv, $"SVID signings over gRPC (`signing-load`, its own control plane, {sign.Concurrency} concurrent renewals over one mTLS connection, {sign.SecondsPerPhase:0.#} s per phase; detail in `{sign.File}` and `.md` beside this report):");
+            md.AppendLine();
+            md.AppendLine("| signings/s | plain gRPC round trips/s (baseline) | signing ÷ baseline | server CPU µs per signing | errors |");
+            md.AppendLine("|---:|---:|---:|---:|---:|");
+            md.AppendLine(Inv, $"| {sign.SigningsPerSecond.Format("0")} | {sign.BaselinePerSecond.Format("0")} | {sign.SigningToBaseline.Format("0.000")} | {sign.ServerCpuMicrosPerSigning.Format("0")} | {sign.Errors} |");
+        }
+        else
+        {
+            md.AppendLine(Inv, $"Signing: skipped: {cp.SigningSkipped}.");
+        }
+        md.AppendLine();
+        if (cp.Propagation is { } prop)
+        {
+            md.AppendLine(Inv, $"Policy propagation (`policy-propagation`, simulated sidecars over {prop.Identities} workload SVIDs; detail in `{prop.File}`): time from the Apply response to each sidecar reading the new version — p50 and p99 over the N sidecars per change, then median (min..max) over the changes; control-plane memory per connected sidecar = (RSS with N connected − RSS before the streams) / N. Control plane RSS idle {prop.RssIdleMb:0.0} MiB; failed streams: {prop.FailedStreams}.");
+            md.AppendLine();
+            md.AppendLine("| sidecars | changes | p50 ms | p99 ms | all ACKed (Status) ms | RSS connected MiB | KiB per sidecar |");
+            md.AppendLine("|---:|---:|---:|---:|---:|---:|---:|");
+            foreach (var l in prop.Levels)
+            {
+                md.AppendLine(Inv, $"| {l.Sidecars:N0} | {l.Changes} | {l.P50Ms.Format("0")} | {l.P99Ms.Format("0")} | {l.AllAckedMs.Format("0")} | {l.RssConnectedMb:0.0} | {l.KibPerSidecar:0.0} |");
+            }
+        }
+        else
+        {
+            md.AppendLine(Inv, $"Propagation: skipped: {cp.PropagationSkipped}.");
+        }
+    }
+}
