@@ -33,6 +33,7 @@ internal static class AdminEndpoints
             return Results.Json(new ConfigDump(
                 Ready: state.IsReady && policy.HasSnapshot,
                 Policy: new PolicyDump(snapshot.Version, snapshot.PolicyCount, snapshot.RuleCount, snapshot.HasAllowPolicy),
+                Revocations: new RevocationsDump(state.Revocations.Count, [.. state.Revocations.Entries.Select(e => e.Subject)]),
                 Identity: identity is null ? null : new IdentityDump(
                     identity.Id.Value,
                     identity.Serial,
@@ -46,7 +47,10 @@ internal static class AdminEndpoints
     }
 }
 
-internal sealed record ConfigDump(bool Ready, PolicyDump Policy, IdentityDump? Identity);
+internal sealed record ConfigDump(bool Ready, PolicyDump Policy, RevocationsDump Revocations, IdentityDump? Identity);
+
+/// <summary>The revocations in force: what each covers (<c>serial …</c> or <c>spiffe://… issued before …</c>).</summary>
+internal sealed record RevocationsDump(int Count, IReadOnlyList<string> Entries);
 
 internal sealed record PolicyDump(string Version, int Policies, int Rules, bool HasAllowPolicy);
 
