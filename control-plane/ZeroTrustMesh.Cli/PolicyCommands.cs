@@ -14,6 +14,7 @@ internal static class PolicyCommands
         yield return Get();
         yield return Delete();
         yield return Status();
+        yield return RevocationCommands.Revoke();
         yield return new Command("policy", "Ask the live policy") { Test() };
     }
 
@@ -70,12 +71,16 @@ internal static class PolicyCommands
 
     private static Command Get()
     {
-        var kind = new Argument<string?>("kind") { Description = "AuthorizationPolicy, RequestAuthentication, PeerAuthentication, RateLimitPolicy; all when omitted", Arity = ArgumentArity.ZeroOrOne };
+        var kind = new Argument<string?>("kind") { Description = "AuthorizationPolicy, RequestAuthentication, PeerAuthentication, RateLimitPolicy (all when omitted), or revocations", Arity = ArgumentArity.ZeroOrOne };
         var name = new Argument<string?>("name") { Arity = ArgumentArity.ZeroOrOne };
         var ns = new Option<string?>("--namespace", "-n") { Description = "Only this namespace" };
-        var command = new Command("get", "List stored policy resources (-o yaml shows them whole)") { kind, name, ns };
+        var command = new Command("get", "List stored policy resources (-o yaml shows them whole), or the revocations in force") { kind, name, ns };
         command.SetAction((parse, cancellation) => Ztmctl.CallAsync(parse, async (channel, ct) =>
         {
+            if (string.Equals(parse.GetValue(kind), "revocations", StringComparison.OrdinalIgnoreCase))
+            {
+                return await RevocationCommands.ListAsync(parse, channel, ct);
+            }
             var response = await new PolicyAdmin.PolicyAdminClient(channel).ListAsync(
                 new ListRequest { Kind = parse.GetValue(kind) ?? "", Name = parse.GetValue(name) ?? "", Namespace = parse.GetValue(ns) ?? "" },
                 deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
@@ -129,13 +134,14 @@ internal static class PolicyCommands
         {
             var response = await new PolicyAdmin.PolicyAdminClient(channel).StatusAsync(new StatusRequest(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
             var rows = response.Sidecars.Select(s => new SidecarOutput(s.SpiffeId, s.Service, s.Connected, s.VersionApplied, s.VersionSent,
-                s.NackError.Length > 0 ? s.NackError : null, s.CertificateExpiresAt.ToDateTimeOffset(), s.LastSeen.ToDateTimeOffset())).ToList();
+                s.NackError.Length > 0 ? s.NackError : null, s.CertificateExpiresAt.ToDateTimeOffset(), s.LastSeen.ToDateTimeOffset(), s.Serial)).ToList();
             if (parse.GetValue(Ztmctl.OutputOption) == "json")
             {
-                Console.WriteLine(JsonSerializer.Serialize(new StatusOutput(response.Version, rows), PolicyJson.Default.StatusOutput));
+                Console.WriteLine(JsonSerializer.Serialize(new StatusOutput(response.Version, rows, (int)response.Revocations), PolicyJson.Default.StatusOutput));
                 return 0;
             }
             Console.WriteLine($"policy version {response.Version}");
+            Console.WriteLine($"revocations {response.Revocations} (ztmctl get revocations)");
             Console.WriteLine($"{"SPIFFE ID",-45} {"STATE",-13} {"APPLIED",-8} {"CERT EXPIRES",-21} {"LAST SEEN",-21} NACK");
             foreach (var s in rows)
             {
@@ -209,9 +215,9 @@ internal sealed record ResourceOutput(string Key, string Yaml);
 
 internal sealed record ListOutput(string Version, IReadOnlyList<ResourceOutput> Resources);
 
-internal sealed record SidecarOutput(string SpiffeId, string Service, bool Connected, string Applied, string Sent, string? Nack, DateTimeOffset CertificateExpiresAt, DateTimeOffset LastSeen);
+internal sealed record SidecarOutput(string SpiffeId, string Service, bool Connected, string Applied, string Sent, string? Nack, DateTimeOffset CertificateExpiresAt, DateTimeOffset LastSeen, string Serial);
 
-internal sealed record StatusOutput(string Version, IReadOnlyList<SidecarOutput> Sidecars);
+internal sealed record StatusOutput(string Version, IReadOnlyList<SidecarOutput> Sidecars, int Revocations);
 
 internal sealed record TestOutput(bool Allowed, string? Policy, int Rule, string Reason, IReadOnlyList<string> Trail, string Version);
 

@@ -44,6 +44,9 @@ internal static class ControlPlaneHost
         services.AddSingleton(new JoinTokenStore(options.DataDir, time));
         services.AddSingleton<IAttestor>(sp => sp.GetRequiredService<JoinTokenStore>());
         services.AddSingleton<SvidIssuer>();
+        services.AddSingleton<RevocationFile>();
+        services.AddSingleton<Revoker>();
+        services.AddSingleton<CurrentRevocations>(sp => () => sp.GetRequiredService<PolicyStore>().Current.Revocations);
         services.AddSingleton<WorkloadCaller>();
         services.AddSingleton<ServiceRegistry>();
         services.AddSingleton<PolicyStore>();
@@ -103,11 +106,12 @@ internal static class ControlPlaneHost
         var address = $"https://{host}:{bound.Port}";
         var operatorConfig = app.Services.GetRequiredService<ControlPlaneCredentials>().EnsureOperatorCredential(address);
         var policies = app.Services.GetRequiredService<PolicyStore>().Current;
+        app.Services.GetRequiredService<Revoker>(); // prunes expired entries now and on a timer
 
         Console.Out.WriteLine($"ztm-controlplane: CA {origin.ToString().ToLowerInvariant()} in {options.DataDir} (trust domain {options.TrustDomain})");
         Console.Out.WriteLine($"ztm-controlplane: trust bundle {CaStore.BundlePath(options.DataDir)}");
         Console.Out.WriteLine($"ztm-controlplane: operator config {options.OperatorConfigPath} (credential {operatorConfig.CertificatePath})");
-        Console.Out.WriteLine($"ztm-controlplane: policy {policies.Version} with {policies.Resources.Count} resource(s) from {Path.Combine(options.DataDir, "policies")}");
+        Console.Out.WriteLine($"ztm-controlplane: policy {policies.Version} with {policies.Resources.Count} resource(s) from {Path.Combine(options.DataDir, "policies")}, {policies.Revocations.Count} revocation(s)");
         Console.Out.WriteLine($"ztm-controlplane: listening on {address}");
         Console.Out.Flush();
 

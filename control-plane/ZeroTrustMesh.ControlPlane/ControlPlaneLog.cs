@@ -25,6 +25,17 @@ internal static partial class ControlPlaneLog
         Message = "admin call refused method={Method} reason=\"{Reason}\" peer={Peer}")]
     public static partial void AdminRefused(ILogger logger, string method, string reason, string peer);
 
+    [LoggerMessage(EventId = 112, Level = LogLevel.Warning,
+        Message = "certificate revoked {Subject} until={ExpiresAt:O} by={Actor} version={Version} reason=\"{Reason}\"")]
+    public static partial void CertificateRevoked(ILogger logger, string subject, DateTimeOffset expiresAt, string actor, string version, string reason);
+
+    [LoggerMessage(EventId = 113, Level = LogLevel.Information,
+        Message = "{Count} revocation(s) dropped: every certificate they covered has expired; version={Version}")]
+    public static partial void RevocationsExpired(ILogger logger, int count, string version);
+
+    [LoggerMessage(EventId = 114, Level = LogLevel.Warning, Message = "revocation refused reason=\"{Reason}\"")]
+    public static partial void RevocationRefused(ILogger logger, string reason);
+
     [LoggerMessage(EventId = 130, Level = LogLevel.Debug,
         Message = "endpoint registered service={Service} spiffe_id={SpiffeId} inbound={Inbound}")]
     public static partial void EndpointRegistered(ILogger logger, string service, string spiffeId, string inbound);

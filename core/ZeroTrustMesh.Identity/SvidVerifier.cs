@@ -19,6 +19,8 @@ public enum SvidFailure
     WrongTrustDomain,
     /// <summary>A valid SVID, but not of an identity the caller expected here.</summary>
     UnexpectedIdentity,
+    /// <summary>A valid SVID that an operator revoked (by serial, or every certificate of its SPIFFE ID issued before a time).</summary>
+    Revoked,
 }
 
 /// <summary>The outcome of verifying a peer's certificate: the SPIFFE ID, or why not.</summary>
@@ -34,11 +36,23 @@ public readonly record struct SvidVerification(SpiffeId Id, SvidFailure Failure,
 /// <summary>
 /// Verifies an X.509-SVID presented by a peer: the chain up to a root of the trust bundle at the given
 /// time, then the leaf rules of the SPIFFE X.509-SVID specification (not a CA, digitalSignature without
-/// keyCertSign/cRLSign, exactly one URI SAN holding a valid SPIFFE ID of the bundle's trust domain).
+/// keyCertSign/cRLSign, exactly one URI SAN holding a valid SPIFFE ID of the bundle's trust domain), and last
+/// that no entry of the revocation list covers it.
 /// </summary>
 public static class SvidVerifier
 {
-    public static SvidVerification Verify(X509Certificate2? leaf, IEnumerable<X509Certificate2>? intermediates, TrustBundle bundle, DateTimeOffset now)
+    public static SvidVerification Verify(X509Certificate2? leaf, IEnumerable<X509Certificate2>? intermediates, TrustBundle bundle, DateTimeOffset now, RevocationList? revocations = null)
+    {
+        var verified = VerifyChainAndLeaf(leaf, intermediates, bundle, now);
+        if (verified.IsValid && revocations?.Find(leaf!, verified.Id) is { } revoked)
+        {
+            return SvidVerification.Invalid(SvidFailure.Revoked,
+                $"certificate {RevocationList.NormalizedSerial(leaf!)} of '{verified.Id}' is revoked ({revoked.Subject}, at {revoked.RevokedAt:yyyy-MM-ddTHH:mm:ssZ}{(revoked.Reason.Length > 0 ? $": {revoked.Reason}" : "")})");
+        }
+        return verified;
+    }
+
+    private static SvidVerification VerifyChainAndLeaf(X509Certificate2? leaf, IEnumerable<X509Certificate2>? intermediates, TrustBundle bundle, DateTimeOffset now)
     {
         if (leaf is null)
         {

@@ -46,6 +46,9 @@ internal static partial class SidecarLog
     [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "config stream to the control plane broke ({Reason}); enforcing the last good policy, reconnecting in {RetrySeconds:0.0}s")]
     public static partial void ConfigStreamFailed(ILogger logger, string reason, double retrySeconds);
 
+    [LoggerMessage(EventId = 403, Level = LogLevel.Information, Message = "revocations of config {Version} applied: {Count} in force; peers presenting a revoked certificate are refused at the handshake")]
+    public static partial void RevocationsApplied(ILogger logger, string version, int count);
+
     [LoggerMessage(EventId = 500, Level = LogLevel.Information, Message = "jwks {Uri} fetched: {Keys} signing key(s)")]
     public static partial void JwksFetched(ILogger logger, string uri, int keys);
 

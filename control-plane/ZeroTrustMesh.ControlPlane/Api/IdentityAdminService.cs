@@ -1,14 +1,42 @@
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Attestation;
+using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Proto.V1;
 
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>Operator identity calls; <see cref="OperatorOnlyInterceptor"/> has authenticated the caller.</summary>
-internal sealed class IdentityAdminService(JoinTokenStore tokens, ControlPlaneOptions options, ILogger<IdentityAdminService> logger) : IdentityAdmin.IdentityAdminBase
+internal sealed class IdentityAdminService(JoinTokenStore tokens, Revoker revoker, ControlPlaneOptions options, ILogger<IdentityAdminService> logger) : IdentityAdmin.IdentityAdminBase
 {
+    private const string Operator = "operator";
+
+    public override Task<RevokeResponse> Revoke(RevokeRequest request, ServerCallContext context)
+    {
+        try
+        {
+            var (state, entries, changed) = revoker.Revoke(request.Serial, request.SpiffeId, request.Reason, Operator);
+            var response = new RevokeResponse { Version = state.Version, Changed = changed };
+            response.Revocations.AddRange(entries.Select(e => e.ToProto()));
+            return Task.FromResult(response);
+        }
+        catch (RevocationRefusedException e)
+        {
+            ControlPlaneLog.RevocationRefused(logger, e.Message);
+            throw new RpcException(new Status(StatusCode.InvalidArgument, e.Message));
+        }
+    }
+
+    public override Task<ListRevocationsResponse> ListRevocations(ListRevocationsRequest request, ServerCallContext context)
+    {
+        var state = revoker.State;
+        var response = new ListRevocationsResponse { Version = state.Version };
+        response.Revocations.AddRange(state.Revocations.Entries.Select(e => e.ToProto()));
+        return Task.FromResult(response);
+    }
+
     public override Task<CreateJoinTokenResponse> CreateJoinToken(CreateJoinTokenRequest request, ServerCallContext context)
     {
         var ttl = request.TtlSeconds == 0 ? options.JoinTokenTtl : TimeSpan.FromSeconds(request.TtlSeconds);

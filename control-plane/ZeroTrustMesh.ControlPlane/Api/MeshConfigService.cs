@@ -1,25 +1,52 @@
+using Google.Protobuf;
 using Grpc.Core;
-using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Policy;
+using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Proto.V1;
 
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>
+/// The wire contract of <c>ztm.v1.MeshConfig/Stream</c> (<c>policy.proto</c>), bound by hand rather than through the
+/// generated base class so that the server writes each <see cref="ConfigSnapshot"/> from bytes serialized once per
+/// version and group of workloads (<see cref="PreparedSnapshot"/>), not once per stream. Clients use the generated
+/// <c>MeshConfigClient</c> unchanged: the bytes are a <see cref="ConfigSnapshot"/>.
+/// </summary>
+[BindServiceMethod(typeof(MeshConfigStreamBase), nameof(BindService))]
+internal abstract class MeshConfigStreamBase
+{
+    private static readonly Method<ConfigRequest, PreparedSnapshot> StreamMethod = new(
+        MethodType.DuplexStreaming,
+        MeshConfig.Descriptor.FullName,
+        "Stream",
+        new Marshaller<ConfigRequest>(
+            static (request, context) => context.Complete(request.ToByteArray()),
+            static context => ConfigRequest.Parser.ParseFrom(context.PayloadAsReadOnlySequence())),
+        new Marshaller<PreparedSnapshot>(
+            static (snapshot, context) => context.Complete(snapshot.Bytes),
+            static _ => throw new NotSupportedException("the control plane only sends snapshots")));
+
+    public abstract Task Stream(IAsyncStreamReader<ConfigRequest> requestStream, IServerStreamWriter<PreparedSnapshot> responseStream, ServerCallContext context);
+
+    public static void BindService(ServiceBinderBase binder, MeshConfigStreamBase? service) =>
+        binder.AddMethod(StreamMethod, service is null ? null : service.Stream);
+}
+
+/// <summary>
 /// The per-sidecar config stream:
-/// 1. the caller is a workload with an SVID; it gets the resources of its own workload only;
+/// 1. the caller is a workload with an SVID; it gets the resources of its own workload only, and every revocation;
 /// 2. a snapshot goes out at once, then again whenever what concerns the workload changes (versioned, with a nonce);
 /// 3. every answer is an ACK (the version now enforced) or a NACK (the error; the sidecar keeps its last good version).
 /// </summary>
-internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor distributor, CertificateAuthority ca, TimeProvider time, ILogger<MeshConfigService> logger) : MeshConfig.MeshConfigBase
+internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor distributor, TimeProvider time, ILogger<MeshConfigService> logger) : MeshConfigStreamBase
 {
-    public override async Task Stream(IAsyncStreamReader<ConfigRequest> requestStream, IServerStreamWriter<ConfigSnapshot> responseStream, ServerCallContext context)
+    public override async Task Stream(IAsyncStreamReader<ConfigRequest> requestStream, IServerStreamWriter<PreparedSnapshot> responseStream, ServerCallContext context)
     {
         var id = caller.Require(context);
         id.TryGetWorkload(out var ns, out var sa);
-        var session = distributor.Open(id, new WorkloadRef(ns!, sa!));
-        session.CertificateExpiresAt = PeerCertificate.Of(context)!.NotAfter.ToUniversalTime();
+        var certificate = PeerCertificate.Of(context)!;
+        var session = distributor.Open(id, new WorkloadRef(ns!, sa!), RevocationList.NormalizedSerial(certificate), certificate.NotAfter.ToUniversalTime());
         session.LastSeen = time.GetUtcNow();
         ControlPlaneLog.ConfigStreamOpened(logger, id.Value);
 
@@ -28,17 +55,14 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
         {
             await foreach (var state in session.Changes.ReadAllAsync(context.CancellationToken))
             {
-                var config = distributor.ConfigFor(state, session.Workload);
-                if (config.Content == session.LastContent && session.VersionSent.Length > 0)
+                var snapshot = distributor.SnapshotFor(state, session.Workload);
+                if (snapshot.SameContentAs(session.LastSent))
                 {
                     continue; // nothing that concerns this workload changed
                 }
-                // The resources and bundle messages are shared by every stream (read-only); only version and nonce are per snapshot.
-                var snapshot = new ConfigSnapshot { Version = state.Version, Nonce = Guid.NewGuid().ToString("N"), TrustBundle = distributor.TrustBundleProto(ca.Bundle) };
-                snapshot.Resources.AddRange(config.Resources);
                 session.LastNonce = snapshot.Nonce;
-                session.LastContent = config.Content;
-                session.VersionSent = state.Version;
+                session.LastSent = snapshot;
+                session.VersionSent = snapshot.Version;
                 await responseStream.WriteAsync(snapshot, context.CancellationToken);
             }
         }

@@ -64,7 +64,8 @@ internal sealed class PolicyAdminService(PolicyStore store, ConfigDistributor di
 
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
     {
-        var response = new StatusResponse { Version = store.Current.Version };
+        var state = store.Current;
+        var response = new StatusResponse { Version = state.Version, Revocations = (uint)state.Revocations.Count };
         response.Sidecars.AddRange(distributor.Sessions.Select(s => new SidecarStatus
         {
             SpiffeId = s.Id.Value,
@@ -75,6 +76,7 @@ internal sealed class PolicyAdminService(PolicyStore store, ConfigDistributor di
             CertificateExpiresAt = Timestamp.FromDateTimeOffset(s.CertificateExpiresAt),
             LastSeen = Timestamp.FromDateTimeOffset(s.LastSeen),
             Connected = s.Connected,
+            Serial = s.Serial,
         }));
         return Task.FromResult(response);
     }

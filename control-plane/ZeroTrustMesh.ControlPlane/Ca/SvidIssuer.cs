@@ -13,7 +13,7 @@ internal sealed record IssuedSvid(SpiffeId Id, SignedCertificate Leaf, IReadOnly
 /// current SVID (renewal), never from the CSR; a CSR that names any other identity is refused.
 /// Every issuance and every refusal is logged as one line.
 /// </summary>
-internal sealed class SvidIssuer(CertificateAuthority ca, IAttestor attestor, ControlPlaneOptions options, ILogger<SvidIssuer> logger)
+internal sealed class SvidIssuer(CertificateAuthority ca, IAttestor attestor, ControlPlaneOptions options, ILogger<SvidIssuer> logger, CurrentRevocations? revocations = null)
 {
     /// <summary>First issuance: CSR + single-use proof.</summary>
     public IssuedSvid Sign(ReadOnlySpan<byte> csrDer, string proof, string peer)
@@ -36,12 +36,17 @@ internal sealed class SvidIssuer(CertificateAuthority ca, IAttestor attestor, Co
         }
     }
 
-    /// <summary>Renewal: the caller proves its identity with its current, unexpired SVID.</summary>
+    /// <summary>Renewal: the caller proves its identity with its current, unexpired, unrevoked SVID.</summary>
     public IssuedSvid Renew(ReadOnlySpan<byte> csrDer, X509Certificate2? callerCertificate, string peer)
     {
         try
         {
-            var verification = SvidVerifier.Verify(callerCertificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow());
+            var verification = SvidVerifier.Verify(callerCertificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), revocations?.Invoke());
+            if (verification.Failure == SvidFailure.Revoked)
+            {
+                // A revoked certificate proves nothing: the workload needs a new join token (a new first issuance).
+                throw new IssuanceRefusedException(RefusalKind.PermissionDenied, $"renewal refused: {verification.Reason}; a revoked workload needs a new join token");
+            }
             if (!verification.IsValid)
             {
                 throw new IssuanceRefusedException(RefusalKind.Unauthenticated, $"renewal needs the caller's current SVID over mTLS: {verification.Reason}");

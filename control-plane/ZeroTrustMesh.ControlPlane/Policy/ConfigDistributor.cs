@@ -1,7 +1,12 @@
 using System.Collections.Concurrent;
+using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
+using System.Security.Cryptography;
 using System.Threading.Channels;
+using Google.Protobuf;
+using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Proto.V1;
 
@@ -16,6 +21,9 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload)
 
     public WorkloadRef Workload { get; } = workload;
 
+    /// <summary>The serial of the certificate the stream was opened with (normalized, as revocations name it).</summary>
+    public string Serial { get; set; } = "";
+
     public string VersionSent { get; set; } = "";
 
     public string VersionApplied { get; set; } = "";
@@ -24,8 +32,8 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload)
 
     public string LastNonce { get; set; } = "";
 
-    /// <summary>The content last sent, to push only when what concerns this sidecar changed.</summary>
-    public string LastContent { get; set; } = "";
+    /// <summary>The snapshot last sent, to push only when what concerns this sidecar changed.</summary>
+    public PreparedSnapshot? LastSent { get; set; }
 
     public DateTimeOffset CertificateExpiresAt { get; set; }
 
@@ -38,13 +46,31 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload)
     public void Notify(PolicyState state) => _changes.Writer.TryWrite(state);
 }
 
-/// <summary>What one workload receives at one policy version: built once, shared (read-only) by every stream of it.</summary>
-/// <param name="Content">The resources' YAML joined, compared with what a stream last sent to skip unchanged pushes.</param>
-internal sealed record WorkloadConfig(string Content, IReadOnlyList<PolicyResourceText> Resources);
+/// <summary>
+/// One config snapshot, serialized once per version and <see cref="ConfigKey"/> and written as these bytes to every
+/// stream it concerns (thousands of sidecars of one namespace share one). The nonce is per snapshot, not per stream: a
+/// stream answers the nonce it was last sent, and never gets the same snapshot twice.
+/// </summary>
+internal sealed class PreparedSnapshot(string version, string nonce, byte[] bytes, UInt128 content)
+{
+    public string Version { get; } = version;
+
+    public string Nonce { get; } = nonce;
+
+    /// <summary>The serialized <see cref="ConfigSnapshot"/>.</summary>
+    public byte[] Bytes { get; } = bytes;
+
+    /// <summary>A digest of everything but version and nonce: equal digests, nothing to send.</summary>
+    public UInt128 Content { get; } = content;
+
+    public bool SameContentAs(PreparedSnapshot? other) => other is not null && (ReferenceEquals(this, other) || Content == other.Content);
+}
 
 /// <summary>
 /// Every sidecar's config stream. Store changes are debounced (a burst of edits becomes one push) and then offered to
-/// every connected session; each session sends only if the resources that concern its workload changed.
+/// every connected session; each session sends only if what concerns its workload changed. The snapshot is built and
+/// serialized once per version and group of workloads that receive the same resources (<see cref="PolicyState.KeyFor"/>),
+/// so the per-stream work of a push is a lookup, a digest comparison and a write of shared bytes.
 /// A session is one stream, not one identity: replicas of a workload share a SPIFFE ID (one service account), and each
 /// of their streams must get every push.
 /// </summary>
@@ -58,16 +84,18 @@ internal sealed class ConfigDistributor : IDisposable
     /// <summary>The last stream opened per identity, kept after it ends so status shows what the sidecar last applied.</summary>
     private readonly ConcurrentDictionary<SpiffeId, SidecarSession> _lastById = new();
 
-    /// <summary>Per policy state, each workload's view of it; the entries go with the state.</summary>
-    private readonly ConditionalWeakTable<PolicyState, ConcurrentDictionary<WorkloadRef, WorkloadConfig>> _configs = new();
+    /// <summary>Per policy state, the snapshot of each group of workloads; the entries go with the state.</summary>
+    private readonly ConditionalWeakTable<PolicyState, ConcurrentDictionary<ConfigKey, PreparedSnapshot>> _snapshots = new();
 
     private readonly PolicyStore _store;
+    private readonly CertificateAuthority _ca;
     private readonly Timer _debounce;
     private BundleProto? _bundle;
 
-    public ConfigDistributor(PolicyStore store)
+    public ConfigDistributor(PolicyStore store, CertificateAuthority ca)
     {
         _store = store;
+        _ca = ca;
         _debounce = new Timer(_ => Push());
         store.Changed += _ => _debounce.Change(Debounce, Timeout.InfiniteTimeSpan);
     }
@@ -84,9 +112,9 @@ internal sealed class ConfigDistributor : IDisposable
     }
 
     /// <summary>A sidecar connected (again): a new session, which carries over what its identity last applied.</summary>
-    public SidecarSession Open(SpiffeId id, WorkloadRef workload)
+    public SidecarSession Open(SpiffeId id, WorkloadRef workload, string serial, DateTimeOffset certificateExpiresAt)
     {
-        var session = new SidecarSession(id, workload) { Connected = true };
+        var session = new SidecarSession(id, workload) { Connected = true, Serial = serial, CertificateExpiresAt = certificateExpiresAt };
         if (_lastById.TryGetValue(id, out var previous))
         {
             session.VersionApplied = previous.VersionApplied;
@@ -104,17 +132,21 @@ internal sealed class ConfigDistributor : IDisposable
         _connected.TryRemove(session, out _);
     }
 
-    /// <summary>
-    /// The resources of <paramref name="state"/> that select <paramref name="workload"/>, computed once per state and
-    /// workload: a push reaches every stream at once, and replicas of a workload would each repeat the same work.
-    /// </summary>
-    public WorkloadConfig ConfigFor(PolicyState state, WorkloadRef workload) =>
-        _configs.GetValue(state, _ => new()).GetOrAdd(workload, static (w, s) =>
-        {
-            var resources = s.For(w);
-            return new WorkloadConfig(string.Join("\n---\n", resources.Select(r => r.Yaml)),
-                [.. resources.Select(r => new PolicyResourceText { Key = r.KeyText, Yaml = r.Yaml })]);
-        }, state);
+    /// <summary>The snapshot <paramref name="workload"/> gets at <paramref name="state"/>, built once per state and <see cref="ConfigKey"/>.</summary>
+    public PreparedSnapshot SnapshotFor(PolicyState state, WorkloadRef workload) =>
+        _snapshots.GetValue(state, _ => new()).GetOrAdd(state.KeyFor(workload), static (key, x) => x.Self.Build(x.State, key), (Self: this, State: state));
+
+    private PreparedSnapshot Build(PolicyState state, ConfigKey key)
+    {
+        var snapshot = new ConfigSnapshot { TrustBundle = TrustBundleProto(_ca.Bundle) };
+        snapshot.Resources.AddRange(state.For(key.Namespace, key.Service).Select(r => new PolicyResourceText { Key = r.KeyText, Yaml = r.Yaml }));
+        snapshot.Revocations.AddRange(state.Revocations.Entries.Select(e => e.ToProto()));
+        // The digest covers the content only; version and nonce are set afterwards.
+        var digest = SHA256.HashData(snapshot.ToByteArray());
+        snapshot.Version = state.Version;
+        snapshot.Nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
+        return new PreparedSnapshot(state.Version, snapshot.Nonce, snapshot.ToByteArray(), BinaryPrimitives.ReadUInt128LittleEndian(digest));
+    }
 
     /// <summary>The trust bundle as sent in snapshots, converted once per bundle rather than once per stream and push.</summary>
     public Proto.V1.TrustBundle TrustBundleProto(Identity.TrustBundle bundle)

@@ -1,6 +1,8 @@
+using System.Collections.Frozen;
 using System.Collections.Immutable;
 using System.Text.Json;
 using YamlDotNet.RepresentationModel;
+using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
@@ -16,29 +18,62 @@ internal sealed record StoredResource(PolicyDocument Document, string Yaml)
     public string KeyText => $"{Key.Kind}/{Key.Namespace}/{Key.Name}";
 }
 
-/// <summary>The whole policy set at one version; immutable, replaced as a whole.</summary>
-internal sealed record PolicyState(string Version, ImmutableDictionary<ResourceKey, StoredResource> Resources)
+/// <summary>What a group of workloads receives: the resources of one namespace, and of one service when <see cref="Service"/> is set.</summary>
+internal readonly record struct ConfigKey(string Namespace, string? Service);
+
+/// <summary>The whole policy set and the revocations in force at one version; immutable, replaced as a whole.</summary>
+internal sealed record PolicyState(string Version, ImmutableDictionary<ResourceKey, StoredResource> Resources, RevocationList Revocations)
 {
     /// <summary>The resources that apply to one workload (its namespace, selected by service or by no selector).</summary>
-    public IReadOnlyList<StoredResource> For(WorkloadRef workload) =>
-        [.. Resources.Values.Where(r => Applies(r.Document.Resource, workload)).OrderBy(r => r.KeyText, StringComparer.Ordinal)];
+    public IReadOnlyList<StoredResource> For(WorkloadRef workload) => For(workload.Namespace, workload.Service);
 
-    private static bool Applies(PolicyResource resource, WorkloadRef workload)
+    /// <summary>
+    /// The workloads that receive the same resources as <paramref name="workload"/> share one key: the workload itself
+    /// when a resource selects its service by name, otherwise its namespace alone (it gets the namespace-wide ones).
+    /// So a push builds one snapshot per key, not one per workload.
+    /// </summary>
+    public ConfigKey KeyFor(WorkloadRef workload) =>
+        SelectedServices.Contains(workload) ? new ConfigKey(workload.Namespace, workload.Service) : new ConfigKey(workload.Namespace, null);
+
+    /// <param name="service">Null: only the namespace-wide (selector-less) resources.</param>
+    public IReadOnlyList<StoredResource> For(string @namespace, string? service) =>
+        [.. Resources.Values.Where(r => Applies(r.Document.Resource, @namespace, service)).OrderBy(r => r.KeyText, StringComparer.Ordinal)];
+
+    /// <summary>Every (namespace, service) some resource selects by name; computed once per state.</summary>
+    private FrozenSet<WorkloadRef> SelectedServices => _selected ??= Resources.Values
+        .Select(r => (r.Document.Resource.Metadata.Namespace, Selector: SelectorOf(r.Document.Resource)))
+        .Where(x => x.Selector is not null)
+        .Select(x => new WorkloadRef(x.Namespace, x.Selector!.Service))
+        .ToFrozenSet();
+
+    private FrozenSet<WorkloadRef>? _selected;
+
+    /// <summary>A copy (<c>with</c>) never inherits the index of another resource set.</summary>
+    private PolicyState(PolicyState original)
     {
-        if (resource.Metadata.Namespace != workload.Namespace)
+        Version = original.Version;
+        Resources = original.Resources;
+        Revocations = original.Revocations;
+    }
+
+    private static bool Applies(PolicyResource resource, string @namespace, string? service)
+    {
+        if (resource.Metadata.Namespace != @namespace)
         {
             return false;
         }
-        var selector = resource switch
-        {
-            AuthorizationPolicy p => p.Spec.Selector,
-            RequestAuthentication r => r.Spec.Selector,
-            PeerAuthentication p => p.Spec.Selector,
-            RateLimitPolicy r => r.Spec.Selector,
-            _ => null,
-        };
-        return selector is null || selector.Service == workload.Service;
+        var selector = SelectorOf(resource);
+        return selector is null || (service is not null && selector.Service == service);
     }
+
+    private static WorkloadSelector? SelectorOf(PolicyResource resource) => resource switch
+    {
+        AuthorizationPolicy p => p.Spec.Selector,
+        RequestAuthentication r => r.Spec.Selector,
+        PeerAuthentication p => p.Spec.Selector,
+        RateLimitPolicy r => r.Spec.Selector,
+        _ => null,
+    };
 }
 
 /// <summary>
@@ -46,7 +81,8 @@ internal sealed record PolicyState(string Version, ImmutableDictionary<ResourceK
 /// operators may drop their own files there too (GitOps); the directory is watched. Every change is validated as a
 /// whole set — an invalid change is refused with every error and nothing is half-applied — and appended to
 /// <c>policy-audit.log</c> (one JSON line per change). The version is the number of changes ever made, so it survives
-/// restarts and only grows.
+/// restarts and only grows. Revocations share the version and the audit log: a revocation change is a new version
+/// like a policy change, and reaches every sidecar the same way.
 /// </summary>
 internal sealed class PolicyStore : IDisposable
 {
@@ -55,18 +91,20 @@ internal sealed class PolicyStore : IDisposable
     private readonly TimeProvider _time;
     private readonly ILogger<PolicyStore> _logger;
     private readonly Lock _gate = new();
+    private readonly RevocationFile _revocationFile;
     private readonly FileSystemWatcher? _watcher;
     private readonly Timer _debounce;
     private PolicyState _state;
 
-    public PolicyStore(ControlPlaneOptions options, TimeProvider time, ILogger<PolicyStore> logger)
+    public PolicyStore(ControlPlaneOptions options, RevocationFile revocations, TimeProvider time, ILogger<PolicyStore> logger)
     {
+        _revocationFile = revocations;
         _directory = Path.Combine(options.DataDir, "policies");
         _auditPath = Path.Combine(options.DataDir, "policy-audit.log");
         _time = time;
         _logger = logger;
         Directory.CreateDirectory(_directory);
-        _state = new PolicyState(VersionFromAudit(), ImmutableDictionary<ResourceKey, StoredResource>.Empty);
+        _state = new PolicyState(VersionFromAudit(), ImmutableDictionary<ResourceKey, StoredResource>.Empty, revocations.Load());
         var (loaded, errors) = ReadDirectory();
         if (errors.Count > 0)
         {
@@ -154,12 +192,31 @@ internal sealed class PolicyStore : IDisposable
         }
     }
 
-    private PolicyState Commit(ImmutableDictionary<ResourceKey, StoredResource> resources, string action, string actor, IEnumerable<string> keys)
+    /// <summary>
+    /// Replaces the revocation list as a new version (written to <c>revocations.json</c> first, then audited); nothing
+    /// changes when <paramref name="change"/> returns the same list.
+    /// </summary>
+    public PolicyState ReviseRevocations(Func<RevocationList, (RevocationList Next, IReadOnlyList<string> Subjects)> change, string action, string actor, string? reason)
+    {
+        lock (_gate)
+        {
+            var current = Current;
+            var (next, subjects) = change(current.Revocations);
+            if (ReferenceEquals(next, current.Revocations))
+            {
+                return current;
+            }
+            _revocationFile.Save(next);
+            return Commit(current.Resources, action, actor, subjects, next, reason);
+        }
+    }
+
+    private PolicyState Commit(ImmutableDictionary<ResourceKey, StoredResource> resources, string action, string actor, IEnumerable<string> keys, RevocationList? revocations = null, string? reason = null)
     {
         var version = "v" + (ParseVersion(Current.Version) + 1);
-        var entry = JsonSerializer.Serialize(new AuditEntry(_time.GetUtcNow(), version, action, actor, [.. keys]), PolicyJson.Default.AuditEntry);
+        var entry = JsonSerializer.Serialize(new AuditEntry(_time.GetUtcNow(), version, action, actor, [.. keys], string.IsNullOrEmpty(reason) ? null : reason), PolicyJson.Default.AuditEntry);
         File.AppendAllText(_auditPath, entry + "\n");
-        var state = new PolicyState(version, resources);
+        var state = new PolicyState(version, resources, revocations ?? Current.Revocations);
         Volatile.Write(ref _state, state);
         ControlPlaneLog.PolicyChanged(_logger, version, action, actor, string.Join(", ", keys));
         Changed?.Invoke(state);
@@ -253,8 +310,9 @@ internal sealed class PolicyStore : IDisposable
     }
 }
 
-internal sealed record AuditEntry(DateTimeOffset Time, string Version, string Action, string Actor, IReadOnlyList<string> Resources);
+internal sealed record AuditEntry(DateTimeOffset Time, string Version, string Action, string Actor, IReadOnlyList<string> Resources, string? Reason = null);
 
 [System.Text.Json.Serialization.JsonSerializable(typeof(AuditEntry))]
-[System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase)]
+[System.Text.Json.Serialization.JsonSourceGenerationOptions(PropertyNamingPolicy = System.Text.Json.Serialization.JsonKnownNamingPolicy.CamelCase,
+    DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
 internal sealed partial class PolicyJson : System.Text.Json.Serialization.JsonSerializerContext;

@@ -35,6 +35,7 @@ internal static class AdminEndpoints
                 Ready: state.IsReady && policy.HasSnapshot,
                 Policy: new PolicyDump(snapshot.Version, snapshot.PolicyCount, snapshot.RuleCount, snapshot.HasAllowPolicy,
                     current.PeerAuthentication.ToString(), current.PeerAuthentication.Source),
+                Revocations: new RevocationsDump(state.Revocations.Count, [.. state.Revocations.Entries.Select(e => e.Subject)]),
                 Identity: identity is null ? null : new IdentityDump(
                     identity.Id.Value,
                     identity.Serial,
@@ -49,7 +50,10 @@ internal static class AdminEndpoints
     }
 }
 
-internal sealed record ConfigDump(bool Ready, PolicyDump Policy, IdentityDump? Identity, MemoryDump Memory);
+internal sealed record ConfigDump(bool Ready, PolicyDump Policy, RevocationsDump Revocations, IdentityDump? Identity, MemoryDump Memory);
+
+/// <summary>The revocations in force: what each covers (<c>serial …</c> or <c>spiffe://… issued before …</c>).</summary>
+internal sealed record RevocationsDump(int Count, IReadOnlyList<string> Entries);
 
 /// <summary>Where the sidecar's memory is: the managed heap as the GC sees it, next to the process's resident set.</summary>
 internal sealed record MemoryDump(long GcHeapBytes, long GcCommittedBytes, long GcFragmentedBytes, long GcTotalAvailableBytes, int Gen0Collections, int Gen2Collections, long WorkingSetBytes)

@@ -83,6 +83,7 @@ internal sealed class OutboundProxy(
         context.Features.Set(new OutboundRouteFeature(port));
 
         var error = ForwarderError.None;
+        var failedStatus = StatusCodes.Status502BadGateway;
         Destination? destination = null;
         var tried = new List<Destination>();
         for (var attempt = 0; ; attempt++)
@@ -94,7 +95,9 @@ internal sealed class OutboundProxy(
                     await Refuse(context, StatusCodes.Status503ServiceUnavailable, "all endpoints ejected", $"every endpoint of '{service}' is ejected", self, service, started);
                     return;
                 }
-                break; // retries exhausted the endpoints; report the last error
+                // Retries exhausted the endpoints: answer with the last attempt's error status (reset below for the retry).
+                context.Response.StatusCode = failedStatus;
+                break;
             }
             destination = next;
             try
@@ -113,6 +116,7 @@ internal sealed class OutboundProxy(
             }
             tried.Add(next);
             metrics.Retried(service);
+            failedStatus = context.Response.StatusCode;
             context.Response.StatusCode = StatusCodes.Status200OK;
         }
 

@@ -18,7 +18,8 @@ namespace ZeroTrustMesh.Sidecar.Policy;
 ///    RequestAuthentications' JWT rules (inline JWKS parsed now; remote ones fetched in the background), the
 ///    RateLimitPolicies and the PeerAuthentication (STRICT or PERMISSIVE: read by the inbound listener for each new
 ///    connection), swap them as one <see cref="InboundPolicy"/>, and ACK; anything it cannot apply is
-///    NACKed with the reason and the last good snapshot stays;
+///    NACKed with the reason and the last good snapshot stays. The revocation list is applied first and even when the
+///    rest is NACKed: it only ever refuses more peers, and a policy error must not keep a revoked peer in;
 /// 3. when the stream breaks, keep enforcing the last good snapshot and reconnect with backoff and jitter.
 /// Until the first snapshot arrives the state holds an empty one: no ALLOW policy, so everything is denied.
 /// </summary>
@@ -90,6 +91,21 @@ internal sealed class PolicyWatcher(
     /// <summary>Applies one snapshot; returns the NACK reason, or null when it is now enforced.</summary>
     private string? Apply(ConfigSnapshot snapshot, WorkloadRef workload)
     {
+        try
+        {
+            var revocations = RevocationMapping.FromProto(snapshot.Revocations);
+            if (revocations.Count != state.Revocations.Count || !revocations.Entries.SequenceEqual(state.Revocations.Entries))
+            {
+                state.Revocations = revocations;
+                SidecarLog.RevocationsApplied(logger, snapshot.Version, revocations.Count);
+            }
+        }
+        catch (FormatException e)
+        {
+            SidecarLog.ConfigRefused(logger, snapshot.Version, e.Message, policy.Current.Version);
+            return e.Message;
+        }
+
         var read = PolicyYaml.Load(snapshot.Resources.Select(r => KeyValuePair.Create(r.Key, r.Yaml)));
         if (read.Errors.Length > 0)
         {

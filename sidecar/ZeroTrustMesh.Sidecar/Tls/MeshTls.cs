@@ -16,7 +16,9 @@ internal sealed class PeerIdentityFeature(SpiffeId id)
 /// <summary>
 /// mTLS between sidecars. Both sides present the current SVID (read at each handshake, so a renewal takes
 /// effect on the next connection and never disturbs an established one) and verify the peer's SVID against
-/// the trust bundle the sidecar holds now. With no valid certificate there is no handshake: fail closed.
+/// the trust bundle and the revocation list the sidecar holds now (a revoked peer fails with reason
+/// <see cref="SvidFailure.Revoked"/>; connections established before the revocation are left alone).
+/// With no valid certificate there is no handshake: fail closed.
 /// </summary>
 internal static class MeshTls
 {
@@ -37,7 +39,7 @@ internal static class MeshTls
             ApplicationProtocols = [SslApplicationProtocol.Http2, TcpProtocol],
             RemoteCertificateValidationCallback = (_, certificate, chain, _) =>
             {
-                var verified = Verify(certificate, chain, identity.Bundle);
+                var verified = Verify(certificate, chain, identity.Bundle, state.Revocations);
                 if (!verified.IsValid)
                 {
                     metrics.HandshakeFailed("inbound", verified.Failure);
@@ -63,7 +65,7 @@ internal static class MeshTls
             var bundle = state.Current?.Bundle;
             var verified = bundle is null
                 ? SvidVerification.Invalid(SvidFailure.NoCertificate, "no trust bundle yet")
-                : Verify(certificate, chain, bundle);
+                : Verify(certificate, chain, bundle, state.Revocations);
             if (verified.IsValid && verified.Id != expected)
             {
                 verified = SvidVerification.Invalid(SvidFailure.UnexpectedIdentity, $"server is '{verified.Id}', the destination may only be '{expected}'");
@@ -76,7 +78,7 @@ internal static class MeshTls
         },
     };
 
-    private static SvidVerification Verify(X509Certificate? certificate, X509Chain? chain, TrustBundle bundle)
+    private static SvidVerification Verify(X509Certificate? certificate, X509Chain? chain, TrustBundle bundle, RevocationList revocations)
     {
         if (certificate is null)
         {
@@ -84,6 +86,6 @@ internal static class MeshTls
         }
         var leaf = certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
         var presented = chain?.ChainPolicy.ExtraStore.Cast<X509Certificate2>();
-        return SvidVerifier.Verify(leaf, presented, bundle, DateTimeOffset.UtcNow);
+        return SvidVerifier.Verify(leaf, presented, bundle, DateTimeOffset.UtcNow, revocations);
     }
 }
