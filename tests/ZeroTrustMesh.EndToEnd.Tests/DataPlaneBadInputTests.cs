@@ -102,7 +102,7 @@ public sealed class DataPlaneBadInputTests
     [Fact]
     public async Task Plaintext_http_to_the_inbound_port_gets_no_response_and_the_connection_is_closed()
     {
-        var answer = await SendRawAsync(_mesh.OrdersSidecar.Inbound, Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: orders\r\nx-ztm-client-identity: spiffe://cluster.local/ns/shop/sa/admin\r\n\r\n"));
+        var answer = await EchoClient.SendRawAsync(_mesh.OrdersSidecar.Inbound, Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: orders\r\nx-ztm-client-identity: spiffe://cluster.local/ns/shop/sa/admin\r\n\r\n"), Mesh.Timeout);
 
         Assert.Empty(answer);
         await AssertMeshStillServesAsync();
@@ -113,10 +113,10 @@ public sealed class DataPlaneBadInputTests
     {
         var before = await Mesh.MetricsAsync(_mesh.OrdersSidecar);
 
-        await SendRawAsync(_mesh.OrdersSidecar.Inbound, Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: orders\r\n\r\n"));
+        await EchoClient.SendRawAsync(_mesh.OrdersSidecar.Inbound, Encoding.ASCII.GetBytes("GET / HTTP/1.1\r\nHost: orders\r\n\r\n"), Mesh.Timeout);
         var garbage = RandomNumberGenerator.GetBytes(64);
         garbage[0] = 0x00; // never a TLS record type
-        await SendRawAsync(_mesh.OrdersSidecar.Inbound, garbage);
+        await EchoClient.SendRawAsync(_mesh.OrdersSidecar.Inbound, garbage, Mesh.Timeout);
 
         var after = await Mesh.MetricsAsync(_mesh.OrdersSidecar);
         Assert.True(Mesh.Sample(after, Handshakes, ("direction", "inbound")) >= Mesh.Sample(before, Handshakes, ("direction", "inbound")) + 2,
@@ -130,7 +130,7 @@ public sealed class DataPlaneBadInputTests
         new Random(7).NextBytes(garbage);
         garbage[0] = 0x00; // not a TLS record type: refused at once (a record header promising more would wait for the 10 s handshake timeout)
 
-        var answer = await SendRawAsync(_mesh.OrdersSidecar.Inbound, garbage);
+        var answer = await EchoClient.SendRawAsync(_mesh.OrdersSidecar.Inbound, garbage, Mesh.Timeout);
 
         // At most a TLS alert record (content type 21), never application data.
         Assert.True(answer.Length == 0 || answer[0] == 21, $"the inbound port answered {answer.Length} bytes: {Convert.ToHexString(answer.AsSpan(0, Math.Min(answer.Length, 16)))}");
@@ -173,8 +173,8 @@ public sealed class DataPlaneBadInputTests
     {
         var mark = _mesh.OrdersSidecar.Process.LineCount;
 
-        var answer = Encoding.ASCII.GetString(await SendRawAsync(_mesh.Frontend.Outbound, Encoding.ASCII.GetBytes(
-            "POST /smuggled HTTP/1.1\r\nHost: orders\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: orders\r\n\r\n")));
+        var answer = Encoding.ASCII.GetString(await EchoClient.SendRawAsync(_mesh.Frontend.Outbound, Encoding.ASCII.GetBytes(
+            "POST /smuggled HTTP/1.1\r\nHost: orders\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: orders\r\n\r\n"), Mesh.Timeout));
 
         Assert.StartsWith("HTTP/1.1 400 ", answer, StringComparison.Ordinal);
         // One response, then the connection closes: the bytes after the body are not taken for a second request.
@@ -186,8 +186,8 @@ public sealed class DataPlaneBadInputTests
     [Fact]
     public async Task Headers_over_32_KiB_are_a_431()
     {
-        var answer = Encoding.ASCII.GetString(await SendRawAsync(_mesh.Frontend.Outbound, Encoding.ASCII.GetBytes(
-            $"GET /big HTTP/1.1\r\nHost: orders\r\nx-big: {new string('a', 33 * 1024)}\r\n\r\n")));
+        var answer = Encoding.ASCII.GetString(await EchoClient.SendRawAsync(_mesh.Frontend.Outbound, Encoding.ASCII.GetBytes(
+            $"GET /big HTTP/1.1\r\nHost: orders\r\nx-big: {new string('a', 33 * 1024)}\r\n\r\n"), Mesh.Timeout));
 
         Assert.StartsWith("HTTP/1.1 431 ", answer, StringComparison.Ordinal);
         await AssertMeshStillServesAsync();
@@ -304,23 +304,6 @@ public sealed class DataPlaneBadInputTests
         catch (Exception e) when (e is AuthenticationException or IOException)
         {
             return false;
-        }
-    }
-
-    /// <summary>Sends <paramref name="bytes"/>, then reads until the server closes (a hang fails the test after the timeout).</summary>
-    private static async Task<byte[]> SendRawAsync(IPEndPoint endPoint, byte[] bytes)
-    {
-        using var timeout = new CancellationTokenSource(Mesh.Timeout);
-        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(endPoint, timeout.Token);
-        await socket.SendAsync(bytes, SocketFlags.None, timeout.Token);
-        try
-        {
-            return await EchoClient.ReceiveToEnd(socket, timeout.Token);
-        }
-        catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionReset)
-        {
-            return [];
         }
     }
 

@@ -130,13 +130,13 @@ public sealed class PermissiveModeEndToEndTests(ITestOutputHelper output) : IAsy
 
         // Explicit STRICT: refused before any HTTP, as without a PeerAuthentication.
         await ordersSidecar.WaitForPolicyAsync(await controlPlane.ApplyPolicyAsync(Policies("  mode: STRICT")));
-        Assert.Empty(await SendRawAsync(ordersSidecar.Inbound, plainGet));
+        Assert.Empty(await EchoClient.SendRawAsync(ordersSidecar.Inbound, plainGet, Mesh.Timeout));
 
         await ordersSidecar.WaitForPolicyAsync(await controlPlane.ApplyPolicyAsync(Policies("  mode: PERMISSIVE")));
         var dumped = (await ordersSidecar.ConfigDumpAsync()).GetProperty("policy");
         Assert.Equal("PERMISSIVE", dumped.GetProperty("inboundMtls").GetString());
         Assert.Equal("shop/orders-mtls", dumped.GetProperty("peerAuthentication").GetString());
-        var answer = Encoding.ASCII.GetString(await SendRawAsync(ordersSidecar.Inbound, plainGet));
+        var answer = Encoding.ASCII.GetString(await EchoClient.SendRawAsync(ordersSidecar.Inbound, plainGet, Mesh.Timeout));
         Assert.StartsWith("HTTP/1.1 200 OK", answer, StringComparison.Ordinal);
         Assert.DoesNotContain(Spoofed, answer, StringComparison.Ordinal);
         // A kept-alive connection, opened while PERMISSIVE.
@@ -148,7 +148,7 @@ public sealed class PermissiveModeEndToEndTests(ITestOutputHelper output) : IAsy
         }
 
         await ordersSidecar.WaitForPolicyAsync(await controlPlane.ApplyPolicyAsync(Policies("  mode: STRICT")));
-        Assert.Empty(await SendRawAsync(ordersSidecar.Inbound, plainGet));
+        Assert.Empty(await EchoClient.SendRawAsync(ordersSidecar.Inbound, plainGet, Mesh.Timeout));
         // The connection accepted earlier gets no more plaintext requests through either.
         using (var response = await kept.GetAsync(new Uri("http://orders/public/menu")))
         {
@@ -162,45 +162,5 @@ public sealed class PermissiveModeEndToEndTests(ITestOutputHelper output) : IAsy
     }
 
     /// <summary>A client whose connections go, without TLS, straight to the sidecar's inbound port.</summary>
-    private static SocketsHttpHandler Plaintext(Sidecar sidecar, StrongBox<int>? connections = null) => new()
-    {
-        UseProxy = false,
-        AllowAutoRedirect = false,
-        UseCookies = false,
-        ConnectCallback = async (_, cancellation) =>
-        {
-            if (connections is not null)
-            {
-                Interlocked.Increment(ref connections.Value);
-            }
-            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-            try
-            {
-                await socket.ConnectAsync(sidecar.Inbound, cancellation);
-                return new NetworkStream(socket, ownsSocket: true);
-            }
-            catch
-            {
-                socket.Dispose();
-                throw;
-            }
-        },
-    };
-
-    /// <summary>Sends <paramref name="bytes"/> on a new connection and returns everything until the sidecar closes it.</summary>
-    private static async Task<byte[]> SendRawAsync(IPEndPoint endPoint, byte[] bytes)
-    {
-        using var timeout = new CancellationTokenSource(Mesh.Timeout);
-        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await socket.ConnectAsync(endPoint, timeout.Token);
-        await socket.SendAsync(bytes, SocketFlags.None, timeout.Token);
-        try
-        {
-            return await EchoClient.ReceiveToEnd(socket, timeout.Token);
-        }
-        catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionReset)
-        {
-            return [];
-        }
-    }
+    private static SocketsHttpHandler Plaintext(Sidecar sidecar, StrongBox<int>? connections = null) => Mesh.ConnectingTo(sidecar.Inbound, connections);
 }

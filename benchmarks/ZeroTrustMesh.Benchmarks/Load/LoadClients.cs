@@ -120,23 +120,30 @@ internal static partial class LoadClients
     }
 
     /// <summary>The in-process closed loop used when wrk is not installed: <paramref name="connections"/> callers, each waiting for its reply.</summary>
-    public static async Task<ClientResult> ClosedLoopAsync(HttpClient client, Uri url, string? host, int connections, TimeSpan duration, CancellationToken cancellation)
+    public static Task<ClientResult> ClosedLoopAsync(HttpClient client, Uri url, string? host, int connections, TimeSpan duration, CancellationToken cancellation) =>
+        ClosedLoopAsync(connections, duration, token => OnceAsync(client, url, host, token), cancellation);
+
+    /// <summary>
+    /// <paramref name="workers"/> loops, each calling <paramref name="once"/> again as soon as it returns, for
+    /// <paramref name="duration"/>; a call that returns false or fails counts as an error, not as a latency.
+    /// </summary>
+    public static async Task<ClientResult> ClosedLoopAsync(int workers, TimeSpan duration, Func<CancellationToken, Task<bool>> once, CancellationToken cancellation)
     {
         var end = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
         var started = Stopwatch.GetTimestamp();
-        var workers = Enumerable.Range(0, connections).Select(_ => Task.Run(async () =>
+        var loops = Enumerable.Range(0, workers).Select(_ => Task.Run(async () =>
         {
             var latencies = new List<long>(4096);
             long errors = 0;
-            while (Stopwatch.GetTimestamp() < end)
+            while (Stopwatch.GetTimestamp() < end && !cancellation.IsCancellationRequested)
             {
                 var t0 = Stopwatch.GetTimestamp();
                 bool ok;
                 try
                 {
-                    ok = await OnceAsync(client, url, host, cancellation);
+                    ok = await once(cancellation);
                 }
-                catch (HttpRequestException)
+                catch (Exception e) when (e is HttpRequestException or OperationCanceledException or System.Security.Authentication.AuthenticationException)
                 {
                     ok = false;
                 }
@@ -151,11 +158,12 @@ internal static partial class LoadClients
             }
             return (latencies, errors);
         }, cancellation)).ToArray();
-        var results = await Task.WhenAll(workers);
+        var results = await Task.WhenAll(loops);
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         var all = results.SelectMany(r => r.latencies).Order().ToArray();
-        return new ClientResult(all.LongLength, results.Sum(r => r.errors), seconds, all.LongLength / seconds,
-            Ms(At(all, 0.50)), Ms(At(all, 0.90)), Ms(At(all, 0.99)), double.NaN, all.LongLength + results.Sum(r => r.errors));
+        var errorCount = results.Sum(r => r.errors);
+        return new ClientResult(all.LongLength, errorCount, seconds, all.LongLength / seconds,
+            Ms(At(all, 0.50)), Ms(At(all, 0.90)), Ms(At(all, 0.99)), double.NaN, all.LongLength + errorCount);
     }
 
     /// <summary>

@@ -50,44 +50,8 @@ internal sealed class NewConnections(X509Certificate2 clientCertificate, TrustBu
     }
 
     /// <summary><paramref name="workers"/> closed loops for <paramref name="duration"/>; latency = connect + handshake + request + body.</summary>
-    public async Task<ClientResult> ClosedLoopAsync(Uri url, int workers, TimeSpan duration, CancellationToken cancellation)
-    {
-        var end = Stopwatch.GetTimestamp() + (long)(duration.TotalSeconds * Stopwatch.Frequency);
-        var started = Stopwatch.GetTimestamp();
-        var loops = Enumerable.Range(0, workers).Select(_ => Task.Run(async () =>
-        {
-            var latencies = new List<long>(1024);
-            long errors = 0;
-            while (Stopwatch.GetTimestamp() < end && !cancellation.IsCancellationRequested)
-            {
-                var t0 = Stopwatch.GetTimestamp();
-                bool ok;
-                try
-                {
-                    ok = await OnceAsync(url, cancellation);
-                }
-                catch (Exception e) when (e is HttpRequestException or OperationCanceledException or AuthenticationException)
-                {
-                    ok = false;
-                }
-                if (ok)
-                {
-                    latencies.Add(Stopwatch.GetTimestamp() - t0);
-                }
-                else
-                {
-                    errors++;
-                }
-            }
-            return (latencies, errors);
-        }, cancellation)).ToArray();
-        var results = await Task.WhenAll(loops);
-        var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
-        var all = results.SelectMany(r => r.latencies).Order().ToArray();
-        var errorCount = results.Sum(r => r.errors);
-        return new ClientResult(all.LongLength, errorCount, seconds, all.LongLength / seconds,
-            Ms(At(all, 0.50)), Ms(At(all, 0.90)), Ms(At(all, 0.99)), double.NaN, all.LongLength + errorCount);
-    }
+    public Task<ClientResult> ClosedLoopAsync(Uri url, int workers, TimeSpan duration, CancellationToken cancellation) =>
+        LoadClients.ClosedLoopAsync(workers, duration, token => OnceAsync(url, token), cancellation);
 
     /// <summary>Milliseconds from <paramref name="startedAt"/> (a process's exec) to the first 2xx answer from <paramref name="url"/>, polled every 5 ms.</summary>
     public async Task<double> FirstSuccessAsync(Uri url, long startedAt, LoadProcess process, TimeSpan timeout, CancellationToken cancellation)

@@ -62,7 +62,10 @@ internal static partial class Mesh
     /// (<c>http://orders:PORT/…</c>): the service name arrives as <c>Host</c> (HTTP/1.1) or <c>:authority</c> (HTTP/2),
     /// as it would for an app whose traffic is captured. <paramref name="connections"/> counts the connections opened.
     /// </summary>
-    public static SocketsHttpHandler HostAddressed(Sidecar sidecar, StrongBox<int>? connections = null) => new()
+    public static SocketsHttpHandler HostAddressed(Sidecar sidecar, StrongBox<int>? connections = null) => ConnectingTo(sidecar.Outbound, connections);
+
+    /// <summary>A client whose every connection goes to <paramref name="endPoint"/>, whatever the request's URI names.</summary>
+    public static SocketsHttpHandler ConnectingTo(IPEndPoint endPoint, StrongBox<int>? connections = null) => new()
     {
         UseProxy = false,
         AllowAutoRedirect = false,
@@ -76,7 +79,7 @@ internal static partial class Mesh
             var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
             try
             {
-                await socket.ConnectAsync(sidecar.Outbound, cancellation);
+                await socket.ConnectAsync(endPoint, cancellation);
                 return new NetworkStream(socket, ownsSocket: true);
             }
             catch

@@ -47,6 +47,26 @@ internal static class EchoClient
         return received.WrittenSpan.ToArray();
     }
 
+    /// <summary>
+    /// Sends <paramref name="bytes"/> on a new connection and returns everything until the server closes it (a reset
+    /// counts as closing with nothing more); a hang fails after <paramref name="timeout"/>.
+    /// </summary>
+    public static async Task<byte[]> SendRawAsync(System.Net.IPEndPoint endPoint, byte[] bytes, TimeSpan timeout)
+    {
+        using var deadline = new CancellationTokenSource(timeout);
+        using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await socket.ConnectAsync(endPoint, deadline.Token);
+        await socket.SendAsync(bytes, SocketFlags.None, deadline.Token);
+        try
+        {
+            return await ReceiveToEnd(socket, deadline.Token);
+        }
+        catch (SocketException e) when (e.SocketErrorCode == SocketError.ConnectionReset)
+        {
+            return [];
+        }
+    }
+
     /// <summary>A request body written in 64 KiB chunks with no Content-Length (chunked on HTTP/1.1).</summary>
     public sealed class StreamedContent(long length) : HttpContent
     {
