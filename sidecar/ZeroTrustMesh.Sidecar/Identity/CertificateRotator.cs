@@ -59,9 +59,10 @@ internal sealed class CertificateRotator(
             catch (IdentityRefusedException e)
             {
                 // The same token will be refused again: exit so the failure is visible (a crash loop in Kubernetes).
+                // Stop first: whoever waits on FirstIdentity must find the sidecar already stopping.
                 SidecarLog.BootstrapRefused(logger, e.Message);
-                _first.TrySetException(e);
                 lifetime.StopApplication();
+                _first.TrySetException(e);
                 await Task.Delay(Timeout.Infinite, stopping);
             }
             catch (Exception e) when (e is not OperationCanceledException || !stopping.IsCancellationRequested)
