@@ -53,6 +53,12 @@ public sealed class AuthorizerTests
         { "path suffix", Allow(Op("paths: [\"*.json\"]")), new Req(Path: "/a/b.json"), true },
         { "path suffix, other", Allow(Op("paths: [\"*.json\"]")), new Req(Path: "/a/b.xml"), false },
         { "path '*'", Allow(Op("paths: [\"*\"]")), new Req(Path: "/anything"), true },
+        { "path prefixes of several lengths, the longest matches", Allow(Op("paths: [\"/a/*\", \"/orders/1/*\", \"/orders/12/lines/*\"]")), new Req(Path: "/orders/12/lines/3"), true },
+        { "path prefixes of several lengths, the shortest matches", Allow(Op("paths: [\"/a/*\", \"/orders/1/*\", \"/orders/12/lines/*\"]")), new Req(Path: "/a/b"), true },
+        { "path prefixes of several lengths, none matches", Allow(Op("paths: [\"/a/*\", \"/orders/1/*\", \"/orders/12/lines/*\"]")), new Req(Path: "/orders/12/x"), false },
+        { "path prefix longer than the path", Allow(Op("paths: [\"/orders/12/lines/*\"]")), new Req(Path: "/orders"), false },
+        { "path suffixes of several lengths", Allow(Op("paths: [\"*.js\", \"*.json\", \"*/health.txt\"]")), new Req(Path: "/a/b.json"), true },
+        { "path suffixes of several lengths, none matches", Allow(Op("paths: [\"*.js\", \"*.json\", \"*/health.txt\"]")), new Req(Path: "/a/b.jsonx"), false },
         // ports
         { "port", Allow(Op("ports: [8080, 9090]")), new Req(Port: 9090), true },
         { "port, other", Allow(Op("ports: [8080]")), new Req(Port: 9091), false },

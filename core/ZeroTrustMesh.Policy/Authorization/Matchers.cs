@@ -207,13 +207,13 @@ internal sealed class OperationMatcher
     }
 }
 
-/// <summary>Exact paths in a hash set (looked up by span), prefixes and suffixes in short lists.</summary>
+/// <summary>Exact paths, prefixes and suffixes, each in a hash set looked up by span: cost grows with the number of distinct pattern lengths, not patterns.</summary>
 internal sealed class PathMatcher
 {
     private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _exact;
     private readonly int _exactCount;
-    private readonly string[] _prefixes;
-    private readonly string[] _suffixes;
+    private readonly AffixSet _prefixes;
+    private readonly AffixSet _suffixes;
     private readonly bool _any;
 
     public PathMatcher(IEnumerable<StringPattern> patterns)
@@ -222,32 +222,48 @@ internal sealed class PathMatcher
         var exact = new HashSet<string>(list.Where(p => p.Kind == PatternKind.Exact).Select(p => p.Text), StringComparer.Ordinal);
         _exact = exact.GetAlternateLookup<ReadOnlySpan<char>>();
         _exactCount = exact.Count;
-        _prefixes = [.. list.Where(p => p.Kind == PatternKind.Prefix).Select(p => p.Text)];
-        _suffixes = [.. list.Where(p => p.Kind == PatternKind.Suffix).Select(p => p.Text)];
+        _prefixes = new AffixSet(list.Where(p => p.Kind == PatternKind.Prefix).Select(p => p.Text), fromStart: true);
+        _suffixes = new AffixSet(list.Where(p => p.Kind == PatternKind.Suffix).Select(p => p.Text), fromStart: false);
         _any = list.Any(p => p.Kind == PatternKind.Any);
     }
 
-    public bool Matches(ReadOnlySpan<char> path)
+    public bool Matches(ReadOnlySpan<char> path) =>
+        _any || (_exactCount > 0 && _exact.Contains(path)) || _prefixes.MatchesAny(path) || _suffixes.MatchesAny(path);
+
+    /// <summary>
+    /// Prefixes (or suffixes) by length: a path has at most one prefix of each length, so it matches one of the
+    /// patterns exactly when, for some pattern length, its slice of that length is in the set. A workload with a
+    /// thousand path rules costs a few lookups per request, not a thousand comparisons.
+    /// </summary>
+    private sealed class AffixSet
     {
-        if (_any || (_exactCount > 0 && _exact.Contains(path)))
+        private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _set;
+        private readonly int[] _lengths;
+        private readonly bool _fromStart;
+
+        public AffixSet(IEnumerable<string> affixes, bool fromStart)
         {
-            return true;
+            var set = new HashSet<string>(affixes, StringComparer.Ordinal);
+            _set = set.GetAlternateLookup<ReadOnlySpan<char>>();
+            _lengths = [.. set.Select(a => a.Length).Distinct().Order()];
+            _fromStart = fromStart;
         }
-        foreach (var prefix in _prefixes)
+
+        public bool MatchesAny(ReadOnlySpan<char> path)
         {
-            if (path.StartsWith(prefix, StringComparison.Ordinal))
+            foreach (var length in _lengths)
             {
-                return true;
+                if (length > path.Length)
+                {
+                    return false;
+                }
+                if (_set.Contains(_fromStart ? path[..length] : path[^length..]))
+                {
+                    return true;
+                }
             }
+            return false;
         }
-        foreach (var suffix in _suffixes)
-        {
-            if (path.EndsWith(suffix, StringComparison.Ordinal))
-            {
-                return true;
-            }
-        }
-        return false;
     }
 }
 
