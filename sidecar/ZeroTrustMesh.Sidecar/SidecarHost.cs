@@ -38,7 +38,11 @@ internal static class SidecarHost
 {
     public static async Task<int> RunAsync(SidecarOptions options, CancellationToken cancellation)
     {
-        var builder = WebApplication.CreateSlimBuilder();
+        // The empty builder: no configuration files, environment or command-line configuration sources, no file
+        // watcher, no default logging. A sidecar is configured by its flags only, and what never starts costs no memory.
+        var builder = WebApplication.CreateEmptyBuilder(new WebApplicationOptions());
+        builder.WebHost.UseKestrelCore();
+        builder.Services.AddRoutingCore();
         builder.Logging.AddMeshConsole();
         builder.Logging.AddFilter("Microsoft.AspNetCore.Server.Kestrel", LogLevel.Error);
         builder.Logging.AddFilter("Yarp", LogLevel.Error);

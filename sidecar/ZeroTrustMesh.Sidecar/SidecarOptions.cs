@@ -9,6 +9,7 @@ namespace ZeroTrustMesh.Sidecar;
 internal sealed class SidecarOptions
 {
     public const string JoinTokenVariable = "ZTM_JOIN_TOKEN";
+    public const string AccessLogVariable = "ZTM_ACCESS_LOG";
 
     public required Uri ControlPlane { get; init; }
     public required TrustBundle BootstrapBundle { get; init; }
@@ -34,6 +35,9 @@ internal sealed class SidecarOptions
 
     /// <summary>Whether a refused caller is told why (the deciding policy and rule); the access log always says.</summary>
     public bool ExplainDenials { get; init; } = true;
+
+    /// <summary>Whether every request is written to stdout as one JSON line (<c>--access-log json</c>) or not (<c>off</c>).</summary>
+    public bool AccessLog { get; init; } = true;
 
     /// <summary>The app's health-probe paths: allowed without a policy, as kubelet probes must be.</summary>
     public IReadOnlyList<string> ProbePaths { get; init; } = [];
@@ -68,6 +72,13 @@ internal sealed class SidecarOptions
         var appPorts = new Option<int[]>("--app-port") { Description = "Application port speaking HTTP/1.1, HTTP/2 or gRPC on 127.0.0.1 (repeatable; the first is the default)", AllowMultipleArgumentsPerToken = false };
         var tcpPorts = new Option<int[]>("--tcp-port") { Description = "Application port carrying opaque TCP (repeatable)" };
         var explainDenials = new Option<bool>("--explain-denials") { Description = "Tell a refused caller why in the response body (true/false); the access log always says", DefaultValueFactory = _ => true };
+        // An environment default as well as a flag, as Linkerd's proxy takes its access log setting: a pod template or
+        // an injector can set it without rewriting the sidecar's arguments.
+        var accessLog = new Option<string>("--access-log")
+        {
+            Description = $"One JSON line per request on stdout (json), or none (off); default ${AccessLogVariable}, else json",
+            DefaultValueFactory = _ => Environment.GetEnvironmentVariable(AccessLogVariable) is { Length: > 0 } value ? value : "json",
+        };
         var probePaths = new Option<string[]>("--probe-path") { Description = "The app's health-probe path, allowed without a policy (repeatable)" };
         var serviceAddress = new Option<string?>("--service-address") { Description = "Address clients dial for this service under transparent capture" };
         var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
@@ -77,7 +88,7 @@ internal sealed class SidecarOptions
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, adminPort,
-            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, explainDenials, connectTimeout, destinations, tcpIdle,
+            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -127,6 +138,11 @@ internal sealed class SidecarOptions
             {
                 return Fail($"--service-address '{sa}' is not an IP address");
             }
+            var accessLogMode = result.GetValue(accessLog);
+            if (accessLogMode is not ("json" or "off"))
+            {
+                return Fail($"--access-log '{accessLogMode}' must be json or off");
+            }
             var defaults = Outbound.ResilienceSettings.Default with { ConnectTimeout = result.GetValue(connectTimeout) };
             var perDestination = new Dictionary<string, Outbound.ResilienceSettings>(StringComparer.Ordinal);
             foreach (var text in result.GetValue(destinations) ?? [])
@@ -150,6 +166,7 @@ internal sealed class SidecarOptions
                 ServiceAddress = serviceIp,
                 ProbePaths = result.GetValue(probePaths) ?? [],
                 ExplainDenials = result.GetValue(explainDenials),
+                AccessLog = accessLogMode == "json",
                 Resilience = defaults,
                 DestinationResilience = perDestination,
                 TcpIdleTimeout = result.GetValue(tcpIdle),

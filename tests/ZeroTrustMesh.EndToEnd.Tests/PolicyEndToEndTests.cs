@@ -174,6 +174,44 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
     }
 
     [Fact]
+    public async Task With_the_access_log_off_requests_are_still_counted_and_no_access_line_is_written()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var orders = await DemoApp.StartAsync(_mesh, "orders");
+        var ordersSidecar = await _mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "orders"), "sidecar-orders",
+            [.. orders.SidecarArguments, "--access-log", "off"]);
+        var frontend = await _mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "frontend"), "sidecar-frontend");
+        await ordersSidecar.Process.WaitForLineAsync("registered with the control plane ");
+        await ordersSidecar.WaitForPolicyAsync("v0");
+        await frontend.WaitForIdentityAsync();
+
+        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
+        using var denied = await http.GetAsync($"http://orders:{orders.HttpPort}/orders/1");
+        Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
+        Assert.Equal(1, Mesh.Sample(await Mesh.MetricsAsync(ordersSidecar), "ztm_requests_total", ("direction", "inbound"), ("code", "403")));
+        // The caller's sidecar logs as by default; the line is how we know the request went through both.
+        await frontend.Process.WaitForLineAsync(l => l.Contains("\"log\":\"access\"", StringComparison.Ordinal) && l.Contains("/orders/1", StringComparison.Ordinal), "the frontend's access line");
+
+        // A later line on the orders sidecar's stdout: anything the request had written came before it.
+        await controlPlane.AllowNamespaceAsync("orders");
+        await ordersSidecar.WaitForPolicyAsync("v1");
+        Assert.DoesNotContain(ordersSidecar.Process.Lines, l => l.Contains("\"log\":\"access\"", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Sidecar_refuses_an_unknown_access_log_mode_with_one_line_and_exit_code_2()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var tokenFile = Path.Combine(_mesh.Root, "token");
+        await File.WriteAllTextAsync(tokenFile, await controlPlane.MintTokenAsync("shop", "orders"));
+        var sidecar = _mesh.Track(MeshProcess.Start("sidecar", Executables.Sidecar,
+            ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", controlPlane.BundlePath, "--join-token-file", tokenFile, "--access-log", "xml"],
+            _mesh.Output, _mesh.Environment));
+        await sidecar.WaitForLineAsync("ztm-sidecar: --access-log 'xml' must be json or off");
+        Assert.Equal(2, await sidecar.Exited.WaitAsync(Mesh.Timeout));
+    }
+
+    [Fact]
     public async Task Invalid_policy_is_refused_whole_with_every_error_and_changes_nothing()
     {
         var controlPlane = await _mesh.StartControlPlaneAsync();

@@ -8,7 +8,8 @@ namespace ZeroTrustMesh.Sidecar.Telemetry;
 /// One JSON line per request on stdout: who called whom, what, the outcome, how long, how many bytes. The request
 /// path only formats the line into a pooled buffer and queues it; one background writer batches lines into writes of
 /// at most <see cref="MaxWrite"/> bytes (atomic on a pipe, so lines never interleave with other output). If the queue
-/// is full the line is dropped and counted, rather than slowing requests down.
+/// is full the line is dropped and counted, rather than slowing requests down. With <c>--access-log off</c> nothing is
+/// formatted or written (metrics still count every request).
 /// </summary>
 internal sealed class AccessLog : IAsyncDisposable
 {
@@ -21,18 +22,24 @@ internal sealed class AccessLog : IAsyncDisposable
     private readonly Channel<(byte[] Line, int Length)> _queue = Channel.CreateBounded<(byte[], int)>(
         new BoundedChannelOptions(QueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
     private readonly Stream _stdout = Console.OpenStandardOutput();
+    private readonly bool _enabled;
     private readonly Task _writer;
     private long _dropped;
 
-    public AccessLog()
+    public AccessLog(SidecarOptions options)
     {
-        _writer = Task.Run(WriteLoopAsync);
+        _enabled = options.AccessLog;
+        _writer = _enabled ? Task.Run(WriteLoopAsync) : Task.CompletedTask;
     }
 
     public long Dropped => Interlocked.Read(ref _dropped);
 
     public void Write(string direction, string source, string destination, string method, string path, int status, TimeSpan duration, long? bytesIn, long? bytesOut, string? reason = null)
     {
+        if (!_enabled)
+        {
+            return;
+        }
         var buffer = t_buffer ??= new ArrayBufferWriter<byte>(512);
         buffer.ResetWrittenCount();
         using (var json = new Utf8JsonWriter(buffer))
