@@ -42,11 +42,19 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         AutomaticDecompression = DecompressionMethods.None,
         UseCookies = false,
         EnableMultipleHttp2Connections = true,
+        InitialHttp2StreamWindowSize = Outbound.DestinationClients.Http2StreamWindow,
         ActivityHeadersPropagator = null, // pass the caller's traceparent through untouched
         ConnectTimeout = options.ConnectTimeout,
     });
 
     private readonly InboundTransformer _transformer = new();
+
+    /// <summary>Each declared app port's address, formatted once rather than per request.</summary>
+    private readonly Dictionary<int, string> _appPrefixes = options.AppPorts.Distinct()
+        .ToDictionary(p => p, p => $"http://{new IPEndPoint(options.AppAddress, p)}");
+
+    private static readonly ForwarderRequestConfig ToAppHttp11 = new() { Version = HttpVersion.Version11, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
+    private static readonly ForwarderRequestConfig ToAppHttp2 = new() { Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
 
     public async Task HandleAsync(HttpContext context)
     {
@@ -126,18 +134,13 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         }
 
         var http2 = plaintext ? HttpProtocol.IsHttp2(context.Request.Protocol) : context.Request.Headers[MeshHeaders.AppProtocol] == "2";
-        var config = new ForwarderRequestConfig
-        {
-            Version = http2 ? HttpVersion.Version20 : HttpVersion.Version11,
-            VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        };
 
         if (authentication.Claims is not null && !authentication.ForwardOriginalToken)
         {
             // As in Istio: the token has done its work here; the app gets no credential it could replay elsewhere.
             context.Request.Headers.Remove(HeaderNames.Authorization);
         }
-        var error = await forwarder.SendAsync(context, $"http://{options.AppAddress}:{port}", _toApp, config, _transformer);
+        var error = await forwarder.SendAsync(context, _appPrefixes[port.Value], _toApp, http2 ? ToAppHttp2 : ToAppHttp11, _transformer);
         if (error != ForwarderError.None && !context.Response.HasStarted)
         {
             context.Response.StatusCode = StatusCodes.Status502BadGateway;

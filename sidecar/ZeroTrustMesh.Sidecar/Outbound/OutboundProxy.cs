@@ -85,7 +85,7 @@ internal sealed class OutboundProxy(
         var error = ForwarderError.None;
         var failedStatus = StatusCodes.Status502BadGateway;
         Destination? destination = null;
-        var tried = new List<Destination>();
+        List<Destination>? tried = null; // only a retry needs it
         for (var attempt = 0; ; attempt++)
         {
             if (clients.Pick(destinations, tried) is not var (next, client))
@@ -103,7 +103,7 @@ internal sealed class OutboundProxy(
             try
             {
                 error = (await client.Breaker.ExecuteAsync(
-                    async ct => new ForwardResult(await forwarder.SendAsync(context, $"https://{next.Inbound}", client.Invoker, client.Forwarding, _transformer, ct)),
+                    async ct => new ForwardResult(await forwarder.SendAsync(context, next.InboundPrefix, client.Invoker, client.Forwarding, _transformer, ct)),
                     context.RequestAborted)).Error;
             }
             catch (BrokenCircuitException)
@@ -114,7 +114,7 @@ internal sealed class OutboundProxy(
             {
                 break;
             }
-            tried.Add(next);
+            (tried ??= []).Add(next);
             metrics.Retried(service);
             failedStatus = context.Response.StatusCode;
             context.Response.StatusCode = StatusCodes.Status200OK;
