@@ -67,7 +67,7 @@ await app.StartAsync();
 // As the sidecar does once it is ready: collect the start-up garbage, compacting, so idle RSS is not start-up leftovers.
 GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
 var bound = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Single());
-Console.Out.WriteLine($"ztm-bare-proxy: listening on http://127.0.0.1:{bound.Port} (upstream {destination}, gRPC channel to {grpcAddress} not called)");
+Console.Out.WriteLine($"ztm-bare-proxy: listening on http://127.0.0.1:{bound.Port}");
 Console.Out.Flush();
 await app.WaitForShutdownAsync();
 GC.KeepAlive(channel);
