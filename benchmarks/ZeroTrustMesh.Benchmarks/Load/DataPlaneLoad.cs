@@ -45,11 +45,12 @@ internal static class DataPlaneLoad
         var noControlPlane = new Option<bool>("--no-control-plane") { Description = "Leave out the control-plane figures (signing-load, policy-propagation)" };
         var sidecars = new Option<string>("--propagation-sidecars") { Description = "policy-propagation --sidecars (full run)", DefaultValueFactory = _ => "1000,5000" };
         var identities = new Option<int>("--propagation-identities") { Description = "policy-propagation --identities (full run)", DefaultValueFactory = _ => 50 };
+        var bareProxy = new Option<string?>("--bare-proxy") { Description = "ztm-bare-proxy published with NativeAOT (benchmarks/ZeroTrustMesh.BareProxy): run idle beside the sidecars as the bare stack's memory floor; without it that row is skipped" };
         var sidecarEnv = new Option<string[]>("--sidecar-env") { Description = "KEY=VALUE set in both sidecars' environment, to compare variants (e.g. DOTNET_GCgen0size=0x400000); repeatable" };
         var command = new RootCommand("dataplane-load: direct vs the ZeroTrustMesh sidecar pair vs HAProxy and nginx mTLS pairs, side by side, plus the control plane")
         {
             quick, repetitions, capacity, connections, rateDuration, rate, h2Duration, h2Clients, h2Streams, newConnDuration, newConnWorkers,
-            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv,
+            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, bareProxy,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -67,17 +68,18 @@ internal static class DataPlaneLoad
                 Default(result.GetValue(demoApp), "demo/ZeroTrustMesh.DemoApp", "ztm-demo-app"),
                 Path.GetFullPath(result.GetValue(results) ?? Path.Combine(LoadHost.RepoRoot, "results")), result.GetValue(noHaproxy), result.GetValue(noNginx),
                 result.GetValue(noControlPlane), result.GetValue(sidecars)!, result.GetValue(identities),
-                (result.GetValue(sidecarEnv) ?? []).Select(e => e.Split('=', 2)).Where(kv => kv.Length == 2).ToDictionary(kv => kv[0], kv => kv[1]));
+                (result.GetValue(sidecarEnv) ?? []).Select(e => e.Split('=', 2)).Where(kv => kv.Length == 2).ToDictionary(kv => kv[0], kv => kv[1]),
+                result.GetValue(bareProxy) is { } bare ? Path.GetFullPath(bare) : null);
             if (settings.Repetitions < 1 || settings.Connections < 1 || settings.Rate < 1 || settings.H2Clients < 1 || settings.H2Streams < 1 || settings.NewConnectionWorkers < 1)
             {
                 Console.Error.WriteLine("dataplane-load: --repetitions, --connections, --rate, --h2-clients, --h2-streams and --newconn-workers must be at least 1");
                 return CommandLineOptions.UsageError;
             }
-            foreach (var file in new[] { settings.ControlPlane, settings.Sidecar, settings.DemoApp })
+            foreach (var file in new[] { settings.ControlPlane, settings.Sidecar, settings.DemoApp, settings.BareProxy }.OfType<string>())
             {
                 if (!File.Exists(file))
                 {
-                    Console.Error.WriteLine($"dataplane-load: {file} does not exist; build with 'dotnet build -c Release ZeroTrustMesh.sln' (benchmarks/run also publishes the sidecar with NativeAOT)");
+                    Console.Error.WriteLine($"dataplane-load: {file} does not exist; build with 'dotnet build -c Release ZeroTrustMesh.sln' (benchmarks/run also publishes the sidecar and ztm-bare-proxy with NativeAOT)");
                     return 1;
                 }
             }
@@ -99,13 +101,16 @@ internal static class DataPlaneLoad
         var nginxVersion = LoadHost.Which("nginx") is null ? null : NginxPair.InstalledVersion();
         var nginxSkipped = settings.NoNginx ? "--no-nginx was given"
             : nginxVersion is null ? "nginx is not installed (benchmarks/run installs nginx-light with apt when run as root)" : null;
+        // The bare stack is a NativeAOT floor: a JIT build's RSS (runtime, JIT, IL) would say nothing about it.
+        var bareSkipped = settings.BareProxy is null ? "no --bare-proxy given (benchmarks/run publishes ztm-bare-proxy with NativeAOT and passes it; --quick from the tests has no AOT build)"
+            : settings.BareProxy.EndsWith(".dll", StringComparison.OrdinalIgnoreCase) ? "--bare-proxy is a .dll (JIT): only a NativeAOT build is the floor being measured" : null;
         var h2loadSkipped = LoadHost.Which("h2load") is null ? "h2load is not installed (Debian nghttp2-client; benchmarks/run installs it when run as root)" : null;
         var wrk = LoadHost.Which("wrk");
         var capacityClient = wrk is not null ? $"wrk -t{settings.WrkThreads}" : "in-process HttpClient closed loop (wrk is not installed)";
         var dir = Path.Combine(settings.ResultsDir, date.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture));
         Directory.CreateDirectory(dir);
 
-        var measured = await DataPlaneRun.MeasureAsync(settings, haproxySkipped, nginxSkipped, h2loadSkipped, wrk is not null, capacityClient, StartTimeout, cancellation);
+        var measured = await DataPlaneRun.MeasureAsync(settings, haproxySkipped, nginxSkipped, h2loadSkipped, bareSkipped, wrk is not null, capacityClient, StartTimeout, cancellation);
 
         ControlPlaneFiguresJson? controlPlaneFigures = null;
         if (!settings.NoControlPlane)
@@ -134,12 +139,15 @@ internal static class DataPlaneLoad
                 H2Streams = settings.H2Streams,
                 NewConnectionSeconds = settings.NewConnectionDuration.TotalSeconds,
                 NewConnectionWorkers = settings.NewConnectionWorkers,
+                BareProxy = settings.BareProxy,
+                BareProxySkipped = bareSkipped,
             },
             measured.Targets, DataPlaneSummary.Checks(measured.Targets, measured.Phases, measured.Startup, controlPlaneFigures, settings.Rate),
             measured.Runs, DataPlaneSummary.Notes(settings, haproxySkipped, nginxSkipped))
         {
             Phases = measured.Phases,
             Startup = measured.Startup,
+            IdleMemory = measured.IdleMemory,
             StartupRuns = measured.StartupRuns,
             ControlPlane = controlPlaneFigures,
             ControlPlaneSkipped = settings.NoControlPlane ? "--no-control-plane was given" : null,

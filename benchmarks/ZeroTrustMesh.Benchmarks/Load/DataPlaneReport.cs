@@ -65,7 +65,19 @@ internal sealed record DataPlaneSettingsJson(bool Quick, int Repetitions, double
     public double NewConnectionSeconds { get; init; }
 
     public int NewConnectionWorkers { get; init; }
+
+    public string? BareProxy { get; init; }
+
+    public string? BareProxySkipped { get; init; }
 }
+
+/// <summary>
+/// One proxy process at idle (read with <c>RSS idle</c>): <c>VmRSS</c>, <c>RssAnon</c>, <c>RssFile</c>, <c>RssShmem</c> in MiB, its
+/// executable's size (NaN when run with dotnet), and against the bare NativeAOT stack (NaN without it): the ratio of
+/// VmRSS and how much more of each there is.
+/// </summary>
+internal sealed record IdleMemoryJson(string Target, string Process, double VmRssMb, double RssAnonMb, double RssFileMb, double RssShmemMb, double BinaryMb,
+    double VmRssVsBare, double VmRssOverBareMb, double RssAnonOverBareMb, double RssFileOverBareMb);
 
 /// <summary>CPU and peak RSS of one proxy process over the runs of one phase.</summary>
 internal sealed record ProcessPhaseJson(string Process, Stat CpuSecondsPer1000Requests, Stat PeakRssMb);
@@ -86,12 +98,15 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
     public const string Ztm = "ztm-sidecar-pair";
     public const string Haproxy = "haproxy-pair";
     public const string Nginx = "nginx-pair";
+    public const string Bare = "bare-stack";
 
     public IReadOnlyList<PhaseSummaryJson> Phases { get; init; } = [];
 
     public IReadOnlyList<StartupSummaryJson> Startup { get; init; } = [];
 
     public IReadOnlyList<StartupRunJson> StartupRuns { get; init; } = [];
+
+    public IReadOnlyList<IdleMemoryJson> IdleMemory { get; init; } = [];
 
     public ControlPlaneFiguresJson? ControlPlane { get; init; }
 
@@ -155,6 +170,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
                 md.AppendLine(inv, $"| {t.Target} | {p.Process} | {(double.IsNaN(p.ExecToReadyMs) ? "–" : p.ExecToReadyMs.ToString("0", inv))} | {p.IdleRssMb:0.0} | {p.PeakRssCapacityMb.Format("0.0")} | {p.PeakRssAtRateMb.Format("0.0")} | {p.RssAfterLoadMb:0.0} | {p.CpuSecondsPer1000RequestsCapacity.Format("0.000")} | {p.CpuSecondsPer1000RequestsAtRate.Format("0.000")} |");
             }
         }
+        ReportSections.AppendIdleMemory(md, this);
         ReportSections.AppendControlPlane(md, this);
         md.AppendLine();
         md.AppendLine("## Targets (issues 4 and 6)");

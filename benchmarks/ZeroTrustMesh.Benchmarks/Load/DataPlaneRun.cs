@@ -5,7 +5,7 @@ using ZeroTrustMesh.Identity;
 namespace ZeroTrustMesh.Benchmarks.Load;
 
 internal sealed record MeasuredDataPlane(IReadOnlyList<TargetSummaryJson> Targets, IReadOnlyList<PhaseSummaryJson> Phases, IReadOnlyList<StartupSummaryJson> Startup,
-    IReadOnlyList<StartupRunJson> StartupRuns, IReadOnlyList<RunJson> Runs);
+    IReadOnlyList<StartupRunJson> StartupRuns, IReadOnlyList<RunJson> Runs, IReadOnlyList<IdleMemoryJson> IdleMemory);
 
 /// <summary>
 /// The data-plane part of <c>dataplane-load</c>: starts the control plane, the app, the sidecar pair and the external
@@ -20,7 +20,7 @@ internal static class DataPlaneRun
     public const string NewConnection = "newconn";
     public const string Rate = "rate";
 
-    public static async Task<MeasuredDataPlane> MeasureAsync(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped, string? h2loadSkipped, bool useWrk,
+    public static async Task<MeasuredDataPlane> MeasureAsync(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped, string? h2loadSkipped, string? bareSkipped, bool useWrk,
         string capacityClient, TimeSpan startTimeout, CancellationToken cancellation)
     {
         var processes = new List<LoadProcess>();
@@ -61,6 +61,19 @@ internal static class DataPlaneRun
             var outbound = IPEndPoint.Parse(outboundLine[(outboundLine.IndexOf(OutboundLine, StringComparison.Ordinal) + OutboundLine.Length)..].Trim());
             var inbound = IPEndPoint.Parse(inboundLine[(inboundLine.IndexOf(InboundLine, StringComparison.Ordinal) + InboundLine.Length)..].Split(' ')[0]);
             var execToRegistered = new Dictionary<LoadProcess, double> { [orders] = ordersReady.MsSinceStart, [frontend] = frontendReady.MsSinceStart };
+
+            // The bare NativeAOT stack (none of our code) idles beside the sidecars as their memory floor: it forwards one
+            // request to the app and serves /metrics once, as the sidecars serve their probes, and is never loaded.
+            LoadProcess? bare = null;
+            if (bareSkipped is null)
+            {
+                bare = Track(LoadProcess.Start("bare-proxy", settings.BareProxy!, ["--port", "0", "--upstream", appUrl.ToString(), "--grpc", appGrpc.ToString()], environment));
+                var bareUrl = ListenerUrl((await bare.WaitForLineAsync("ztm-bare-proxy: listening on http://", startTimeout)).Line);
+                var bareClient = NewClient();
+                await LoadClients.WaitUntilServingAsync(bareClient, new Uri(bareUrl, DataPlaneLoad.PathAndQuery), DataPlaneLoad.ServiceHost, TimeSpan.FromSeconds(30), "bare-proxy");
+                await LoadClients.WaitUntilServingAsync(bareClient, new Uri(bareUrl, "/metrics"), null, TimeSpan.FromSeconds(30), "bare-proxy /metrics");
+                bare.Quiet();
+            }
 
             // The new-connection client presents a frontend SVID (the policy allows it) and verifies servers against the bundle.
             using var clientSvid = await MeshSetup.SvidAsync(controlPlane, "frontend", cancellation);
@@ -146,7 +159,8 @@ internal static class DataPlaneRun
 
             // Idle memory: after start-up and the probes, before any load.
             await Task.Delay(TimeSpan.FromSeconds(settings.Quick ? 0.5 : 3), cancellation);
-            var idle = targets.SelectMany(t => t.Proxies).ToDictionary(p => p, p => p.Memory().RssMb);
+            var idleMemory = IdleMemory(targets, bare);
+            var idle = targets.SelectMany(t => t.Proxies).ToDictionary(p => p, p => idleMemory.Single(m => m.Process == p.Name).VmRssMb);
 
             var runs = new List<RunJson>();
             var startupRuns = new List<StartupRunJson>();
@@ -195,7 +209,7 @@ internal static class DataPlaneRun
             var summaries = targets.Select(t => DataPlaneSummary.Summarize(t, measuredRuns, idle, after, execToRegistered)).ToList();
             var phases = new[] { Http2, Grpc, NewConnection }.SelectMany(phase => targets.Select(t =>
                 DataPlaneSummary.SummarizePhase(phase, t, phase == NewConnection ? t.ServerProxies : t.Proxies, measuredRuns, skips.GetValueOrDefault((t.Name, phase))))).ToList();
-            return new MeasuredDataPlane(summaries, phases, DataPlaneSummary.SummarizeStartup(startupRuns), startupRuns, runs);
+            return new MeasuredDataPlane(summaries, phases, DataPlaneSummary.SummarizeStartup(startupRuns), startupRuns, runs, idleMemory);
         }
         finally
         {
@@ -223,6 +237,20 @@ internal static class DataPlaneRun
             clients.Add(client);
             return client;
         }
+    }
+
+    /// <summary>Every proxy's idle memory split, read in one pass, each against the bare stack's when it runs.</summary>
+    private static List<IdleMemoryJson> IdleMemory(List<Target> targets, LoadProcess? bare)
+    {
+        var processes = targets.SelectMany(t => t.Proxies.Select(p => (t.Name, Process: p))).ToList();
+        if (bare is not null)
+        {
+            processes.Add((DataPlaneReport.Bare, bare));
+        }
+        var read = processes.Select(x => (x.Name, x.Process, Memory: x.Process.MemorySplit(), Binary: x.Process.BinaryMb())).ToList();
+        var floor = bare is null ? (RssMb: double.NaN, RssAnonMb: double.NaN, RssFileMb: double.NaN, RssShmemMb: double.NaN) : read.Single(x => x.Process == bare).Memory;
+        return read.Select(x => new IdleMemoryJson(x.Name, x.Process.Name, x.Memory.RssMb, x.Memory.RssAnonMb, x.Memory.RssFileMb, x.Memory.RssShmemMb, x.Binary,
+            x.Memory.RssMb / floor.RssMb, x.Memory.RssMb - floor.RssMb, x.Memory.RssAnonMb - floor.RssAnonMb, x.Memory.RssFileMb - floor.RssFileMb)).ToList();
     }
 
     private static Uri ListenerUrl(string line) => new(line[line.IndexOf("http://", StringComparison.Ordinal)..].Trim());

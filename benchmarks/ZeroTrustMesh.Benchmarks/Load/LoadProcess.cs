@@ -26,6 +26,7 @@ internal sealed class LoadProcess : IAsyncDisposable
     private LoadProcess(string name, string fileName, IEnumerable<string> args, IReadOnlyDictionary<string, string> environment)
     {
         Name = name;
+        RunsOnDotnet = fileName == "dotnet";
         var start = new ProcessStartInfo(fileName)
         {
             RedirectStandardOutput = true,
@@ -54,6 +55,9 @@ internal sealed class LoadProcess : IAsyncDisposable
     public int Pid => _process.Id;
 
     public long StartedAt { get; }
+
+    /// <summary>A .dll run with <c>dotnet</c> (JIT): its executable is the runtime's host, not a build of its own.</summary>
+    public bool RunsOnDotnet { get; }
 
     public bool HasExited => _exited.Task.IsCompleted;
 
@@ -157,8 +161,54 @@ internal sealed class LoadProcess : IAsyncDisposable
             }
         }
         return (rss, peak);
+    }
 
-        static double Kb(string line) => double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+    /// <summary>The kB figure of a <c>/proc/pid/status</c> line such as <c>VmRSS:    36040 kB</c>.</summary>
+    private static double Kb(string line) => double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
+
+    /// <summary>
+    /// <c>VmRSS</c> and its parts, in MiB: <c>RssAnon</c> (heap, stacks, relocated data: this process's own),
+    /// <c>RssFile</c> (mapped pages of the executable and libraries: page cache, shareable) and <c>RssShmem</c> (shared
+    /// memory: the JIT's double-mapped code, haproxy's shared segments; 0 for a NativeAOT process).
+    /// </summary>
+    public (double RssMb, double RssAnonMb, double RssFileMb, double RssShmemMb) MemorySplit()
+    {
+        double rss = double.NaN, anon = double.NaN, file = double.NaN, shmem = double.NaN;
+        foreach (var line in File.ReadLines($"/proc/{Pid}/status"))
+        {
+            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            {
+                rss = Kb(line) / 1024;
+            }
+            else if (line.StartsWith("RssAnon:", StringComparison.Ordinal))
+            {
+                anon = Kb(line) / 1024;
+            }
+            else if (line.StartsWith("RssFile:", StringComparison.Ordinal))
+            {
+                file = Kb(line) / 1024;
+            }
+            else if (line.StartsWith("RssShmem:", StringComparison.Ordinal))
+            {
+                shmem = Kb(line) / 1024;
+            }
+        }
+        return (rss, anon, file, shmem);
+    }
+
+    /// <summary>Size of the running executable (<c>/proc/pid/exe</c>) in MiB; NaN for a .dll run with dotnet.</summary>
+    public double BinaryMb()
+    {
+        try
+        {
+            return !RunsOnDotnet && File.ResolveLinkTarget($"/proc/{Pid}/exe", returnFinalTarget: true) is { } exe
+                ? new FileInfo(exe.FullName).Length / 1048576.0
+                : double.NaN;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            return double.NaN;
+        }
     }
 
     /// <summary>Resets <c>VmHWM</c> to the current RSS (<c>echo 5 &gt; /proc/pid/clear_refs</c>), so the next peak is this phase's.</summary>

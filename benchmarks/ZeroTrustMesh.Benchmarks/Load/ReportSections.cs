@@ -62,6 +62,30 @@ internal static class ReportSections
         }
     }
 
+    public static void AppendIdleMemory(StringBuilder md, DataPlaneReport report)
+    {
+        md.AppendLine();
+        md.AppendLine("## Idle memory: the proxies against the bare NativeAOT stack");
+        md.AppendLine();
+        md.AppendLine("Read with \"RSS idle\" (after start-up and the probes, before any load) from `/proc/<pid>/status`, MiB: `RssAnon` is the process's own memory (GC heap, stacks, NativeAOT's rehydrated data, malloc), `RssFile` the pages of its executable and shared libraries that are mapped in (page cache, shareable; the kernel maps ahead around each fault), `RssShmem` shared memory (a JIT build's double-mapped code, haproxy's shared segments; VmRSS is the sum of the three). `bare-stack` is `ztm-bare-proxy` (`benchmarks/ZeroTrustMesh.BareProxy`): NativeAOT Kestrel core + YARP's forwarder through one `HttpMessageInvoker` in a Polly timeout + one prometheus-net counter + an uncalled `GrpcChannel`, with the sidecar's GC and trimming settings and none of our code; it forwarded one request to the app and served `/metrics` once, then idled. Binary: the running executable's size (– for a .dll run with dotnet).");
+        md.AppendLine();
+        if (report.Settings.BareProxySkipped is { } skipped)
+        {
+            md.AppendLine(Inv, $"**Bare stack skipped: {skipped}**");
+            md.AppendLine();
+        }
+        md.AppendLine("| target | process | VmRSS | RssAnon | RssFile | RssShmem | binary MiB | VmRSS × bare | more than bare: VmRSS / RssAnon / RssFile |");
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        foreach (var m in report.IdleMemory)
+        {
+            var over = double.IsNaN(m.VmRssVsBare) || m.Target == DataPlaneReport.Bare ? "–"
+                : string.Create(Inv, $"{m.VmRssOverBareMb:+0.0;-0.0} / {m.RssAnonOverBareMb:+0.0;-0.0} / {m.RssFileOverBareMb:+0.0;-0.0}");
+            md.AppendLine(Inv, $"| {m.Target} | {m.Process} | {m.VmRssMb:0.0} | {m.RssAnonMb:0.0} | {m.RssFileMb:0.0} | {m.RssShmemMb:0.0} | {Figure(m.BinaryMb, "0.0")} | {Figure(m.VmRssVsBare, "0.00")} | {over} |");
+        }
+    }
+
+    private static string Figure(double value, string format) => double.IsNaN(value) ? "–" : value.ToString(format, Inv);
+
     public static void AppendControlPlane(StringBuilder md, DataPlaneReport report)
     {
         md.AppendLine();
