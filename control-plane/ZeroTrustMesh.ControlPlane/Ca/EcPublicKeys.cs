@@ -12,12 +12,12 @@ namespace ZeroTrustMesh.ControlPlane.Ca;
 /// Why not just <see cref="PublicKey.GetECDsaPublicKey"/>: on Linux with OpenSSL 3, .NET builds a legacy EC_KEY, runs
 /// EC_KEY_check_key on it (twice, each with a full point multiplication by the group order), and converts it to a
 /// provider key on first use. That cost ~150–190 µs of CPU per key on the benchmark host, twice the signature check
-/// itself and about a third of a whole signing. OpenSSL's own import (EVP_PKEY_fromdata) costs ~25 µs.
+/// itself and about a third of a whole signing. OpenSSL's own import of a point costs ~8 µs.
 /// </para>
 /// <para>
-/// No check is dropped: EVP_PKEY_fromdata decodes the point with EC_POINT_oct2point, which refuses a point that is not
-/// on the curve; and on P-256 and P-384 (cofactor 1) every point on the curve other than infinity, which an uncompressed
-/// point cannot encode, has the group's order, so .NET's extra order check cannot fail where this one passes.
+/// No check is dropped: the point is decoded by EC_POINT_oct2point, which refuses a point that is not on the curve;
+/// and on P-256 and P-384 (cofactor 1) every point on the curve other than infinity, which an uncompressed point cannot
+/// encode, has the group's order, so .NET's extra order check cannot fail where this one passes.
 /// Anything else (another curve, a compressed point, Windows, macOS, OpenSSL 1.1) goes through .NET's import.
 /// </para>
 /// </summary>
@@ -36,15 +36,10 @@ internal static class EcPublicKeys
         {
             var curve = CurveOf(key);
             var point = key.EncodedKeyValue.RawData;
-            var (group, fieldBytes) = curve switch
+            var fieldBytes = curve switch { P256 => 32, P384 => 48, _ => 0 };
+            if (fieldBytes > 0 && point.Length == 1 + (2 * fieldBytes) && point[0] == 0x04) // uncompressed
             {
-                P256 => ("prime256v1", 32),
-                P384 => ("secp384r1", 48),
-                _ => (null, 0),
-            };
-            if (group is not null && point.Length == 1 + (2 * fieldBytes) && point[0] == 0x04) // uncompressed
-            {
-                return OpenSsl3.Import(group, point);
+                return OpenSsl3.Import(p384: curve == P384, point);
             }
         }
         return key.GetECDsaPublicKey() ?? throw new CryptographicException("the key is not an EC key");
@@ -63,32 +58,26 @@ internal static class EcPublicKeys
     }
 
     /// <summary>
-    /// EVP_PKEY_fromdata in the libcrypto the runtime itself uses (same soname, same version: the key handle is handed
-    /// to <see cref="ECDsaOpenSsl"/>, which calls into that library).
+    /// OpenSSL 3 calls into the libcrypto the runtime itself uses (same soname, same version: the key handle is handed to
+    /// <see cref="ECDsaOpenSsl"/>, which calls into that library). Each key is a copy of a template that holds only the
+    /// curve (EVP_PKEY_dup) given its point (EVP_PKEY_set1_encoded_public_key, how libssl takes a peer's key share):
+    /// ~8 µs, where building the curve for every key (EVP_PKEY_fromdata) costs ~25 µs.
     /// </summary>
     [SupportedOSPlatform("linux")]
     private static class OpenSsl3
     {
         private const string Library = "libcrypto.so.3";
-        private const uint Utf8String = 4; // OSSL_PARAM_UTF8_STRING
-        private const uint OctetString = 5; // OSSL_PARAM_OCTET_STRING
-        private const int PublicKeySelection = 0x86; // EVP_PKEY_PUBLIC_KEY: the domain parameters and the public key
 
-        // Process-lifetime native strings for the OSSL_PARAM keys and values.
-        private static readonly nint GroupParam = Marshal.StringToCoTaskMemUTF8("group");
-        private static readonly nint PublicKeyParam = Marshal.StringToCoTaskMemUTF8("pub");
-        private static readonly Dictionary<string, nint> Groups = new()
-        {
-            ["prime256v1"] = Marshal.StringToCoTaskMemUTF8("prime256v1"),
-            ["secp384r1"] = Marshal.StringToCoTaskMemUTF8("secp384r1"),
-        };
-        private static readonly byte[] Ec = "EC\0"u8.ToArray();
+        // Curve-only keys, shared: OpenSSL objects may be read from several threads at once, and these are never changed.
+        private static readonly Lazy<nint> P256Template = new(() => CurveOnlyKey("prime256v1"));
+        private static readonly Lazy<nint> P384Template = new(() => CurveOnlyKey("secp384r1"));
 
         public static bool IsUsable()
         {
             try
             {
-                return SafeEvpPKeyHandle.OpenSslVersion >= 0x3000_0000 && (long)OpenSSL_version_num() == SafeEvpPKeyHandle.OpenSslVersion;
+                return SafeEvpPKeyHandle.OpenSslVersion >= 0x3000_0000 && (long)OpenSSL_version_num() == SafeEvpPKeyHandle.OpenSslVersion
+                    && P256Template.Value != 0 && P384Template.Value != 0;
             }
             catch (Exception e) when (e is DllNotFoundException or EntryPointNotFoundException or PlatformNotSupportedException)
             {
@@ -96,31 +85,46 @@ internal static class EcPublicKeys
             }
         }
 
-        public static ECDsaOpenSsl Import(string group, byte[] point)
+        public static ECDsaOpenSsl Import(bool p384, byte[] point)
         {
-            var pinned = GCHandle.Alloc(point, GCHandleType.Pinned);
-            var context = EVP_PKEY_CTX_new_from_name(0, Ec, 0);
+            var key = EVP_PKEY_dup((p384 ? P384Template : P256Template).Value);
+            if (key == 0)
+            {
+                ERR_clear_error();
+                throw new CryptographicException("OpenSSL could not copy the curve's key template");
+            }
+            using var handle = new SafeEvpPKeyHandle(key, ownsHandle: true);
+            if (EVP_PKEY_set1_encoded_public_key(handle, point, (nuint)point.Length) != 1) // refuses a point off the curve
+            {
+                ERR_clear_error(); // the reason stays in OpenSSL's per-thread queue otherwise
+                throw new CryptographicException("the EC public key is not a valid point on its curve");
+            }
+            return new ECDsaOpenSsl(handle); // takes its own reference
+        }
+
+        /// <summary>EVP_PKEY_fromdata with only OSSL_PKEY_PARAM_GROUP_NAME; 0 if OpenSSL refuses.</summary>
+        private static nint CurveOnlyKey(string group)
+        {
+            var context = EVP_PKEY_CTX_new_from_name(0, "EC\0"u8.ToArray(), 0);
+            var groupKey = Marshal.StringToCoTaskMemUTF8("group");
+            var groupName = Marshal.StringToCoTaskMemUTF8(group);
             try
             {
-                OsslParam[] parameters =
-                [
-                    new(GroupParam, Utf8String, Groups[group], (nuint)group.Length),
-                    new(PublicKeyParam, OctetString, pinned.AddrOfPinnedObject(), (nuint)point.Length),
-                    default, // OSSL_PARAM_END
-                ];
+                OsslParam[] parameters = [new(groupKey, 4 /* OSSL_PARAM_UTF8_STRING */, groupName, (nuint)group.Length), default /* OSSL_PARAM_END */];
                 nint key = 0; // EVP_PKEY_fromdata allocates the key only if this is NULL
-                if (context == 0 || EVP_PKEY_fromdata_init(context) != 1 || EVP_PKEY_fromdata(context, ref key, PublicKeySelection, parameters) != 1 || key == 0)
+                const int KeyParameters = 0x84; // EVP_PKEY_KEY_PARAMETERS: domain and other parameters, no key
+                if (context == 0 || EVP_PKEY_fromdata_init(context) != 1 || EVP_PKEY_fromdata(context, ref key, KeyParameters, parameters) != 1)
                 {
-                    ERR_clear_error(); // the reason stays in OpenSSL's per-thread queue otherwise
-                    throw new CryptographicException("the EC public key is not a valid point on its curve");
+                    ERR_clear_error();
+                    return 0;
                 }
-                using var handle = new SafeEvpPKeyHandle(key, ownsHandle: true);
-                return new ECDsaOpenSsl(handle); // takes its own reference
+                return key;
             }
             finally
             {
                 EVP_PKEY_CTX_free(context);
-                pinned.Free();
+                Marshal.FreeCoTaskMem(groupKey);
+                Marshal.FreeCoTaskMem(groupName);
             }
         }
 
@@ -149,6 +153,12 @@ internal static class EcPublicKeys
 
         [DllImport(Library)]
         private static extern void EVP_PKEY_CTX_free(nint context);
+
+        [DllImport(Library)]
+        private static extern nint EVP_PKEY_dup(nint key);
+
+        [DllImport(Library)]
+        private static extern int EVP_PKEY_set1_encoded_public_key(SafeEvpPKeyHandle key, byte[] point, nuint length);
 
         [DllImport(Library)]
         private static extern void ERR_clear_error();
