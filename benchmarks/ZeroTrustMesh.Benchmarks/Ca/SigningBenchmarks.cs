@@ -27,6 +27,7 @@ public class SigningBenchmarks
     private SvidIssuer _issuer = null!;
     private byte[] _csr = null!;
     private PublicKey _csrKey = null!;
+    private byte[] _csrKeySignature = null!;
     private SpiffeId _id;
     private X509Certificate2 _caller = null!;
     private X509Certificate2[] _chainAfterLeaf = null!;
@@ -49,6 +50,7 @@ public class SigningBenchmarks
         request.CertificateExtensions.Add(SubjectAltNames.ForUri(WorkloadId)); // as the sidecar sends it
         _csr = request.CreateSigningRequest();
         _csrKey = request.PublicKey;
+        _csrKeySignature = workloadKey.SignHash(_hash);
 
         // The caller's current SVID, as a renewing sidecar presents it over mTLS.
         using var callerKey = ECDsa.Create(ECCurve.NamedCurves.nistP256);
@@ -90,6 +92,21 @@ public class SigningBenchmarks
 
     [Benchmark(Description = "CsrValidator.Validate (P-256 CSR)")]
     public bool CsrValidate() => CsrValidator.Validate(_csr).RequestedId is not null;
+
+    /// <summary>What the CSR check imported its key with before: .NET's EC import (check_key twice, then a provider key on first use).</summary>
+    [Benchmark(Description = "CSR key import + verify: PublicKey.GetECDsaPublicKey")]
+    public bool DotNetImportVerify()
+    {
+        using var key = _csrKey.GetECDsaPublicKey()!;
+        return key.VerifyHash(_hash, _csrKeySignature);
+    }
+
+    [Benchmark(Description = "CSR key import + verify: EcPublicKeys.Import")]
+    public bool DirectImportVerify()
+    {
+        using var key = EcPublicKeys.Import(_csrKey);
+        return key.VerifyHash(_hash, _csrKeySignature);
+    }
 
     [Benchmark(Description = "CertificateAuthority.SignSvid")]
     public int IssueSvid()

@@ -35,7 +35,7 @@ internal static class CsrValidator
         CertificateRequest request;
         try
         {
-            // The extension request is loaded so it can be inspected.
+            // The extension request is loaded so it can be inspected; the signature is CsrSignature's.
             request = CertificateRequest.LoadSigningRequest(der, HashAlgorithmName.SHA256, out var read,
                 CertificateRequestLoadOptions.UnsafeLoadCertificateExtensions | CertificateRequestLoadOptions.SkipSignatureValidation, RSASignaturePadding.Pkcs1);
             if (read != der.Length)
@@ -49,7 +49,7 @@ internal static class CsrValidator
         }
         try
         {
-            CertificateRequest.LoadSigningRequest(der, HashAlgorithmName.SHA256, out _, CertificateRequestLoadOptions.Default, RSASignaturePadding.Pkcs1);
+            CsrSignature.Verify(der, request.PublicKey);
         }
         catch (CryptographicException e)
         {
