@@ -154,17 +154,24 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
         Assert.Equal(HttpStatusCode.OK, allowed.StatusCode);
     }
 
-    [Fact]
-    public async Task With_explain_denials_off_the_caller_learns_nothing_and_the_access_log_still_says_why()
+    /// <summary>frontend → orders with no policy yet (v0: every call denied); <paramref name="ordersSidecarArgs"/> go to the orders sidecar.</summary>
+    private async Task<(ControlPlane ControlPlane, DemoApp Orders, Sidecar OrdersSidecar, Sidecar Frontend)> StartWithoutPolicyAsync(params string[] ordersSidecarArgs)
     {
         var controlPlane = await _mesh.StartControlPlaneAsync();
         var orders = await DemoApp.StartAsync(_mesh, "orders");
         var ordersSidecar = await _mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "orders"), "sidecar-orders",
-            [.. orders.SidecarArguments, "--explain-denials", "false"]);
+            [.. orders.SidecarArguments, .. ordersSidecarArgs]);
         var frontend = await _mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "frontend"), "sidecar-frontend");
         await ordersSidecar.Process.WaitForLineAsync("registered with the control plane ");
         await ordersSidecar.WaitForPolicyAsync("v0");
         await frontend.WaitForIdentityAsync();
+        return (controlPlane, orders, ordersSidecar, frontend);
+    }
+
+    [Fact]
+    public async Task With_explain_denials_off_the_caller_learns_nothing_and_the_access_log_still_says_why()
+    {
+        var (_, orders, ordersSidecar, frontend) = await StartWithoutPolicyAsync("--explain-denials", "false");
 
         using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
         using var denied = await http.GetAsync($"http://orders:{orders.HttpPort}/orders/1");
@@ -176,14 +183,7 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
     [Fact]
     public async Task With_the_access_log_off_requests_are_still_counted_and_no_access_line_is_written()
     {
-        var controlPlane = await _mesh.StartControlPlaneAsync();
-        var orders = await DemoApp.StartAsync(_mesh, "orders");
-        var ordersSidecar = await _mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "orders"), "sidecar-orders",
-            [.. orders.SidecarArguments, "--access-log", "off"]);
-        var frontend = await _mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "frontend"), "sidecar-frontend");
-        await ordersSidecar.Process.WaitForLineAsync("registered with the control plane ");
-        await ordersSidecar.WaitForPolicyAsync("v0");
-        await frontend.WaitForIdentityAsync();
+        var (controlPlane, orders, ordersSidecar, frontend) = await StartWithoutPolicyAsync("--access-log", "off");
 
         using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
         using var denied = await http.GetAsync($"http://orders:{orders.HttpPort}/orders/1");
