@@ -148,23 +148,9 @@ internal sealed class LoadProcess : IAsyncDisposable
     /// <summary>The same for any process, by PID (the control plane is not started as a <see cref="LoadProcess"/>).</summary>
     public static (double RssMb, double PeakRssMb) Memory(int pid)
     {
-        double rss = double.NaN, peak = double.NaN;
-        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
-        {
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-            {
-                rss = Kb(line) / 1024;
-            }
-            else if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-            {
-                peak = Kb(line) / 1024;
-            }
-        }
-        return (rss, peak);
+        var status = StatusMb(pid);
+        return (status.GetValueOrDefault("VmRSS", double.NaN), status.GetValueOrDefault("VmHWM", double.NaN));
     }
-
-    /// <summary>The kB figure of a <c>/proc/pid/status</c> line such as <c>VmRSS:    36040 kB</c>.</summary>
-    private static double Kb(string line) => double.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
 
     /// <summary>
     /// <c>VmRSS</c> and its parts, in MiB: <c>RssAnon</c> (heap, stacks, relocated data: this process's own),
@@ -173,27 +159,24 @@ internal sealed class LoadProcess : IAsyncDisposable
     /// </summary>
     public (double RssMb, double RssAnonMb, double RssFileMb, double RssShmemMb) MemorySplit()
     {
-        double rss = double.NaN, anon = double.NaN, file = double.NaN, shmem = double.NaN;
-        foreach (var line in File.ReadLines($"/proc/{Pid}/status"))
+        var status = StatusMb(Pid);
+        double Field(string name) => status.GetValueOrDefault(name, double.NaN);
+        return (Field("VmRSS"), Field("RssAnon"), Field("RssFile"), Field("RssShmem"));
+    }
+
+    /// <summary>Every <c>/proc/pid/status</c> line given in kB (<c>VmRSS:    36040 kB</c>), by name, in MiB.</summary>
+    private static Dictionary<string, double> StatusMb(int pid)
+    {
+        var fields = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var line in File.ReadLines($"/proc/{pid}/status"))
         {
-            if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+            var parts = line.Split([' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            if (parts.Length == 3 && parts[2] == "kB" && parts[0].EndsWith(':'))
             {
-                rss = Kb(line) / 1024;
-            }
-            else if (line.StartsWith("RssAnon:", StringComparison.Ordinal))
-            {
-                anon = Kb(line) / 1024;
-            }
-            else if (line.StartsWith("RssFile:", StringComparison.Ordinal))
-            {
-                file = Kb(line) / 1024;
-            }
-            else if (line.StartsWith("RssShmem:", StringComparison.Ordinal))
-            {
-                shmem = Kb(line) / 1024;
+                fields[parts[0][..^1]] = double.Parse(parts[1], CultureInfo.InvariantCulture) / 1024;
             }
         }
-        return (rss, anon, file, shmem);
+        return fields;
     }
 
     /// <summary>Size of the running executable (<c>/proc/pid/exe</c>) in MiB; NaN for a .dll run with dotnet.</summary>
