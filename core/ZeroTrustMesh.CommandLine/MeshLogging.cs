@@ -19,6 +19,10 @@ public static class MeshLogging
             o.UseUtcTimestamp = true;
         });
         logging.AddFilter("Microsoft", LogLevel.Warning);
+        // Off entirely, not at Warning: ASP.NET Core's hosting starts an Activity (parsing traceparent) and pushes a
+        // log scope (an AsyncLocal, which every await of the request then carries) for each request whenever this
+        // category is enabled at any level, only to correlate "Request starting/finished" lines nobody prints.
+        logging.AddFilter("Microsoft.AspNetCore.Hosting.Diagnostics", LogLevel.None);
         logging.AddFilter("System.Net.Http", LogLevel.Warning);
         logging.AddFilter("Grpc", LogLevel.Warning);
         return logging;
