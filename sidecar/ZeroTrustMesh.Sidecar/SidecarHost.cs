@@ -64,6 +64,8 @@ internal static class SidecarHost
         services.AddSingleton<PolicyWatcher>();
         services.AddHostedService(sp => sp.GetRequiredService<PolicyWatcher>());
         services.AddSingleton<SidecarMetrics>();
+        services.AddSingleton<MemoryTrimmer>();
+        services.AddHostedService(sp => sp.GetRequiredService<MemoryTrimmer>());
         services.AddSingleton<AccessLog>();
         services.AddHttpForwarder();
         services.AddSingleton<DestinationClients>();
@@ -127,6 +129,9 @@ internal static class SidecarHost
                 : role == ListenerRole.Admin ? next(context)
                 : throw new InvalidOperationException("a request from no known listener");
         });
+        // Routing after the dispatch, so only admin requests are matched against routes: without this call the web
+        // host puts routing first and every proxied request pays for a route lookup it does not use.
+        app.UseRouting();
         app.MapAdmin();
 
         var logger = app.Services.GetRequiredService<ILogger<SidecarOptions>>();

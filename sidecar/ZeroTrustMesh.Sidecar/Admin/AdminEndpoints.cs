@@ -56,12 +56,19 @@ internal sealed record ConfigDump(bool Ready, PolicyDump Policy, RevocationsDump
 internal sealed record RevocationsDump(int Count, IReadOnlyList<string> Entries);
 
 /// <summary>Where the sidecar's memory is: the managed heap as the GC sees it, next to the process's resident set.</summary>
-internal sealed record MemoryDump(long GcHeapBytes, long GcCommittedBytes, long GcFragmentedBytes, long GcTotalAvailableBytes, int Gen0Collections, int Gen2Collections, long WorkingSetBytes)
+/// <param name="GcGenerationBytes">After the last collection: gen0, gen1, gen2, large-object heap, pinned-object heap.</param>
+internal sealed record MemoryDump(long GcHeapBytes, long GcCommittedBytes, long GcFragmentedBytes, long GcTotalAvailableBytes, long[] GcGenerationBytes,
+    int Gen0Collections, int Gen2Collections, long WorkingSetBytes)
 {
     public static MemoryDump Now()
     {
         var info = GC.GetGCMemoryInfo();
-        return new MemoryDump(info.HeapSizeBytes, info.TotalCommittedBytes, info.FragmentedBytes, info.TotalAvailableMemoryBytes,
+        var generations = new long[info.GenerationInfo.Length];
+        for (var i = 0; i < generations.Length; i++)
+        {
+            generations[i] = info.GenerationInfo[i].SizeAfterBytes;
+        }
+        return new MemoryDump(info.HeapSizeBytes, info.TotalCommittedBytes, info.FragmentedBytes, info.TotalAvailableMemoryBytes, generations,
             GC.CollectionCount(0), GC.CollectionCount(2), Environment.WorkingSet);
     }
 }

@@ -20,6 +20,7 @@ internal sealed class SidecarMetrics
     private readonly Counter _authentication;
     private readonly Counter _rateLimited;
     private readonly Counter _inboundConnections;
+    private readonly Counter _memoryTrims;
 
     public SidecarMetrics(IdentityState state)
     {
@@ -46,6 +47,8 @@ internal sealed class SidecarMetrics
         _rateLimited = factory.CreateCounter("ztm_rate_limited_total", "Inbound requests refused with 429 by a RateLimitPolicy, by policy.", "policy");
         _inboundConnections = factory.CreateCounter("ztm_inbound_connections_total",
             "HTTP connections accepted on the inbound port, by security: mtls, or plaintext (a PERMISSIVE workload).", "security");
+        _memoryTrims = factory.CreateCounter("ztm_memory_trims_total",
+            "Full garbage collections run to hand memory back to the OS after the heap outgrew its live data (see MemoryTrimmer).");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
@@ -92,4 +95,6 @@ internal sealed class SidecarMetrics
     public void Retried(string service) => _retries.WithLabels(service).Inc();
 
     public void Ejected(string service) => _ejections.WithLabels(service).Inc();
+
+    public void MemoryTrimmed() => _memoryTrims.Inc();
 }

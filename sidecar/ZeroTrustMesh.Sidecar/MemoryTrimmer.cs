@@ -1,0 +1,71 @@
+using ZeroTrustMesh.Sidecar.Telemetry;
+
+namespace ZeroTrustMesh.Sidecar;
+
+/// <summary>
+/// Hands memory back after a burst. The sidecar's GC (workstation, non-concurrent: the smallest idle footprint)
+/// collects the oldest generation only when that generation's budget runs out, so a burst of load leaves its
+/// in-flight requests' objects, promoted and then dead, on committed pages for as long as the pod lives: measured
+/// at 1000 req/s after the capacity runs, 33-40 MB committed for a heap that a full collection shrinks to a few MB.
+/// Every <see cref="Interval"/> the GC's committed memory is compared with the live data the last full collection
+/// found; past <see cref="IsBloated"/>, one full compacting collection returns the difference to the OS, as Envoy's
+/// shrink-heap overload action does for its allocator.
+/// </summary>
+internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time) : BackgroundService
+{
+    public static readonly TimeSpan Interval = TimeSpan.FromSeconds(5);
+
+    /// <summary>Committed memory allowed beyond twice the live data: room for a few gen0 budgets (3-6 MB each).</summary>
+    public const long Slack = 16L << 20;
+
+    /// <summary>
+    /// How long the last full collection's count of live data is believed. One that ran in the middle of a burst
+    /// counted the burst's in-flight requests as live; without this the heap could stay at twice that for good.
+    /// </summary>
+    public static readonly TimeSpan LiveDataTrustedFor = TimeSpan.FromSeconds(60);
+
+    private long _lastFullIndex = -1;
+    private long _lastFullSeen;
+
+    /// <summary>
+    /// More than twice the live data plus <see cref="Slack"/> (a heap that holds only its live data never trips it),
+    /// or more than <see cref="Slack"/> once the live count is older than <see cref="LiveDataTrustedFor"/>.
+    /// </summary>
+    public static bool IsBloated(long committedBytes, long liveBytes, TimeSpan sinceLiveCounted) =>
+        committedBytes > 2 * liveBytes + Slack || (committedBytes > Slack && sinceLiveCounted > LiveDataTrustedFor);
+
+    /// <summary>One check: collects (blocking, compacting, decommitting) when the GC holds far more than is alive.</summary>
+    public bool TrimIfBloated()
+    {
+        var last = GC.GetGCMemoryInfo(GCKind.Any);
+        var full = GC.GetGCMemoryInfo(GCKind.FullBlocking);
+        if (full.Index != _lastFullIndex)
+        {
+            (_lastFullIndex, _lastFullSeen) = (full.Index, time.GetTimestamp());
+        }
+        // What survived the last full collection is the live data; before any, the heap as the last GC left it.
+        var live = full.Index > 0 ? full.PromotedBytes : last.HeapSizeBytes;
+        if (!IsBloated(last.TotalCommittedBytes, live, time.GetElapsedTime(_lastFullSeen)))
+        {
+            return false;
+        }
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        metrics.MemoryTrimmed();
+        return true;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(Interval, time);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                TrimIfBloated();
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+}

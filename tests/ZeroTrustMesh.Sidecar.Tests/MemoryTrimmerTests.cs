@@ -1,0 +1,68 @@
+using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Time.Testing;
+using Prometheus;
+using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Telemetry;
+
+namespace ZeroTrustMesh.Sidecar.Tests;
+
+/// <summary>The GC's own decisions are process-wide: nothing else in this assembly runs beside these tests.</summary>
+[CollectionDefinition(nameof(MemoryTrimmerTests), DisableParallelization = true)]
+public sealed class GarbageCollectorCollection;
+
+[Collection(nameof(MemoryTrimmerTests))]
+public sealed class MemoryTrimmerTests
+{
+    private const long MiB = 1 << 20;
+
+    [Theory]
+    [InlineData(3 * MiB, 10 * MiB, 1, false)]   // idle or steady: a few MB alive, a gen0 budget allocated
+    [InlineData(3 * MiB, 22 * MiB, 1, false)]   // exactly twice the live data plus the slack
+    [InlineData(3 * MiB, 40 * MiB, 1, true)]    // after a burst: promoted garbage on committed pages
+    [InlineData(40 * MiB, 90 * MiB, 1, false)]  // a large live set (a big policy) is not garbage
+    [InlineData(40 * MiB, 97 * MiB, 1, true)]
+    [InlineData(40 * MiB, 90 * MiB, 61, true)]  // ... unless it was counted mid-burst, a minute ago
+    [InlineData(3 * MiB, 10 * MiB, 61, false)]  // a quiet heap is never collected just because time passed
+    public void Only_memory_well_beyond_the_live_data_counts_as_bloat(long live, long committed, int secondsSinceCounted, bool bloated) =>
+        Assert.Equal(bloated, MemoryTrimmer.IsBloated(committed, live, TimeSpan.FromSeconds(secondsSinceCounted)));
+
+    [Fact]
+    public async Task Dead_objects_left_in_the_oldest_generation_are_collected_and_their_pages_handed_back()
+    {
+        var time = new FakeTimeProvider();
+        var metrics = new SidecarMetrics(new IdentityState(time));
+        var trimmer = new MemoryTrimmer(metrics, time);
+
+        PromoteGarbage(64 * MiB);
+        var before = GC.GetGCMemoryInfo().TotalCommittedBytes;
+        Assert.True(before > 64 * MiB, $"the garbage was not committed: {before / MiB} MiB");
+        // A full collection may have run while the garbage was still referenced and counted it as live: then only
+        // the age of that count lets the trimmer act, as in a sidecar after a burst.
+        if (!trimmer.TrimIfBloated())
+        {
+            time.Advance(MemoryTrimmer.LiveDataTrustedFor + MemoryTrimmer.Interval);
+            Assert.True(trimmer.TrimIfBloated(), "a stale count of live data kept the garbage");
+        }
+
+        var after = GC.GetGCMemoryInfo().TotalCommittedBytes;
+        Assert.True(after < before - 48 * MiB, $"committed {before / MiB} MiB before the trim, {after / MiB} MiB after");
+        Assert.False(trimmer.TrimIfBloated());
+        using var exported = new MemoryStream();
+        await metrics.Registry.CollectAndExportAsTextAsync(exported);
+        Assert.Contains("ztm_memory_trims_total 1", System.Text.Encoding.UTF8.GetString(exported.ToArray()), StringComparison.Ordinal);
+    }
+
+    /// <summary>Small arrays (not the large-object heap), kept alive through two collections into the oldest generation, then dropped.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void PromoteGarbage(long bytes)
+    {
+        var arrays = new List<byte[]>();
+        for (long allocated = 0; allocated < bytes; allocated += 8192)
+        {
+            arrays.Add(new byte[8192]);
+        }
+        GC.Collect(1, GCCollectionMode.Forced, blocking: true, compacting: false);
+        GC.Collect(1, GCCollectionMode.Forced, blocking: true, compacting: false);
+        GC.KeepAlive(arrays);
+    }
+}
