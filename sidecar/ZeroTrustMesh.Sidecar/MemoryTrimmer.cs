@@ -22,7 +22,7 @@ internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time) :
     /// How long the last full collection's count of live data is believed. One that ran in the middle of a burst
     /// counted the burst's in-flight requests as live; without this the heap could stay at twice that for good.
     /// </summary>
-    public static readonly TimeSpan LiveDataTrustedFor = TimeSpan.FromSeconds(60);
+    public static readonly TimeSpan LiveDataTrustedFor = TimeSpan.FromSeconds(20);
 
     private long _lastFullIndex = -1;
     private long _lastFullSeen;
