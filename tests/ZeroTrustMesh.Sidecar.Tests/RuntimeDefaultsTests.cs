@@ -4,9 +4,9 @@ namespace ZeroTrustMesh.Sidecar.Tests;
 public sealed class RuntimeDefaultsTests
 {
     [Theory]
-    [InlineData(null, "4")]
-    [InlineData("", "4")]
-    [InlineData("16", "16")] // an operator's own setting wins
+    [InlineData(null, "16")]
+    [InlineData("", "16")]
+    [InlineData("4", "4")] // an operator's own setting wins
     public void The_shared_array_pool_is_bounded_unless_the_environment_says_otherwise(string? given, string expected)
     {
         var saved = Environment.GetEnvironmentVariable(RuntimeDefaults.MaxPooledArraysPerCore);
