@@ -35,17 +35,7 @@ namespace ZeroTrustMesh.Sidecar.Inbound;
 /// </summary>
 internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundPolicyState policies, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
 {
-    private readonly HttpMessageInvoker _toApp = new(new SocketsHttpHandler
-    {
-        UseProxy = false,
-        AllowAutoRedirect = false,
-        AutomaticDecompression = DecompressionMethods.None,
-        UseCookies = false,
-        EnableMultipleHttp2Connections = true,
-        InitialHttp2StreamWindowSize = Outbound.DestinationClients.Http2StreamWindow,
-        ActivityHeadersPropagator = null, // pass the caller's traceparent through untouched
-        ConnectTimeout = options.ConnectTimeout,
-    });
+    private readonly HttpMessageInvoker _toApp = new(Outbound.DestinationClients.ForwardingHandler(options.ConnectTimeout));
 
     private readonly InboundTransformer _transformer = new();
 

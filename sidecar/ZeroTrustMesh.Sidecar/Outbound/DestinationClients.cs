@@ -56,6 +56,22 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
     /// </summary>
     public const int Http2StreamWindow = 1024 * 1024;
 
+    /// <summary>
+    /// A client that forwards requests as they are, for both legs: to other sidecars and to the local app. It sends what
+    /// the caller sent (no proxy, redirects, cookies or decompression) and passes the caller's traceparent through.
+    /// </summary>
+    public static SocketsHttpHandler ForwardingHandler(TimeSpan connectTimeout) => new()
+    {
+        UseProxy = false,
+        AllowAutoRedirect = false,
+        AutomaticDecompression = DecompressionMethods.None,
+        UseCookies = false,
+        EnableMultipleHttp2Connections = true,
+        InitialHttp2StreamWindowSize = Http2StreamWindow,
+        ActivityHeadersPropagator = null,
+        ConnectTimeout = connectTimeout,
+    };
+
     private readonly ConcurrentDictionary<(IPEndPoint, string), DestinationClient> _clients = new();
     private int _next;
 
@@ -81,20 +97,10 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
     private DestinationClient Create(Destination destination)
     {
         var settings = options.ResilienceFor(destination.Service);
-        var handler = new SocketsHttpHandler
-        {
-            UseProxy = false,
-            AllowAutoRedirect = false,
-            AutomaticDecompression = DecompressionMethods.None,
-            UseCookies = false,
-            EnableMultipleHttp2Connections = true,
-            InitialHttp2StreamWindowSize = DestinationClients.Http2StreamWindow,
-            ActivityHeadersPropagator = null, // pass the app's traceparent through untouched
-            ConnectTimeout = settings.ConnectTimeout,
-            // New connections pick up a renewed certificate; old ones are retired in time, never cut mid-request.
-            PooledConnectionLifetime = TimeSpan.FromMinutes(10),
-            SslOptions = MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, SslApplicationProtocol.Http2),
-        };
+        var handler = ForwardingHandler(settings.ConnectTimeout);
+        // New connections pick up a renewed certificate; old ones are retired in time, never cut mid-request.
+        handler.PooledConnectionLifetime = TimeSpan.FromMinutes(10);
+        handler.SslOptions = MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, SslApplicationProtocol.Http2);
         var breakerState = new CircuitBreakerStateProvider();
         var breaker = new ResiliencePipelineBuilder<ForwardResult>()
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions<ForwardResult>
