@@ -150,9 +150,14 @@ internal static class SidecarHost
         }
 
         // Start-up (DI, Kestrel, the first certificate and policy) leaves megabytes of garbage that no gen0 budget
-        // at idle would ever collect: collect it once, compacting and returning the freed pages, when the sidecar is ready.
-        _ = app.Services.GetRequiredService<PolicyWatcher>().FirstSnapshot.ContinueWith(
-            _ => GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true),
+        // at idle would ever collect, and megabytes of code it ran once mapped: when the sidecar is ready, collect the
+        // heap once (compacting, returning the freed pages) and unmap the start-up pages.
+        _ = app.Services.GetRequiredService<PolicyWatcher>().FirstSnapshot.ContinueWith(_ =>
+            {
+                GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+                var releasedKb = StartupPages.Release();
+                SidecarLog.StartupMemoryReleased(logger, GC.GetGCMemoryInfo().HeapSizeBytes / 1048576.0, releasedKb / 1024.0);
+            },
             CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
 
         var addresses = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()

@@ -31,6 +31,9 @@ internal static partial class SidecarLog
     [LoggerMessage(EventId = 301, Level = LogLevel.Information, Message = "HTTP/3 is not available on this host (no MsQuic): sidecar-to-sidecar traffic uses HTTP/2")]
     public static partial void Http3Unavailable(ILogger logger);
 
+    [LoggerMessage(EventId = 302, Level = LogLevel.Debug, Message = "start-up memory released: heap compacted to {HeapMb:0.0} MB, {PagesMb:0.0} MB of start-up code and read-only data unmapped")]
+    public static partial void StartupMemoryReleased(ILogger logger, double heapMb, double pagesMb);
+
     [LoggerMessage(EventId = 310, Level = LogLevel.Warning, Message = "tcp relay {Direction} ended: {Reason}")]
     public static partial void TcpRelayEnded(ILogger logger, string direction, string reason);
 
