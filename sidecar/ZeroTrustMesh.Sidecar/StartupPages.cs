@@ -21,7 +21,6 @@ namespace ZeroTrustMesh.Sidecar;
 internal static class StartupPages
 {
     private const int MadviseDontNeed = 4;
-    private const int FadviseDontNeed = 4;
 
     /// <summary>A mapping of a file, as <c>/proc/self/smaps</c> describes it.</summary>
     internal readonly record struct Mapping(ulong Start, ulong End, string Permissions, string Path, long RssKb, long AnonymousKb)
@@ -56,31 +55,7 @@ internal static class StartupPages
                 released += mapping.RssKb;
             }
         }
-        EvictFromPageCache(Environment.ProcessPath);
         return released;
-    }
-
-    /// <summary>
-    /// Unmapped, the start-up pages would still sit in the page cache, charged to the pod's memory cgroup until the
-    /// kernel reclaims them. The executable is the sidecar's own: drop its pages that no process maps now, so the pod
-    /// stops paying for them at once (a page needed later is read again). Shared libraries are left to the kernel:
-    /// other processes on the node may be about to use them.
-    /// </summary>
-    internal static void EvictFromPageCache(string? path)
-    {
-        if (path is null)
-        {
-            return;
-        }
-        try
-        {
-            using var file = File.OpenHandle(path);
-            _ = Fadvise((int)file.DangerousGetHandle(), 0, 0, FadviseDontNeed);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // replaced or unreadable: its pages stay cached until the kernel reclaims them
-        }
     }
 
     /// <summary>The mappings in smaps format: a header line per mapping, then its <c>Key: value kB</c> lines.</summary>
@@ -127,7 +102,4 @@ internal static class StartupPages
 
     [DllImport("libc", EntryPoint = "madvise", SetLastError = true)]
     private static extern int Madvise(nint address, nuint length, int advice);
-
-    [DllImport("libc", EntryPoint = "posix_fadvise")]
-    private static extern int Fadvise(int fd, long offset, long length, int advice);
 }

@@ -91,52 +91,6 @@ public sealed class StartupPagesTests
         }
     }
 
-    [Fact]
-    public void Pages_of_a_file_that_nothing_maps_leave_the_page_cache()
-    {
-        const int Size = 1 << 20;
-        var path = Path.GetTempFileName();
-        try
-        {
-            using (var stream = new FileStream(path, FileMode.Create))
-            {
-                stream.Write(new byte[Size].AsSpan());
-                stream.Flush(flushToDisk: true); // dirty pages are written back, not dropped
-            }
-            _ = File.ReadAllBytes(path);
-            Assert.Equal(Size / 4096, CachedPages(path));
-
-            StartupPages.EvictFromPageCache(path);
-
-            Assert.Equal(0, CachedPages(path));
-        }
-        finally
-        {
-            File.Delete(path);
-        }
-    }
-
-    /// <summary>How many of the file's pages are in the page cache (mincore on a mapping nothing touches).</summary>
-    private static int CachedPages(string path)
-    {
-        using var file = File.OpenHandle(path);
-        var size = (int)RandomAccess.GetLength(file);
-        var mapping = Map(file, size);
-        try
-        {
-            var resident = new byte[(size + 4095) / 4096];
-            Assert.Equal(0, Mincore(mapping, (nuint)size, resident));
-            return resident.Count(b => (b & 1) != 0);
-        }
-        finally
-        {
-            _ = Munmap(mapping, (nuint)size);
-        }
-    }
-
-    [DllImport("libc", EntryPoint = "mincore", SetLastError = true)]
-    private static extern int Mincore(nint address, nuint length, byte[] vector);
-
     private static StartupPages.Mapping Resident(nint address) =>
         StartupPages.Parse(File.ReadLines("/proc/self/smaps")).Single(m => m.Start == (ulong)address);
 
