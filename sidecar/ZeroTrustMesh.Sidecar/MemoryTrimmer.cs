@@ -9,7 +9,8 @@ namespace ZeroTrustMesh.Sidecar;
 /// at 1000 req/s after the capacity runs, 33-40 MB committed for a heap that a full collection shrinks to a few MB.
 /// Every <see cref="Interval"/> the GC's committed memory is compared with the live data the last full collection
 /// found; past <see cref="IsBloated"/>, one full compacting collection returns the difference to the OS, as Envoy's
-/// shrink-heap overload action does for its allocator.
+/// shrink-heap overload action does for its allocator. A sidecar that has gone quiet (<see cref="IsIdleWithGarbage"/>)
+/// is collected once too, so its last requests' garbage does not stay on committed pages until traffic returns.
 /// </summary>
 internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time) : BackgroundService
 {
@@ -24,8 +25,15 @@ internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time) :
     /// </summary>
     public static readonly TimeSpan LiveDataTrustedFor = TimeSpan.FromSeconds(20);
 
+    /// <summary>Allocation in one <see cref="Interval"/> below which the sidecar counts as quiet (timers, scrapes, keep-alives).</summary>
+    public const long QuietAllocation = 256L << 10;
+
+    /// <summary>Allocated since the last collection, past which a quiet sidecar collects: gen0 pages it would keep until traffic returns.</summary>
+    public const long IdleGarbage = 2L << 20;
+
     private long _lastFullIndex = -1;
     private long _lastFullSeen;
+    private long _allocatedAtLastCheck = GC.GetTotalAllocatedBytes();
 
     /// <summary>
     /// More than twice the live data plus <see cref="Slack"/> (a heap that holds only its live data never trips it),
@@ -34,7 +42,16 @@ internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time) :
     public static bool IsBloated(long committedBytes, long liveBytes, TimeSpan sinceLiveCounted) =>
         committedBytes > 2 * liveBytes + Slack || (committedBytes > Slack && sinceLiveCounted > LiveDataTrustedFor);
 
-    /// <summary>One check: collects (blocking, compacting, decommitting) when the GC holds far more than is alive.</summary>
+    /// <summary>
+    /// Quiet for a whole interval with more than <see cref="IdleGarbage"/> allocated since the last collection: the
+    /// requests that ended the activity left their objects on gen0 pages that no collection would visit (nothing
+    /// allocates), measured at 4-5 MB of private memory after a hundred requests.
+    /// </summary>
+    public static bool IsIdleWithGarbage(long allocatedInInterval, long allocatedSinceLastCollection) =>
+        allocatedInInterval < QuietAllocation && allocatedSinceLastCollection > IdleGarbage;
+
+    /// <summary>One check: collects (blocking, compacting, decommitting) when the GC holds far more than is alive, or when
+    /// a quiet sidecar holds garbage from its last activity.</summary>
     public bool TrimIfBloated()
     {
         var last = GC.GetGCMemoryInfo(GCKind.Any);
@@ -45,7 +62,11 @@ internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time) :
         }
         // What survived the last full collection is the live data; before any, the heap as the last GC left it.
         var live = full.Index > 0 ? full.PromotedBytes : last.HeapSizeBytes;
-        if (!IsBloated(last.TotalCommittedBytes, live, time.GetElapsedTime(_lastFullSeen)))
+        var allocated = GC.GetTotalAllocatedBytes();
+        var allocatedInInterval = allocated - _allocatedAtLastCheck;
+        _allocatedAtLastCheck = allocated;
+        if (!IsBloated(last.TotalCommittedBytes, live, time.GetElapsedTime(_lastFullSeen))
+            && !IsIdleWithGarbage(allocatedInInterval, GC.GetTotalMemory(forceFullCollection: false) - last.HeapSizeBytes))
         {
             return false;
         }

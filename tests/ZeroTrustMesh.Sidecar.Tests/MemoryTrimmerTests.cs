@@ -26,6 +26,45 @@ public sealed class MemoryTrimmerTests
     public void Only_memory_well_beyond_the_live_data_counts_as_bloat(long live, long committed, int secondsSinceCounted, bool bloated) =>
         Assert.Equal(bloated, MemoryTrimmer.IsBloated(committed, live, TimeSpan.FromSeconds(secondsSinceCounted)));
 
+    [Theory]
+    [InlineData(100 << 10, 3 * MiB, true)]   // quiet now, a few MB of the last requests' garbage
+    [InlineData(100 << 10, 1 * MiB, false)]  // quiet, and nothing worth a collection
+    [InlineData(5 * MiB, 5 * MiB, false)]    // still busy: gen0 collections will come anyway
+    public void A_quiet_sidecar_collects_what_its_last_requests_left(long allocatedInInterval, long sinceLastCollection, bool collect) =>
+        Assert.Equal(collect, MemoryTrimmer.IsIdleWithGarbage(allocatedInInterval, sinceLastCollection));
+
+    [Fact]
+    public async Task Garbage_left_when_traffic_stops_is_collected_once_the_sidecar_is_quiet()
+    {
+        var time = new FakeTimeProvider();
+        var metrics = new SidecarMetrics(new IdentityState(time));
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        var trimmer = new MemoryTrimmer(metrics, time);
+        // The last requests' garbage, with no collection in between (the region guarantees it; starting it may collect).
+        Assert.True(GC.TryStartNoGCRegion(8 * MiB));
+        var collections = GC.CollectionCount(0);
+        AllocateGarbage(4 * MiB);
+        GC.EndNoGCRegion();
+
+        Assert.False(trimmer.TrimIfBloated()); // busy during this interval
+        Assert.Equal(collections, GC.CollectionCount(0));
+        Assert.True(trimmer.TrimIfBloated());  // quiet for one, garbage since the last collection
+        Assert.True(GC.GetTotalMemory(forceFullCollection: false) - GC.GetGCMemoryInfo().HeapSizeBytes < MemoryTrimmer.IdleGarbage);
+        Assert.False(trimmer.TrimIfBloated()); // and only once
+        using var exported = new MemoryStream();
+        await metrics.Registry.CollectAndExportAsTextAsync(exported);
+        Assert.Contains("ztm_memory_trims_total 1", System.Text.Encoding.UTF8.GetString(exported.ToArray()), StringComparison.Ordinal);
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static void AllocateGarbage(long bytes)
+    {
+        for (long allocated = 0; allocated < bytes; allocated += 8192)
+        {
+            GC.KeepAlive(new byte[8192]);
+        }
+    }
+
     [Fact]
     public async Task Dead_objects_left_in_the_oldest_generation_are_collected_and_their_pages_handed_back()
     {
