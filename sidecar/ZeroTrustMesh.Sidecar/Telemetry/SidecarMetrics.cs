@@ -48,7 +48,7 @@ internal sealed class SidecarMetrics
         _inboundConnections = factory.CreateCounter("ztm_inbound_connections_total",
             "HTTP connections accepted on the inbound port, by security: mtls, or plaintext (a PERMISSIVE workload).", "security");
         _memoryTrims = factory.CreateCounter("ztm_memory_trims_total",
-            "Full garbage collections run to hand memory back to the OS after the heap outgrew its live data (see MemoryTrimmer).");
+            "Full garbage collections run to hand memory back to the OS after the heap outgrew its live data, or once a quiet sidecar still held its last requests' garbage (see MemoryTrimmer).");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
