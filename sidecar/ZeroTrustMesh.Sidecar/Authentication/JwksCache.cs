@@ -1,5 +1,8 @@
 using System.Collections.Concurrent;
+using System.Net.Security;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.IdentityModel.Tokens;
+using ZeroTrustMesh.Sidecar.Tls;
 
 namespace ZeroTrustMesh.Sidecar.Authentication;
 
@@ -17,6 +20,10 @@ internal sealed class JwksOptions
 
     /// <summary>A JWKS larger than this is refused: it comes from the network.</summary>
     public int MaxBytes { get; init; } = 1024 * 1024;
+
+    /// <summary>The roots a JWKS server's certificate must chain to (null: the default store); read at the first fetch.</summary>
+    public Func<X509ChainPolicy?> HttpsTrust { get; init; } =
+        () => SystemTrustStore.PublicEndpointPolicy(SystemTrustStore.Original, SystemTrustStore.BundleFiles);
 }
 
 /// <summary>A set of verification keys as fetched at one time; immutable.</summary>
@@ -51,12 +58,17 @@ internal sealed class JwksCache(JwksOptions options, TimeProvider time, ILogger<
 {
     private readonly ConcurrentDictionary<string, JwksSource> _sources = new(StringComparer.Ordinal);
     private readonly CancellationTokenSource _stopping = new();
-    private readonly HttpClient _http = new(new SocketsHttpHandler
+    // Created at the first fetch of each scheme: a sidecar whose policies name no JWKS over HTTPS never reads a CA bundle.
+    private readonly Lazy<HttpClient> _http = new(() => Client(options, trust: null));
+    private readonly Lazy<HttpClient> _https = new(() => Client(options, options.HttpsTrust()));
+
+    private static HttpClient Client(JwksOptions options, X509ChainPolicy? trust) => new(new SocketsHttpHandler
     {
         UseProxy = false,
         AllowAutoRedirect = false,
         ConnectTimeout = options.FetchTimeout,
         PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+        SslOptions = new SslClientAuthenticationOptions { CertificateChainPolicy = trust },
     })
     {
         Timeout = options.FetchTimeout,
@@ -66,7 +78,7 @@ internal sealed class JwksCache(JwksOptions options, TimeProvider time, ILogger<
     /// <summary>The source for <paramref name="uri"/>; a new one starts fetching at once, in the background.</summary>
     public JwksSource Get(Uri uri)
     {
-        var source = _sources.GetOrAdd(uri.AbsoluteUri, _ => new JwksSource(uri, _http, options, time, logger, _stopping.Token));
+        var source = _sources.GetOrAdd(uri.AbsoluteUri, _ => new JwksSource(uri, uri.Scheme == Uri.UriSchemeHttps ? _https : _http, options, time, logger, _stopping.Token));
         source.Prefetch();
         return source;
     }
@@ -87,7 +99,13 @@ internal sealed class JwksCache(JwksOptions options, TimeProvider time, ILogger<
     {
         _stopping.Cancel();
         _stopping.Dispose();
-        _http.Dispose();
+        foreach (var client in (ReadOnlySpan<Lazy<HttpClient>>)[_http, _https])
+        {
+            if (client.IsValueCreated)
+            {
+                client.Value.Dispose();
+            }
+        }
     }
 }
 
@@ -99,7 +117,7 @@ internal sealed class JwksCache(JwksOptions options, TimeProvider time, ILogger<
 internal sealed class JwksSource
 {
     private readonly Uri _uri;
-    private readonly HttpClient _http;
+    private readonly Lazy<HttpClient> _http;
     private readonly JwksOptions _options;
     private readonly TimeProvider _time;
     private readonly ILogger _logger;
@@ -110,7 +128,7 @@ internal sealed class JwksSource
     private long _lastAttemptTicks;
     private Task? _fetching;
 
-    public JwksSource(Uri uri, HttpClient http, JwksOptions options, TimeProvider time, ILogger logger, CancellationToken stopping)
+    public JwksSource(Uri uri, Lazy<HttpClient> http, JwksOptions options, TimeProvider time, ILogger logger, CancellationToken stopping)
     {
         _uri = uri;
         _http = http;
@@ -188,7 +206,10 @@ internal sealed class JwksSource
         }
         catch (Exception e) when (e is HttpRequestException or OperationCanceledException or IOException or InvalidOperationException)
         {
-            error = _stopping.IsCancellationRequested ? "the sidecar is stopping" : e.Message;
+            // HttpClient's message for a failed handshake says "see inner exception": a log line cannot, so say it.
+            error = _stopping.IsCancellationRequested ? "the sidecar is stopping"
+                : e.InnerException is System.Security.Authentication.AuthenticationException tls ? $"TLS: {tls.Message}"
+                : e.Message;
         }
         if (error is not null)
         {
@@ -206,7 +227,7 @@ internal sealed class JwksSource
     /// <summary>Returns the error, or null once new keys are in place.</summary>
     private async Task<string?> FetchOnceAsync()
     {
-        using var response = await _http.GetAsync(_uri, HttpCompletionOption.ResponseContentRead, _stopping);
+        using var response = await _http.Value.GetAsync(_uri, HttpCompletionOption.ResponseContentRead, _stopping);
         if (!response.IsSuccessStatusCode)
         {
             return $"HTTP {(int)response.StatusCode}";

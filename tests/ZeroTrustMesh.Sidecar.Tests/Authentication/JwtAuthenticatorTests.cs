@@ -1,10 +1,12 @@
 using System.Collections.Immutable;
 using System.Net;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -14,6 +16,7 @@ using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Sidecar.Authentication;
+using ZeroTrustMesh.Sidecar.Tls;
 
 namespace ZeroTrustMesh.Sidecar.Tests.Authentication;
 
@@ -37,7 +40,10 @@ public sealed class JwtAuthenticatorTests : IDisposable
     }
 
     private IRequestAuthenticator Compile(string? jwks = null, string? jwksUri = null, params string[] audiences) =>
-        JwtAuthenticator.Compile(Orders, [Resource(new JwtRule(Issuer, [.. audiences], jwksUri, jwksUri is null ? jwks ?? TestKey.Jwks(_key) : null))], _cache, _time);
+        Compile(_cache, jwks, jwksUri, audiences);
+
+    private IRequestAuthenticator Compile(JwksCache cache, string? jwks = null, string? jwksUri = null, params string[] audiences) =>
+        JwtAuthenticator.Compile(Orders, [Resource(new JwtRule(Issuer, [.. audiences], jwksUri, jwksUri is null ? jwks ?? TestKey.Jwks(_key) : null))], cache, _time);
 
     private static RequestAuthentication Resource(params JwtRule[] rules) =>
         new(new ResourceMetadata("jwt", "shop"), new RequestAuthenticationSpec(new WorkloadSelector("orders"), [.. rules]));
@@ -150,6 +156,55 @@ public sealed class JwtAuthenticatorTests : IDisposable
         Assert.False((await Authenticate(authenticator, Token())).Failed);
     }
 
+    [Fact]
+    public async Task A_remote_jwks_over_https_is_trusted_only_through_the_ca_bundle_the_sidecar_reads()
+    {
+        // The sidecar keeps the OS's CA store out of its handshakes and gives its JWKS client the OS bundle file
+        // instead (SystemTrustStore): here a bundle with the JWKS server's CA, one without it, and none at all.
+        using var ca = TestCa.Create("jwks test CA");
+        using var otherCa = TestCa.Create("some other CA");
+        var directory = Directory.CreateTempSubdirectory("ztm-jwks-");
+        try
+        {
+            var withCa = Path.Combine(directory.FullName, "with.pem");
+            var withoutCa = Path.Combine(directory.FullName, "without.pem");
+            await File.WriteAllTextAsync(withCa, otherCa.Certificate.ExportCertificatePem() + "\n" + ca.Certificate.ExportCertificatePem());
+            await File.WriteAllTextAsync(withoutCa, otherCa.Certificate.ExportCertificatePem());
+            var missing = Path.Combine(directory.FullName, "missing.pem");
+
+            using var serverCertificate = ca.IssueServerCertificate(IPAddress.Loopback);
+            var served = new JwksServer { Jwks = TestKey.Jwks(_key) };
+            await using var app = await served.StartAsync(serverCertificate);
+            Assert.StartsWith("https://", served.Uri, StringComparison.Ordinal);
+
+            async Task<AuthenticationResult> AuthenticateWithBundles(params string[] bundleFiles)
+            {
+                using var cache = new JwksCache(new JwksOptions
+                {
+                    FetchTimeout = TimeSpan.FromSeconds(5),
+                    HttpsTrust = () => SystemTrustStore.PublicEndpointPolicy(new SystemTrustStore.Sources(null, null), bundleFiles),
+                }, _time, NullLogger<JwksCache>.Instance);
+                return await Authenticate(Compile(cache, jwksUri: served.Uri + "/jwks"), Token());
+            }
+
+            var trusted = await AuthenticateWithBundles(missing, withCa); // the first bundle that exists
+            Assert.False(trusted.Failed, trusted.Error);
+            Assert.True(trusted.Claims!.TryGetValue("sub", 0, out var subject));
+            Assert.Equal("alice", subject);
+
+            var untrusted = await AuthenticateWithBundles(withoutCa, withCa);
+            Assert.True(untrusted.Failed);
+            Assert.Contains("could not be fetched: TLS: The remote certificate is invalid", untrusted.Error, StringComparison.Ordinal);
+
+            var noBundle = await AuthenticateWithBundles(missing);
+            Assert.Contains($"no CA certificates for HTTPS outside the mesh in {missing}; set SSL_CERT_FILE to a CA bundle", noBundle.Error, StringComparison.Ordinal);
+        }
+        finally
+        {
+            directory.Delete(recursive: true);
+        }
+    }
+
     /// <summary>An EC P-256 signing key, its JWKS entry, and tokens signed with it.</summary>
     private sealed class TestKey(string kid) : IDisposable
     {
@@ -179,6 +234,39 @@ public sealed class JwtAuthenticatorTests : IDisposable
         public void Dispose() => _key.Dispose();
     }
 
+    /// <summary>A CA outside the mesh, as a public JWKS server's would be, and a server certificate it issues.</summary>
+    private sealed class TestCa(X509Certificate2 certificate, ECDsa key) : IDisposable
+    {
+        public X509Certificate2 Certificate => certificate;
+
+        public static TestCa Create(string name)
+        {
+            var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            var request = new CertificateRequest($"CN={name}", key, HashAlgorithmName.SHA256);
+            request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
+            request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign, true));
+            return new TestCa(request.CreateSelfSigned(DateTimeOffset.UtcNow.AddMinutes(-5), DateTimeOffset.UtcNow.AddHours(1)), key);
+        }
+
+        public X509Certificate2 IssueServerCertificate(IPAddress address)
+        {
+            using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+            var request = new CertificateRequest("CN=jwks", key, HashAlgorithmName.SHA256);
+            var names = new SubjectAlternativeNameBuilder();
+            names.AddIpAddress(address);
+            request.CertificateExtensions.Add(names.Build());
+            request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false));
+            using var issued = request.Create(certificate, DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddMinutes(30), [1, 2, 3, 4, 5, 6, 7, 8]);
+            return issued.CopyWithPrivateKey(key);
+        }
+
+        public void Dispose()
+        {
+            certificate.Dispose();
+            key.Dispose();
+        }
+    }
+
     /// <summary>A JWKS endpoint on loopback whose answer the test changes.</summary>
     private sealed class JwksServer
     {
@@ -193,10 +281,17 @@ public sealed class JwtAuthenticatorTests : IDisposable
 
         public int Requests => Volatile.Read(ref _requests);
 
-        public async Task<WebApplication> StartAsync()
+        public async Task<WebApplication> StartAsync(X509Certificate2? serverCertificate = null)
         {
             var builder = WebApplication.CreateSlimBuilder();
-            builder.WebHost.UseUrls("http://127.0.0.1:0");
+            builder.WebHost.UseKestrelHttpsConfiguration();
+            builder.WebHost.ConfigureKestrel(kestrel => kestrel.Listen(IPAddress.Loopback, 0, listen =>
+            {
+                if (serverCertificate is not null)
+                {
+                    listen.UseHttps(serverCertificate);
+                }
+            }));
             var app = builder.Build();
             app.MapGet("/jwks", async context =>
             {
