@@ -11,8 +11,9 @@ namespace ZeroTrustMesh.Sidecar;
 /// found; past <see cref="IsBloated"/>, one full compacting collection returns the difference to the OS, as Envoy's
 /// shrink-heap overload action does for its allocator. A sidecar that has gone quiet (<see cref="IsIdleWithGarbage"/>)
 /// is collected once too, so its last requests' garbage does not stay on committed pages until traffic returns.
+/// And once, when the sidecar is first ready, it releases what start-up left (<see cref="ReleaseStartupMemory"/>).
 /// </summary>
-internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time) : BackgroundService
+internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time, ILogger<MemoryTrimmer> logger) : BackgroundService
 {
     public static readonly TimeSpan Interval = TimeSpan.FromSeconds(5);
 
@@ -49,6 +50,18 @@ internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time) :
     /// </summary>
     public static bool IsIdleWithGarbage(long allocatedInInterval, long allocatedSinceLastCollection) =>
         allocatedInInterval < QuietAllocation && allocatedSinceLastCollection > IdleGarbage;
+
+    /// <summary>
+    /// Start-up (DI, Kestrel, the first certificate and policy) leaves megabytes of garbage that no gen0 budget at idle
+    /// would ever collect, and megabytes of code it ran once mapped: collect the heap once (compacting, returning the
+    /// freed pages) and unmap the start-up pages (<see cref="StartupPages"/>).
+    /// </summary>
+    public void ReleaseStartupMemory()
+    {
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        var releasedKb = StartupPages.Release();
+        SidecarLog.StartupMemoryReleased(logger, GC.GetGCMemoryInfo().HeapSizeBytes / 1048576.0, releasedKb / 1024.0);
+    }
 
     /// <summary>One check: collects (blocking, compacting, decommitting) when the GC holds far more than is alive, or when
     /// a quiet sidecar holds garbage from its last activity.</summary>

@@ -149,15 +149,9 @@ internal static class SidecarHost
             return 1;
         }
 
-        // Start-up (DI, Kestrel, the first certificate and policy) leaves megabytes of garbage that no gen0 budget
-        // at idle would ever collect, and megabytes of code it ran once mapped: when the sidecar is ready, collect the
-        // heap once (compacting, returning the freed pages) and unmap the start-up pages.
-        _ = app.Services.GetRequiredService<PolicyWatcher>().FirstSnapshot.ContinueWith(_ =>
-            {
-                GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-                var releasedKb = StartupPages.Release();
-                SidecarLog.StartupMemoryReleased(logger, GC.GetGCMemoryInfo().HeapSizeBytes / 1048576.0, releasedKb / 1024.0);
-            },
+        // When the sidecar is first ready, hand back what start-up left behind.
+        var trimmer = app.Services.GetRequiredService<MemoryTrimmer>();
+        _ = app.Services.GetRequiredService<PolicyWatcher>().FirstSnapshot.ContinueWith(_ => trimmer.ReleaseStartupMemory(),
             CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
 
         var addresses = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()

@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Time.Testing;
 using Prometheus;
 using ZeroTrustMesh.Sidecar.Identity;
@@ -39,7 +40,7 @@ public sealed class MemoryTrimmerTests
         var time = new FakeTimeProvider();
         var metrics = new SidecarMetrics(new IdentityState(time));
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        var trimmer = new MemoryTrimmer(metrics, time);
+        var trimmer = new MemoryTrimmer(metrics, time, NullLogger<MemoryTrimmer>.Instance);
         // The last requests' garbage, with no collection in between (the region guarantees it; starting it may collect).
         Assert.True(GC.TryStartNoGCRegion(8 * MiB));
         var collections = GC.CollectionCount(0);
@@ -70,7 +71,7 @@ public sealed class MemoryTrimmerTests
     {
         var time = new FakeTimeProvider();
         var metrics = new SidecarMetrics(new IdentityState(time));
-        var trimmer = new MemoryTrimmer(metrics, time);
+        var trimmer = new MemoryTrimmer(metrics, time, NullLogger<MemoryTrimmer>.Instance);
 
         PromoteGarbage(64 * MiB);
         var before = GC.GetGCMemoryInfo().TotalCommittedBytes;
