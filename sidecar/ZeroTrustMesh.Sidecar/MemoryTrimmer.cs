@@ -10,8 +10,9 @@ namespace ZeroTrustMesh.Sidecar;
 /// Every <see cref="Interval"/> the GC's committed memory is compared with the live data the last full collection
 /// found; past <see cref="IsBloated"/>, one full compacting collection returns the difference to the OS, as Envoy's
 /// shrink-heap overload action does for its allocator. A sidecar that has gone quiet (<see cref="IsIdleWithGarbage"/>)
-/// is collected once too, so its last requests' garbage does not stay on committed pages until traffic returns.
-/// And once, when the sidecar is first ready, it releases what start-up left (<see cref="ReleaseStartupMemory"/>).
+/// is collected once too, so its last requests' garbage does not stay on committed pages until traffic returns, and it
+/// unmaps the code the burst brought in (<see cref="CodePages"/>). And once, when the sidecar is first ready, it
+/// releases what start-up left (<see cref="ReleaseStartupMemory"/>).
 /// </summary>
 internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time, ILogger<MemoryTrimmer> logger) : BackgroundService
 {
@@ -54,17 +55,18 @@ internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time, I
     /// <summary>
     /// Start-up (DI, Kestrel, the first certificate and policy) leaves megabytes of garbage that no gen0 budget at idle
     /// would ever collect, and megabytes of code it ran once mapped: collect the heap once (compacting, returning the
-    /// freed pages) and unmap the start-up pages (<see cref="StartupPages"/>).
+    /// freed pages) and unmap the code it ran (<see cref="CodePages"/>).
     /// </summary>
     public void ReleaseStartupMemory()
     {
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
-        var releasedKb = StartupPages.Release();
+        var releasedKb = CodePages.Release();
         SidecarLog.StartupMemoryReleased(logger, GC.GetGCMemoryInfo().HeapSizeBytes / 1048576.0, releasedKb / 1024.0);
     }
 
     /// <summary>One check: collects (blocking, compacting, decommitting) when the GC holds far more than is alive, or when
-    /// a quiet sidecar holds garbage from its last activity.</summary>
+    /// a quiet sidecar holds garbage from its last activity; a quiet sidecar also unmaps the code it is not running.</summary>
+    /// <remarks>A sidecar under load keeps its code mapped: it would fault straight back in.</remarks>
     public bool TrimIfBloated()
     {
         var last = GC.GetGCMemoryInfo(GCKind.Any);
@@ -78,10 +80,14 @@ internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time, I
         var allocated = GC.GetTotalAllocatedBytes();
         var allocatedInInterval = allocated - _allocatedAtLastCheck;
         _allocatedAtLastCheck = allocated;
-        if (!IsBloated(last.TotalCommittedBytes, live, time.GetElapsedTime(_lastFullSeen))
-            && !IsIdleWithGarbage(allocatedInInterval, GC.GetTotalMemory(forceFullCollection: false) - last.HeapSizeBytes))
+        var quiet = IsIdleWithGarbage(allocatedInInterval, GC.GetTotalMemory(forceFullCollection: false) - last.HeapSizeBytes);
+        if (!quiet && !IsBloated(last.TotalCommittedBytes, live, time.GetElapsedTime(_lastFullSeen)))
         {
             return false;
+        }
+        if (quiet)
+        {
+            CodePages.Release(); // first: reading smaps leaves garbage for the collection, not for the next check
         }
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         metrics.MemoryTrimmed();

@@ -46,11 +46,14 @@ public sealed class MemoryTrimmerTests
         var collections = GC.CollectionCount(0);
         AllocateGarbage(4 * MiB);
         GC.EndNoGCRegion();
+        using var code = new FileMapping(1 << 20); // code the last requests ran
+        code.Read();
 
         Assert.False(trimmer.TrimIfBloated()); // busy during this interval
         Assert.Equal(collections, GC.CollectionCount(0));
         Assert.True(trimmer.TrimIfBloated());  // quiet for one, garbage since the last collection
         Assert.True(GC.GetTotalMemory(forceFullCollection: false) - GC.GetGCMemoryInfo().HeapSizeBytes < MemoryTrimmer.IdleGarbage);
+        Assert.Equal(0, code.Now.RssKb); // ... and the code it ran is unmapped
         Assert.False(trimmer.TrimIfBloated()); // and only once
         using var exported = new MemoryStream();
         await metrics.Registry.CollectAndExportAsTextAsync(exported);
@@ -75,6 +78,8 @@ public sealed class MemoryTrimmerTests
 
         PromoteGarbage(64 * MiB);
         var before = GC.GetGCMemoryInfo().TotalCommittedBytes;
+        using var code = new FileMapping(1 << 20); // the code the load runs
+        code.Read();
         Assert.True(before > 64 * MiB, $"the garbage was not committed: {before / MiB} MiB");
         // A full collection may have run while the garbage was still referenced and counted it as live: then only
         // the age of that count lets the trimmer act, as in a sidecar after a burst.
@@ -86,6 +91,7 @@ public sealed class MemoryTrimmerTests
 
         var after = GC.GetGCMemoryInfo().TotalCommittedBytes;
         Assert.True(after < before - 48 * MiB, $"committed {before / MiB} MiB before the trim, {after / MiB} MiB after");
+        Assert.Equal(1024, code.Now.RssKb); // a trim under load leaves the code mapped: it is running
         Assert.False(trimmer.TrimIfBloated());
         using var exported = new MemoryStream();
         await metrics.Registry.CollectAndExportAsTextAsync(exported);

@@ -1,8 +1,6 @@
-using System.Runtime.InteropServices;
-
 namespace ZeroTrustMesh.Sidecar.Tests;
 
-public sealed class StartupPagesTests
+public sealed class CodePagesTests
 {
     private const string Smaps = """
         55d0c0000000-55d0c0022000 r--p 00000000 fe:00 11706374                   /opt/ztm/ztm-sidecar
@@ -42,7 +40,7 @@ public sealed class StartupPagesTests
     [Fact]
     public void Only_resident_private_file_mappings_that_were_never_written_are_released()
     {
-        var mappings = StartupPages.Parse(Smaps.Split('\n')).ToList();
+        var mappings = CodePages.Parse(Smaps.Split('\n')).ToList();
 
         Assert.Equal(9, mappings.Count);
         Assert.Equal((0x55d0c0022000UL, 0x55d0c09a7000UL, "r-xp", "/opt/ztm/ztm-sidecar", 9136L, 0L),
@@ -57,58 +55,20 @@ public sealed class StartupPagesTests
     public void Released_pages_read_back_the_same_and_a_written_private_page_keeps_its_write()
     {
         const int Size = 4 << 20;
-        var path = Path.GetTempFileName();
-        var content = new byte[Size];
-        Random.Shared.NextBytes(content);
-        File.WriteAllBytes(path, content);
-        using var file = File.OpenHandle(path);
-        var clean = Map(file, Size);
-        var written = Map(file, Size);
-        try
-        {
-            // A private page written and made read-only again, as the loader does with RELRO: the write must survive.
-            Assert.Equal(0, Mprotect(written, (nuint)Size, ProtRead | ProtWrite));
-            Marshal.WriteByte(written, (byte)(content[0] ^ 0xFF));
-            Assert.Equal(0, Mprotect(written, (nuint)Size, ProtRead));
-            var copy = new byte[Size];
-            Marshal.Copy(clean, copy, 0, Size);
-            Assert.True(Resident(clean).RssKb >= Size / 1024, $"the clean mapping was not resident: {Resident(clean).RssKb} kB");
+        using var clean = new FileMapping(Size);
+        using var written = new FileMapping(Size);
+        // A private page written and made read-only again, as the loader does with RELRO: the write must survive.
+        var changed = (byte)(written.Content[0] ^ 0xFF);
+        written.WriteFirstByte(changed);
+        clean.Read();
+        Assert.True(clean.Now.RssKb >= Size / 1024, $"the clean mapping was not resident: {clean.Now.RssKb} kB");
 
-            var releasedKb = StartupPages.Release();
+        var releasedKb = CodePages.Release();
 
-            Assert.True(releasedKb >= Size / 1024, $"released {releasedKb} kB");
-            Assert.Equal(0, Resident(clean).RssKb);
-            Marshal.Copy(clean, copy, 0, Size);
-            Assert.Equal(content, copy);
-            Assert.Equal((byte)(content[0] ^ 0xFF), Marshal.ReadByte(written));
-            Assert.True(Resident(written).AnonymousKb > 0);
-        }
-        finally
-        {
-            _ = Munmap(clean, (nuint)Size);
-            _ = Munmap(written, (nuint)Size);
-            File.Delete(path);
-        }
+        Assert.True(releasedKb >= Size / 1024, $"released {releasedKb} kB");
+        Assert.Equal(0, clean.Now.RssKb);
+        Assert.Equal(clean.Content, clean.Read());
+        Assert.Equal(changed, written.Read()[0]);
+        Assert.True(written.Now.AnonymousKb > 0);
     }
-
-    private static StartupPages.Mapping Resident(nint address) =>
-        StartupPages.Parse(File.ReadLines("/proc/self/smaps")).Single(m => m.Start == (ulong)address);
-
-    private const int ProtRead = 1, ProtWrite = 2, MapPrivate = 2;
-
-    private static nint Map(Microsoft.Win32.SafeHandles.SafeFileHandle file, int size)
-    {
-        var address = Mmap(0, (nuint)size, ProtRead, MapPrivate, (int)file.DangerousGetHandle(), 0);
-        Assert.NotEqual(-1, address);
-        return address;
-    }
-
-    [DllImport("libc", EntryPoint = "mmap", SetLastError = true)]
-    private static extern nint Mmap(nint address, nuint length, int protection, int flags, int fd, long offset);
-
-    [DllImport("libc", EntryPoint = "mprotect", SetLastError = true)]
-    private static extern int Mprotect(nint address, nuint length, int protection);
-
-    [DllImport("libc", EntryPoint = "munmap", SetLastError = true)]
-    private static extern int Munmap(nint address, nuint length);
 }

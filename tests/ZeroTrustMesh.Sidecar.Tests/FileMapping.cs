@@ -1,0 +1,63 @@
+using System.Runtime.InteropServices;
+
+namespace ZeroTrustMesh.Sidecar.Tests;
+
+/// <summary>
+/// A temporary file of random bytes mapped private and read-only, as the loader maps code: what
+/// <see cref="CodePages"/> releases. Read it to make it resident.
+/// </summary>
+internal sealed class FileMapping : IDisposable
+{
+    private const int ProtRead = 1, ProtWrite = 2, MapPrivate = 2;
+
+    private readonly string _path = Path.GetTempFileName();
+
+    public FileMapping(int size)
+    {
+        Content = new byte[size];
+        Random.Shared.NextBytes(Content);
+        File.WriteAllBytes(_path, Content);
+        using var file = File.OpenHandle(_path);
+        Address = Mmap(0, (nuint)size, ProtRead, MapPrivate, (int)file.DangerousGetHandle(), 0);
+        Assert.NotEqual(-1, Address);
+    }
+
+    public nint Address { get; }
+
+    public byte[] Content { get; }
+
+    /// <summary>This mapping as <c>/proc/self/smaps</c> describes it now.</summary>
+    public CodePages.Mapping Now =>
+        CodePages.Parse(File.ReadLines("/proc/self/smaps")).Single(m => m.Start == (ulong)Address);
+
+    /// <summary>Reads every page (making them resident) and returns what was read.</summary>
+    public byte[] Read()
+    {
+        var copy = new byte[Content.Length];
+        Marshal.Copy(Address, copy, 0, copy.Length);
+        return copy;
+    }
+
+    /// <summary>Writes one byte as the loader writes relocations: made writable, written, made read-only again.</summary>
+    public void WriteFirstByte(byte value)
+    {
+        Assert.Equal(0, Mprotect(Address, (nuint)Content.Length, ProtRead | ProtWrite));
+        Marshal.WriteByte(Address, value);
+        Assert.Equal(0, Mprotect(Address, (nuint)Content.Length, ProtRead));
+    }
+
+    public void Dispose()
+    {
+        _ = Munmap(Address, (nuint)Content.Length);
+        File.Delete(_path);
+    }
+
+    [DllImport("libc", EntryPoint = "mmap", SetLastError = true)]
+    private static extern nint Mmap(nint address, nuint length, int protection, int flags, int fd, long offset);
+
+    [DllImport("libc", EntryPoint = "mprotect", SetLastError = true)]
+    private static extern int Mprotect(nint address, nuint length, int protection);
+
+    [DllImport("libc", EntryPoint = "munmap", SetLastError = true)]
+    private static extern int Munmap(nint address, nuint length);
+}
