@@ -12,8 +12,8 @@ namespace ZeroTrustMesh.Sidecar;
 /// found; past <see cref="IsBloated"/>, one full compacting collection returns the difference to the OS, as Envoy's
 /// shrink-heap overload action does for its allocator. A sidecar that has gone quiet (<see cref="IsIdleWithGarbage"/>)
 /// is collected once too, so its last requests' garbage does not stay on committed pages until traffic returns, and
-/// it hands back the code and C-heap memory the burst left (<see cref="TrimIfDue"/>). And once, when the sidecar is first ready, it
-/// releases what start-up left (<see cref="ReleaseStartupMemory"/>).
+/// it hands back the code and C-heap memory the burst left (<see cref="TrimIfDue"/>). And once, when the sidecar is
+/// first ready, it releases what start-up left (<see cref="ReleaseStartupMemory"/>).
 /// </summary>
 internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time, ILogger<MemoryTrimmer> logger) : BackgroundService
 {
