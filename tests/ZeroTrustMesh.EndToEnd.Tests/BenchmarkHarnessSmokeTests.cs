@@ -8,8 +8,9 @@ namespace ZeroTrustMesh.EndToEnd.Tests;
 /// <summary>
 /// The data-plane load harness (<c>benchmarks/run</c>, <c>dataplane-load</c>) in its <c>--quick</c> mode, so it cannot rot:
 /// it must start the control plane, the demo app and the sidecar pair (this build's sidecar, not NativeAOT), drive
-/// every target without errors in every section (HTTP/1.1, HTTP/2, gRPC, new connections, latency, exec → ready, idle memory, the
-/// control plane with 50 simulated sidecars) and write both reports. No root needed: without wrk it uses its in-process
+/// every target in every section (HTTP/1.1, HTTP/2, gRPC, new connections, latency, exec → ready, idle memory, the
+/// control plane with 50 simulated sidecars), the direct baseline and the sidecar pair without errors, every error
+/// reported with its kind, and write both reports. No root needed: without wrk it uses its in-process
 /// client, without haproxy or nginx it skips only that pair, and without h2load the HTTP/2 and gRPC rows, each saying so
 /// in the report. The figures are not checked.
 /// </summary>
@@ -92,7 +93,20 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
                         continue;
                     }
                     Assert.True(row.GetProperty("perSecond").GetProperty("median").GetDouble() > 0, $"{phase} {name}: nothing measured");
-                    Assert.Equal(0, row.GetProperty("errors").GetProperty("median").GetDouble());
+                    AssertNoErrorsFromOurs(name, $"{phase} {name}", row.GetProperty("errors"));
+                }
+            }
+
+            // Every run with errors says what they were, and the kinds add up to the count.
+            foreach (var run in report.RootElement.GetProperty("runs").EnumerateArray())
+            {
+                var result = run.GetProperty("result");
+                var kinds = result.GetProperty("errorsByKind").EnumerateObject().ToList();
+                Assert.Equal(result.GetProperty("errors").GetInt64(), kinds.Sum(k => k.Value.GetInt64()));
+                foreach (var kind in kinds)
+                {
+                    output.WriteLine($"{run.GetProperty("phase").GetString()} {run.GetProperty("target").GetString()}: {kind.Name} ×{kind.Value.GetInt64()}");
+                    Assert.Contains($"{kind.Name} ×{kind.Value.GetInt64()}", markdown, StringComparison.Ordinal);
                 }
             }
             var startup = report.RootElement.GetProperty("startup").EnumerateArray().ToList();
@@ -107,8 +121,8 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
             foreach (var (name, target) in targets)
             {
                 Assert.True(target.GetProperty("capacityPerSecond").GetProperty("median").GetDouble() > 0, $"{name}: no capacity");
-                Assert.Equal(0, target.GetProperty("capacityErrors").GetProperty("median").GetDouble());
-                Assert.Equal(0, target.GetProperty("rateErrors").GetProperty("median").GetDouble());
+                AssertNoErrorsFromOurs(name, $"capacity {name}", target.GetProperty("capacityErrors"));
+                AssertNoErrorsFromOurs(name, $"rate {name}", target.GetProperty("rateErrors"));
                 Assert.True(target.GetProperty("rateP50Ms").GetProperty("median").GetDouble() > 0, $"{name}: no latency");
             }
             foreach (var sidecar in targets["ztm-sidecar-pair"].GetProperty("processes").EnumerateArray())
@@ -130,6 +144,24 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
         finally
         {
             Directory.Delete(results, recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// The direct baseline and the sidecar pair must serve every request. HAProxy and nginx are the yardsticks, not what
+    /// this test checks: on a loaded 2-core CI host they have dropped a share of new connections (72 of 163 once), which
+    /// the report states with the reasons; the harness still must have measured them.
+    /// </summary>
+    private void AssertNoErrorsFromOurs(string target, string what, JsonElement errors)
+    {
+        var median = errors.GetProperty("median").GetDouble();
+        if (target is "direct" or "ztm-sidecar-pair")
+        {
+            Assert.True(median == 0, $"{what}: {median} errors (the report's 'What the errors were' says which)");
+        }
+        else if (median > 0)
+        {
+            output.WriteLine($"{what}: {median} errors from the baseline proxy, reported with their kinds");
         }
     }
 }

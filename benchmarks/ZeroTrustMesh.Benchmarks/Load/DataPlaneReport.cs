@@ -200,6 +200,17 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
             var rss = string.Join(", ", r.Processes.Select(p => string.Create(inv, $"{p.Process} {p.PeakRssMb:0.0}")));
             md.AppendLine(inv, $"| {r.Repetition} | {r.Phase} | {r.Target} | {r.Result.PerSecond:0} | {r.Result.Errors} | {r.Result.P50Ms:0.000} | {r.Result.P90Ms:0.000} | {r.Result.P99Ms:0.000} | {r.Result.MeanMs:0.000} | {(double.IsNaN(r.Result.SendLagP99Ms) ? "–" : r.Result.SendLagP99Ms.ToString("0.000", inv))} | {r.LoadAverage1m:0.00} | {cpu} | {rss} |");
         }
+        var withErrors = Runs.Where(r => r.Result.ErrorsByKind.Count > 0).ToList();
+        if (withErrors.Count > 0)
+        {
+            md.AppendLine();
+            md.AppendLine("What the errors were, as the load client saw them:");
+            md.AppendLine();
+            foreach (var r in withErrors)
+            {
+                md.AppendLine(inv, $"- rep {r.Repetition} {r.Phase} {r.Target}: {string.Join("; ", r.Result.ErrorsByKind.Select(e => $"{e.Key} ×{e.Value}"))}");
+            }
+        }
         return md.ToString();
     }
 }

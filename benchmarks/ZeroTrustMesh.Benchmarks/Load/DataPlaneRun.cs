@@ -273,7 +273,10 @@ internal static class DataPlaneRun
         {
             // A load client that fails (h2load printing no summary, wrk overrunning) costs this run, not the whole report.
             DataPlaneLoad.Log($"rep {rep} {phase} {target.Name}: the load client failed, counted as one error: {e.Message}");
-            result = new ClientResult(0, 1, 0, 0, double.NaN, double.NaN, double.NaN, double.NaN, 0);
+            result = new ClientResult(0, 1, 0, 0, double.NaN, double.NaN, double.NaN, double.NaN, 0)
+            {
+                ErrorsByKind = new Dictionary<string, long> { [$"the load client failed: {ClientResult.KindOf(e)}"] = 1 },
+            };
         }
         var processes = proxies.Select((p, i) =>
         {

@@ -79,11 +79,18 @@ internal static partial class H2Load
         long Group(Match m, int g) => long.Parse(m.Groups[g].Value, CultureInfo.InvariantCulture);
         var done = Group(requests, 3);
         var success2xx = Group(status, 1);
-        var errors = Group(requests, 5) + Group(requests, 6) + Group(requests, 7) + Math.Max(0, done - success2xx - Group(requests, 5));
+        var kinds = new Dictionary<string, long>
+        {
+            ["h2load: failed"] = Group(requests, 5),
+            ["h2load: errored"] = Group(requests, 6),
+            ["h2load: timeout"] = Group(requests, 7),
+            ["h2load: done with a status other than 2xx"] = Math.Max(0, done - success2xx - Group(requests, 5)),
+        }.Where(k => k.Value > 0).ToDictionary();
+        var errors = kinds.Values.Sum();
         var elapsed = Seconds(finished.Groups[1].Value);
         var mean = RequestTime().Match(text) is { Success: true } t ? Ms(t.Groups[3].Value) : double.NaN;
         return new ClientResult(success2xx, errors, elapsed, double.Parse(finished.Groups[2].Value, CultureInfo.InvariantCulture),
-            double.NaN, double.NaN, double.NaN, double.NaN, Group(requests, 2)) { MeanMs = mean };
+            double.NaN, double.NaN, double.NaN, double.NaN, Group(requests, 2)) { MeanMs = mean, ErrorsByKind = kinds };
     }
 
     /// <summary>

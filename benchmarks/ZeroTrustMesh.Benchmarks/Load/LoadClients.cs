@@ -11,6 +11,21 @@ internal sealed record ClientResult(long Requests, long Errors, double Seconds, 
 {
     /// <summary>Mean latency, where the client gives no percentiles (h2load).</summary>
     public double MeanMs { get; init; } = double.NaN;
+
+    /// <summary>What the errors were, counted by kind (an exception's type and message, a status, or the client's own category), so a run with errors says why.</summary>
+    public IReadOnlyDictionary<string, long> ErrorsByKind { get; init; } = new Dictionary<string, long>();
+
+    /// <summary>The kind an exception counts as: its type and message, and those of the innermost exception that caused it.</summary>
+    public static string KindOf(Exception e)
+    {
+        var inner = e;
+        while (inner.InnerException is not null)
+        {
+            inner = inner.InnerException;
+        }
+        var kind = inner == e ? $"{e.GetType().Name}: {e.Message}" : $"{e.GetType().Name}: {e.Message} ({inner.GetType().Name}: {inner.Message})";
+        return kind.Length <= 200 ? kind : kind[..200] + "…";
+    }
 }
 
 /// <summary>
@@ -52,17 +67,22 @@ internal static partial class LoadClients
         var text = await stdout + await stderr;
         var requests = Match(RequestsLine(), text, "requests in");
         var seconds = Seconds(RequestsLine().Match(text).Groups[2].Value);
-        long errors = 0;
+        var kinds = new Dictionary<string, long>();
         if (NonSuccessLine().Match(text) is { Success: true } non2xx)
         {
-            errors += long.Parse(non2xx.Groups[1].Value, CultureInfo.InvariantCulture);
+            kinds["wrk: non-2xx or 3xx responses"] = long.Parse(non2xx.Groups[1].Value, CultureInfo.InvariantCulture);
         }
         if (SocketErrorsLine().Match(text) is { Success: true } socket)
         {
-            errors += Enumerable.Range(1, 4).Sum(g => long.Parse(socket.Groups[g].Value, CultureInfo.InvariantCulture));
+            foreach (var (group, what) in new[] { (1, "connect"), (2, "read"), (3, "write"), (4, "timeout") })
+            {
+                kinds[$"wrk: socket {what} errors"] = long.Parse(socket.Groups[group].Value, CultureInfo.InvariantCulture);
+            }
         }
+        kinds = kinds.Where(k => k.Value > 0).ToDictionary();
+        var errors = kinds.Values.Sum();
         return new ClientResult(requests, errors, seconds, double.Parse(RequestsPerSecLine().Match(text).Groups[1].Value, CultureInfo.InvariantCulture),
-            Percentile(text, "50%"), Percentile(text, "90%"), Percentile(text, "99%"), double.NaN, requests + errors);
+            Percentile(text, "50%"), Percentile(text, "90%"), Percentile(text, "99%"), double.NaN, requests + errors) { ErrorsByKind = kinds };
 
         static long Match(Regex regex, string text, string what) => regex.Match(text) is { Success: true } m
             ? long.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)
@@ -119,6 +139,8 @@ internal static partial class LoadClients
         return response.IsSuccessStatusCode;
     }
 
+    private const string NotSuccess = "answered with a status other than 2xx";
+
     /// <summary>The in-process closed loop used when wrk is not installed: <paramref name="connections"/> callers, each waiting for its reply.</summary>
     public static Task<ClientResult> ClosedLoopAsync(HttpClient client, Uri url, string? host, int connections, TimeSpan duration, CancellationToken cancellation) =>
         ClosedLoopAsync(connections, duration, token => OnceAsync(client, url, host, token), cancellation);
@@ -134,26 +156,26 @@ internal static partial class LoadClients
         var loops = Enumerable.Range(0, workers).Select(_ => Task.Run(async () =>
         {
             var latencies = new List<long>(4096);
-            long errors = 0;
+            var errors = new Dictionary<string, long>();
             while (Stopwatch.GetTimestamp() < end && !cancellation.IsCancellationRequested)
             {
                 var t0 = Stopwatch.GetTimestamp();
-                bool ok;
+                string? error;
                 try
                 {
-                    ok = await once(cancellation);
+                    error = await once(cancellation) ? null : NotSuccess;
                 }
                 catch (Exception e) when (e is HttpRequestException or OperationCanceledException or System.Security.Authentication.AuthenticationException)
                 {
-                    ok = false;
+                    error = ClientResult.KindOf(e);
                 }
-                if (ok)
+                if (error is null)
                 {
                     latencies.Add(Stopwatch.GetTimestamp() - t0);
                 }
                 else
                 {
-                    errors++;
+                    errors[error] = errors.GetValueOrDefault(error) + 1;
                 }
             }
             return (latencies, errors);
@@ -161,9 +183,10 @@ internal static partial class LoadClients
         var results = await Task.WhenAll(loops);
         var seconds = Stopwatch.GetElapsedTime(started).TotalSeconds;
         var all = results.SelectMany(r => r.latencies).Order().ToArray();
-        var errorCount = results.Sum(r => r.errors);
+        var kinds = results.SelectMany(r => r.errors).GroupBy(e => e.Key).ToDictionary(g => g.Key, g => g.Sum(e => e.Value));
+        var errorCount = kinds.Values.Sum();
         return new ClientResult(all.LongLength, errorCount, seconds, all.LongLength / seconds,
-            Ms(At(all, 0.50)), Ms(At(all, 0.90)), Ms(At(all, 0.99)), double.NaN, all.LongLength + errorCount);
+            Ms(At(all, 0.50)), Ms(At(all, 0.90)), Ms(At(all, 0.99)), double.NaN, all.LongLength + errorCount) { ErrorsByKind = kinds };
     }
 
     /// <summary>
@@ -177,6 +200,7 @@ internal static partial class LoadClients
         var skip = (int)(warmup.TotalSeconds * rate);
         var total = skip + (int)(duration.TotalSeconds * rate);
         var latency = new long[total];
+        var failure = new string?[total];
         var lag = new long[total];
         var pending = new Task[total];
         var interval = (double)Stopwatch.Frequency / rate;
@@ -186,11 +210,18 @@ internal static partial class LoadClients
         {
             try
             {
-                latency[i] = await OnceAsync(client, url, host, cancellation) ? Stopwatch.GetTimestamp() - sent : -1;
+                if (await OnceAsync(client, url, host, cancellation))
+                {
+                    latency[i] = Stopwatch.GetTimestamp() - sent;
+                }
+                else
+                {
+                    failure[i] = NotSuccess;
+                }
             }
             catch (Exception e) when (e is HttpRequestException or TaskCanceledException)
             {
-                latency[i] = -1;
+                failure[i] = ClientResult.KindOf(e);
             }
         }
 
@@ -216,10 +247,12 @@ internal static partial class LoadClients
 
         var measured = latency.Skip(skip).ToArray();
         var ok = measured.Where(l => l > 0).Order().ToArray();
+        var kinds = Enumerable.Range(skip, total - skip).Where(i => latency[i] <= 0)
+            .GroupBy(i => failure[i] ?? "not sent, or no answer within 15 s of the last send").ToDictionary(g => g.Key, g => g.LongCount());
         var lags = lag.Skip(skip).Order().ToArray();
         var seconds = duration.TotalSeconds;
         return new ClientResult(ok.LongLength, measured.LongLength - ok.LongLength, seconds, ok.LongLength / seconds,
-            Ms(At(ok, 0.50)), Ms(At(ok, 0.90)), Ms(At(ok, 0.99)), Ms(At(lags, 0.99)), pending.Count(p => p is not null));
+            Ms(At(ok, 0.50)), Ms(At(ok, 0.90)), Ms(At(ok, 0.99)), Ms(At(lags, 0.99)), pending.Count(p => p is not null)) { ErrorsByKind = kinds };
     }
 
     /// <summary>Waits until <paramref name="url"/> answers 2xx (a proxy may need a moment for its upstream or the registry).</summary>
