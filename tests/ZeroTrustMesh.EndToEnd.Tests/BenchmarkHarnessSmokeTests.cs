@@ -136,6 +136,7 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
             foreach (var sidecar in idle.Where(m => m.GetProperty("target").GetString() == "ztm-sidecar-pair"))
             {
                 Assert.True(sidecar.GetProperty("rssAnonMb").GetDouble() > 0 && sidecar.GetProperty("rssFileMb").GetDouble() > 0);
+                Assert.True(sidecar.GetProperty("vmRssAfterProbesMb").GetDouble() > 0, "no idle read 3 s after the probes");
             }
             Assert.Equal(2, idle.Count(m => m.GetProperty("target").GetString() == "ztm-sidecar-pair"));
             Assert.DoesNotContain(idle, m => m.GetProperty("target").GetString() == "bare-stack");

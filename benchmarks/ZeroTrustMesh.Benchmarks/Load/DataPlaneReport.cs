@@ -33,7 +33,7 @@ internal sealed record ProcessRunJson(string Process, double CpuSeconds, double 
 /// <summary>One run of one load client against one target.</summary>
 internal sealed record RunJson(int Repetition, string Phase, string Target, string Client, ClientResult Result, IReadOnlyList<ProcessRunJson> Processes, double LoadAverage1m);
 
-internal sealed record ProcessSummaryJson(string Process, int Pid, double ExecToReadyMs, double IdleRssMb, double RssAfterLoadMb, Stat PeakRssCapacityMb, Stat PeakRssAtRateMb,
+internal sealed record ProcessSummaryJson(string Process, int Pid, double ExecToReadyMs, double IdleRssMb, double IdleRssAfterProbesMb, double RssAfterLoadMb, Stat PeakRssCapacityMb, Stat PeakRssAtRateMb,
     Stat CpuSecondsPer1000RequestsCapacity, Stat CpuSecondsPer1000RequestsAtRate);
 
 internal sealed record TargetSummaryJson(string Target, string Description, Stat CapacityPerSecond, Stat CapacityErrors, Stat CapacityVsDirect, Stat CapacityVsHaproxy,
@@ -72,11 +72,12 @@ internal sealed record DataPlaneSettingsJson(bool Quick, int Repetitions, double
 }
 
 /// <summary>
-/// One proxy process at idle (read with <c>RSS idle</c>): <c>VmRSS</c>, <c>RssAnon</c>, <c>RssFile</c>, <c>RssShmem</c> in MiB, its
+/// One proxy process at idle, settled (<see cref="DataPlaneRun.IdleSettleSeconds"/> after the probes): <c>VmRSS</c> (and
+/// its value 3 s after the probes), <c>RssAnon</c>, <c>RssFile</c>, <c>RssShmem</c> in MiB, its
 /// executable's size (NaN when run with dotnet), and against the bare NativeAOT stack (NaN without it): the ratio of
 /// VmRSS and how much more of each there is.
 /// </summary>
-internal sealed record IdleMemoryJson(string Target, string Process, double VmRssMb, double RssAnonMb, double RssFileMb, double RssShmemMb, double BinaryMb,
+internal sealed record IdleMemoryJson(string Target, string Process, double VmRssMb, double VmRssAfterProbesMb, double RssAnonMb, double RssFileMb, double RssShmemMb, double BinaryMb,
     double VmRssVsBare, double VmRssOverBareMb, double RssAnonOverBareMb, double RssFileOverBareMb);
 
 /// <summary>CPU and peak RSS of one proxy process over the runs of one phase.</summary>
@@ -159,7 +160,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         md.AppendLine();
         md.AppendLine("## Proxy processes");
         md.AppendLine();
-        md.AppendLine("RSS in MiB (`VmRSS` idle before any load and after all of it; peak = `VmHWM`, reset before each run). CPU = user+system seconds from `/proc/<pid>/stat` per 1,000 requests (at 1,000 req/s this is also vCPU used).");
+        md.AppendLine(inv, $"RSS in MiB (`VmRSS` idle before any load — settled, {DataPlaneRun.IdleSettleSeconds} s after the probes, and in brackets 3 s after them (1 s and 0.5 s with --quick) — and after all load; peak = `VmHWM`, reset before each run). CPU = user+system seconds from `/proc/<pid>/stat` per 1,000 requests (at 1,000 req/s this is also vCPU used).");
         md.AppendLine();
         md.AppendLine("| target | process | exec→ready ms | RSS idle | peak RSS, capacity | peak RSS, 1000 req/s | RSS after load | CPU s/1000 req, capacity | CPU s/1000 req, 1000 req/s |");
         md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
@@ -167,7 +168,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         {
             foreach (var p in t.Processes)
             {
-                md.AppendLine(inv, $"| {t.Target} | {p.Process} | {(double.IsNaN(p.ExecToReadyMs) ? "–" : p.ExecToReadyMs.ToString("0", inv))} | {p.IdleRssMb:0.0} | {p.PeakRssCapacityMb.Format("0.0")} | {p.PeakRssAtRateMb.Format("0.0")} | {p.RssAfterLoadMb:0.0} | {p.CpuSecondsPer1000RequestsCapacity.Format("0.000")} | {p.CpuSecondsPer1000RequestsAtRate.Format("0.000")} |");
+                md.AppendLine(inv, $"| {t.Target} | {p.Process} | {(double.IsNaN(p.ExecToReadyMs) ? "–" : p.ExecToReadyMs.ToString("0", inv))} | {p.IdleRssMb:0.0} ({p.IdleRssAfterProbesMb:0.0}) | {p.PeakRssCapacityMb.Format("0.0")} | {p.PeakRssAtRateMb.Format("0.0")} | {p.RssAfterLoadMb:0.0} | {p.CpuSecondsPer1000RequestsCapacity.Format("0.000")} | {p.CpuSecondsPer1000RequestsAtRate.Format("0.000")} |");
             }
         }
         ReportSections.AppendIdleMemory(md, this);

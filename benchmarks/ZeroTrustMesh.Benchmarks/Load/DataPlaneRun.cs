@@ -157,10 +157,14 @@ internal static class DataPlaneRun
                 }
             }
 
-            // Idle memory: after start-up and the probes, before any load.
+            // Idle memory, before any load: read 3 s after the probes, and again once settled. A sidecar hands back what
+            // the probes faulted in at its first quiet 5-s check (MemoryTrimmer), at most ~10 s after the last request,
+            // as it would in a pod that idles; the settled figure is the one the target is checked against.
             await Task.Delay(TimeSpan.FromSeconds(settings.Quick ? 0.5 : 3), cancellation);
-            var idleMemory = IdleMemory(targets, bare);
-            var idle = targets.SelectMany(t => t.Proxies).ToDictionary(p => p, p => idleMemory.Single(m => m.Process == p.Name).VmRssMb);
+            var afterProbes = IdleMemory(targets, bare, afterProbes: null);
+            await Task.Delay(TimeSpan.FromSeconds(settings.Quick ? 0.5 : IdleSettleSeconds - 3), cancellation);
+            var idleMemory = IdleMemory(targets, bare, afterProbes);
+            var idle = targets.SelectMany(t => t.Proxies).ToDictionary(p => p, p => idleMemory.Single(m => m.Process == p.Name));
 
             var runs = new List<RunJson>();
             var startupRuns = new List<StartupRunJson>();
@@ -239,8 +243,14 @@ internal static class DataPlaneRun
         }
     }
 
-    /// <summary>Every proxy's idle memory split, read in one pass, each against the bare stack's when it runs.</summary>
-    private static List<IdleMemoryJson> IdleMemory(List<Target> targets, LoadProcess? bare)
+    /// <summary>Seconds after the probes at which idle memory counts as settled: two of the sidecar's 5-s trim checks and a margin.</summary>
+    public const int IdleSettleSeconds = 12;
+
+    /// <summary>
+    /// Every proxy's idle memory split, read in one pass, each against the bare stack's when it runs; with the VmRSS of
+    /// an earlier read (<paramref name="afterProbes"/>) beside it.
+    /// </summary>
+    private static List<IdleMemoryJson> IdleMemory(List<Target> targets, LoadProcess? bare, List<IdleMemoryJson>? afterProbes)
     {
         var processes = targets.SelectMany(t => t.Proxies.Select(p => (t.Name, Process: p))).ToList();
         if (bare is not null)
@@ -249,7 +259,8 @@ internal static class DataPlaneRun
         }
         var read = processes.Select(x => (x.Name, x.Process, Memory: x.Process.MemorySplit(), Binary: x.Process.BinaryMb())).ToList();
         var floor = bare is null ? (RssMb: double.NaN, RssAnonMb: double.NaN, RssFileMb: double.NaN, RssShmemMb: double.NaN) : read.Single(x => x.Process == bare).Memory;
-        return read.Select(x => new IdleMemoryJson(x.Name, x.Process.Name, x.Memory.RssMb, x.Memory.RssAnonMb, x.Memory.RssFileMb, x.Memory.RssShmemMb, x.Binary,
+        return read.Select(x => new IdleMemoryJson(x.Name, x.Process.Name, x.Memory.RssMb,
+            afterProbes?.Single(m => m.Process == x.Process.Name).VmRssMb ?? x.Memory.RssMb, x.Memory.RssAnonMb, x.Memory.RssFileMb, x.Memory.RssShmemMb, x.Binary,
             x.Memory.RssMb / floor.RssMb, x.Memory.RssMb - floor.RssMb, x.Memory.RssAnonMb - floor.RssAnonMb, x.Memory.RssFileMb - floor.RssFileMb)).ToList();
     }
 

@@ -8,7 +8,7 @@ namespace ZeroTrustMesh.Benchmarks.Load;
 /// </summary>
 internal static class DataPlaneSummary
 {
-    public static TargetSummaryJson Summarize(Target target, List<RunJson> runs, Dictionary<LoadProcess, double> idle, Dictionary<LoadProcess, double> after,
+    public static TargetSummaryJson Summarize(Target target, List<RunJson> runs, Dictionary<LoadProcess, IdleMemoryJson> idle, Dictionary<LoadProcess, double> after,
         Dictionary<LoadProcess, double> execToRegistered)
     {
         Stat Over(string phase, Func<ClientResult, double> figure) => Stat.Of(runs.Where(r => r.Phase == phase && r.Target == target.Name).Select(r => figure(r.Result)));
@@ -17,7 +17,7 @@ internal static class DataPlaneSummary
         {
             Stat Figure(string phase, Func<ProcessRunJson, double> figure) =>
                 Stat.Of(runs.Where(r => r.Phase == phase && r.Target == target.Name).SelectMany(r => r.Processes).Where(x => x.Process == p.Name).Select(figure));
-            return new ProcessSummaryJson(p.Name, p.Pid, execToRegistered.GetValueOrDefault(p, double.NaN), idle[p], after[p],
+            return new ProcessSummaryJson(p.Name, p.Pid, execToRegistered.GetValueOrDefault(p, double.NaN), idle[p].VmRssMb, idle[p].VmRssAfterProbesMb, after[p],
                 Figure(DataPlaneRun.Capacity, x => x.PeakRssMb), Figure(DataPlaneRun.Rate, x => x.PeakRssMb),
                 Figure(DataPlaneRun.Capacity, x => x.CpuSecondsPer1000Requests), Figure(DataPlaneRun.Rate, x => x.CpuSecondsPer1000Requests));
         }).ToList();
@@ -84,7 +84,8 @@ internal static class DataPlaneSummary
         }
         foreach (var p in ztm.Processes)
         {
-            checks.Add(new($"{p.Process} RSS idle ≤ 25 MB", "issues 4, 6", string.Create(inv, $"{p.IdleRssMb:0.0} MiB ({p.IdleRssMb * 1.048576:0.0} MB)"),
+            checks.Add(new($"{p.Process} RSS idle ≤ 25 MB", "issues 4, 6",
+                string.Create(inv, $"{p.IdleRssMb:0.0} MiB ({p.IdleRssMb * 1.048576:0.0} MB) settled, {DataPlaneRun.IdleSettleSeconds} s after the probes; {p.IdleRssAfterProbesMb:0.0} MiB at 3 s"),
                 p.IdleRssMb * 1.048576 <= 25, string.Create(inv, $"{p.IdleRssMb * 1.048576 - 25:+0.0;-0.0} MB")));
             if (rate == 1000)
             {

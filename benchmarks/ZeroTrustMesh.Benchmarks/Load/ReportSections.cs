@@ -67,20 +67,20 @@ internal static class ReportSections
         md.AppendLine();
         md.AppendLine("## Idle memory: the proxies against the bare NativeAOT stack");
         md.AppendLine();
-        md.AppendLine("Read with \"RSS idle\" (after start-up and the probes, before any load) from `/proc/<pid>/status`, MiB: `RssAnon` is the process's own memory (GC heap, stacks, NativeAOT's rehydrated data, malloc), `RssFile` the pages of its executable and shared libraries that are mapped in (page cache, shareable; the kernel maps ahead around each fault), `RssShmem` shared memory (a JIT build's double-mapped code, haproxy's shared segments; VmRSS is the sum of the three). `bare-stack` is `ztm-bare-proxy` (`benchmarks/ZeroTrustMesh.BareProxy`): NativeAOT Kestrel core + YARP's forwarder through one `HttpMessageInvoker` in a Polly timeout + one prometheus-net counter + an uncalled `GrpcChannel`, with the sidecar's GC and trimming settings and none of our code; it forwarded one request to the app and served `/metrics` once, then idled. Binary: the running executable's size (– for a .dll run with dotnet).");
+        md.AppendLine(Inv, $"Read with \"RSS idle\" (after start-up and the probes, before any load; settled: {DataPlaneRun.IdleSettleSeconds} s after the probes, when a quiet sidecar has handed back what they faulted in; 1 s with --quick) from `/proc/<pid>/status`, MiB, with the VmRSS just after the probes (3 s; 0.5 s with --quick) beside it: `RssAnon` is the process's own memory (GC heap, stacks, NativeAOT's rehydrated data, malloc), `RssFile` the pages of its executable and shared libraries that are mapped in (page cache, shareable; the kernel maps ahead around each fault), `RssShmem` shared memory (a JIT build's double-mapped code, haproxy's shared segments; VmRSS is the sum of the three). `bare-stack` is `ztm-bare-proxy` (`benchmarks/ZeroTrustMesh.BareProxy`): NativeAOT Kestrel core + YARP's forwarder through one `HttpMessageInvoker` in a Polly timeout + one prometheus-net counter + an uncalled `GrpcChannel`, with the sidecar's GC and trimming settings and none of our code; it forwarded one request to the app and served `/metrics` once, then idled. Binary: the running executable's size (– for a .dll run with dotnet).");
         md.AppendLine();
         if (report.Settings.BareProxySkipped is { } skipped)
         {
             md.AppendLine(Inv, $"**Bare stack skipped: {skipped}**");
             md.AppendLine();
         }
-        md.AppendLine("| target | process | VmRSS | RssAnon | RssFile | RssShmem | binary MiB | VmRSS × bare | more than bare: VmRSS / RssAnon / RssFile |");
-        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+        md.AppendLine("| target | process | VmRSS | VmRSS just after the probes | RssAnon | RssFile | RssShmem | binary MiB | VmRSS × bare | more than bare: VmRSS / RssAnon / RssFile |");
+        md.AppendLine("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var m in report.IdleMemory)
         {
             var over = double.IsNaN(m.VmRssVsBare) || m.Target == DataPlaneReport.Bare ? "–"
                 : string.Create(Inv, $"{m.VmRssOverBareMb:+0.0;-0.0} / {m.RssAnonOverBareMb:+0.0;-0.0} / {m.RssFileOverBareMb:+0.0;-0.0}");
-            md.AppendLine(Inv, $"| {m.Target} | {m.Process} | {m.VmRssMb:0.0} | {m.RssAnonMb:0.0} | {m.RssFileMb:0.0} | {m.RssShmemMb:0.0} | {Figure(m.BinaryMb, "0.0")} | {Figure(m.VmRssVsBare, "0.00")} | {over} |");
+            md.AppendLine(Inv, $"| {m.Target} | {m.Process} | {m.VmRssMb:0.0} | {m.VmRssAfterProbesMb:0.0} | {m.RssAnonMb:0.0} | {m.RssFileMb:0.0} | {m.RssShmemMb:0.0} | {Figure(m.BinaryMb, "0.0")} | {Figure(m.VmRssVsBare, "0.00")} | {over} |");
         }
     }
 
