@@ -9,7 +9,8 @@ namespace ZeroTrustMesh.EndToEnd.Tests;
 /// The data-plane load harness (<c>benchmarks/run</c>, <c>dataplane-load</c>) in its <c>--quick</c> mode, so it cannot rot:
 /// it must start the control plane, the demo app and the sidecar pair (this build's sidecar, not NativeAOT), drive
 /// every target in every section (HTTP/1.1, HTTP/2, gRPC, new connections, latency, exec → ready, idle memory, the
-/// control plane with 50 simulated sidecars), the direct baseline and the sidecar pair without errors, every error
+/// sidecar against the bare-stack pair, the control plane with 50 simulated sidecars), the direct baseline, the
+/// sidecar pair and the bare-stack pair without errors, every error
 /// reported with its kind, and write both reports. No root needed: without wrk it uses its in-process
 /// client, without haproxy or nginx it skips only that pair, and without h2load the HTTP/2 and gRPC rows, each saying so
 /// in the report. The figures are not checked.
@@ -26,7 +27,7 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
         {
             var start = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             foreach (var arg in new[] { Executables.Benchmarks, "dataplane-load", "--quick", "--results", results,
-                "--controlplane", Executables.ControlPlane, "--sidecar", Executables.Sidecar, "--demo-app", Executables.DemoApp })
+                "--controlplane", Executables.ControlPlane, "--sidecar", Executables.Sidecar, "--demo-app", Executables.DemoApp, "--bare-proxy", Executables.BareProxy })
             {
                 start.ArgumentList.Add(arg);
             }
@@ -70,8 +71,9 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
                     output.WriteLine($"{pair} skipped by the harness: {skipped.GetString()}");
                 }
             }
+            expected.Add("bare-stack-pair"); // the test's (JIT) ztm-bare-proxy runs as the pair; only its idle-memory row needs AOT
             Assert.Equal(expected, targets.Keys.ToArray());
-            foreach (var section in new[] { "## HTTP/2 capacity", "## gRPC unary capacity", "## New-connection cost", "## exec → ready", "## Idle memory", "## Control plane" })
+            foreach (var section in new[] { "## HTTP/2 capacity", "## The sidecar pair against its own stack", "## gRPC unary capacity", "## New-connection cost", "## exec → ready", "## Idle memory", "## Control plane" })
             {
                 Assert.Contains(section, markdown, StringComparison.Ordinal);
             }
@@ -113,6 +115,15 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
             Assert.Contains(startup, s => s.GetProperty("target").GetString() == "ztm-sidecar-pair" && s.GetProperty("execToReadyMs").GetProperty("median").GetDouble() > 0);
             Assert.Equal(expected.Count - 1, startup.Count);
 
+            // The sidecar pair against the bare-stack pair, phase by phase: a ratio and both pairs' CPU per request.
+            var floor = report.RootElement.GetProperty("stackFloor").EnumerateArray().ToDictionary(f => f.GetProperty("phase").GetString()!);
+            foreach (var phase in new[] { "capacity", "rate" })
+            {
+                Assert.True(floor.TryGetValue(phase, out var row), $"no sidecar-vs-bare-stack row for {phase}");
+                Assert.True(row.GetProperty("sidecarVsBare").GetProperty("median").GetDouble() > 0, $"{phase}: no sidecar ÷ bare ratio");
+                Assert.True(row.GetProperty("barePairCpu").GetProperty("median").GetDouble() > 0, $"{phase}: no bare-pair CPU");
+            }
+
             var controlPlane = report.RootElement.GetProperty("controlPlane");
             Assert.True(controlPlane.GetProperty("signing").GetProperty("signingsPerSecond").GetProperty("median").GetDouble() > 0, "no signings measured");
             var level = Assert.Single(controlPlane.GetProperty("propagation").GetProperty("levels").EnumerateArray());
@@ -149,14 +160,15 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// The direct baseline and the sidecar pair must serve every request. HAProxy and nginx are the yardsticks, not what
+    /// The direct baseline, the sidecar pair and the bare-stack pair (our ztm-bare-proxy) must serve every request. HAProxy
+    /// and nginx are the yardsticks, not what
     /// this test checks: on a loaded 2-core CI host they have dropped a share of new connections (72 of 163 once), which
     /// the report states with the reasons; the harness still must have measured them.
     /// </summary>
     private void AssertNoErrorsFromOurs(string target, string what, JsonElement errors)
     {
         var median = errors.GetProperty("median").GetDouble();
-        if (target is "direct" or "ztm-sidecar-pair")
+        if (target is "direct" or "ztm-sidecar-pair" or "bare-stack-pair")
         {
             Assert.True(median == 0, $"{what}: {median} errors (the report's 'What the errors were' says which)");
         }

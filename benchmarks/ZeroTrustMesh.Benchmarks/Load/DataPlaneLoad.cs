@@ -45,7 +45,7 @@ internal static class DataPlaneLoad
         var noControlPlane = new Option<bool>("--no-control-plane") { Description = "Leave out the control-plane figures (signing-load, policy-propagation)" };
         var sidecars = new Option<string>("--propagation-sidecars") { Description = "policy-propagation --sidecars (full run)", DefaultValueFactory = _ => "1000,5000" };
         var identities = new Option<int>("--propagation-identities") { Description = "policy-propagation --identities (full run)", DefaultValueFactory = _ => 50 };
-        var bareProxy = new Option<string?>("--bare-proxy") { Description = "ztm-bare-proxy published with NativeAOT (benchmarks/ZeroTrustMesh.BareProxy): run idle beside the sidecars as the bare stack's memory floor; without it that row is skipped" };
+        var bareProxy = new Option<string?>("--bare-proxy") { Description = "ztm-bare-proxy published with NativeAOT (benchmarks/ZeroTrustMesh.BareProxy): run idle beside the sidecars as the bare stack's memory floor, and as a pair (bare-stack-pair) doing the sidecar pair's job as the stack's capacity floor; without it both are skipped (a .dll: the pair runs, the memory row is skipped)" };
         var sidecarEnv = new Option<string[]>("--sidecar-env") { Description = "KEY=VALUE set in both sidecars' environment, to compare variants (e.g. DOTNET_GCgen0size=0x400000); repeatable" };
         var command = new RootCommand("dataplane-load: direct vs the ZeroTrustMesh sidecar pair vs HAProxy and nginx mTLS pairs, side by side, plus the control plane")
         {
@@ -104,13 +104,15 @@ internal static class DataPlaneLoad
         // The bare stack is a NativeAOT floor: a JIT build's RSS (runtime, JIT, IL) would say nothing about it.
         var bareSkipped = settings.BareProxy is null ? "no --bare-proxy given (benchmarks/run publishes ztm-bare-proxy with NativeAOT and passes it; --quick from the tests has no AOT build)"
             : settings.BareProxy.EndsWith(".dll", StringComparison.OrdinalIgnoreCase) ? "--bare-proxy is a .dll (JIT): only a NativeAOT build is the floor being measured" : null;
+        // The bare-stack pair measures the stack's capacity, not a memory floor: a JIT build (the tests' --quick) is kept, and the report says which.
+        var barePairSkipped = settings.BareProxy is null ? "no --bare-proxy given (benchmarks/run publishes ztm-bare-proxy with NativeAOT and passes it)" : null;
         var h2loadSkipped = LoadHost.Which("h2load") is null ? "h2load is not installed (Debian nghttp2-client; benchmarks/run installs it when run as root)" : null;
         var wrk = LoadHost.Which("wrk");
         var capacityClient = wrk is not null ? $"wrk -t{settings.WrkThreads}" : "in-process HttpClient closed loop (wrk is not installed)";
         var dir = Path.Combine(settings.ResultsDir, date.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture));
         Directory.CreateDirectory(dir);
 
-        var measured = await DataPlaneRun.MeasureAsync(settings, haproxySkipped, nginxSkipped, h2loadSkipped, bareSkipped, wrk is not null, capacityClient, StartTimeout, cancellation);
+        var measured = await DataPlaneRun.MeasureAsync(settings, haproxySkipped, nginxSkipped, h2loadSkipped, bareSkipped, barePairSkipped, wrk is not null, capacityClient, StartTimeout, cancellation);
 
         ControlPlaneFiguresJson? controlPlaneFigures = null;
         if (!settings.NoControlPlane)
@@ -141,14 +143,16 @@ internal static class DataPlaneLoad
                 NewConnectionWorkers = settings.NewConnectionWorkers,
                 BareProxy = settings.BareProxy,
                 BareProxySkipped = bareSkipped,
+                BarePairSkipped = barePairSkipped,
             },
             measured.Targets, DataPlaneSummary.Checks(measured.Targets, measured.Phases, measured.Startup, controlPlaneFigures, settings.Rate),
-            measured.Runs, DataPlaneSummary.Notes(settings, haproxySkipped, nginxSkipped))
+            measured.Runs, DataPlaneSummary.Notes(settings, haproxySkipped, nginxSkipped, barePairSkipped))
         {
             Phases = measured.Phases,
             Startup = measured.Startup,
             IdleMemory = measured.IdleMemory,
             StartupRuns = measured.StartupRuns,
+            StackFloor = DataPlaneSummary.StackFloor(measured.Runs.Where(r => r.Repetition > 0).ToList()),
             ControlPlane = controlPlaneFigures,
             ControlPlaneSkipped = settings.NoControlPlane ? "--no-control-plane was given" : null,
         };

@@ -69,6 +69,8 @@ internal sealed record DataPlaneSettingsJson(bool Quick, int Repetitions, double
     public string? BareProxy { get; init; }
 
     public string? BareProxySkipped { get; init; }
+
+    public string? BarePairSkipped { get; init; }
 }
 
 /// <summary>
@@ -87,6 +89,12 @@ internal sealed record ProcessPhaseJson(string Process, Stat CpuSecondsPer1000Re
 internal sealed record PhaseSummaryJson(string Phase, string Target, string? Skipped, Stat PerSecond, Stat VsDirect, Stat VsHaproxy, Stat P50Ms, Stat P99Ms, Stat MeanMs,
     Stat Errors, Stat P50VsHaproxy, IReadOnlyList<ProcessPhaseJson> Processes);
 
+/// <summary>
+/// The sidecar pair against the bare-stack pair in one phase: the per-repetition ratio of requests per second, and each
+/// pair's CPU (its processes' user+system seconds added up) per 1,000 requests, HAProxy's beside them.
+/// </summary>
+internal sealed record StackFloorJson(string Phase, Stat SidecarVsBare, Stat SidecarPairCpu, Stat BarePairCpu, Stat HaproxyPairCpu);
+
 /// <summary>One start of a fresh proxy instance: milliseconds from exec to <paramref name="Ready"/>.</summary>
 internal sealed record StartupRunJson(int Repetition, string Target, string Process, double ExecToReadyMs, string Ready);
 
@@ -100,6 +108,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
     public const string Haproxy = "haproxy-pair";
     public const string Nginx = "nginx-pair";
     public const string Bare = "bare-stack";
+    public const string BarePair = "bare-stack-pair";
 
     public IReadOnlyList<PhaseSummaryJson> Phases { get; init; } = [];
 
@@ -108,6 +117,8 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
     public IReadOnlyList<StartupRunJson> StartupRuns { get; init; } = [];
 
     public IReadOnlyList<IdleMemoryJson> IdleMemory { get; init; } = [];
+
+    public IReadOnlyList<StackFloorJson> StackFloor { get; init; } = [];
 
     public ControlPlaneFiguresJson? ControlPlane { get; init; }
 
@@ -124,7 +135,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         md.AppendLine(inv, $"Machine: {Machine.Cores} cores ({Machine.CpuModel}), kernel {Machine.Kernel}, {Machine.Runtime} (SDK {Machine.Sdk}), {Machine.OpenSsl}, {Machine.Haproxy}, {Machine.Nginx}, {Machine.Wrk}, {Machine.H2load}.");
         md.AppendLine(inv, $"GC: sidecar {Machine.SidecarGc}; harness {Machine.HarnessGc}. Load average (1 min) before: {Machine.LoadAverageBefore:0.00}, at the start of each run: {Machine.LoadAverageDuringRuns.Format("0.00")} — everything (clients, proxies, app) shares these cores.");
         md.AppendLine(inv, $"Sidecar: `{Settings.Sidecar}`. Upstream: `ztm-demo-app` `GET {Settings.Path}` (fixed 1,024-byte body), HTTP/1.1 keep-alive from the client.");
-        md.AppendLine(inv, $"{Settings.Repetitions} repetition(s){(Settings.Quick ? " (no warm-up round)" : " after an unreported warm-up round")}, targets interleaved in each phase (direct, ztm, haproxy, nginx, direct, …). Capacity: {Settings.CapacityClient}, {Settings.Connections} connections, {Settings.CapacitySeconds:0.#} s. Latency: open loop at {Settings.Rate} req/s for {Settings.RateSeconds:0.#} s (after {Settings.WarmupSeconds:0.#} s unmeasured), from send to end of body.");
+        md.AppendLine(inv, $"{Settings.Repetitions} repetition(s){(Settings.Quick ? " (no warm-up round)" : " after an unreported warm-up round")}, targets interleaved in each phase (direct, ztm, haproxy, nginx, bare-stack pair, direct, …). Capacity: {Settings.CapacityClient}, {Settings.Connections} connections, {Settings.CapacitySeconds:0.#} s. Latency: open loop at {Settings.Rate} req/s for {Settings.RateSeconds:0.#} s (after {Settings.WarmupSeconds:0.#} s unmeasured), from send to end of body.");
         if (Settings.HaproxySkipped is not null)
         {
             md.AppendLine();
@@ -134,6 +145,11 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         {
             md.AppendLine();
             md.AppendLine(inv, $"**nginx pair skipped: {Settings.NginxSkipped}**");
+        }
+        if (Settings.BarePairSkipped is not null)
+        {
+            md.AppendLine();
+            md.AppendLine(inv, $"**Bare-stack pair skipped: {Settings.BarePairSkipped}**");
         }
         md.AppendLine();
         md.AppendLine("Figures are median (min..max) over the repetitions; ratios are per repetition (same round), then median (min..max).");
@@ -156,6 +172,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
             md.AppendLine(inv, $"| {t.Target} | {t.RateP50Ms.Format("0.000")} | {t.RateP90Ms.Format("0.000")} | {t.RateP99Ms.Format("0.000")} | {t.AddedP50Ms.Format("+0.000;-0.000")} | {t.AddedP90Ms.Format("+0.000;-0.000")} | {t.AddedP99Ms.Format("+0.000;-0.000")} | {t.P99VsHaproxy.Format("0.00")} | {t.RateErrors.Format("0")} |");
         }
         ReportSections.AppendProtocols(md, this);
+        ReportSections.AppendStackFloor(md, this);
         ReportSections.AppendStartup(md, this);
         md.AppendLine();
         md.AppendLine("## Proxy processes");

@@ -20,7 +20,7 @@ internal static class DataPlaneRun
     public const string NewConnection = "newconn";
     public const string Rate = "rate";
 
-    public static async Task<MeasuredDataPlane> MeasureAsync(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped, string? h2loadSkipped, string? bareSkipped, bool useWrk,
+    public static async Task<MeasuredDataPlane> MeasureAsync(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped, string? h2loadSkipped, string? bareSkipped, string? barePairSkipped, bool useWrk,
         string capacityClient, TimeSpan startTimeout, CancellationToken cancellation)
     {
         var processes = new List<LoadProcess>();
@@ -111,6 +111,8 @@ internal static class DataPlaneRun
                     "client → haproxy (HTTP in, TLS 1.3 + client SVID out, HTTP/2) → haproxy (verify required, HTTP/1.1 out) → demo app"),
                 (DataPlaneReport.Nginx, nginxSkipped, () => NginxPair.StartAsync(setup, cancellation),
                     "client → nginx (HTTP in, TLS 1.3 + client SVID out, HTTP/1.1 keep-alive; gRPC over HTTP/2) → nginx (ssl_verify_client on, HTTP/1.1 out) → demo app"),
+                (DataPlaneReport.BarePair, barePairSkipped, () => BareStackPair.StartAsync(setup, settings.BareProxy!, cancellation),
+                    "client → ztm-bare-proxy (Kestrel + YARP, HTTP in, TLS 1.3 + client SVID out, HTTP/2) → ztm-bare-proxy (client certificate chained to the CA, HTTP/1.1 out) → demo app: the stack without our code"),
             })
             {
                 if (skipped is not null)

@@ -48,6 +48,17 @@ internal static class DataPlaneSummary
             Compare(runs, phase, target.Name, DataPlaneReport.Haproxy, (a, b) => a.P50Ms / b.P50Ms), processes);
     }
 
+    /// <summary>The sidecar pair against the bare-stack pair, phase by phase; empty when the bare pair did not run.</summary>
+    public static List<StackFloorJson> StackFloor(List<RunJson> runs)
+    {
+        Stat PairCpu(string phase, string target) => Stat.Of(runs.Where(r => r.Phase == phase && r.Target == target).Select(r => r.Processes.Sum(p => p.CpuSecondsPer1000Requests)));
+        return [.. new[] { DataPlaneRun.Capacity, DataPlaneRun.Http2, DataPlaneRun.Grpc, DataPlaneRun.NewConnection, DataPlaneRun.Rate }
+            .Where(phase => runs.Any(r => r.Phase == phase && r.Target == DataPlaneReport.BarePair) && runs.Any(r => r.Phase == phase && r.Target == DataPlaneReport.Ztm))
+            .Select(phase => new StackFloorJson(phase,
+                Compare(runs, phase, DataPlaneReport.Ztm, DataPlaneReport.BarePair, (a, b) => a.PerSecond / b.PerSecond),
+                PairCpu(phase, DataPlaneReport.Ztm), PairCpu(phase, DataPlaneReport.BarePair), PairCpu(phase, DataPlaneReport.Haproxy)))];
+    }
+
     public static List<StartupSummaryJson> SummarizeStartup(List<StartupRunJson> runs) =>
         runs.GroupBy(r => (r.Target, r.Process, r.Ready)).Select(g => new StartupSummaryJson(g.Key.Target, g.Key.Process, g.Key.Ready, Stat.Of(g.Select(r => r.ExecToReadyMs)))).ToList();
 
@@ -117,7 +128,7 @@ internal static class DataPlaneSummary
         ? string.Create(CultureInfo.InvariantCulture, $"{limit - value:0.000} {unit} to spare")
         : string.Create(CultureInfo.InvariantCulture, $"over by {value - limit:0.000} {unit}");
 
-    public static List<string> Notes(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped)
+    public static List<string> Notes(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped, string? barePairSkipped)
     {
         var notes = new List<string>
         {
@@ -138,6 +149,18 @@ internal static class DataPlaneSummary
         if (nginxSkipped is not null)
         {
             notes.Add($"nginx pair skipped ({nginxSkipped}).");
+        }
+        if (barePairSkipped is not null)
+        {
+            notes.Add($"bare-stack pair skipped ({barePairSkipped}): no comparison of the sidecar with its own stack.");
+        }
+        else
+        {
+            notes.Add("The bare-stack pair (ztm-bare-proxy × 2) verifies certificate chains against the same CA both ways but no SPIFFE ID, authorizes nothing and logs nothing: it is the stack the sidecar is built on, doing the transport part of its job.");
+        }
+        if (barePairSkipped is null && settings.BareProxy!.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+        {
+            notes.Add("The bare-stack pair runs a .dll with dotnet (JIT), not the NativeAOT build the sidecar ships as.");
         }
         return notes;
     }

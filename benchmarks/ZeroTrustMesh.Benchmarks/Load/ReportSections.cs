@@ -43,6 +43,27 @@ internal static class ReportSections
         }
     }
 
+    /// <summary>The sidecar pair against the same stack without our code: how much of the gap to HAProxy is the stack's.</summary>
+    public static void AppendStackFloor(StringBuilder md, DataPlaneReport report)
+    {
+        md.AppendLine();
+        md.AppendLine("## The sidecar pair against its own stack (bare-stack pair)");
+        md.AppendLine();
+        if (report.StackFloor.Count == 0)
+        {
+            md.AppendLine(Inv, $"Not measured: {report.Settings.BarePairSkipped ?? "the bare-stack pair or the sidecar pair has no runs"}.");
+            return;
+        }
+        md.AppendLine("`bare-stack-pair` is two `ztm-bare-proxy` processes doing the pair's job with Kestrel, YARP's forwarder, SocketsHttpHandler (HTTP/2 + TLS 1.3 between them, client certificates chained to the mesh CA), a Polly timeout and a prometheus-net counter, and none of our code: no SPIFFE ID check, registry, authorization, rate limits, JWT, metrics per identity or access log. Requests/s of the sidecar pair ÷ the bare pair's (per repetition), and each pair's CPU (its processes added up; new connections: the server side only) per 1,000 requests.");
+        md.AppendLine();
+        md.AppendLine("| phase | sidecar pair × bare pair, req/s | CPU s/1000 req: sidecar pair | bare pair | HAProxy pair | sidecar ÷ bare CPU |");
+        md.AppendLine("|---|---:|---:|---:|---:|---:|");
+        foreach (var f in report.StackFloor)
+        {
+            md.AppendLine(Inv, $"| {f.Phase} | {f.SidecarVsBare.Format("0.00")} | {f.SidecarPairCpu.Format("0.000")} | {f.BarePairCpu.Format("0.000")} | {f.HaproxyPairCpu.Format("0.000")} | {f.SidecarPairCpu.Median / f.BarePairCpu.Median:0.00} |");
+        }
+    }
+
     public static void AppendStartup(StringBuilder md, DataPlaneReport report)
     {
         md.AppendLine();

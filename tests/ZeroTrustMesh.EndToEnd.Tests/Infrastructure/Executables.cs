@@ -19,6 +19,9 @@ internal static class Executables
     /// <summary>The benchmarks console (BenchmarkDotNet, <c>signing-load</c>, <c>dataplane-load</c>).</summary>
     public static string Benchmarks => Dll("benchmarks/ZeroTrustMesh.Benchmarks", "ZeroTrustMesh.Benchmarks");
 
+    /// <summary><c>ztm-bare-proxy</c>: the sidecar's stack without our code, for the harness's bare-stack pair.</summary>
+    public static string BareProxy => Dll("benchmarks/ZeroTrustMesh.BareProxy", "ztm-bare-proxy");
+
     private static string Dll(string project, string name)
     {
         var path = Path.Combine(RepoRoot, project, "bin", Configuration, "net10.0", name + ".dll");
