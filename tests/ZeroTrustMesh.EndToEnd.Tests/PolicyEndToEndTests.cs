@@ -290,5 +290,48 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
         {
             Assert.Equal(HttpStatusCode.Forbidden, denied.StatusCode);
         }
+
+        // Control plane cut off rather than down: its port accepts connections and never answers, as behind a network
+        // partition. Once the frontend's registry answer for orders is stale, requests keep going to the endpoints last
+        // known, none of them waiting for the registry call's 3-s deadline, and the sidecar says what it did.
+        using var partitioned = new System.Net.Sockets.TcpListener(IPAddress.Loopback, controlPlane.Address.Port);
+        partitioned.Start();
+        var held = new System.Collections.Concurrent.ConcurrentBag<System.Net.Sockets.Socket>();
+        var accepting = Task.Run(async () =>
+        {
+            while (true)
+            {
+                held.Add(await partitioned.AcceptSocketAsync());
+            }
+        });
+        var fellBack = frontend.Process.WaitForLineAsync("using the last known endpoints of orders", TimeSpan.FromSeconds(30));
+        var served = 0;
+        while (!fellBack.IsCompleted || served == 0)
+        {
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            using (var response = await http.GetAsync($"{url}/orders/2"))
+            {
+                Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            }
+            var elapsed = System.Diagnostics.Stopwatch.GetElapsedTime(started);
+            Assert.True(elapsed < TimeSpan.FromSeconds(1), $"a request waited {elapsed.TotalMilliseconds:0} ms on the unreachable control plane");
+            served++;
+            await Task.WhenAny(fellBack, Task.Delay(50));
+        }
+        await fellBack; // throws if the line never came
+        // A service it never resolved has nowhere to go: a 503 that says why (at most after the registry call's deadline).
+        using (var unknown = await http.GetAsync("http://payments/"))
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, unknown.StatusCode);
+            var reason = await unknown.Content.ReadAsStringAsync();
+            Assert.Contains("registry did not answer (", reason, StringComparison.Ordinal); // DeadlineExceeded, or Unavailable while gRPC backs off
+            Assert.Contains("'payments' was never resolved", reason, StringComparison.Ordinal);
+        }
+        partitioned.Stop();
+        foreach (var socket in held.ToArray())
+        {
+            socket.Dispose();
+        }
+        await Assert.ThrowsAnyAsync<Exception>(() => accepting);
     }
 }

@@ -34,7 +34,18 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
         if (original is not null)
         {
             connection.Features.Set(new OriginalDestinationFeature(original));
-            var destinations = await registry.ResolveAddressAsync(original, connection.ConnectionClosed);
+            IReadOnlyList<Destination> destinations;
+            try
+            {
+                destinations = await registry.ResolveAddressAsync(original, connection.ConnectionClosed);
+            }
+            catch (RegistryUnavailableException e)
+            {
+                // Nothing known of this address, and no one to ask: whatever the protocol, there is nowhere to send it.
+                metrics.Rejected("outbound", "registry unavailable");
+                SidecarLog.ConnectionRefused(logger, "outbound", $"{original}: {e.Message}");
+                return;
+            }
             if (destinations.Count > 0 && destinations[0].TcpPorts.Contains(original.Port))
             {
                 await tcp.RelayAsync(connection, destinations, original.Port);
@@ -101,7 +112,17 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
             return;
         }
         var service = authority[..colon];
-        var destinations = await registry.ResolveServiceAsync(service, connection.ConnectionClosed);
+        IReadOnlyList<Destination> destinations;
+        try
+        {
+            destinations = await registry.ResolveServiceAsync(service, connection.ConnectionClosed);
+        }
+        catch (RegistryUnavailableException e)
+        {
+            metrics.Rejected("outbound", "registry unavailable");
+            await RespondAsync(output, "503 Service Unavailable", e.Message);
+            return;
+        }
         if (destinations.Count == 0)
         {
             metrics.Rejected("outbound", "unknown service");

@@ -57,17 +57,17 @@ internal sealed class OutboundProxy(
         IReadOnlyList<Destination> destinations;
         int? requestedPort;
         string target;
-        if (context.Features.Get<OriginalDestinationFeature>()?.Destination is { } original)
+        var original = context.Features.Get<OriginalDestinationFeature>()?.Destination;
+        (target, requestedPort) = original is not null ? (original.ToString(), original.Port) : (context.Request.Host.Host, context.Request.Host.Port);
+        try
         {
-            target = original.ToString();
-            requestedPort = original.Port;
-            destinations = await registry.ResolveAddressAsync(original, context.RequestAborted);
+            destinations = original is not null ? await registry.ResolveAddressAsync(original, context.RequestAborted)
+                : string.IsNullOrEmpty(target) ? [] : await registry.ResolveServiceAsync(target, context.RequestAborted);
         }
-        else
+        catch (RegistryUnavailableException e)
         {
-            target = context.Request.Host.Host;
-            requestedPort = context.Request.Host.Port;
-            destinations = string.IsNullOrEmpty(target) ? [] : await registry.ResolveServiceAsync(target, context.RequestAborted);
+            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "registry unavailable", e.Message, self, target, started);
+            return;
         }
         if (destinations.Count == 0)
         {

@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Net;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -11,8 +10,10 @@ namespace ZeroTrustMesh.Sidecar.Registry;
 
 /// <summary>
 /// This sidecar's view of the control plane's service registry: it announces its own endpoint (a heartbeat
-/// every <see cref="HeartbeatInterval"/>) and resolves destinations, caching answers for <see cref="Freshness"/>
-/// and serving the last known answer while the control plane is unreachable.
+/// every <see cref="HeartbeatInterval"/>) and resolves destinations through a <see cref="ResolveCache{TKey,TValue}"/>:
+/// an answer is refreshed in the background once it is <see cref="Freshness"/> old, and the last known one keeps
+/// being served while the control plane is unreachable, so no request waits on the control plane for a destination
+/// it has resolved before.
 /// </summary>
 internal sealed class MeshRegistryClient : BackgroundService
 {
@@ -26,7 +27,7 @@ internal sealed class MeshRegistryClient : BackgroundService
     private readonly CertificateRotator _rotator;
     private readonly TimeProvider _time;
     private readonly ILogger<MeshRegistryClient> _logger;
-    private readonly ConcurrentDictionary<string, (IReadOnlyList<Destination> Endpoints, DateTimeOffset At)> _cache = new();
+    private readonly ResolveCache<ResolveKey, IReadOnlyList<Destination>> _cache;
 
     public MeshRegistryClient(SidecarOptions options, IdentityState state, CertificateRotator rotator, TimeProvider time, ILogger<MeshRegistryClient> logger)
     {
@@ -37,6 +38,8 @@ internal sealed class MeshRegistryClient : BackgroundService
         _logger = logger;
         _channel = ControlPlaneChannel.Create(options.ControlPlane, () => state.Current?.Bundle ?? options.BootstrapBundle, () => state.Valid?.Certificate, time);
         _client = new Proto.V1.Registry.RegistryClient(_channel);
+        _cache = new(Freshness, time, (key, e) =>
+            SidecarLog.RegistryCallFailed(logger, "resolve", $"{Describe(e)}; using the last known endpoints of {key.Name}"));
     }
 
     public bool Registered { get; private set; }
@@ -75,34 +78,38 @@ internal sealed class MeshRegistryClient : BackgroundService
     }
 
     /// <summary>Endpoints of <paramref name="service"/> ("orders" or "orders.shop").</summary>
-    public Task<IReadOnlyList<Destination>> ResolveServiceAsync(string service, CancellationToken cancellation) =>
-        ResolveAsync("name:" + service, new ResolveRequest { Service = service }, cancellation);
+    /// <exception cref="RegistryUnavailableException">The control plane cannot be asked and the service was never resolved.</exception>
+    public ValueTask<IReadOnlyList<Destination>> ResolveServiceAsync(string service, CancellationToken cancellation) =>
+        ResolveAsync(new ResolveKey(ByAddress: false, service), cancellation);
 
     /// <summary>Endpoints whose service address is <paramref name="address"/> (the original destination of captured traffic).</summary>
-    public Task<IReadOnlyList<Destination>> ResolveAddressAsync(IPEndPoint address, CancellationToken cancellation) =>
-        ResolveAsync("addr:" + address, new ResolveRequest { Address = address.ToString() }, cancellation);
+    /// <exception cref="RegistryUnavailableException">The control plane cannot be asked and the address was never resolved.</exception>
+    public ValueTask<IReadOnlyList<Destination>> ResolveAddressAsync(IPEndPoint address, CancellationToken cancellation) =>
+        ResolveAsync(new ResolveKey(ByAddress: true, address.ToString()), cancellation);
 
-    private async Task<IReadOnlyList<Destination>> ResolveAsync(string key, ResolveRequest request, CancellationToken cancellation)
+    private async ValueTask<IReadOnlyList<Destination>> ResolveAsync(ResolveKey key, CancellationToken cancellation)
     {
-        var now = _time.GetUtcNow();
-        if (_cache.TryGetValue(key, out var cached) && now - cached.At < Freshness)
-        {
-            return cached.Endpoints;
-        }
         try
         {
-            var response = await _client.ResolveAsync(request, deadline: DateTime.UtcNow.AddSeconds(3), cancellationToken: cancellation);
-            IReadOnlyList<Destination> endpoints = [.. response.Endpoints.Select(ToDestination).OfType<Destination>()];
-            _cache[key] = (endpoints, now);
-            return endpoints;
+            return await _cache.GetAsync(key, _client, static (client, key) => CallResolveAsync(client, key), cancellation);
         }
-        catch (RpcException e) when (cached.Endpoints is not null)
+        catch (RpcException e)
         {
-            // Control plane unreachable: keep routing with what we knew.
-            SidecarLog.RegistryCallFailed(_logger, "resolve", $"{e.StatusCode}: {e.Status.Detail}; using the last known endpoints");
-            return cached.Endpoints;
+            throw new RegistryUnavailableException($"the control plane's registry did not answer ({Describe(e)}) and '{key.Name}' was never resolved", e);
         }
     }
+
+    /// <summary>One Resolve call, shared by every request waiting for it: bounded by its deadline, not by any one caller.</summary>
+    private static async Task<IReadOnlyList<Destination>> CallResolveAsync(Proto.V1.Registry.RegistryClient client, ResolveKey key)
+    {
+        var request = key.ByAddress ? new ResolveRequest { Address = key.Name } : new ResolveRequest { Service = key.Name };
+        var response = await client.ResolveAsync(request, deadline: DateTime.UtcNow.AddSeconds(3));
+        return [.. response.Endpoints.Select(ToDestination).OfType<Destination>()];
+    }
+
+    private static string Describe(Exception e) => e is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : e.Message;
+
+    private readonly record struct ResolveKey(bool ByAddress, string Name);
 
     private static Destination? ToDestination(ServiceEndpoint e) =>
         SpiffeId.TryParse(e.SpiffeId, out var id) && IPEndPoint.TryParse(e.InboundAddress, out var inbound)
@@ -115,3 +122,6 @@ internal sealed class MeshRegistryClient : BackgroundService
         base.Dispose();
     }
 }
+
+/// <summary>A destination could not be resolved: the control plane's registry did not answer, and nothing was known of it.</summary>
+internal sealed class RegistryUnavailableException(string message, Exception inner) : Exception(message, inner);
