@@ -22,18 +22,24 @@ internal sealed class ResolveCache<TKey, TValue>(TimeSpan freshness, TimeProvide
     public ValueTask<TValue> GetAsync<TState>(TKey key, TState state, Func<TState, TKey, Task<TValue>> resolve, CancellationToken cancellation)
     {
         var entry = _entries.GetOrAdd(key, static _ => new Entry());
+        // The request path: a fresh answer is read without a lock.
+        var answer = entry.Answer;
+        if (answer is not null && time.GetElapsedTime(answer.At) < freshness)
+        {
+            return new ValueTask<TValue>(answer.Value);
+        }
         lock (entry)
         {
-            var value = entry.Value;
+            answer = entry.Answer;
             var pending = entry.Pending;
-            if (pending is null && (value is null || time.GetElapsedTime(entry.At) >= freshness))
+            if (pending is null && (answer is null || time.GetElapsedTime(answer.At) >= freshness))
             {
                 // Published before the call starts: a call that completes at once clears it again (the lock is re-entrant).
                 var call = new TaskCompletionSource<TValue>(TaskCreationOptions.RunContinuationsAsynchronously);
                 entry.Pending = pending = call.Task;
                 _ = RefreshAsync(key, entry, call, state, resolve);
             }
-            return value is not null ? new ValueTask<TValue>(value) : new ValueTask<TValue>(pending!.WaitAsync(cancellation));
+            return answer is not null ? new ValueTask<TValue>(answer.Value) : new ValueTask<TValue>(pending!.WaitAsync(cancellation));
         }
     }
 
@@ -46,35 +52,42 @@ internal sealed class ResolveCache<TKey, TValue>(TimeSpan freshness, TimeProvide
         }
         catch (Exception e)
         {
-            bool hadValue;
+            Answer? kept;
             lock (entry)
             {
-                hadValue = entry.Value is not null;
-                entry.At = time.GetTimestamp(); // with a value: ask again a freshness later, not on the next request
+                // With an answer to serve: ask again a freshness later, not on the next request.
+                kept = entry.Answer;
+                if (kept is not null)
+                {
+                    entry.Answer = kept with { At = time.GetTimestamp() };
+                }
                 entry.Pending = null;
             }
-            if (hadValue)
+            if (kept is not null)
             {
                 refreshFailed(key, e);
             }
             pending.SetException(e);
-            _ = pending.Task.Exception; // observed: with a value to serve, nobody awaits this call
+            _ = pending.Task.Exception; // observed: with an answer to serve, nobody awaits this call
             return;
         }
         lock (entry)
         {
-            (entry.Value, entry.At, entry.Pending) = (value, time.GetTimestamp(), null);
+            entry.Answer = new Answer(value, time.GetTimestamp());
+            entry.Pending = null;
         }
         pending.SetResult(value);
     }
 
+    /// <summary>An answer and when it was fetched, or when a refresh of it last failed (a <see cref="TimeProvider"/> timestamp).</summary>
+    private sealed record Answer(TValue Value, long At);
+
     private sealed class Entry
     {
-        public TValue? Value;
+        /// <summary>Replaced whole, never changed in place: read without the lock.</summary>
+        public volatile Answer? Answer;
 
-        /// <summary>When <see cref="Value"/> was fetched, or a refresh of it last failed (a <see cref="TimeProvider"/> timestamp).</summary>
-        public long At;
-
+        /// <summary>The call in flight, if any; under the lock.</summary>
         public Task<TValue>? Pending;
     }
 }
