@@ -17,7 +17,9 @@ internal static class BareStackPair
         var clientPort = LoadHost.FreePort();
         var h2Port = LoadHost.FreePort();
         var serverPort = LoadHost.FreePort();
-        var server = await StartServerSideAsync(setup, dir, bareProxy, serverPort, "bare-server", cancellation);
+        var server = StartServerSide(setup, dir, bareProxy, serverPort, "bare-server");
+        await server.WaitForLineAsync("ztm-bare-proxy: listening on", TimeSpan.FromSeconds(30));
+        server.Quiet();
         var client = LoadProcess.Start("bare-client", bareProxy, ["--port", $"{clientPort}", "--h2c-port", $"{h2Port}", "--upstream", $"https://127.0.0.1:{serverPort}",
             "--grpc", $"https://127.0.0.1:{serverPort}", "--tls-client", Path.Combine(dir, "client.pem"), "--ca", Path.Combine(dir, "ca.pem")], setup.Environment);
         await client.WaitForLineAsync("ztm-bare-proxy: listening on", TimeSpan.FromSeconds(30));
@@ -25,24 +27,16 @@ internal static class BareStackPair
         var extra = 0;
         return new ProxyPair(client, server, new Uri($"http://127.0.0.1:{clientPort}{setup.HttpPath}"), new Uri($"http://127.0.0.1:{h2Port}{setup.HttpPath}"), null,
             new Uri($"https://127.0.0.1:{serverPort}{setup.HttpPath}"),
-            async ct =>
+            _ =>
             {
                 var port = LoadHost.FreePort();
-                var process = await StartServerSideAsync(setup, dir, bareProxy, port, $"bare-server-{++extra}", ct, waitForReady: false);
-                return (process, new Uri($"https://127.0.0.1:{port}{setup.HttpPath}"));
+                var process = StartServerSide(setup, dir, bareProxy, port, $"bare-server-{++extra}");
+                return Task.FromResult((process, new Uri($"https://127.0.0.1:{port}{setup.HttpPath}")));
             });
     }
 
-    private static async Task<LoadProcess> StartServerSideAsync(PairSetup setup, string dir, string bareProxy, int port, string name, CancellationToken cancellation, bool waitForReady = true)
-    {
-        var server = LoadProcess.Start(name, bareProxy, ["--port", $"{port}", "--upstream", $"http://127.0.0.1:{setup.AppHttpPort}", "--grpc", $"http://127.0.0.1:{setup.AppGrpcPort}",
+    /// <summary>Started, not awaited: the pair waits for its listening line; exec → ready times the first mTLS answer itself.</summary>
+    private static LoadProcess StartServerSide(PairSetup setup, string dir, string bareProxy, int port, string name) =>
+        LoadProcess.Start(name, bareProxy, ["--port", $"{port}", "--upstream", $"http://127.0.0.1:{setup.AppHttpPort}", "--grpc", $"http://127.0.0.1:{setup.AppGrpcPort}",
             "--tls-server", Path.Combine(dir, "server.pem"), "--ca", Path.Combine(dir, "ca.pem")], setup.Environment);
-        if (waitForReady)
-        {
-            await server.WaitForLineAsync("ztm-bare-proxy: listening on", TimeSpan.FromSeconds(30));
-            server.Quiet();
-        }
-        cancellation.ThrowIfCancellationRequested();
-        return server;
-    }
 }
