@@ -54,7 +54,21 @@ internal sealed class MeshProcess : IAsyncDisposable
         _process = new Process { StartInfo = start, EnableRaisingEvents = true };
         _process.OutputDataReceived += (_, e) => OnLine(e.Data);
         _process.ErrorDataReceived += (_, e) => OnLine(e.Data);
-        _process.Exited += (_, _) => _exited.TrySetResult(_process.ExitCode);
+        // Exited can be raised before the last lines are read: WaitForExitAsync also waits for the output to reach
+        // its end, so a line printed just before exiting (an error, then exit code 2) is seen before the exit is.
+        _process.Exited += async (_, _) =>
+        {
+            var code = _process.ExitCode;
+            try
+            {
+                await _process.WaitForExitAsync();
+            }
+            catch (InvalidOperationException)
+            {
+                // Disposed meanwhile: nobody reads its lines any more.
+            }
+            _exited.TrySetResult(code);
+        };
         _process.Start();
         _process.BeginOutputReadLine();
         _process.BeginErrorReadLine();
