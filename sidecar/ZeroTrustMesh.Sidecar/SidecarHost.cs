@@ -55,8 +55,9 @@ internal static class SidecarHost
         services.AddHostedService(sp => sp.GetRequiredService<CertificateRotator>());
         services.AddSingleton<MeshRegistryClient>();
         services.AddHostedService(sp => sp.GetRequiredService<MeshRegistryClient>());
-        // Deny everything until the first policy snapshot arrives: no ALLOW policy, no access.
-        services.AddSingleton<InboundPolicyState>();
+        // The inbound stages, one per policy kind this sidecar enforces; deny everything until the first config arrives.
+        services.AddInboundStages();
+        services.AddSingleton<InboundSnapshotState>();
         services.AddSingleton(new JwksOptions());
         services.AddSingleton<JwksCache>();
         services.AddSingleton(new RateLimitOptions());

@@ -40,13 +40,13 @@ internal static partial class SidecarLog
     [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "{Direction} connection refused: {Reason}")]
     public static partial void ConnectionRefused(ILogger logger, string direction, string reason);
 
-    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "policy {Version} applied: {Resources} resource(s), {Policies} authorization policies, {Issuers} JWT issuer(s), {RateLimits} rate limit(s); inbound mTLS {Mtls}")]
-    public static partial void ConfigApplied(ILogger logger, string version, int resources, int policies, int issuers, int rateLimits, string mtls);
+    [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "config {Version} applied: {Resources} resource(s) for this workload; inbound stages: {Stages}")]
+    public static partial void ConfigApplied(ILogger logger, string version, int resources, string stages);
 
-    [LoggerMessage(EventId = 401, Level = LogLevel.Warning, Message = "policy {Version} refused (NACK), still enforcing {Current}: {Reason}")]
+    [LoggerMessage(EventId = 401, Level = LogLevel.Warning, Message = "config {Version} refused (NACK), still enforcing {Current}: {Reason}")]
     public static partial void ConfigRefused(ILogger logger, string version, string reason, string current);
 
-    [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "config stream to the control plane broke ({Reason}); enforcing the last good policy, reconnecting in {RetrySeconds:0.0}s")]
+    [LoggerMessage(EventId = 402, Level = LogLevel.Warning, Message = "config stream to the control plane broke ({Reason}); enforcing the last good config, reconnecting in {RetrySeconds:0.0}s")]
     public static partial void ConfigStreamFailed(ILogger logger, string reason, double retrySeconds);
 
     [LoggerMessage(EventId = 403, Level = LogLevel.Information, Message = "revocations of config {Version} applied: {Count} in force; peers presenting a revoked certificate are refused at the handshake")]

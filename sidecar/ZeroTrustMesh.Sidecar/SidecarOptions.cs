@@ -39,6 +39,9 @@ internal sealed class SidecarOptions
     /// <summary>Whether every request is written to stdout as one JSON line (<c>--access-log json</c>) or not (<c>off</c>).</summary>
     public bool AccessLog { get; init; } = true;
 
+    /// <summary>What an escaped slash or backslash in a request path gets (<c>--escaped-slashes</c>): refused by default.</summary>
+    public Inbound.EscapedSlashes EscapedSlashes { get; init; } = Inbound.EscapedSlashes.Reject;
+
     /// <summary>The app's health-probe paths: allowed without a policy, as kubelet probes must be.</summary>
     public IReadOnlyList<string> ProbePaths { get; init; } = [];
 
@@ -80,6 +83,11 @@ internal sealed class SidecarOptions
             DefaultValueFactory = _ => Environment.GetEnvironmentVariable(AccessLogVariable) is { Length: > 0 } value ? value : "json",
         };
         var probePaths = new Option<string[]>("--probe-path") { Description = "The app's health-probe path, allowed without a policy (repeatable)" };
+        var escapedSlashes = new Option<string>("--escaped-slashes")
+        {
+            Description = "A request path with %2F, %5C or a backslash, which apps may read as a separator: reject (400), unescape (decode, normalize, forward that), or keep",
+            DefaultValueFactory = _ => "reject",
+        };
         var serviceAddress = new Option<string?>("--service-address") { Description = "Address clients dial for this service under transparent capture" };
         var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
         var destinations = new Option<string[]>("--destination") { Description = $"Resilience for one destination service: SERVICE:key=value,… ({Outbound.ResilienceSettings.Keys}); repeatable" };
@@ -88,7 +96,7 @@ internal sealed class SidecarOptions
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, adminPort,
-            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
+            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -143,6 +151,10 @@ internal sealed class SidecarOptions
             {
                 return Fail($"--access-log '{accessLogMode}' must be json or off");
             }
+            if (!Enum.TryParse<Inbound.EscapedSlashes>(result.GetValue(escapedSlashes), ignoreCase: true, out var escaped) || !Enum.IsDefined(escaped))
+            {
+                return Fail($"--escaped-slashes '{result.GetValue(escapedSlashes)}' must be reject, unescape or keep");
+            }
             var defaults = Outbound.ResilienceSettings.Default with { ConnectTimeout = result.GetValue(connectTimeout) };
             var perDestination = new Dictionary<string, Outbound.ResilienceSettings>(StringComparer.Ordinal);
             foreach (var text in result.GetValue(destinations) ?? [])
@@ -165,6 +177,7 @@ internal sealed class SidecarOptions
                 TcpPorts = result.GetValue(tcpPorts) ?? [],
                 ServiceAddress = serviceIp,
                 ProbePaths = result.GetValue(probePaths) ?? [],
+                EscapedSlashes = escaped,
                 ExplainDenials = result.GetValue(explainDenials),
                 AccessLog = accessLogMode == "json",
                 Resilience = defaults,

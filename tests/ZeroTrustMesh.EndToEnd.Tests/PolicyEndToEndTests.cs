@@ -138,7 +138,7 @@ public sealed class PolicyEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
                 - issuer: https://issuer.test
                   jwks: '{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","x":"not-a-point","y":"not-a-point"}]}'
             """);
-        await ordersSidecar.Process.WaitForLineAsync($"policy {bad} refused (NACK), still enforcing {good}");
+        await ordersSidecar.Process.WaitForLineAsync($"config {bad} refused (NACK), still enforcing {good}");
 
         // ztmctl status shows the NACK and the version still applied.
         var (_, status, _) = await _mesh.ZtmctlAsync("status", "-o", "json");

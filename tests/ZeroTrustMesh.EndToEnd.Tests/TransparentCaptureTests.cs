@@ -57,7 +57,7 @@ public sealed class TransparentCaptureTests(ITestOutputHelper output) : IAsyncLi
              "--inbound-address", hosts.AddressB, "--inbound-port", "15006", "--app-port", $"{AppHttpPort}", "--tcp-port", $"{AppTcpPort}",
              "--service-address", hosts.VirtualAddress], output, _mesh.Environment, hosts.B));
         await orders.WaitForLineAsync("registered with the control plane");
-        await orders.WaitForLineAsync("policy v1 applied");
+        await orders.WaitForLineAsync("config v1 applied");
 
         // Host A: the frontend's sidecar, and iptables sending the app's traffic for the service address to it.
         var frontendToken = await MintAsync(hosts.B, config, "frontend");

@@ -1,4 +1,5 @@
 using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Yaml;
 

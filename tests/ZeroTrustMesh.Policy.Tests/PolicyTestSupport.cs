@@ -2,6 +2,7 @@ using System.Diagnostics.CodeAnalysis;
 using System.Net;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Yaml;
 
@@ -67,6 +68,6 @@ internal static class PolicyTestSupport
             SourceAddress = req.Ip is null ? null : IPAddress.Parse(req.Ip),
             Now = req.Now,
         };
-        return new Authorizer(snapshot).Authorize(request, audits);
+        return snapshot.Evaluate(request, audits);
     }
 }

@@ -51,7 +51,7 @@ internal static class DataPlaneRun
             const string InboundLine = "ztm-sidecar: inbound listening on ";
             var inboundLine = (await orders.WaitForLineAsync(InboundLine, startTimeout)).Line;
             await orders.WaitForLineAsync("registered with the control plane", startTimeout);
-            var ordersReady = await orders.WaitForLineAsync("policy v1 applied", startTimeout);
+            var ordersReady = await orders.WaitForLineAsync("config v1 applied", startTimeout);
             orders.Quiet();
             var frontend = Track(await MeshSetup.StartSidecarAsync("frontend-sidecar", "frontend", settings.Sidecar, controlPlane, root, sidecarEnvironment, cancellation));
             const string OutboundLine = "ztm-sidecar: outbound listening on ";

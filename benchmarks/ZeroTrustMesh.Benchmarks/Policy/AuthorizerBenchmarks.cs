@@ -3,6 +3,7 @@ using System.Net;
 using BenchmarkDotNet.Attributes;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 
 namespace ZeroTrustMesh.Benchmarks.Policy;
@@ -20,7 +21,7 @@ public class AuthorizerBenchmarks
 {
     private static readonly WorkloadRef Workload = new("shop", "orders");
 
-    private Authorizer _authorizer = null!;
+    private PolicySnapshot _snapshot = null!;
     private SpiffeId _caller;
     private SpiffeId _stranger;
     private string _path = null!;
@@ -59,7 +60,7 @@ public class AuthorizerBenchmarks
         policies.Add(Policy("deny-delete", PolicyAction.Deny, new AuthorizationRule([], [new RuleOperation(["DELETE"], [], [])], [])));
         policies.Add(Policy("audit-writes", PolicyAction.Audit, new AuthorizationRule([], [new RuleOperation(["POST", "PUT"], [], [])], [])));
 
-        _authorizer = new Authorizer(PolicyCompiler.Compile("bench", Workload, policies, ["/healthz"]));
+        _snapshot = PolicyCompiler.Compile("bench", Workload, policies, ["/healthz"]);
 
         // A prefix-path policy in the middle of the set.
         var target = (allowCount / 2 / 3 * 3) + 1;
@@ -94,7 +95,7 @@ public class AuthorizerBenchmarks
             Headers = _headers,
             SourceAddress = _address,
         };
-        return _authorizer.Authorize(request, _audits).Allowed;
+        return _snapshot.Evaluate(request, _audits).Allowed;
     }
 
     [Benchmark(Description = "Authorize: denied (no ALLOW matched)")]
@@ -110,7 +111,7 @@ public class AuthorizerBenchmarks
             Headers = _headers,
             SourceAddress = _address,
         };
-        return _authorizer.Authorize(request, _audits).Allowed;
+        return _snapshot.Evaluate(request, _audits).Allowed;
     }
 
     private sealed class HeaderValues : IRequestValues

@@ -4,6 +4,7 @@ using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
 using ZeroTrustMesh.Proto.V1;

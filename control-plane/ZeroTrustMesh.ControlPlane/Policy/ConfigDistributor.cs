@@ -7,6 +7,7 @@ using Google.Protobuf;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Proto;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Proto.V1;
 
@@ -139,7 +140,8 @@ internal sealed class ConfigDistributor : IDisposable
     private PreparedSnapshot Build(PolicyState state, ConfigKey key)
     {
         var snapshot = new ConfigSnapshot { TrustBundle = TrustBundleProto(_ca.Bundle) };
-        snapshot.Resources.AddRange(state.For(key.Namespace, key.Service).Select(r => new PolicyResourceText { Key = r.KeyText, Yaml = r.Yaml }));
+        // Validated here once; sidecars read the typed model, never the operator's YAML.
+        snapshot.Resources.AddRange(state.For(key.Namespace, key.Service).Select(r => r.Document.Resource.ToProto(PolicyKinds.Builtin)));
         snapshot.Revocations.AddRange(state.Revocations.Entries.Select(e => e.ToProto()));
         // The digest covers the content only; version and nonce are set afterwards.
         var digest = SHA256.HashData(snapshot.ToByteArray());

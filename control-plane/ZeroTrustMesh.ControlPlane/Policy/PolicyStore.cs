@@ -1,7 +1,6 @@
 using System.Collections.Frozen;
 using System.Collections.Immutable;
 using System.Text.Json;
-using YamlDotNet.RepresentationModel;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Model;
@@ -37,11 +36,11 @@ internal sealed record PolicyState(string Version, ImmutableDictionary<ResourceK
 
     /// <param name="service">Null: only the namespace-wide (selector-less) resources.</param>
     public IReadOnlyList<StoredResource> For(string @namespace, string? service) =>
-        [.. Resources.Values.Where(r => Applies(r.Document.Resource, @namespace, service)).OrderBy(r => r.KeyText, StringComparer.Ordinal)];
+        [.. Resources.Values.Where(r => r.Document.Resource.AppliesTo(@namespace, service)).OrderBy(r => r.KeyText, StringComparer.Ordinal)];
 
     /// <summary>Every (namespace, service) some resource selects by name; computed once per state.</summary>
     private FrozenSet<WorkloadRef> SelectedServices => _selected ??= Resources.Values
-        .Select(r => (r.Document.Resource.Metadata.Namespace, Selector: SelectorOf(r.Document.Resource)))
+        .Select(r => (r.Document.Resource.Metadata.Namespace, r.Document.Resource.Selector))
         .Where(x => x.Selector is not null)
         .Select(x => new WorkloadRef(x.Namespace, x.Selector!.Service))
         .ToFrozenSet();
@@ -55,25 +54,6 @@ internal sealed record PolicyState(string Version, ImmutableDictionary<ResourceK
         Resources = original.Resources;
         Revocations = original.Revocations;
     }
-
-    private static bool Applies(PolicyResource resource, string @namespace, string? service)
-    {
-        if (resource.Metadata.Namespace != @namespace)
-        {
-            return false;
-        }
-        var selector = SelectorOf(resource);
-        return selector is null || (service is not null && selector.Service == service);
-    }
-
-    private static WorkloadSelector? SelectorOf(PolicyResource resource) => resource switch
-    {
-        AuthorizationPolicy p => p.Spec.Selector,
-        RequestAuthentication r => r.Spec.Selector,
-        PeerAuthentication p => p.Spec.Selector,
-        RateLimitPolicy r => r.Spec.Selector,
-        _ => null,
-    };
 }
 
 /// <summary>
@@ -139,7 +119,7 @@ internal sealed class PolicyStore : IDisposable
             // Structure errors, plus whatever else validation finds in the same documents: every error at once.
             throw new PolicyValidationException([.. read.Errors, .. PolicyValidator.Validate(read.Documents)]);
         }
-        var incoming = SplitDocuments(yaml).Zip(read.Documents, (text, document) => new StoredResource(document, text)).ToList();
+        var incoming = read.Documents.Select(document => new StoredResource(document, document.Text!)).ToList();
         lock (_gate)
         {
             var current = Current;
@@ -271,7 +251,7 @@ internal sealed class PolicyStore : IDisposable
             errors.AddRange(read.Errors);
             if (read.Errors.Length == 0)
             {
-                resources.AddRange(SplitDocuments(text).Zip(read.Documents, (yaml, document) => new StoredResource(document, yaml)));
+                resources.AddRange(read.Documents.Select(document => new StoredResource(document, document.Text!)));
             }
         }
         errors.AddRange(ValidateSet(resources));
@@ -281,19 +261,6 @@ internal sealed class PolicyStore : IDisposable
 
     private static ImmutableArray<PolicyError> ValidateSet(IEnumerable<StoredResource> resources) =>
         PolicyValidator.Validate(resources.Select(r => r.Document));
-
-    /// <summary>Each YAML document of a file as its own text, the way it is stored and sent.</summary>
-    internal static IReadOnlyList<string> SplitDocuments(string yaml)
-    {
-        var stream = new YamlStream();
-        stream.Load(new StringReader(yaml));
-        return [.. stream.Documents.Select(d =>
-        {
-            using var writer = new StringWriter();
-            new YamlStream(d).Save(writer, assignAnchors: false);
-            return writer.ToString().Replace("\n...\n", "\n", StringComparison.Ordinal).TrimEnd('.', '\n', '\r') + "\n";
-        })];
-    }
 
     private string FileFor(ResourceKey key) =>
         Path.Combine(_directory, $"{key.Kind.ToLowerInvariant()}.{key.Namespace}.{key.Name}.yaml");

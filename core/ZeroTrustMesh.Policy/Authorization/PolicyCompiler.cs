@@ -1,3 +1,4 @@
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
 
@@ -20,7 +21,7 @@ public static class PolicyCompiler
     public static PolicySnapshot Compile(string version, WorkloadRef workload, IEnumerable<AuthorizationPolicy> policies, IEnumerable<string>? probePaths = null)
     {
         var selected = policies
-            .Where(p => p.Metadata.Namespace == workload.Namespace && (p.Spec.Selector is null || p.Spec.Selector.Service == workload.Service))
+            .Where(p => p.AppliesTo(workload))
             .OrderBy(p => p.Metadata.Name, StringComparer.Ordinal)
             .ToList();
         var probes = probePaths?.ToList() ?? [];

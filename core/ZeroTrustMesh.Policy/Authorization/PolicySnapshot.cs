@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
 
@@ -6,7 +7,7 @@ namespace ZeroTrustMesh.Policy.Authorization;
 
 /// <summary>
 /// The compiled, immutable authorization policy of one workload at one version. Build it with
-/// <see cref="PolicyCompiler"/>, swap it atomically (<see cref="Authorizer"/>), and let each decision read one snapshot.
+/// <see cref="PolicyCompiler"/>, swap it atomically, and let each decision read one snapshot.
 /// <para>
 /// Rules are indexed so a decision looks only at rules that can match: a rule whose every operation names only exact
 /// paths or <c>/prefix/*</c> paths is filed under those paths; otherwise, a rule whose every source names only exact

@@ -11,6 +11,9 @@ public sealed record PolicyDocument(string Source, int Index, PolicyResource Res
 {
     public string Location => Index > 0 ? $"{Source}#{Index}" : Source;
 
+    /// <summary>The document's own text as the operator wrote it (one YAML document), for storing and showing; null when it had none.</summary>
+    public string? Text { get; init; }
+
     public static PolicyDocument FromResource(PolicyResource resource) =>
         new($"{resource.Kind}/{resource.Metadata.Namespace}/{resource.Metadata.Name}", 0, resource);
 }

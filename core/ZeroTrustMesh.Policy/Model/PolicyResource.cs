@@ -1,19 +1,37 @@
 using System.Collections.Immutable;
+using System.Text.Json.Serialization;
 
 namespace ZeroTrustMesh.Policy.Model;
 
 /// <summary>
 /// A Kubernetes-style resource (<c>apiVersion</c>, <c>kind</c>, <c>metadata</c>, <c>spec</c>) so that the same
-/// YAML files become CRDs in a cluster. The four kinds derive from this; <see cref="Kind"/> is fixed per type.
+/// YAML files become CRDs in a cluster. Each kind derives from this and is described by its
+/// <see cref="Kinds.PolicyKind"/> (reader, validator, wire form); <see cref="Kind"/> is fixed per type.
 /// </summary>
 public abstract record PolicyResource(ResourceMetadata Metadata)
 {
     public const string ApiVersion = "security.ztm.dev/v1";
 
+    [JsonIgnore]
     public abstract string Kind { get; }
 
+    /// <summary>Which workloads of <see cref="ResourceMetadata.Namespace"/> the resource applies to; null: all of them.</summary>
+    [JsonIgnore]
+    public abstract WorkloadSelector? Selector { get; }
+
     /// <summary>The identity of a resource within a set: two resources with the same key are a conflict.</summary>
+    [JsonIgnore]
     public ResourceKey Key => new(Kind, Metadata.Namespace, Metadata.Name);
+
+    /// <summary>
+    /// Whether this resource applies to <paramref name="workload"/>: same namespace, and no selector or one naming the
+    /// workload's service. The one place selection is decided, for every kind, on both sides of the mesh.
+    /// </summary>
+    public bool AppliesTo(WorkloadRef workload) => AppliesTo(workload.Namespace, workload.Service);
+
+    /// <param name="service">Null: applies only if the resource selects no service (namespace-wide).</param>
+    public bool AppliesTo(string @namespace, string? service) =>
+        Metadata.Namespace == @namespace && (Selector is null || (service is not null && Selector.Service == service));
 }
 
 /// <summary>

@@ -45,8 +45,8 @@ public sealed class PolicyValidationException : Exception
         };
 }
 
-/// <summary>Collects errors under a location prefix so that nested checks only name their own part of the path.</summary>
-internal sealed class ErrorSink(List<PolicyError> errors, string document)
+/// <summary>Collects errors under a location prefix (the document) so that nested checks only name their own part of the path.</summary>
+public sealed class ErrorSink(List<PolicyError> errors, string document)
 {
     public int Count => errors.Count;
 

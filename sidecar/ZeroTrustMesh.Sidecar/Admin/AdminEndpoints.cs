@@ -26,15 +26,17 @@ internal static class AdminEndpoints
             await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
         });
 
-        app.MapGet("/config_dump", (IdentityState state, Policy.InboundPolicyState inbound, Policy.PolicyWatcher policy, TimeProvider time) =>
+        app.MapGet("/config_dump", (IdentityState state, Inbound.InboundSnapshotState inbound, Policy.PolicyWatcher policy, TimeProvider time) =>
         {
             var identity = state.Current;
             var current = inbound.Current;
-            var snapshot = current.Authorization;
+            var authorization = current.Stages.Select(s => s.Stage).OfType<Authorization.AuthorizationStage>().Single().Snapshot;
+            var mtls = current.Stages.Select(s => s.Stage).OfType<PeerAuthentication.PeerAuthenticationStage>().Single().Policy;
             return Results.Json(new ConfigDump(
                 Ready: state.IsReady && policy.HasSnapshot,
-                Policy: new PolicyDump(snapshot.Version, snapshot.PolicyCount, snapshot.RuleCount, snapshot.HasAllowPolicy,
-                    current.PeerAuthentication.ToString(), current.PeerAuthentication.Source),
+                Policy: new PolicyDump(current.Version, authorization.PolicyCount, authorization.RuleCount, authorization.HasAllowPolicy,
+                    mtls.ToString(), mtls.Source, current.ResourceCount,
+                    [.. current.Stages.Select(s => new StageDump(s.Kind.Kind.Name, s.Kind.Order, s.Stage.Summary))]),
                 Revocations: new RevocationsDump(state.Revocations.Count, [.. state.Revocations.Entries.Select(e => e.Subject)]),
                 Identity: identity is null ? null : new IdentityDump(
                     identity.Id.Value,
@@ -73,9 +75,17 @@ internal sealed record MemoryDump(long GcHeapBytes, long GcCommittedBytes, long 
     }
 }
 
+/// <param name="Version">The config version enforced.</param>
+/// <param name="Policies">AuthorizationPolicies that select this workload; <paramref name="Rules"/> their rules.</param>
 /// <param name="InboundMtls">STRICT or PERMISSIVE, with port-level modes (<c>PERMISSIVE, port 8443 STRICT</c>).</param>
 /// <param name="PeerAuthentication"><c>namespace/name</c> of the PeerAuthentication that applies; null for none (STRICT).</param>
-internal sealed record PolicyDump(string Version, int Policies, int Rules, bool HasAllowPolicy, string InboundMtls, string? PeerAuthentication);
+/// <param name="Resources">Resources of every kind that apply to this workload.</param>
+/// <param name="Stages">The inbound stages in the order they run.</param>
+internal sealed record PolicyDump(string Version, int Policies, int Rules, bool HasAllowPolicy, string InboundMtls, string? PeerAuthentication,
+    int Resources, IReadOnlyList<StageDump> Stages);
+
+/// <summary>One inbound stage: the policy kind it enforces, where it runs, and what it holds.</summary>
+internal sealed record StageDump(string Kind, int Order, string Summary);
 
 internal sealed record IdentityDump(
     string SpiffeId,

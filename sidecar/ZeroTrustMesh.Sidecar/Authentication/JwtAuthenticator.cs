@@ -3,6 +3,7 @@ using Microsoft.Extensions.Primitives;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
 using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 
 namespace ZeroTrustMesh.Sidecar.Authentication;
@@ -44,7 +45,7 @@ internal sealed class JwtAuthenticator : IRequestAuthenticator
     {
         var issuers = new Dictionary<string, IssuerRule>(StringComparer.Ordinal);
         var errors = new List<string>();
-        foreach (var resource in resources.Where(r => Selects(r.Metadata, r.Spec.Selector, workload)).OrderBy(r => r.Metadata.Name, StringComparer.Ordinal))
+        foreach (var resource in resources.Where(r => r.AppliesTo(workload)).OrderBy(r => r.Metadata.Name, StringComparer.Ordinal))
         {
             var name = $"{resource.Metadata.Namespace}/{resource.Metadata.Name}";
             var rules = resource.Spec.JwtRules.IsDefault ? [] : resource.Spec.JwtRules;
@@ -87,9 +88,6 @@ internal sealed class JwtAuthenticator : IRequestAuthenticator
         authenticator is JwtAuthenticator jwt
             ? jwt._issuers.Values.Select(i => i.Keys).OfType<RemoteKeys>().Select(k => k.Source.Uri.AbsoluteUri).ToHashSet(StringComparer.Ordinal)
             : new HashSet<string>();
-
-    public static bool Selects(ResourceMetadata metadata, WorkloadSelector? selector, WorkloadRef workload) =>
-        metadata.Namespace == workload.Namespace && (selector is null || selector.Service == workload.Service);
 
     public async ValueTask<AuthenticationResult> AuthenticateAsync(StringValues authorization, CancellationToken cancellation)
     {

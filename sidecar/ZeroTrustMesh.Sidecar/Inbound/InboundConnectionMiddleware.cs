@@ -4,7 +4,6 @@ using System.Net.Security;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.AspNetCore.Http.Features;
-using ZeroTrustMesh.Sidecar.Policy;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
 
@@ -33,7 +32,7 @@ internal sealed class PlaintextConnectionFeature
 /// Kestrel cannot make TLS optional on one endpoint, hence the split: <see cref="AfterTls"/> captures the pipeline
 /// behind the HTTPS middleware (built once, when Kestrel binds), and plaintext connections go straight to it.
 /// </summary>
-internal sealed class InboundConnectionMiddleware(InboundPolicyState policies, InboundTcp tcp, SidecarMetrics metrics)
+internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots, InboundTcp tcp, SidecarMetrics metrics)
 {
     /// <summary>The first byte of every TLS connection: a handshake record (ClientHello).</summary>
     private const byte TlsHandshakeRecord = 0x16;
@@ -83,7 +82,7 @@ internal sealed class InboundConnectionMiddleware(InboundPolicyState policies, I
             return;
         }
         // Kestrel would drop a connection that does not start with a TLS record, and log it only at Debug: count it here.
-        if (first.Buffer.IsEmpty || !policies.Current.PeerAuthentication.AcceptsPlaintext)
+        if (first.Buffer.IsEmpty || !snapshots.Current.AcceptsPlaintext)
         {
             metrics.HandshakeFailed("inbound", first.Buffer.IsEmpty ? "ClosedBeforeHandshake" : "NotTls");
             return;

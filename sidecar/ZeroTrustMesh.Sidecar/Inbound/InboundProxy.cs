@@ -1,13 +1,9 @@
-using Microsoft.AspNetCore.WebUtilities;
 using System.Diagnostics;
 using System.Net;
-using Microsoft.Extensions.Primitives;
+using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Net.Http.Headers;
 using Yarp.ReverseProxy.Forwarder;
-using ZeroTrustMesh.Policy.Authorization;
-using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Sidecar.Identity;
-using ZeroTrustMesh.Sidecar.Policy;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
 
@@ -17,27 +13,27 @@ namespace ZeroTrustMesh.Sidecar.Inbound;
 /// An HTTP request that arrived from another sidecar over mTLS (HTTP/2), or from a plaintext caller of a PERMISSIVE
 /// workload (see <see cref="InboundConnectionMiddleware"/>), on its way to the local app:
 /// 1. the caller is the SVID verified at this connection's handshake; a plaintext connection has none, and is
-///    "plaintext" in metrics and the access log;
-/// 2. the app port is the declared one the calling sidecar (or plaintext caller) named, else the app's first port;
-/// 3. the config snapshot is read once: JWT rules, authorization, rate limits and PeerAuthentication of one version;
-///    a plaintext request to a port that is STRICT now is a 403 (the connection is closed after it);
-/// 4. JWT: a bearer token must be valid for a configured issuer (signature, issuer, audience, lifetime), else 401 with
-///    the reason; its claims become the request's claims; no token passes unauthenticated, for the policy to decide;
-/// 5. the policy decides: a matching DENY wins, else an ALLOW must match, else deny — a denial is a 403 naming the
-///    policy and rule (or that none allowed it); a plaintext caller matches no <c>principals</c> or <c>namespaces</c>;
-/// 6. rate limits: one token per caller identity (plaintext callers share one) from each bucket that applies, else
-///    429 with Retry-After;
-/// 7. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
-/// 8. a validated JWT is removed unless its rule says <c>forwardOriginalToken</c>; YARP forwards the request to the app
-///    on loopback, with the identity header set to the verified caller — any incoming copy is dropped, and a plaintext
-///    caller gets none;
-/// 9. one metric sample and one access-log line.
+///    "plaintext" in metrics, the access log and rate limits;
+/// 2. framing two parsers could read differently is refused (<see cref="RequestFraming"/>: 400, connection closed);
+/// 3. the app port is the declared one the calling sidecar (or plaintext caller) named, else the app's first port;
+/// 4. the path is normalized once (<see cref="InboundPath"/>): policy matches, and the app receives, the same path;
+/// 5. the config snapshot is read once and its stages run in order over one request record
+///    (<see cref="InboundRequest"/>), each able to refuse: peer authentication (a plaintext request to a STRICT port:
+///    403), JWT authentication (401; its claims go on to the next stages), authorization (403 naming the policy and
+///    rule), rate limits (429 with Retry-After), then the kinds that come after them (API protection, response
+///    transforms). A refusal is answered and recorded in one place (status, reason, access-log line, metrics);
+/// 6. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
+/// 7. YARP forwards the request to the app on loopback, with the identity header set to the verified caller — any
+///    incoming copy, and any header name a framework would fold into it, is dropped, and a plaintext caller gets none —,
+///    the validated JWT removed unless its rule keeps it, a body a stage buffered replayed as it came, and the response
+///    through the transforms stages registered;
+/// 8. one metric sample and one access-log line.
 /// </summary>
-internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundPolicyState policies, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
+internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundSnapshotState snapshots, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
 {
     private readonly HttpMessageInvoker _toApp = new(Outbound.DestinationClients.ForwardingHandler(options.ConnectTimeout));
 
-    private readonly InboundTransformer _transformer = new();
+    private readonly InboundTransformer _transformer = new(null);
 
     /// <summary>Each declared app port's address, formatted once rather than per request.</summary>
     private readonly Dictionary<int, string> _appPrefixes = options.AppPorts.Distinct()
@@ -49,164 +45,150 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
     public async Task HandleAsync(HttpContext context)
     {
         var started = Stopwatch.GetTimestamp();
+        var self = state.Current?.Id.Value ?? "";
         var peer = context.Features.Get<PeerIdentityFeature>()?.Id;
         var plaintext = context.Features.Get<PlaintextConnectionFeature>() is not null;
-        var self = state.Current?.Id.Value ?? "";
+        var caller = peer?.Value ?? InboundRequest.PlaintextCaller;
         if (peer is null && !plaintext)
         {
             // Unreachable: a connection is mTLS with a verified SVID, or plaintext that a PERMISSIVE workload accepted.
-            await Refuse(context, StatusCodes.Status403Forbidden, "no_identity", "no verified client identity", "", self, started);
+            await Refuse(context, new Refusal(StatusCodes.Status403Forbidden, "no_identity", "no verified client identity"), "", self, started);
             return;
         }
-        var caller = peer?.Value ?? PlaintextCaller;
-
-        var port = PortFor(context.Request.Headers[MeshHeaders.TargetPort].ToString());
-        if (port is null)
+        if (RequestFraming.Problem(context.Request) is { } framing)
         {
-            await Refuse(context, StatusCodes.Status404NotFound, "undeclared_port", $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port", caller, self, started);
+            await Refuse(context, new Refusal(StatusCodes.Status400BadRequest, "malformed", framing) { CloseConnection = true }, caller, self, started);
+            return;
+        }
+        if (PortFor(context.Request.Headers[MeshHeaders.TargetPort].ToString()) is not { } port)
+        {
+            await Refuse(context, new Refusal(StatusCodes.Status404NotFound, "undeclared_port",
+                $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port"), caller, self, started);
+            return;
+        }
+        if (InboundPath.Normalize(context.Request.Path.Value, options.EscapedSlashes, out var pathRefusal) is not { } path)
+        {
+            await Refuse(context, new Refusal(StatusCodes.Status400BadRequest, "escaped_slash", pathRefusal!), caller, self, started);
             return;
         }
 
-        var policy = policies.Current;
-        if (plaintext && policy.PeerAuthentication.ModeFor(port.Value) != MtlsMode.Permissive)
+        var request = new InboundRequest(context, peer, port, path, time.GetUtcNow());
+        foreach (var stage in snapshots.Current.Pipeline)
         {
-            // PERMISSIVE for another port, or switched back to STRICT since this connection was accepted: HTTP/1.1 is
-            // told to close the connection (HTTP/2 has no such header; each of its requests is checked like this one).
-            if (HttpProtocol.IsHttp11(context.Request.Protocol))
+            if ((await stage.RunAsync(request, context.RequestAborted)).Refusal is { } refusal)
             {
-                context.Response.Headers.Connection = "close";
+                await Refuse(context, refusal, caller, self, started);
+                return;
             }
-            var source = policy.PeerAuthentication.Source is { } name ? $" (PeerAuthentication '{name}')" : "";
-            await Refuse(context, StatusCodes.Status403Forbidden, "mtls_required", $"mTLS required: port {port} of this workload is STRICT{source}", caller, self, started);
-            return;
-        }
-        var authentication = await policy.Authentication.AuthenticateAsync(context.Request.Headers.Authorization, context.RequestAborted);
-        if (authentication.Failed)
-        {
-            metrics.Authenticated(valid: false);
-            context.Response.Headers.WWWAuthenticate = "Bearer error=\"invalid_token\"";
-            await Refuse(context, StatusCodes.Status401Unauthorized, "jwt_invalid", $"Jwt authentication failed: {authentication.Error}", caller, self, started);
-            return;
-        }
-        if (authentication.Claims is not null)
-        {
-            metrics.Authenticated(valid: true);
-        }
-
-        var path = NormalizedPath(context.Request.Path.Value);
-        var decision = policy.Authorization.Evaluate(new RequestAttributes
-        {
-            Caller = peer,
-            CallerNamespace = peer is { } id && id.TryGetWorkload(out var callerNamespace, out _) ? callerNamespace : null,
-            Method = context.Request.Method,
-            Path = path,
-            Port = port.Value,
-            Headers = new HeaderValues(context.Request.Headers),
-            Claims = authentication.Claims,
-            SourceAddress = context.Connection.RemoteIpAddress,
-            Now = time.GetUtcNow(),
-        }, default);
-        metrics.Decision(decision.Allowed, decision.Policy);
-        if (!decision.Allowed)
-        {
-            // The reason names the deciding policy and rule, or says that none allowed the request.
-            await Refuse(context, StatusCodes.Status403Forbidden, "denied", $"RBAC: access denied: {decision.Reason}", caller, self, started);
-            return;
-        }
-
-        var limit = policy.RateLimits.TryAcquire(caller, context.Request.Method, path);
-        if (!limit.Allowed)
-        {
-            metrics.RateLimited(limit.Policy!);
-            context.Response.Headers.RetryAfter = limit.RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
-            await Refuse(context, StatusCodes.Status429TooManyRequests, "rate_limited", $"rate limited by policy {limit.Policy}: retry in {limit.RetryAfterSeconds}s", caller, self, started);
-            return;
         }
 
         var http2 = plaintext ? HttpProtocol.IsHttp2(context.Request.Protocol) : context.Request.Headers[MeshHeaders.AppProtocol] == "2";
-
-        if (authentication.Claims is not null && !authentication.ForwardOriginalToken)
+        if (request.RemoveAuthorization)
         {
-            // As in Istio: the token has done its work here; the app gets no credential it could replay elsewhere.
             context.Request.Headers.Remove(HeaderNames.Authorization);
         }
-        var error = await forwarder.SendAsync(context, _appPrefixes[port.Value], _toApp, http2 ? ToAppHttp2 : ToAppHttp11, _transformer);
-        if (error != ForwarderError.None && !context.Response.HasStarted)
+        if (!string.Equals(path, context.Request.Path.Value, StringComparison.Ordinal))
         {
-            context.Response.StatusCode = StatusCodes.Status502BadGateway;
+            context.Request.Path = new PathString(path); // the app reads the path the policy matched
+        }
+        var transformer = request.ResponseTransforms is { } transforms ? new InboundTransformer(transforms) : _transformer;
+        var error = await forwarder.SendAsync(context, _appPrefixes[port], _toApp, http2 ? ToAppHttp2 : ToAppHttp11, transformer);
+        await transformer.CompleteAsync();
+        string? reason = null;
+        if (error != ForwarderError.None)
+        {
+            reason = $"forward to the app on port {port} failed: {error}{Detail(context)}";
+            if (!context.Response.HasStarted)
+            {
+                context.Response.StatusCode = StatusCodes.Status502BadGateway;
+                await context.Response.WriteAsync(reason + "\n");
+            }
         }
         var elapsed = Stopwatch.GetElapsedTime(started);
         metrics.Request("inbound", caller, self, context.Response.StatusCode, elapsed);
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", context.Response.StatusCode, elapsed,
-            context.Request.ContentLength, context.Response.ContentLength, error == ForwarderError.None ? null : $"forward error: {error}");
+            context.Request.ContentLength, context.Response.ContentLength, reason);
     }
 
-    /// <summary>The source of a request without a verified identity, in metrics, the access log and rate limits.</summary>
-    public const string PlaintextCaller = "plaintext";
+    /// <summary>Why YARP could not forward, in a few words (its exception's message), for the 502 and the access log.</summary>
+    internal static string Detail(HttpContext context) =>
+        context.Features.Get<IForwarderErrorFeature>()?.Exception is { } e ? $" ({e.GetBaseException().Message.TrimEnd('.')})" : "";
 
     private int? PortFor(string requested) =>
         string.IsNullOrEmpty(requested)
             ? options.AppPorts.Count > 0 ? options.AppPorts[0] : null
             : int.TryParse(requested, out var p) && options.AppPorts.Contains(p) ? p : null;
 
-    /// <param name="kind">A fixed word for the metric label (the reason itself varies and would grow the label set).</param>
-    /// <param name="reason">For the access log, and for the caller unless <c>--explain-denials false</c> hides it.</param>
-    private async Task Refuse(HttpContext context, int status, string kind, string reason, string caller, string self, long started)
-    {
-        metrics.Rejected("inbound", kind);
-        context.Response.StatusCode = status;
-        await context.Response.WriteAsync((options.ExplainDenials ? reason : ReasonPhrases.GetReasonPhrase(status)) + "\n");
-        var elapsed = Stopwatch.GetElapsedTime(started);
-        metrics.Request("inbound", caller, self, status, elapsed);
-        accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", status, elapsed, null, null, reason);
-    }
-
     /// <summary>
-    /// The path as policy sees it. Kestrel has already decoded percent-escapes of unreserved characters and removed
-    /// dot segments; empty segments are merged here, so <c>//admin/x</c> cannot slip past a rule on <c>/admin/*</c>.
+    /// The one refuse-and-record path: the status and its header, the reason as the body (unless
+    /// <c>--explain-denials false</c> hides it), <c>ztm_rejected_requests_total</c>, the request metric and an access-log
+    /// line with the reason.
     /// </summary>
-    private static string NormalizedPath(string? path)
+    private async Task Refuse(HttpContext context, Refusal refusal, string caller, string self, long started)
     {
-        if (string.IsNullOrEmpty(path))
+        metrics.Rejected("inbound", refusal.Kind);
+        context.Response.StatusCode = refusal.Status;
+        if (refusal.Header is var (name, value))
         {
-            return "/";
+            context.Response.Headers[name] = value;
         }
-        if (!path.Contains("//", StringComparison.Ordinal))
+        if (refusal.CloseConnection && HttpProtocol.IsHttp11(context.Request.Protocol))
         {
-            return path;
+            context.Response.Headers.Connection = "close";
         }
-        var builder = new System.Text.StringBuilder(path.Length);
-        foreach (var c in path)
-        {
-            if (c != '/' || builder.Length == 0 || builder[^1] != '/')
-            {
-                builder.Append(c);
-            }
-        }
-        return builder.ToString();
+        await context.Response.WriteAsync((options.ExplainDenials ? refusal.Reason : ReasonPhrases.GetReasonPhrase(refusal.Status)) + "\n");
+        var elapsed = Stopwatch.GetElapsedTime(started);
+        metrics.Request("inbound", caller, self, refusal.Status, elapsed);
+        accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", refusal.Status, elapsed, null, null, refusal.Reason);
     }
 
-    /// <summary>Request headers for the authorizer, read in place.</summary>
-    private sealed class HeaderValues(IHeaderDictionary headers) : IRequestValues
+    /// <param name="transforms">The response transforms of one request; null for the shared instance (no transforms).</param>
+    private sealed class InboundTransformer(IReadOnlyList<IResponseTransform>? transforms) : HttpTransformer
     {
-        public bool TryGetValue(string name, int index, [System.Diagnostics.CodeAnalysis.NotNullWhen(true)] out string? value)
-        {
-            value = headers.TryGetValue(name, out StringValues values) && index < values.Count ? values[index] : null;
-            return value is not null;
-        }
-    }
+        private List<Stream>? _wrapped;
 
-    private sealed class InboundTransformer : HttpTransformer
-    {
         public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
         {
             await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
-            MeshHeaders.Strip(proxyRequest.Headers);
+            MeshHeaders.Strip(proxyRequest.Headers, httpContext.Request.Headers);
             if (httpContext.Features.Get<PeerIdentityFeature>() is { } peer)
             {
                 proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.ClientIdentity, peer.Id.Value);
             }
             proxyRequest.Headers.Host = httpContext.Request.Host.Value;
+        }
+
+        public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
+        {
+            var proceed = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
+            if (transforms is null || proxyResponse is null)
+            {
+                return proceed;
+            }
+            foreach (var transform in transforms)
+            {
+                if (transform.Applies(httpContext.Response))
+                {
+                    // The body changes length: it goes out chunked (HTTP/1.1) or in DATA frames without a length.
+                    httpContext.Response.Headers.ContentLength = null;
+                    httpContext.Response.Body = transform.Wrap(httpContext.Response.Body);
+                    (_wrapped ??= []).Add(httpContext.Response.Body);
+                }
+            }
+            return proceed;
+        }
+
+        /// <summary>Flushes what the transforms still hold, innermost (the last wrapped, which YARP wrote to) first.</summary>
+        public async ValueTask CompleteAsync()
+        {
+            if (_wrapped is null)
+            {
+                return;
+            }
+            for (var i = _wrapped.Count - 1; i >= 0; i--)
+            {
+                await _wrapped[i].DisposeAsync();
+            }
         }
     }
 }

@@ -17,13 +17,15 @@ internal sealed class OutboundRouteFeature(int port)
 /// <summary>
 /// An HTTP request from the local app on its way to another service:
 /// 1. fail closed without a valid certificate;
-/// 2. the destination is the captured original address (iptables) or the request's authority
+/// 2. framing two parsers could read differently is refused (<see cref="RequestFraming"/>: 400, connection closed);
+/// 3. the destination is the captured original address (iptables) or the request's authority
 ///    (absolute-form as an HTTP proxy, or the Host header), resolved through the control plane's registry;
-/// 3. the app port must be one the service declares;
-/// 4. YARP forwards it over mTLS, multiplexed on HTTP/2, to an endpoint whose server identity is checked at the
+/// 4. the app port must be one the service declares;
+/// 5. YARP forwards it over mTLS, multiplexed on HTTP/2, to an endpoint whose server identity is checked at the
 ///    handshake; a connect failure of an idempotent request without a body is retried on another endpoint (as many
 ///    times as the destination's settings allow), and each endpoint's circuit breaker ejects it after repeated failures;
-/// 5. one metric sample and one access-log line.
+/// 6. one metric sample and one access-log line; a failed forward says why in the 502's body and the access log (and,
+///    when the control plane revoked this sidecar's own certificate, that every peer refuses it at the handshake).
 /// </summary>
 internal sealed class OutboundProxy(
     IHttpForwarder forwarder,
@@ -38,19 +40,19 @@ internal sealed class OutboundProxy(
     public async Task HandleAsync(HttpContext context)
     {
         var started = Stopwatch.GetTimestamp();
-        var self = state.Valid?.Id.Value;
-        if (self is null)
+        var identity = state.Valid;
+        var self = identity?.Id.Value;
+        if (identity is null || self is null)
         {
             await Refuse(context, StatusCodes.Status503ServiceUnavailable, "no certificate", "this sidecar holds no valid certificate", "", "", started);
             return;
         }
 
-        if (IsAmbiguouslyFramed(context.Request))
+        if (RequestFraming.Problem(context.Request) is { } framing)
         {
-            // Request smuggling: two framings of one body. Kestrel would go by Transfer-Encoding (moving Content-Length
-            // to X-Content-Length); a zero-trust proxy refuses rather than pick one, and the connection is closed.
+            // A zero-trust proxy refuses rather than pick one reading, and the connection is closed.
             context.Response.Headers.Connection = "close";
-            await Refuse(context, StatusCodes.Status400BadRequest, "content-length with transfer-encoding", "the request has both Content-Length and Transfer-Encoding", self, "", started);
+            await Refuse(context, StatusCodes.Status400BadRequest, "malformed", framing, self, "", started);
             return;
         }
 
@@ -120,18 +122,26 @@ internal sealed class OutboundProxy(
             context.Response.StatusCode = StatusCodes.Status200OK;
         }
 
-        var elapsed = Stopwatch.GetElapsedTime(started);
         var peer = destination?.Identity.Value ?? service;
+        string? reason = null;
+        if (error != ForwarderError.None)
+        {
+            reason = $"forward to {peer} at {destination?.Inbound} failed: {error}{Inbound.InboundProxy.Detail(context)}";
+            if (state.Revocations.Find(identity.Certificate, identity.Id) is { } revoked)
+            {
+                reason += $"; this sidecar's certificate {identity.Serial} is revoked ({revoked.Subject}"
+                    + $"{(revoked.Reason.Length > 0 ? $": {revoked.Reason}" : "")}), so every peer refuses it: the workload needs a new join token";
+            }
+            if (!context.Response.HasStarted)
+            {
+                await context.Response.WriteAsync(reason + "\n");
+            }
+        }
+        var elapsed = Stopwatch.GetElapsedTime(started);
         metrics.Request("outbound", self, peer, context.Response.StatusCode, elapsed);
         accessLog.Write("outbound", self, peer, context.Request.Method, context.Request.Path.Value ?? "", context.Response.StatusCode, elapsed,
-            context.Request.ContentLength, context.Response.ContentLength, error == ForwarderError.None ? null : $"forward error: {error}");
+            context.Request.ContentLength, context.Response.ContentLength, reason);
     }
-
-    /// <summary>HTTP/1.x with Transfer-Encoding and a Content-Length (Kestrel renames the latter to X-Content-Length when both come).</summary>
-    private static bool IsAmbiguouslyFramed(HttpRequest request) =>
-        HttpProtocol.IsHttp11(request.Protocol) || HttpProtocol.IsHttp10(request.Protocol)
-            ? request.Headers.ContainsKey("Transfer-Encoding") && (request.Headers.ContainsKey("Content-Length") || request.Headers.ContainsKey("X-Content-Length"))
-            : false;
 
     /// <summary>Only idempotent requests with no body are replayed: nothing of them can have been consumed.</summary>
     private static bool CanRetry(HttpRequest request) =>
@@ -156,7 +166,7 @@ internal sealed class OutboundProxy(
         {
             await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
             // The app cannot assert an identity: the inbound sidecar sets it from our certificate.
-            MeshHeaders.Strip(proxyRequest.Headers);
+            MeshHeaders.Strip(proxyRequest.Headers, httpContext.Request.Headers);
             proxyRequest.Headers.Remove("Proxy-Connection");
             proxyRequest.Headers.Remove("Proxy-Authorization");
             proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.TargetPort, httpContext.Features.Get<OutboundRouteFeature>()!.Port.ToString(System.Globalization.CultureInfo.InvariantCulture));

@@ -1,35 +1,29 @@
 using Grpc.Core;
 using ZeroTrustMesh.Identity;
-using ZeroTrustMesh.Policy.Authorization;
 using ZeroTrustMesh.Policy.Model;
-using ZeroTrustMesh.Policy.Yaml;
 using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Proto.V1;
-using ZeroTrustMesh.Sidecar.Authentication;
 using ZeroTrustMesh.Sidecar.Identity;
-using ZeroTrustMesh.Sidecar.RateLimiting;
+using ZeroTrustMesh.Sidecar.Inbound;
 
 namespace ZeroTrustMesh.Sidecar.Policy;
 
 /// <summary>
-/// Follows the control plane's config stream for this workload:
+/// Follows the control plane's config stream for this workload (policies, revocations, trust bundle):
 /// 1. once the sidecar has its certificate, open the stream (mTLS) and say which version it enforces;
-/// 2. for every snapshot: read and validate the resources, compile for this workload the AuthorizationPolicies, the
-///    RequestAuthentications' JWT rules (inline JWKS parsed now; remote ones fetched in the background), the
-///    RateLimitPolicies and the PeerAuthentication (STRICT or PERMISSIVE: read by the inbound listener for each new
-///    connection), swap them as one <see cref="InboundPolicy"/>, and ACK; anything it cannot apply is
-///    NACKed with the reason and the last good snapshot stays. The revocation list is applied first and even when the
-///    rest is NACKed: it only ever refuses more peers, and a policy error must not keep a revoked peer in;
+/// 2. for every snapshot: apply the revocation list first, and even when the rest is NACKed (it only ever refuses more
+///    peers, and a policy error must not keep a revoked peer in); read each resource's typed model with the kind this
+///    sidecar enforces it with (a kind it does not know is NACKed); compile the inbound stages for this workload
+///    (<see cref="InboundSnapshot.Compile"/>) and swap them as one <see cref="InboundSnapshot"/>, then ACK. Anything it
+///    cannot apply is NACKed with the reason and the last good snapshot stays;
 /// 3. when the stream breaks, keep enforcing the last good snapshot and reconnect with backoff and jitter.
-/// Until the first snapshot arrives the state holds an empty one: no ALLOW policy, so everything is denied.
+/// Until the first snapshot arrives the state holds an empty one: STRICT, no ALLOW policy, so everything is denied.
 /// </summary>
 internal sealed class PolicyWatcher(
     SidecarOptions options,
     IdentityState state,
     CertificateRotator rotator,
-    InboundPolicyState policy,
-    JwksCache jwks,
-    TokenBuckets buckets,
+    InboundSnapshotState snapshots,
     TimeProvider time,
     ILogger<PolicyWatcher> logger) : BackgroundService
 {
@@ -60,7 +54,7 @@ internal sealed class PolicyWatcher(
             try
             {
                 using var call = client.Stream(cancellationToken: stopping);
-                await call.RequestStream.WriteAsync(new ConfigRequest { VersionApplied = policy.Current.Version }, stopping);
+                await call.RequestStream.WriteAsync(new ConfigRequest { VersionApplied = snapshots.Current.Version }, stopping);
                 while (await call.ResponseStream.MoveNext(stopping))
                 {
                     attempt = 1;
@@ -68,7 +62,7 @@ internal sealed class PolicyWatcher(
                     var error = Apply(snapshot, workload);
                     await call.RequestStream.WriteAsync(new ConfigRequest
                     {
-                        VersionApplied = policy.Current.Version,
+                        VersionApplied = snapshots.Current.Version,
                         ResponseNonce = snapshot.Nonce,
                         Error = error ?? "",
                     }, stopping);
@@ -102,37 +96,32 @@ internal sealed class PolicyWatcher(
         }
         catch (FormatException e)
         {
-            SidecarLog.ConfigRefused(logger, snapshot.Version, e.Message, policy.Current.Version);
-            return e.Message;
+            return Refuse(snapshot, e.Message);
         }
 
-        var read = PolicyYaml.Load(snapshot.Resources.Select(r => KeyValuePair.Create(r.Key, r.Yaml)));
-        if (read.Errors.Length > 0)
-        {
-            var reason = string.Join("; ", read.Errors.Select(e => e.ToString()));
-            SidecarLog.ConfigRefused(logger, snapshot.Version, reason, policy.Current.Version);
-            return reason;
-        }
-        var resources = read.Documents.Select(d => d.Resource).ToList();
-        InboundPolicy compiled;
+        InboundSnapshot compiled;
         try
         {
-            compiled = new InboundPolicy(
-                PolicyCompiler.Compile(snapshot.Version, workload, resources.OfType<AuthorizationPolicy>(), options.ProbePaths),
-                JwtAuthenticator.Compile(workload, resources.OfType<RequestAuthentication>(), jwks, time),
-                RateLimits.Compile(workload, resources.OfType<RateLimitPolicy>(), buckets),
-                PeerAuthenticationPolicy.Compile(workload, resources.OfType<PeerAuthentication>()));
+            var resources = snapshot.Resources.Select(r => PolicyMapping.FromProto(r, snapshots.PolicyKinds)).ToList();
+            compiled = InboundSnapshot.Compile(snapshot.Version, workload, resources, snapshots.Kinds);
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException)
         {
-            SidecarLog.ConfigRefused(logger, snapshot.Version, e.Message, policy.Current.Version);
-            return e.Message;
+            return Refuse(snapshot, e.Message);
         }
-        policy.Update(compiled);
-        jwks.Retain(JwtAuthenticator.RemoteUris(compiled.Authentication));
+        snapshots.Update(compiled);
+        foreach (var kind in snapshots.Kinds)
+        {
+            kind.Applied(compiled.Stages.FirstOrDefault(s => s.Kind == kind)?.Stage);
+        }
         _first.TrySetResult();
-        SidecarLog.ConfigApplied(logger, snapshot.Version, snapshot.Resources.Count, compiled.Authorization.PolicyCount,
-            compiled.Authentication.IssuerCount, compiled.RateLimits.PolicyCount, compiled.PeerAuthentication.ToString());
+        SidecarLog.ConfigApplied(logger, snapshot.Version, compiled.ResourceCount, compiled.Summary);
         return null;
+    }
+
+    private string Refuse(ConfigSnapshot snapshot, string reason)
+    {
+        SidecarLog.ConfigRefused(logger, snapshot.Version, reason, snapshots.Current.Version);
+        return reason;
     }
 }

@@ -1,7 +1,7 @@
 using System.Collections.Frozen;
 using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
-using ZeroTrustMesh.Sidecar.Authentication;
 
 namespace ZeroTrustMesh.Sidecar.RateLimiting;
 
@@ -37,7 +37,7 @@ internal sealed class RateLimits
     public static RateLimits Compile(WorkloadRef workload, IEnumerable<RateLimitPolicy> resources, TokenBuckets buckets)
     {
         var policies = resources
-            .Where(r => JwtAuthenticator.Selects(r.Metadata, r.Spec.Selector, workload))
+            .Where(r => r.AppliesTo(workload))
             .OrderBy(r => r.Metadata.Name, StringComparer.Ordinal)
             .Select(r => new CompiledPolicy(r))
             .ToArray();

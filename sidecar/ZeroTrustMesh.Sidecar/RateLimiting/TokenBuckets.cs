@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 
 namespace ZeroTrustMesh.Sidecar.RateLimiting;

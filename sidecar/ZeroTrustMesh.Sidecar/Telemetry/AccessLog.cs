@@ -8,7 +8,7 @@ namespace ZeroTrustMesh.Sidecar.Telemetry;
 /// One JSON line per request on stdout: who called whom, what, the outcome, how long, how many bytes. The request
 /// path only formats the line into a pooled buffer and queues it; one background writer batches lines into writes of
 /// at most <see cref="MaxWrite"/> bytes (atomic on a pipe, so lines never interleave with other output). If the queue
-/// is full the line is dropped and counted, rather than slowing requests down. With <c>--access-log off</c> nothing is
+/// is full the line is dropped and counted (<c>ztm_access_log_dropped_total</c>), rather than slowing requests down. With <c>--access-log off</c> nothing is
 /// formatted or written (metrics still count every request).
 /// </summary>
 internal sealed class AccessLog : IAsyncDisposable
@@ -24,15 +24,14 @@ internal sealed class AccessLog : IAsyncDisposable
     private readonly Stream _stdout = Console.OpenStandardOutput();
     private readonly bool _enabled;
     private readonly Task _writer;
-    private long _dropped;
+    private readonly SidecarMetrics _metrics;
 
-    public AccessLog(SidecarOptions options)
+    public AccessLog(SidecarOptions options, SidecarMetrics metrics)
     {
         _enabled = options.AccessLog;
+        _metrics = metrics;
         _writer = _enabled ? Task.Run(WriteLoopAsync) : Task.CompletedTask;
     }
-
-    public long Dropped => Interlocked.Read(ref _dropped);
 
     public void Write(string direction, string source, string destination, string method, string path, int status, TimeSpan duration, long? bytesIn, long? bytesOut, string? reason = null)
     {
@@ -75,7 +74,7 @@ internal sealed class AccessLog : IAsyncDisposable
         if (!_queue.Writer.TryWrite((line, length)))
         {
             ArrayPool<byte>.Shared.Return(line);
-            Interlocked.Increment(ref _dropped);
+            _metrics.AccessLogLineDropped();
         }
     }
 

@@ -21,6 +21,7 @@ internal sealed class SidecarMetrics
     private readonly Counter _rateLimited;
     private readonly Counter _inboundConnections;
     private readonly Counter _memoryTrims;
+    private readonly Counter _accessLogDropped;
 
     public SidecarMetrics(IdentityState state)
     {
@@ -49,6 +50,8 @@ internal sealed class SidecarMetrics
             "HTTP connections accepted on the inbound port, by security: mtls, or plaintext (a PERMISSIVE workload).", "security");
         _memoryTrims = factory.CreateCounter("ztm_memory_trims_total",
             "Full garbage collections run to hand memory back to the OS after the heap outgrew its live data, or once a quiet sidecar still held its last requests' garbage (see MemoryTrimmer).");
+        _accessLogDropped = factory.CreateCounter("ztm_access_log_dropped_total",
+            "Access-log lines dropped because the writer fell behind (its queue was full): requests are never slowed down to log them.");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
@@ -97,4 +100,6 @@ internal sealed class SidecarMetrics
     public void Ejected(string service) => _ejections.WithLabels(service).Inc();
 
     public void MemoryTrimmed() => _memoryTrims.Inc();
+
+    public void AccessLogLineDropped() => _accessLogDropped.Inc();
 }

@@ -188,8 +188,8 @@ internal sealed class Sidecar(MeshProcess process, Uri admin, System.Net.IPEndPo
 
     public async Task<JsonElement> ConfigDumpAsync() => await Http.GetFromJsonAsync<JsonElement>(new Uri(admin, "/config_dump"));
 
-    /// <summary>Waits until the sidecar enforces policy <paramref name="version"/> (its "policy vN applied" line).</summary>
-    public Task WaitForPolicyAsync(string version) => process.WaitForLineAsync($"policy {version} applied");
+    /// <summary>Waits until the sidecar enforces config <paramref name="version"/> (its "config vN applied" line).</summary>
+    public Task WaitForPolicyAsync(string version) => process.WaitForLineAsync($"config {version} applied");
 
     /// <summary>The identity section of /config_dump once the sidecar holds a certificate (its "svid issued" line).</summary>
     public async Task<JsonElement> WaitForIdentityAsync()

@@ -14,6 +14,7 @@ using Microsoft.Extensions.Primitives;
 using Microsoft.Extensions.Time.Testing;
 using Microsoft.IdentityModel.JsonWebTokens;
 using Microsoft.IdentityModel.Tokens;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Sidecar.Authentication;
 using ZeroTrustMesh.Sidecar.Tls;

@@ -1,6 +1,7 @@
 using System.Collections.Immutable;
+using ZeroTrustMesh.Policy.Model;
 
-namespace ZeroTrustMesh.Policy.Model;
+namespace ZeroTrustMesh.Policy.Kinds;
 
 /// <summary>
 /// <c>kind: AuthorizationPolicy</c>. A request matches the policy if it matches any of its rules; a policy
@@ -12,6 +13,8 @@ public sealed record AuthorizationPolicy(ResourceMetadata Metadata, Authorizatio
     public const string KindName = "AuthorizationPolicy";
 
     public override string Kind => KindName;
+
+    public override WorkloadSelector? Selector => Spec.Selector;
 }
 
 public sealed record AuthorizationPolicySpec(WorkloadSelector? Selector, PolicyAction Action, ImmutableArray<AuthorizationRule> Rules);

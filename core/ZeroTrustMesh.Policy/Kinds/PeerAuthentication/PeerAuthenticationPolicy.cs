@@ -1,7 +1,7 @@
 using System.Collections.Frozen;
 using ZeroTrustMesh.Policy.Model;
 
-namespace ZeroTrustMesh.Policy.Authorization;
+namespace ZeroTrustMesh.Policy.Kinds;
 
 /// <summary>
 /// The PeerAuthentication of one workload, compiled: whether its inbound listener accepts plaintext, on which ports.
@@ -40,7 +40,7 @@ public sealed class PeerAuthenticationPolicy
     public static PeerAuthenticationPolicy Compile(WorkloadRef workload, IEnumerable<PeerAuthentication> resources)
     {
         var chosen = resources
-            .Where(r => r.Metadata.Namespace == workload.Namespace && (r.Spec.Selector is null || r.Spec.Selector.Service == workload.Service))
+            .Where(r => r.AppliesTo(workload))
             .OrderBy(r => r.Spec.Selector is null ? 1 : 0) // the workload's own resource first
             .ThenBy(r => r.Metadata.Name, StringComparer.Ordinal)
             .FirstOrDefault();

@@ -1,0 +1,115 @@
+using ZeroTrustMesh.Policy.Kinds;
+using ZeroTrustMesh.Policy.Model;
+
+namespace ZeroTrustMesh.Sidecar.Inbound;
+
+/// <summary>One stage of a snapshot and the kind it was compiled from.</summary>
+internal sealed record CompiledStage(IInboundStageKind Kind, IInboundStage Stage);
+
+/// <summary>
+/// Everything one config version says about inbound traffic to this workload, compiled together: the ordered stages
+/// and whether plaintext connections are accepted. Swapped as one reference, so a request never mixes the JWT rules of
+/// one version with the authorization of another.
+/// </summary>
+internal sealed class InboundSnapshot
+{
+    private InboundSnapshot(string version, int resourceCount, IReadOnlyList<CompiledStage> stages)
+    {
+        Version = version;
+        ResourceCount = resourceCount;
+        Stages = stages;
+        Pipeline = [.. stages.Select(s => s.Stage)];
+        AcceptsPlaintext = stages.Any(s => s.Stage is IPlaintextAdmission { AcceptsPlaintext: true });
+    }
+
+    public string Version { get; }
+
+    /// <summary>Resources that apply to this workload at this version.</summary>
+    public int ResourceCount { get; }
+
+    /// <summary>In the order they run.</summary>
+    public IReadOnlyList<CompiledStage> Stages { get; }
+
+    /// <summary>The stages as the request path runs them (an array: no enumerator per request).</summary>
+    public IInboundStage[] Pipeline { get; }
+
+    /// <summary>Whether the inbound listener may accept a connection without TLS (a PERMISSIVE PeerAuthentication).</summary>
+    public bool AcceptsPlaintext { get; }
+
+    /// <summary>"PeerAuthentication STRICT; AuthorizationPolicy 2 policies, 5 rules; …" for the applied-config log line.</summary>
+    public string Summary => string.Join("; ", Stages.Select(s => $"{s.Kind.Kind.Name} {s.Stage.Summary}"));
+
+    /// <summary>
+    /// Compiles, for <paramref name="workload"/>, each kind's resources that apply to it into that kind's stage, in stage
+    /// order. Every kind is compiled even when one fails, so the NACK names every problem.
+    /// </summary>
+    /// <exception cref="ArgumentException">A kind could not compile its resources; the message lists every failure.</exception>
+    public static InboundSnapshot Compile(string version, WorkloadRef workload, IReadOnlyList<PolicyResource> resources, IEnumerable<IInboundStageKind> kinds)
+    {
+        var context = new StageContext(version, workload);
+        var applying = resources.Where(r => r.AppliesTo(workload)).ToList();
+        var stages = new List<CompiledStage>();
+        var errors = new List<string>();
+        foreach (var kind in kinds.OrderBy(k => k.Order))
+        {
+            var own = applying.Where(r => r.Kind == kind.Kind.Name).OrderBy(r => r.Metadata.Name, StringComparer.Ordinal).ToList();
+            try
+            {
+                if (kind.Compile(own, context) is { } stage)
+                {
+                    stages.Add(new CompiledStage(kind, stage));
+                }
+            }
+            catch (ArgumentException e)
+            {
+                errors.Add(e.Message);
+            }
+        }
+        return errors.Count > 0 ? throw new ArgumentException(string.Join("; ", errors)) : new InboundSnapshot(version, applying.Count, stages);
+    }
+
+    /// <summary>The kinds a sidecar with these stage kinds can read from a config stream.</summary>
+    public static PolicyKinds KindsOf(IEnumerable<IInboundStageKind> kinds) => new(kinds.Select(k => k.Kind));
+}
+
+/// <summary>Holds the current <see cref="InboundSnapshot"/>; read it once per request or connection.</summary>
+internal sealed class InboundSnapshotState
+{
+    private InboundSnapshot _current;
+
+    public InboundSnapshotState(IEnumerable<IInboundStageKind> kinds)
+    {
+        Kinds = [.. kinds.OrderBy(k => k.Order)];
+        PolicyKinds = InboundSnapshot.KindsOf(Kinds);
+        // Deny everything until the first snapshot arrives: STRICT, and no ALLOW policy, so no access.
+        _current = InboundSnapshot.Compile("", new WorkloadRef("", ""), [], Kinds);
+    }
+
+    /// <summary>The kinds this sidecar enforces, in stage order.</summary>
+    public IReadOnlyList<IInboundStageKind> Kinds { get; }
+
+    /// <summary>The policy kinds it accepts on its config stream.</summary>
+    public PolicyKinds PolicyKinds { get; }
+
+    public InboundSnapshot Current => Volatile.Read(ref _current);
+
+    public void Update(InboundSnapshot snapshot)
+    {
+        ArgumentNullException.ThrowIfNull(snapshot);
+        Volatile.Write(ref _current, snapshot);
+    }
+}
+
+/// <summary>The sidecar's stage kinds: one registration line per policy kind it enforces.</summary>
+internal static class InboundStageKinds
+{
+    public static IServiceCollection AddInboundStageKind<[System.Diagnostics.CodeAnalysis.DynamicallyAccessedMembers(System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.PublicConstructors)] TKind>(this IServiceCollection services)
+        where TKind : class, IInboundStageKind =>
+        services.AddSingleton<IInboundStageKind, TKind>();
+
+    public static IServiceCollection AddInboundStages(this IServiceCollection services) => services
+        .AddInboundStageKind<PeerAuthentication.PeerAuthenticationStageKind>()
+        .AddInboundStageKind<Authentication.RequestAuthenticationStageKind>()
+        .AddInboundStageKind<Authorization.AuthorizationStageKind>()
+        .AddInboundStageKind<RateLimiting.RateLimitStageKind>();
+}
