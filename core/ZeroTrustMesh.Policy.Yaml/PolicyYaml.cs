@@ -84,7 +84,10 @@ public static class PolicyYaml
         catch (Exception e)
 #pragma warning restore CA1031
         {
-            errors.Add(new PolicyError($"{source}{LineOf(yaml)}", $"invalid YAML: {Trim(e.Message)}"));
+            // YamlDotNet's InvalidOperationException ("not valid due to the current state of the object") says nothing
+            // to an operator; what causes it in practice is an unclosed flow collection.
+            var reason = e is InvalidOperationException ? "the parser stopped here; look for an unclosed '{', '[' or quote on this line or above" : Trim(e.Message);
+            errors.Add(new PolicyError($"{source}{LineOf(yaml)}", $"invalid YAML: {reason}"));
             return new PolicySetResult([], [.. errors]);
         }
 

@@ -58,6 +58,9 @@ internal sealed class InboundRequest(HttpContext http, SpiffeId? caller, int por
     /// <summary>Set by the JWT stage: the validated token is removed before the app (unless its rule forwards it).</summary>
     public bool RemoveAuthorization { get; set; }
 
+    /// <summary>Whether a stage asked for the body (it is buffered and replayed); false for most requests.</summary>
+    public bool BodyBuffered => Http.Request.Body is ReplayStream;
+
     /// <summary>The transforms stages registered for the response, in stage order; null when none (the common case).</summary>
     public IReadOnlyList<IResponseTransform>? ResponseTransforms => _transforms;
 

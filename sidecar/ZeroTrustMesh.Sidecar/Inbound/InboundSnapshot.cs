@@ -93,6 +93,15 @@ internal sealed class InboundSnapshotState
 
     public InboundSnapshot Current => Volatile.Read(ref _current);
 
+    /// <summary>
+    /// Reads each resource of a pushed config with the kind this sidecar enforces it with, and compiles the stages for
+    /// <paramref name="workload"/>; nothing changes until <see cref="Update"/>.
+    /// </summary>
+    /// <exception cref="FormatException">A resource of a kind this sidecar does not enforce, or a model it cannot read.</exception>
+    /// <exception cref="ArgumentException">A kind could not compile its resources.</exception>
+    public InboundSnapshot Compile(Proto.V1.ConfigSnapshot config, WorkloadRef workload) =>
+        InboundSnapshot.Compile(config.Version, workload, [.. config.Resources.Select(r => Proto.PolicyMapping.FromProto(r, PolicyKinds))], Kinds);
+
     public void Update(InboundSnapshot snapshot)
     {
         ArgumentNullException.ThrowIfNull(snapshot);

@@ -102,8 +102,7 @@ internal sealed class PolicyWatcher(
         InboundSnapshot compiled;
         try
         {
-            var resources = snapshot.Resources.Select(r => PolicyMapping.FromProto(r, snapshots.PolicyKinds)).ToList();
-            compiled = InboundSnapshot.Compile(snapshot.Version, workload, resources, snapshots.Kinds);
+            compiled = snapshots.Compile(snapshot, workload);
         }
         catch (Exception e) when (e is ArgumentException or FormatException or InvalidOperationException)
         {

@@ -1,0 +1,204 @@
+using System.Net;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
+using System.Text;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.AspNetCore.Server.Kestrel.Https;
+using Google.Protobuf;
+using Yarp.ReverseProxy.Forwarder;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Kinds;
+using ZeroTrustMesh.Policy.Model;
+using ZeroTrustMesh.Policy.Yaml;
+using ZeroTrustMesh.Proto;
+using ZeroTrustMesh.Proto.V1;
+using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Inbound;
+using ZeroTrustMesh.Sidecar.Telemetry;
+
+namespace ZeroTrustMesh.Sidecar.Tests.Inbound;
+
+/// <summary>
+/// The sidecar's inbound listener as it runs in production — the connection middleware, the stage pipeline and YARP
+/// forwarding, composed with the sidecar's own DI registrations — in front of a real app, both on Kestrel at
+/// 127.0.0.1:0. Callers connect in plaintext, so the workload's config must be PERMISSIVE (the mTLS handshake in front
+/// of the same pipeline is covered end to end with real processes). Config goes the way the mesh takes it: YAML read and
+/// validated by the control plane's reader, the typed wire form, then the sidecar's compile.
+/// </summary>
+internal sealed class InboundTestHost : IAsyncDisposable
+{
+    public static readonly WorkloadRef Orders = new("shop", "orders");
+
+    private readonly WebApplication _app;
+    private readonly WebApplication _sidecar;
+
+    private InboundTestHost(WebApplication app, WebApplication sidecar, int inboundPort, int http2AppPort)
+    {
+        _app = app;
+        _sidecar = sidecar;
+        InboundPort = inboundPort;
+        Http2AppPort = http2AppPort;
+        State = sidecar.Services.GetRequiredService<InboundSnapshotState>();
+    }
+
+    public int InboundPort { get; }
+
+    /// <summary>The app's second port, speaking HTTP/2 in cleartext (prior knowledge), where h2c callers are sent with <c>x-ztm-target-port</c>.</summary>
+    public int Http2AppPort { get; }
+
+    public InboundSnapshotState State { get; }
+
+    public Uri BaseAddress => new($"http://127.0.0.1:{InboundPort}");
+
+    /// <param name="extraKinds">Stage kinds registered from the test, one line each, as the sidecar registers its own.</param>
+    public static async Task<InboundTestHost> StartAsync(Action<IServiceCollection>? extraKinds = null, EscapedSlashes escapedSlashes = EscapedSlashes.Reject)
+    {
+        var app = await StartAppAsync();
+        var appPorts = Ports(app);
+
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        var services = builder.Services;
+        services.AddSingleton(new SidecarOptions
+        {
+            ControlPlane = new Uri("https://127.0.0.1:1"),
+            BootstrapBundle = new ZeroTrustMesh.Identity.TrustBundle("cluster.local", [SelfSigned()], 1),
+            JoinToken = "unused",
+            AdminPort = 0,
+            InboundEndpoint = new IPEndPoint(IPAddress.Loopback, 0),
+            OutboundPort = 0,
+            AppPorts = appPorts,
+            TcpPorts = [],
+            AccessLog = false,
+            EscapedSlashes = escapedSlashes,
+        });
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<IdentityState>();
+        services.AddSingleton<SidecarMetrics>();
+        services.AddSingleton<AccessLog>();
+        services.AddSingleton<Sidecar.Authentication.JwksOptions>();
+        services.AddSingleton<Sidecar.Authentication.JwksCache>();
+        services.AddSingleton(new Sidecar.RateLimiting.RateLimitOptions());
+        services.AddSingleton<Sidecar.RateLimiting.TokenBuckets>();
+        services.AddHttpForwarder();
+        services.AddInboundStages();
+        extraKinds?.Invoke(services);
+        services.AddSingleton<InboundSnapshotState>();
+        services.AddSingleton<InboundTcp>();
+        services.AddSingleton<InboundConnectionMiddleware>();
+        services.AddSingleton<InboundProxy>();
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.Listen(IPAddress.Loopback, 0, listen =>
+            {
+                listen.Protocols = HttpProtocols.Http1AndHttp2;
+                var connections = kestrel.ApplicationServices.GetRequiredService<InboundConnectionMiddleware>();
+                listen.Use(connections.BeforeTls);
+                listen.UseHttps(new TlsHandshakeCallbackOptions
+                {
+                    OnConnection = _ => throw new InvalidOperationException("these tests connect in plaintext"),
+                });
+                listen.Use(connections.AfterTls);
+            });
+        });
+        var sidecar = builder.Build();
+        var proxy = sidecar.Services.GetRequiredService<InboundProxy>();
+        sidecar.Run(proxy.HandleAsync);
+        await sidecar.StartAsync();
+        return new InboundTestHost(app, sidecar, Ports(sidecar)[0], appPorts[1]);
+    }
+
+    /// <summary>Reads <paramref name="yaml"/> as the control plane does, sends it as config <paramref name="version"/>, and makes the sidecar enforce it.</summary>
+    public InboundSnapshot Apply(string version, string yaml, PolicyKinds kinds)
+    {
+        var read = PolicyYaml.Load("test.yaml", yaml, kinds);
+        Assert.True(read.IsValid, string.Join("\n", read.Errors));
+        var config = new ConfigSnapshot { Version = version };
+        config.Resources.AddRange(read.Documents.Select(d => d.Resource.ToProto(kinds)));
+        var compiled = State.Compile(ConfigSnapshot.Parser.ParseFrom(config.ToByteArray()), Orders);
+        State.Update(compiled);
+        return compiled;
+    }
+
+    /// <summary>Sends raw bytes and reads the answer until the server closes the connection or <paramref name="timeout"/>.</summary>
+    public async Task<string> SendRawAsync(string request, TimeSpan timeout)
+    {
+        using var cancel = new CancellationTokenSource(timeout);
+        using var client = new TcpClient();
+        await client.ConnectAsync(IPAddress.Loopback, InboundPort, cancel.Token);
+        var stream = client.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(request), cancel.Token);
+        using var answer = new MemoryStream();
+        var buffer = new byte[4096];
+        int read;
+        while ((read = await stream.ReadAsync(buffer, cancel.Token)) > 0)
+        {
+            answer.Write(buffer, 0, read);
+        }
+        return Encoding.ASCII.GetString(answer.ToArray());
+    }
+
+    /// <summary>
+    /// The app: <c>POST /echo</c> answers the body it received; <c>GET /secret</c> a text holding "hunter2"; any other path
+    /// answers with the path and the request headers it received, one per line.
+    /// </summary>
+    private static async Task<WebApplication> StartAppAsync()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.Logging.ClearProviders();
+        builder.WebHost.ConfigureKestrel(k =>
+        {
+            k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http1);
+            k.Listen(IPAddress.Loopback, 0, l => l.Protocols = HttpProtocols.Http2);
+        });
+        var app = builder.Build();
+        app.Run(async context =>
+        {
+            if (context.Request.Path == "/echo")
+            {
+                using var reader = new StreamReader(context.Request.Body);
+                await context.Response.WriteAsync(await reader.ReadToEndAsync());
+                return;
+            }
+            if (context.Request.Path == "/secret")
+            {
+                context.Response.ContentType = "text/plain";
+                context.Response.ContentLength = "the password is hunter2".Length;
+                await context.Response.WriteAsync("the password is hunter2");
+                return;
+            }
+            var text = new StringBuilder($"path={context.Request.Path.Value}\n");
+            foreach (var (name, value) in context.Request.Headers)
+            {
+                text.Append(name).Append(": ").Append(value.ToString()).Append('\n');
+            }
+            await context.Response.WriteAsync(text.ToString());
+        });
+        await app.StartAsync();
+        return app;
+    }
+
+    /// <summary>The bound ports, in the order the listeners were declared.</summary>
+    private static int[] Ports(WebApplication app) =>
+        [.. app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.Select(a => new Uri(a).Port)];
+
+    private static X509Certificate2 SelfSigned()
+    {
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        return new CertificateRequest("CN=unused bootstrap root", key, HashAlgorithmName.SHA256).CreateSelfSigned(DateTimeOffset.UtcNow, DateTimeOffset.UtcNow.AddHours(1));
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _sidecar.DisposeAsync();
+        await _app.DisposeAsync();
+    }
+}
