@@ -71,7 +71,7 @@ internal static class PolicyCommands
 
     private static Command Get()
     {
-        var kind = new Argument<string?>("kind") { Description = "AuthorizationPolicy, RequestAuthentication, PeerAuthentication, RateLimitPolicy (all when omitted), or revocations", Arity = ArgumentArity.ZeroOrOne };
+        var kind = new Argument<string?>("kind") { Description = $"{Policy.Kinds.PolicyKinds.Builtin.Names} (all when omitted), or revocations", Arity = ArgumentArity.ZeroOrOne };
         var name = new Argument<string?>("name") { Arity = ArgumentArity.ZeroOrOne };
         var ns = new Option<string?>("--namespace", "-n") { Description = "Only this namespace" };
         var command = new Command("get", "List stored policy resources (-o yaml shows them whole), or the revocations in force") { kind, name, ns };
@@ -111,7 +111,7 @@ internal static class PolicyCommands
 
     private static Command Delete()
     {
-        var kind = new Argument<string>("kind");
+        var kind = new Argument<string>("kind") { Description = $"{Policy.Kinds.PolicyKinds.Builtin.Names}; any case, or plural, as kubectl" };
         var name = new Argument<string>("name");
         var ns = new Option<string?>("--namespace", "-n") { Description = "Namespace (default: default)" };
         var command = new Command("delete", "Delete one policy resource") { kind, name, ns };
