@@ -1,4 +1,3 @@
-using System.Text.Json;
 using Google.Protobuf;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
@@ -7,8 +6,8 @@ namespace ZeroTrustMesh.Proto;
 
 /// <summary>
 /// The one mapping between policy resources and their wire form (<see cref="V1.PolicyResource"/>): the kind's name, the
-/// resource's key, and the model as the kind writes it. The control plane writes what it validated; a sidecar reads it
-/// back with the same kind, without YAML.
+/// resource's key, and the document as the kind writes it from the validated model (canonical JSON). The control plane
+/// writes what it validated; a sidecar reads it back with the same kind's reader, without YAML.
 /// </summary>
 public static class PolicyMapping
 {
@@ -18,7 +17,7 @@ public static class PolicyMapping
         Kind = resource.Kind,
         Namespace = resource.Metadata.Namespace,
         Name = resource.Metadata.Name,
-        Model = UnsafeByteOperations.UnsafeWrap(KindOf(resource.Kind, kinds).ToWire(resource)),
+        Document = UnsafeByteOperations.UnsafeWrap(KindOf(resource.Kind, kinds).ToWire(resource)),
     };
 
     /// <summary>The model of a received resource.</summary>
@@ -34,11 +33,11 @@ public static class PolicyMapping
         PolicyResource model;
         try
         {
-            model = kind.FromWire(resource.Model.Span);
+            model = kind.FromWire(resource.Document.Span);
         }
-        catch (JsonException e)
+        catch (FormatException e)
         {
-            throw new FormatException($"{key}: the model is not a {kind.Name}: {e.Message}", e);
+            throw new FormatException($"{key}: {e.Message}", e);
         }
         if (model.Metadata.Namespace != resource.Namespace || model.Metadata.Name != resource.Name)
         {

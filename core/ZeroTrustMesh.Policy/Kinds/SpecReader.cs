@@ -211,3 +211,99 @@ public static class ResourceReader
         };
     }
 }
+
+/// <summary>
+/// Writes whole documents as canonical JSON: <c>apiVersion</c>, <c>kind</c>, <c>metadata</c>, then the kind's <c>spec</c>;
+/// numbers as numbers, and nothing that is absent or empty. What <see cref="ResourceReader"/> reads back.
+/// </summary>
+public static class ResourceWriter
+{
+    public static byte[] Write(PolicyKind kind, PolicyResource resource)
+    {
+        using var buffer = new MemoryStream();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("apiVersion", PolicyResource.ApiVersion);
+            json.WriteString("kind", kind.Name);
+            json.WriteStartObject("metadata");
+            json.WriteString("name", resource.Metadata.Name);
+            json.WriteString("namespace", resource.Metadata.Namespace);
+            Map(json, "labels", resource.Metadata.Labels);
+            Map(json, "annotations", resource.Metadata.Annotations);
+            json.WriteEndObject();
+            json.WritePropertyName("spec");
+            json.WriteStartObject();
+            kind.WriteSpec(resource, json);
+            json.WriteEndObject();
+            json.WriteEndObject();
+        }
+        return buffer.ToArray();
+    }
+
+    /// <summary><c>selector: {service: …}</c> when the resource has one.</summary>
+    public static void Selector(Utf8JsonWriter json, WorkloadSelector? selector)
+    {
+        if (selector is not null)
+        {
+            json.WriteStartObject("selector");
+            json.WriteString("service", selector.Service);
+            json.WriteEndObject();
+        }
+    }
+
+    /// <summary>A list of strings, left out when empty.</summary>
+    public static void Strings(Utf8JsonWriter json, string name, ImmutableArray<string> values)
+    {
+        if (values.IsDefaultOrEmpty)
+        {
+            return;
+        }
+        json.WriteStartArray(name);
+        foreach (var value in values)
+        {
+            json.WriteStringValue(value);
+        }
+        json.WriteEndArray();
+    }
+
+    /// <summary>A list of objects, each written by <paramref name="write"/> inside its braces; left out when empty.</summary>
+    public static void Objects<T>(Utf8JsonWriter json, string name, ImmutableArray<T> items, Action<Utf8JsonWriter, T> write)
+    {
+        if (items.IsDefaultOrEmpty)
+        {
+            return;
+        }
+        json.WriteStartArray(name);
+        foreach (var item in items)
+        {
+            json.WriteStartObject();
+            write(json, item);
+            json.WriteEndObject();
+        }
+        json.WriteEndArray();
+    }
+
+    /// <summary>A string property, left out when null.</summary>
+    public static void Optional(Utf8JsonWriter json, string name, string? value)
+    {
+        if (value is not null)
+        {
+            json.WriteString(name, value);
+        }
+    }
+
+    private static void Map(Utf8JsonWriter json, string name, ImmutableDictionary<string, string> values)
+    {
+        if (values.IsEmpty)
+        {
+            return;
+        }
+        json.WriteStartObject(name);
+        foreach (var (key, value) in values.OrderBy(e => e.Key, StringComparer.Ordinal))
+        {
+            json.WriteString(key, value);
+        }
+        json.WriteEndObject();
+    }
+}

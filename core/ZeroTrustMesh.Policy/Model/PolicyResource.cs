@@ -1,5 +1,4 @@
 using System.Collections.Immutable;
-using System.Text.Json.Serialization;
 
 namespace ZeroTrustMesh.Policy.Model;
 
@@ -12,15 +11,12 @@ public abstract record PolicyResource(ResourceMetadata Metadata)
 {
     public const string ApiVersion = "security.ztm.dev/v1";
 
-    [JsonIgnore]
     public abstract string Kind { get; }
 
     /// <summary>Which workloads of <see cref="ResourceMetadata.Namespace"/> the resource applies to; null: all of them.</summary>
-    [JsonIgnore]
     public abstract WorkloadSelector? Selector { get; }
 
     /// <summary>The identity of a resource within a set: two resources with the same key are a conflict.</summary>
-    [JsonIgnore]
     public ResourceKey Key => new(Kind, Metadata.Namespace, Metadata.Name);
 
     /// <summary>

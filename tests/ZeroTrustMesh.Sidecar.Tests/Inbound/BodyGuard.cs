@@ -2,7 +2,7 @@ using System.Collections.Concurrent;
 using System.Text;
 using Microsoft.AspNetCore.Http;
 using System.Text.Json.Nodes;
-using System.Text.Json.Serialization;
+using System.Text.Json;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
@@ -30,7 +30,6 @@ public sealed class BodyGuardKind : PolicyKind<BodyGuard>
     public static readonly BodyGuardKind Instance = new();
 
     private BodyGuardKind()
-        : base(BodyGuardJson.Default.BodyGuard)
     {
     }
 
@@ -50,6 +49,14 @@ public sealed class BodyGuardKind : PolicyKind<BodyGuard>
             reader.Text(spec, "redact", "spec")));
     }
 
+    protected override void WriteSpec(BodyGuard resource, Utf8JsonWriter json)
+    {
+        ResourceWriter.Selector(json, resource.Spec.Selector);
+        json.WriteString("forbidden", resource.Spec.Forbidden);
+        json.WriteNumber("maxBodyBytes", resource.Spec.MaxBodyBytes);
+        ResourceWriter.Optional(json, "redact", resource.Spec.Redact);
+    }
+
     protected override void Validate(BodyGuard resource, ErrorSink errors)
     {
         if (resource.Spec.Forbidden.Length == 0)
@@ -62,10 +69,6 @@ public sealed class BodyGuardKind : PolicyKind<BodyGuard>
         }
     }
 }
-
-[JsonSerializable(typeof(BodyGuard))]
-[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault)]
-internal sealed partial class BodyGuardJson : JsonSerializerContext;
 
 /// <summary>The sidecar's side of <c>BodyGuard</c>: its stage, after authorization and rate limits.</summary>
 internal sealed class BodyGuardStageKind : IInboundStageKind

@@ -1,5 +1,5 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.Json.Serialization;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
 
@@ -14,6 +14,10 @@ public sealed class AuthorizationPolicyKind : PolicyKind<AuthorizationPolicy>
 {
     public static readonly AuthorizationPolicyKind Instance = new();
 
+    private AuthorizationPolicyKind()
+    {
+    }
+
     /// <summary>Upper bound of authorization rules in one set, so a runaway generator cannot exhaust a sidecar.</summary>
     public const int MaxRules = 10_000;
 
@@ -22,11 +26,6 @@ public sealed class AuthorizationPolicyKind : PolicyKind<AuthorizationPolicy>
     private static readonly RuleSource PlaceholderSource = new(["*"], [], []);
     private static readonly RuleOperation PlaceholderOperation = new(["*"], [], []);
     private static readonly RuleCondition PlaceholderCondition = new("source.ip", ["::/0"], []);
-
-    private AuthorizationPolicyKind()
-        : base(AuthorizationPolicyJson.Default.AuthorizationPolicy)
-    {
-    }
 
     public override string Name => AuthorizationPolicy.KindName;
 
@@ -110,6 +109,47 @@ public sealed class AuthorizationPolicyKind : PolicyKind<AuthorizationPolicy>
             TimeZone = reader.Text(map, "timeZone", path),
             Days = reader.Strings(map, "days", path),
         };
+    }
+
+    protected override void WriteSpec(AuthorizationPolicy resource, Utf8JsonWriter json)
+    {
+        ResourceWriter.Selector(json, resource.Spec.Selector);
+        json.WriteString("action", resource.Spec.Action switch { PolicyAction.Allow => "ALLOW", PolicyAction.Deny => "DENY", _ => "AUDIT" });
+        ResourceWriter.Objects(json, "rules", resource.Spec.Rules, static (json, rule) =>
+        {
+            ResourceWriter.Objects(json, "from", rule.From, static (json, source) =>
+            {
+                json.WriteStartObject("source");
+                ResourceWriter.Strings(json, "principals", source.Principals);
+                ResourceWriter.Strings(json, "namespaces", source.Namespaces);
+                ResourceWriter.Strings(json, "requestPrincipals", source.RequestPrincipals);
+                json.WriteEndObject();
+            });
+            ResourceWriter.Objects(json, "to", rule.To, static (json, operation) =>
+            {
+                json.WriteStartObject("operation");
+                ResourceWriter.Strings(json, "methods", operation.Methods);
+                ResourceWriter.Strings(json, "paths", operation.Paths);
+                if (!operation.Ports.IsDefaultOrEmpty)
+                {
+                    json.WriteStartArray("ports");
+                    foreach (var port in operation.Ports)
+                    {
+                        json.WriteNumberValue(port);
+                    }
+                    json.WriteEndArray();
+                }
+                json.WriteEndObject();
+            });
+            ResourceWriter.Objects(json, "when", rule.When, static (json, condition) =>
+            {
+                json.WriteString("key", condition.Key);
+                ResourceWriter.Strings(json, "values", condition.Values);
+                ResourceWriter.Strings(json, "notValues", condition.NotValues);
+                ResourceWriter.Optional(json, "timeZone", condition.TimeZone);
+                ResourceWriter.Strings(json, "days", condition.Days);
+            });
+        });
     }
 
     protected override void Validate(AuthorizationPolicy resource, ErrorSink errors)
@@ -216,6 +256,3 @@ public sealed class AuthorizationPolicyKind : PolicyKind<AuthorizationPolicy>
 }
 
 /// <summary>The wire form of an AuthorizationPolicy (its model as JSON), generated at build time so NativeAOT needs no reflection.</summary>
-[JsonSerializable(typeof(AuthorizationPolicy))]
-[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault, UseStringEnumConverter = true)]
-internal sealed partial class AuthorizationPolicyJson : JsonSerializerContext;

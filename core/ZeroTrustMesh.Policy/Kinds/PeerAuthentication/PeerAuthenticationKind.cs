@@ -1,5 +1,5 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.Json.Serialization;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
 
@@ -14,7 +14,6 @@ public sealed class PeerAuthenticationKind : PolicyKind<PeerAuthentication>
     public static readonly PeerAuthenticationKind Instance = new();
 
     private PeerAuthenticationKind()
-        : base(PeerAuthenticationJson.Default.PeerAuthentication)
     {
     }
 
@@ -66,6 +65,19 @@ public sealed class PeerAuthenticationKind : PolicyKind<PeerAuthentication>
         }
     }
 
+    protected override void WriteSpec(PeerAuthentication resource, Utf8JsonWriter json)
+    {
+        ResourceWriter.Selector(json, resource.Spec.Selector);
+        json.WriteString("mode", ModeName(resource.Spec.Mode));
+        ResourceWriter.Objects(json, "portLevelMtls", resource.Spec.PortLevelMtls, static (json, port) =>
+        {
+            json.WriteNumber("port", port.Port);
+            json.WriteString("mode", ModeName(port.Mode));
+        });
+    }
+
+    private static string ModeName(MtlsMode mode) => mode == MtlsMode.Permissive ? "PERMISSIVE" : "STRICT";
+
     protected override void Validate(PeerAuthentication resource, ErrorSink errors)
     {
         var ports = resource.Spec.PortLevelMtls;
@@ -89,7 +101,3 @@ public sealed class PeerAuthenticationKind : PolicyKind<PeerAuthentication>
         }
     }
 }
-
-[JsonSerializable(typeof(PeerAuthentication))]
-[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault, UseStringEnumConverter = true)]
-internal sealed partial class PeerAuthenticationJson : JsonSerializerContext;

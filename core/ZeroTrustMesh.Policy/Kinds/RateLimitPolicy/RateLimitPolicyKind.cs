@@ -1,5 +1,5 @@
+using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.Json.Serialization;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
@@ -11,12 +11,11 @@ public sealed class RateLimitPolicyKind : PolicyKind<RateLimitPolicy>
 {
     public static readonly RateLimitPolicyKind Instance = new();
 
-    private static readonly TokenBucket Placeholder = new(1, RateUnit.Second, 0);
-
     private RateLimitPolicyKind()
-        : base(RateLimitPolicyJson.Default.RateLimitPolicy)
     {
     }
+
+    private static readonly TokenBucket Placeholder = new(1, RateUnit.Second, 0);
 
     public override string Name => RateLimitPolicy.KindName;
 
@@ -84,6 +83,38 @@ public sealed class RateLimitPolicyKind : PolicyKind<RateLimitPolicy>
         }
     }
 
+    protected override void WriteSpec(RateLimitPolicy resource, Utf8JsonWriter json)
+    {
+        ResourceWriter.Selector(json, resource.Spec.Selector);
+        if (resource.Spec.PerCaller is { } perCaller)
+        {
+            WriteBucket(json, "perCaller", perCaller);
+        }
+        ResourceWriter.Objects(json, "routes", resource.Spec.Routes, static (json, route) =>
+        {
+            json.WriteString("path", route.Path);
+            ResourceWriter.Strings(json, "methods", route.Methods);
+            WriteBucket(json, "limit", route.Limit);
+        });
+        ResourceWriter.Objects(json, "overrides", resource.Spec.Overrides, static (json, entry) =>
+        {
+            json.WriteString("principal", entry.Principal);
+            WriteBucket(json, "limit", entry.Limit);
+        });
+    }
+
+    private static void WriteBucket(Utf8JsonWriter json, string name, TokenBucket bucket)
+    {
+        json.WriteStartObject(name);
+        json.WriteNumber("requestsPerUnit", bucket.RequestsPerUnit);
+        json.WriteString("unit", bucket.Unit switch { RateUnit.Minute => "minute", RateUnit.Hour => "hour", _ => "second" });
+        if (bucket.Burst != 0)
+        {
+            json.WriteNumber("burst", bucket.Burst);
+        }
+        json.WriteEndObject();
+    }
+
     protected override void Validate(RateLimitPolicy resource, ErrorSink errors)
     {
         var spec = resource.Spec;
@@ -135,7 +166,3 @@ public sealed class RateLimitPolicyKind : PolicyKind<RateLimitPolicy>
         }
     }
 }
-
-[JsonSerializable(typeof(RateLimitPolicy))]
-[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault, UseStringEnumConverter = true)]
-internal sealed partial class RateLimitPolicyJson : JsonSerializerContext;

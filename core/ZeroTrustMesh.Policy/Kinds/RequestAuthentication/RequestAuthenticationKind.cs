@@ -1,6 +1,5 @@
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Text.Json.Serialization;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
 
@@ -12,7 +11,6 @@ public sealed class RequestAuthenticationKind : PolicyKind<RequestAuthentication
     public static readonly RequestAuthenticationKind Instance = new();
 
     private RequestAuthenticationKind()
-        : base(RequestAuthenticationJson.Default.RequestAuthentication)
     {
     }
 
@@ -38,6 +36,22 @@ public sealed class RequestAuthenticationKind : PolicyKind<RequestAuthentication
             };
         });
         return new RequestAuthentication(metadata, new RequestAuthenticationSpec(reader.Selector(spec), rules));
+    }
+
+    protected override void WriteSpec(RequestAuthentication resource, Utf8JsonWriter json)
+    {
+        ResourceWriter.Selector(json, resource.Spec.Selector);
+        ResourceWriter.Objects(json, "jwtRules", resource.Spec.JwtRules, static (json, rule) =>
+        {
+            json.WriteString("issuer", rule.Issuer);
+            ResourceWriter.Strings(json, "audiences", rule.Audiences);
+            ResourceWriter.Optional(json, "jwksUri", rule.JwksUri);
+            ResourceWriter.Optional(json, "jwks", rule.Jwks);
+            if (rule.ForwardOriginalToken)
+            {
+                json.WriteBoolean("forwardOriginalToken", true);
+            }
+        });
     }
 
     protected override void Validate(RequestAuthentication resource, ErrorSink errors)
@@ -105,7 +119,3 @@ public sealed class RequestAuthenticationKind : PolicyKind<RequestAuthentication
         }
     }
 }
-
-[JsonSerializable(typeof(RequestAuthentication))]
-[JsonSourceGenerationOptions(DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault, UseStringEnumConverter = true)]
-internal sealed partial class RequestAuthenticationJson : JsonSerializerContext;
