@@ -16,12 +16,7 @@ public sealed class InboundPipelineTests : IAsyncLifetime
 
     private static readonly PolicyKinds Kinds = PolicyKinds.Builtin.With(BodyGuardKind.Instance);
 
-    private const string Permissive = """
-        apiVersion: security.ztm.dev/v1
-        kind: PeerAuthentication
-        metadata: {name: orders-mtls, namespace: shop}
-        spec: {selector: {service: orders}, mode: PERMISSIVE}
-        ---
+    private const string Permissive = InboundTestHost.Permissive + """
         apiVersion: security.ztm.dev/v1
         kind: AuthorizationPolicy
         metadata: {name: orders-open, namespace: shop}

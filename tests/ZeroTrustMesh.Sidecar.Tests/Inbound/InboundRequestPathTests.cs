@@ -16,12 +16,7 @@ public sealed class InboundRequestPathTests
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
 
     /// <summary>Plaintext accepted (to reach the pipeline from a test), and only <c>/orders/*</c> allowed.</summary>
-    private const string OrdersOnly = """
-        apiVersion: security.ztm.dev/v1
-        kind: PeerAuthentication
-        metadata: {name: orders-mtls, namespace: shop}
-        spec: {selector: {service: orders}, mode: PERMISSIVE}
-        ---
+    private const string OrdersOnly = InboundTestHost.Permissive + """
         apiVersion: security.ztm.dev/v1
         kind: AuthorizationPolicy
         metadata: {name: orders-paths, namespace: shop}

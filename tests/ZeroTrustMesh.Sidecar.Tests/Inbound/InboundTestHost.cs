@@ -37,6 +37,16 @@ internal sealed class InboundTestHost : IAsyncDisposable
 {
     public static readonly WorkloadRef Orders = new("shop", "orders");
 
+    /// <summary>A PeerAuthentication that lets these tests reach the pipeline in plaintext; the rest of a config follows it.</summary>
+    public const string Permissive = """
+        apiVersion: security.ztm.dev/v1
+        kind: PeerAuthentication
+        metadata: {name: orders-mtls, namespace: shop}
+        spec: {selector: {service: orders}, mode: PERMISSIVE}
+        ---
+
+        """;
+
     private readonly WebApplication _app;
     private readonly WebApplication _sidecar;
 
