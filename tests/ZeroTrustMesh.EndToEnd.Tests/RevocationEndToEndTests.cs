@@ -28,6 +28,13 @@ public sealed class RevocationEndToEndTests(ITestOutputHelper output) : IAsyncLi
         var controlPlane = await _mesh.StartControlPlaneAsync();
         var (orders, ordersSidecar, frontend) = await DataPlaneFixture.StartOrdersAndFrontendAsync(_mesh, controlPlane);
         var serial = (await frontend.ConfigDumpAsync()).GetProperty("identity").GetProperty("serial").GetString()!;
+        // The frontend resolves orders before it is revoked (through a port orders does not declare: resolved, not
+        // connected). A revoked caller gets no registry answers; it goes on with the endpoints it knew.
+        using (var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout })
+        using (var resolved = await http.GetAsync("http://orders:1/"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, resolved.StatusCode);
+        }
 
         var (exit, stdout, _) = await _mesh.ZtmctlAsync("revoke", "--serial", serial, "--reason", "key leaked", "-o", "json");
 
