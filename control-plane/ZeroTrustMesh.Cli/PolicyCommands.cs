@@ -147,7 +147,7 @@ internal static class PolicyCommands
                 Console.WriteLine(JsonSerializer.Serialize(new StatusOutput(response.Version, rows, (int)response.Revocations), PolicyJson.Default.StatusOutput));
                 return 0;
             }
-            Console.WriteLine($"policy version {response.Version}");
+            Console.WriteLine($"config version {response.Version}");
             Console.WriteLine($"revocations {response.Revocations} (ztmctl get revocations)");
             Console.WriteLine($"{"SPIFFE ID",-45} {"STATE",-13} {"APPLIED",-8} {"CERT EXPIRES",-21} {"LAST SEEN",-21} NACK");
             foreach (var s in rows)

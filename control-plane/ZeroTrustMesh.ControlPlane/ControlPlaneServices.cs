@@ -22,12 +22,18 @@ internal static class ControlPlaneServices
         services.TryAddSingleton<IReplicaLeadership, StandaloneLeadership>();
         services.TryAddSingleton<IRevocationStore, FileRevocationStore>();
         services.TryAddSingleton<IJoinTokenStore>(sp => new FileJoinTokenStore(options.DataDir, sp.GetRequiredService<TimeProvider>()));
-        services.TryAddSingleton<DirectoryPolicySource>();
-        services.TryAddSingleton<IPolicySource>(sp => sp.GetRequiredService<DirectoryPolicySource>());
-        services.AddHostedService(sp => sp.GetRequiredService<DirectoryPolicySource>()); // watches the directory
-        services.TryAddSingleton<LocalServiceRegistry>();
-        services.TryAddSingleton<IServiceRegistry>(sp => sp.GetRequiredService<LocalServiceRegistry>());
-        services.AddHostedService(sp => sp.GetRequiredService<LocalServiceRegistry>()); // saves the registry on stop
+        if (!services.Any(d => d.ServiceType == typeof(IPolicySource)))
+        {
+            services.AddSingleton<DirectoryPolicySource>();
+            services.AddSingleton<IPolicySource>(sp => sp.GetRequiredService<DirectoryPolicySource>());
+            services.AddHostedService(sp => sp.GetRequiredService<DirectoryPolicySource>()); // watches the directory
+        }
+        if (!services.Any(d => d.ServiceType == typeof(IServiceRegistry)))
+        {
+            services.AddSingleton<LocalServiceRegistry>();
+            services.AddSingleton<IServiceRegistry>(sp => sp.GetRequiredService<LocalServiceRegistry>());
+            services.AddHostedService(sp => sp.GetRequiredService<LocalServiceRegistry>()); // saves the registry on stop
+        }
         return services;
     }
 

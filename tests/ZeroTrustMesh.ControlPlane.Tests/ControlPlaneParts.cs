@@ -80,3 +80,51 @@ internal sealed class ControlPlaneParts : IAsyncDisposable
         await _services.DisposeAsync();
     }
 }
+
+/// <summary>A test on a data directory of its own, starting the control plane's parts on it as often as it likes (restarts).</summary>
+public abstract class ControlPlanePartsTest : IAsyncLifetime
+{
+    /// <summary>A valid policy that lets namespace shop call orders.</summary>
+    internal const string OrdersFromShop = """
+        apiVersion: security.ztm.dev/v1
+        kind: AuthorizationPolicy
+        metadata:
+          name: orders-from-shop
+          namespace: shop
+        spec:
+          selector:
+            service: orders
+          action: ALLOW
+          rules:
+            - from:
+                - source:
+                    namespaces: ["shop"]
+        """;
+
+    private readonly List<ControlPlaneParts> _started = [];
+
+    protected ControlPlanePartsTest(string name) => DataDir = Directory.CreateTempSubdirectory($"ztm-{name}-").FullName;
+
+    protected string DataDir { get; }
+
+    protected Microsoft.Extensions.Time.Testing.FakeTimeProvider Time { get; } = new(new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero));
+
+    public Task InitializeAsync() => Task.CompletedTask;
+
+    public async Task DisposeAsync()
+    {
+        foreach (var parts in _started)
+        {
+            await parts.DisposeAsync();
+        }
+        Directory.Delete(DataDir, recursive: true);
+    }
+
+    /// <summary>A control plane on <see cref="DataDir"/>, stopped and disposed with the test.</summary>
+    internal async Task<ControlPlaneParts> StartPartsAsync()
+    {
+        var parts = await ControlPlaneParts.StartAsync(DataDir, Time);
+        _started.Add(parts);
+        return parts;
+    }
+}

@@ -42,9 +42,13 @@ internal readonly record struct CallerCheck(SpiffeId Id, X509Certificate2? Certi
 internal sealed class CallerVerifier(CertificateAuthority ca, IRevocationStore revocations)
 {
     /// <param name="refuse">Why the call does not take this (valid, unrevoked) identity; null when it does.</param>
-    public CallerCheck Check(X509Certificate2? certificate, Func<SpiffeId, string?> refuse)
+    /// <param name="revocable">
+    /// False for the operator: revocation is for workload SVIDs, and revoking the operator credential's serial must not
+    /// lock the operator out of the API that lists and manages revocations.
+    /// </param>
+    public CallerCheck Check(X509Certificate2? certificate, Func<SpiffeId, string?> refuse, bool revocable = true)
     {
-        var verification = SvidVerifier.Verify(certificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), revocations.Current);
+        var verification = SvidVerifier.Verify(certificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), revocable ? revocations.Current : null);
         if (!verification.IsValid)
         {
             var failure = verification.Failure == SvidFailure.Revoked ? CallerFailure.Revoked : CallerFailure.Unauthenticated;

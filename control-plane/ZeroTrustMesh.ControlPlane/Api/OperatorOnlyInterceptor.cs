@@ -24,7 +24,7 @@ internal sealed partial class OperatorOnlyInterceptor(CallerVerifier verifier, C
 
     private void Authorize(ServerCallContext context)
     {
-        var check = verifier.Check(PeerCertificate.Of(context), id => id == credentials.OperatorId ? null : $"'{id}' is not the operator ({credentials.OperatorId})");
+        var check = verifier.Check(PeerCertificate.Of(context), id => id == credentials.OperatorId ? null : $"'{id}' is not the operator ({credentials.OperatorId})", revocable: false);
         if (!check.IsValid)
         {
             ControlPlaneLog.AdminRefused(logger, context.Method, check.Failure == CallerFailure.NotAllowed ? $"caller is {check.Id}" : check.Reason!, context.Peer);

@@ -18,6 +18,9 @@ internal sealed class RevocationPruner(IRevocationStore store, ConfigStore confi
     /// <summary>After a failed prune (the list could not be stored), the next try.</summary>
     public static readonly TimeSpan RetryAfterFailure = TimeSpan.FromMinutes(1);
 
+    /// <summary>The timer while this replica leads; null otherwise.</summary>
+    private volatile ITimer? _timer;
+
     protected override async Task RunAsync(CancellationToken leading)
     {
         using var timer = time.CreateTimer(_ => Prune(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
@@ -38,8 +41,6 @@ internal sealed class RevocationPruner(IRevocationStore store, ConfigStore confi
             _timer = null;
         }
     }
-
-    private ITimer? _timer;
 
     private void OnChanged(RevocationChange change) => Schedule(change.List.NextExpiry);
 

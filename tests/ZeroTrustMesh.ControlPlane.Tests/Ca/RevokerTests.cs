@@ -1,27 +1,11 @@
-using Microsoft.Extensions.Time.Testing;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
 
 namespace ZeroTrustMesh.ControlPlane.Tests.Ca;
 
 /// <summary>Revocations in the control plane: persisted, audited, versioned, validated, and dropped once they cannot matter.</summary>
-public sealed class RevokerTests : IAsyncLifetime
+public sealed class RevokerTests() : ControlPlanePartsTest("revoker")
 {
-    private readonly string _dataDir = Directory.CreateTempSubdirectory("ztm-revoker-").FullName;
-    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero));
-    private readonly List<ControlPlaneParts> _started = [];
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        foreach (var parts in _started)
-        {
-            await parts.DisposeAsync();
-        }
-        Directory.Delete(_dataDir, recursive: true);
-    }
-
     [Fact]
     public async Task A_revocation_is_a_new_version_written_0600_and_to_the_audit_log()
     {
@@ -33,10 +17,10 @@ public sealed class RevokerTests : IAsyncLifetime
         Assert.True(changed);
         Assert.NotEqual(before, state.Version);
         Assert.Equal("abcdef", Assert.Single(state.Revocations.Entries).Serial);
-        Assert.Equal(_time.GetUtcNow() + ControlPlaneOptions.MaxSvidTtl, entries[0].ExpiresAt);
-        var file = Path.Combine(_dataDir, "revocations.json");
+        Assert.Equal(Time.GetUtcNow() + ControlPlaneOptions.MaxSvidTtl, entries[0].ExpiresAt);
+        var file = Path.Combine(DataDir, "revocations.json");
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
-        var audit = File.ReadLines(Path.Combine(_dataDir, "policy-audit.log")).Last();
+        var audit = File.ReadLines(Path.Combine(DataDir, "policy-audit.log")).Last();
         Assert.Contains("\"action\":\"revoke\"", audit, StringComparison.Ordinal);
         Assert.Contains("serial abcdef", audit, StringComparison.Ordinal);
         Assert.Contains("key leaked", audit, StringComparison.Ordinal);
@@ -58,26 +42,26 @@ public sealed class RevokerTests : IAsyncLifetime
         Assert.Equal(2, restarted.Current.Revocations.Count);
         var byId = restarted.Current.Revocations.Entries.Single(e => e.Id is not null);
         Assert.Equal("spiffe://cluster.local/ns/shop/sa/orders", byId.Id!.Value.Value);
-        Assert.Equal(_time.GetUtcNow(), byId.IssuedBefore); // the fake clock is on a whole second
+        Assert.Equal(Time.GetUtcNow(), byId.IssuedBefore); // the fake clock is on a whole second
     }
 
     [Fact]
-    public async Task Expired_revocations_are_pruned_by_the_timer_as_a_new_version()
+    public async Task Expired_revocations_are_pruned_by_theTimer_as_a_new_version()
     {
         var (store, revoker) = await Start();
         revoker.Revoke("1234", null, "", "operator");
-        _time.Advance(TimeSpan.FromHours(12));
+        Time.Advance(TimeSpan.FromHours(12));
         revoker.Revoke(null, "spiffe://cluster.local/ns/shop/sa/orders", "", "operator");
         var version = store.Current.Version;
 
-        _time.Advance(TimeSpan.FromHours(12)); // the serial's entry has outlived the longest SVID
+        Time.Advance(TimeSpan.FromHours(12)); // the serial's entry has outlived the longest SVID
 
         var remaining = Assert.Single(store.Current.Revocations.Entries);
         Assert.NotNull(remaining.Id);
         Assert.NotEqual(version, store.Current.Version);
-        Assert.Contains("\"action\":\"expire\"", File.ReadLines(Path.Combine(_dataDir, "policy-audit.log")).Last(), StringComparison.Ordinal);
+        Assert.Contains("\"action\":\"expire\"", File.ReadLines(Path.Combine(DataDir, "policy-audit.log")).Last(), StringComparison.Ordinal);
 
-        _time.Advance(TimeSpan.FromHours(12));
+        Time.Advance(TimeSpan.FromHours(12));
         Assert.Equal(0, store.Current.Revocations.Count);
         Assert.Equal(0, (await Start()).Store.Current.Revocations.Count); // and the file says so too
     }
@@ -87,8 +71,8 @@ public sealed class RevokerTests : IAsyncLifetime
     {
         var (_, revoker) = await Start();
         revoker.Revoke("1234", null, "", "operator");
-        await _started[^1].StopAsync(); // the control plane stops; its pruning with it
-        _time.Advance(TimeSpan.FromDays(2));
+        await _last!.StopAsync(); // the control plane stops; its pruning with it
+        Time.Advance(TimeSpan.FromDays(2));
 
         Assert.Equal(0, (await Start()).Store.Current.Revocations.Count);
     }
@@ -111,14 +95,15 @@ public sealed class RevokerTests : IAsyncLifetime
 
         Assert.Contains(message, refused.Message, StringComparison.Ordinal);
         Assert.Equal(version, store.Current.Version);
-        Assert.False(File.Exists(Path.Combine(_dataDir, "revocations.json")));
+        Assert.False(File.Exists(Path.Combine(DataDir, "revocations.json")));
     }
 
     /// <summary>A control plane on the test's data directory: the config store (version, revocations) and the revoker.</summary>
     private async Task<(ConfigStore Store, Revoker Revoker)> Start()
     {
-        var parts = await ControlPlaneParts.StartAsync(_dataDir, _time);
-        _started.Add(parts);
-        return (parts.Get<ConfigStore>(), parts.Get<Revoker>());
+        _last = await StartPartsAsync();
+        return (_last.Get<ConfigStore>(), _last.Get<Revoker>());
     }
+
+    private ControlPlaneParts? _last;
 }

@@ -1,4 +1,3 @@
-using Microsoft.Extensions.Time.Testing;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Policy;
@@ -6,39 +5,8 @@ using ZeroTrustMesh.ControlPlane.Policy;
 namespace ZeroTrustMesh.ControlPlane.Tests.Config;
 
 /// <summary>The config version: a counter the distribution side owns, that only grows, and survives restarts.</summary>
-public sealed class ConfigStoreTests : IAsyncLifetime
+public sealed class ConfigStoreTests() : ControlPlanePartsTest("config")
 {
-    private const string Policy = """
-        apiVersion: security.ztm.dev/v1
-        kind: AuthorizationPolicy
-        metadata:
-          name: orders-from-shop
-          namespace: shop
-        spec:
-          selector:
-            service: orders
-          action: ALLOW
-          rules:
-            - from:
-                - source:
-                    namespaces: ["shop"]
-        """;
-
-    private readonly string _dataDir = Directory.CreateTempSubdirectory("ztm-config-").FullName;
-    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero));
-    private readonly List<ControlPlaneParts> _started = [];
-
-    public Task InitializeAsync() => Task.CompletedTask;
-
-    public async Task DisposeAsync()
-    {
-        foreach (var parts in _started)
-        {
-            await parts.DisposeAsync();
-        }
-        Directory.Delete(_dataDir, recursive: true);
-    }
-
     [Fact]
     public async Task Every_change_of_policy_or_revocations_is_the_next_version_and_a_restart_without_changes_keeps_it()
     {
@@ -48,13 +16,13 @@ public sealed class ConfigStoreTests : IAsyncLifetime
         var published = new List<string>();
         store.Changed += s => published.Add(s.Version);
 
-        parts.Get<IPolicySource>().Apply("orders.yaml", Policy, "operator");
+        parts.Get<IPolicySource>().Apply("orders.yaml", OrdersFromShop, "operator");
         parts.Get<Revoker>().Revoke("abcd", null, "", "operator");
-        parts.Get<IPolicySource>().Apply("orders.yaml", Policy, "operator"); // unchanged: no version
+        parts.Get<IPolicySource>().Apply("orders.yaml", OrdersFromShop, "operator"); // unchanged: no version
 
         Assert.Equal(["v1", "v2"], published);
         Assert.Equal("v2", store.Current.Version);
-        Assert.Equal(2, File.ReadLines(Path.Combine(_dataDir, "policy-audit.log")).Count());
+        Assert.Equal(2, File.ReadLines(Path.Combine(DataDir, "policy-audit.log")).Count());
         await parts.StopAsync();
 
         var restarted = (await Start()).Get<ConfigStore>();
@@ -67,11 +35,11 @@ public sealed class ConfigStoreTests : IAsyncLifetime
     public async Task Content_changed_while_the_control_plane_was_stopped_is_the_next_version_at_start()
     {
         var parts = await Start();
-        parts.Get<IPolicySource>().Apply("orders.yaml", Policy, "operator");
+        parts.Get<IPolicySource>().Apply("orders.yaml", OrdersFromShop, "operator");
         await parts.StopAsync();
 
         // An operator removes the file while the control plane is down: sidecars must see a new version, not v1 again.
-        foreach (var file in Directory.EnumerateFiles(Path.Combine(_dataDir, "policies")))
+        foreach (var file in Directory.EnumerateFiles(Path.Combine(DataDir, "policies")))
         {
             File.Delete(file);
         }
@@ -79,26 +47,21 @@ public sealed class ConfigStoreTests : IAsyncLifetime
 
         Assert.Equal("v2", restarted.Current.Version);
         Assert.Empty(restarted.Current.Resources);
-        Assert.Contains("\"action\":\"start\"", File.ReadLines(Path.Combine(_dataDir, "policy-audit.log")).Last(), StringComparison.Ordinal);
+        Assert.Contains("\"action\":\"start\"", File.ReadLines(Path.Combine(DataDir, "policy-audit.log")).Last(), StringComparison.Ordinal);
     }
 
     [Fact]
     public async Task A_data_directory_from_before_the_counter_keeps_the_version_its_audit_log_counted()
     {
         // Before config-version.json the version was the number of lines in the audit log.
-        File.WriteAllLines(Path.Combine(_dataDir, "policy-audit.log"), Enumerable.Range(1, 7).Select(i => $"{{\"version\":\"v{i}\"}}"));
+        File.WriteAllLines(Path.Combine(DataDir, "policy-audit.log"), Enumerable.Range(1, 7).Select(i => $"{{\"version\":\"v{i}\"}}"));
 
         var parts = await Start();
         Assert.Equal("v7", parts.Get<ConfigStore>().Current.Version);
         parts.Get<Revoker>().Revoke("abcd", null, "", "operator");
         Assert.Equal("v8", parts.Get<ConfigStore>().Current.Version);
-        Assert.True(File.Exists(Path.Combine(_dataDir, "config-version.json")));
+        Assert.True(File.Exists(Path.Combine(DataDir, "config-version.json")));
     }
 
-    private async Task<ControlPlaneParts> Start()
-    {
-        var parts = await ControlPlaneParts.StartAsync(_dataDir, _time);
-        _started.Add(parts);
-        return parts;
-    }
+    private Task<ControlPlaneParts> Start() => StartPartsAsync();
 }

@@ -11,22 +11,6 @@ public sealed class DirectoryPolicySourceTests : IDisposable
     /// <summary>The file from the issue: YamlDotNet's scanner throws InvalidOperationException (not a YamlException) on it.</summary>
     private const string UnclosedFlowMapping = "apiVersion: security.ztm.dev/v1\nkind: AuthorizationPolicy\nmetadata: {name: x, namespace: shop\nspec: {}\n";
 
-    private const string Policy = """
-        apiVersion: security.ztm.dev/v1
-        kind: AuthorizationPolicy
-        metadata:
-          name: orders-from-shop
-          namespace: shop
-        spec:
-          selector:
-            service: orders
-          action: ALLOW
-          rules:
-            - from:
-                - source:
-                    namespaces: ["shop"]
-        """;
-
     private readonly string _dataDir = Directory.CreateTempSubdirectory("ztm-policies-").FullName;
     private readonly FakeTimeProvider _time = new();
     private readonly CollectingLogs _logs = new();
@@ -51,7 +35,7 @@ public sealed class DirectoryPolicySourceTests : IDisposable
     {
         using (var first = Create())
         {
-            first.Apply("orders.yaml", Policy, "operator");
+            first.Apply("orders.yaml", ControlPlanePartsTest.OrdersFromShop, "operator");
         }
         File.WriteAllText(Path.Combine(_dataDir, "policies", "zz-bad.yaml"), UnclosedFlowMapping);
 
@@ -80,7 +64,7 @@ public sealed class DirectoryPolicySourceTests : IDisposable
     {
         using var source = Create();
 
-        source.Apply("orders.yaml", "---\n" + Policy, "operator");
+        source.Apply("orders.yaml", "---\n" + ControlPlanePartsTest.OrdersFromShop, "operator");
 
         Assert.Contains("name: orders-from-shop", Assert.Single(source.Resources.Values).Yaml, StringComparison.Ordinal);
     }
