@@ -62,9 +62,11 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionC
 
     public void Notify(ConfigState state) => _changes.Writer.TryWrite(state);
 
-    /// <summary>The revocation among <paramref name="revocations"/> that covers a certificate of this stream, or null.</summary>
-    public Revocation? RevokedBy(RevocationList revocations) =>
-        revocations.Find(Opened.Serial, Id, Opened.NotBefore) ?? revocations.Find(Current.Serial, Id, Current.NotBefore);
+    /// <summary>The revocation among <paramref name="revocations"/> that covers a certificate of this stream, and which one; or null.</summary>
+    public (Revocation Revocation, SessionCertificate Certificate)? RevokedBy(RevocationList revocations) =>
+        revocations.Find(Current.Serial, Id, Current.NotBefore) is { } current ? (current, Current)
+        : revocations.Find(Opened.Serial, Id, Opened.NotBefore) is { } opened ? (opened, Opened)
+        : null;
 
     /// <summary>Ends the stream with <paramref name="status"/>: reading <see cref="Changes"/> throws it, after what was notified before.</summary>
     public void End(RpcException status) => _changes.Writer.TryComplete(status);
@@ -148,7 +150,10 @@ internal sealed class ConfigDistributor : IDisposable
         }
         _lastById[id] = session;
         _connected.TryAdd(session, 0);
-        session.Notify(_store.Current);
+        var state = _store.Current;
+        session.Notify(state);
+        // A revocation published between the caller's check and this point found no session to end.
+        EndIfRevoked(session, state);
         return session;
     }
 
@@ -210,11 +215,17 @@ internal sealed class ConfigDistributor : IDisposable
     {
         foreach (var session in _connected.Keys)
         {
-            if (session.RevokedBy(state.Revocations) is { } revocation)
-            {
-                session.Notify(state);
-                session.End(RevokedCaller.Refusal(session.Current.Serial, $"certificate {session.Current.Serial} of '{session.Id}' is revoked ({revocation.Describe()})"));
-            }
+            EndIfRevoked(session, state);
+        }
+    }
+
+    private static void EndIfRevoked(SidecarSession session, ConfigState state)
+    {
+        if (session.RevokedBy(state.Revocations) is var (revocation, certificate))
+        {
+            // Named by the certificate it covers: the sidecar counts itself revoked only if that is the one it holds now.
+            session.Notify(state);
+            session.End(RevokedCaller.Refusal(certificate.Serial, $"certificate {certificate.Serial} of '{session.Id}' is revoked ({revocation.Describe()})"));
         }
     }
 

@@ -75,6 +75,28 @@ public sealed class ConfigDistributorTests : IAsyncLifetime
         Assert.Equal(renewed.Leaf.NotAfter, distributor.ExpiryOf(session.Serial));
     }
 
+    [Fact]
+    public async Task Revoking_the_certificate_a_renewed_stream_was_opened_with_ends_it_naming_that_one_not_the_current()
+    {
+        var distributor = _parts.Get<ConfigDistributor>();
+        using var held = Issue();
+        var session = Open(distributor, held);
+        await Drain(session);
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        _parts.Get<SvidIssuer>().Renew(new CertificateRequest("O=test", key, HashAlgorithmName.SHA256).CreateSigningRequest(), held, "test");
+
+        _parts.Get<Revoker>().Revoke(RevocationList.NormalizedSerial(held), null, "", "operator");
+
+        var ended = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            await foreach (var _ in session.Changes.ReadAllAsync())
+            {
+            }
+        });
+        Assert.True(RevokedCaller.IsRevoked(ended, out var serial));
+        Assert.Equal(RevocationList.NormalizedSerial(held), serial); // the sidecar holds another: it stays ready and reconnects
+    }
+
     private X509Certificate2 Issue()
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
