@@ -47,7 +47,7 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
 
     public override Task<DeleteResponse> Delete(DeleteRequest request, ServerCallContext context)
     {
-        var kind = PolicyKinds.Resolve(request.Kind) ?? throw Invalid(PolicyKinds.Unknown(request.Kind));
+        var kind = KindNames.Resolve(request.Kind) ?? throw Invalid(KindNames.Unknown(request.Kind));
         var key = new ResourceKey(kind, string.IsNullOrEmpty(request.Namespace) ? ResourceMetadata.DefaultNamespace : request.Namespace, request.Name);
         try
         {
@@ -69,7 +69,7 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
 
     public override Task<ListResponse> List(ListRequest request, ServerCallContext context)
     {
-        var kind = request.Kind.Length == 0 ? null : PolicyKinds.Resolve(request.Kind) ?? throw Invalid(PolicyKinds.Unknown(request.Kind));
+        var kind = request.Kind.Length == 0 ? null : KindNames.Resolve(request.Kind) ?? throw Invalid(KindNames.Unknown(request.Kind));
         var state = store.Current;
         var response = new ListResponse { Version = state.Version };
         response.Resources.AddRange(state.Resources.Values

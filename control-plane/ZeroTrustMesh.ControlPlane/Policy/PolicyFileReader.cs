@@ -77,6 +77,6 @@ internal static class PolicyFileReader
         YamlException { InnerException: { } inner } => inner.Message.TrimEnd('.'),
         YamlException yaml => yaml.Message.TrimEnd('.'),
         // Not a parse error the reader reports, so it says nothing useful itself ("Operation is not valid due to...").
-        _ => $"the YAML cannot be parsed past this point (an unclosed '{{' or '[' does this); the reader failed with {e.GetType().Name}",
+        _ => "it cannot be parsed after this line (is a '{' or '[' left open?)",
     };
 }

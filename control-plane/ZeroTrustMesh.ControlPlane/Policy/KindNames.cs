@@ -4,9 +4,10 @@ namespace ZeroTrustMesh.ControlPlane.Policy;
 
 /// <summary>
 /// The kinds the policy API takes, by the names an operator may type for them: as kubectl, any case, singular or plural
-/// (<c>AuthorizationPolicy</c>, <c>authorizationpolicy</c>, <c>authorizationpolicies</c>).
+/// (<c>AuthorizationPolicy</c>, <c>authorizationpolicy</c>, <c>authorizationpolicies</c>). A stand-in for the kind
+/// registry's <c>PolicyKinds.Builtin.Find</c> on main, which does the same: <see cref="Resolve"/> becomes that lookup.
 /// </summary>
-internal static class PolicyKinds
+internal static class KindNames
 {
     public static readonly IReadOnlyList<string> All =
         [AuthorizationPolicy.KindName, RequestAuthentication.KindName, PeerAuthentication.KindName, RateLimitPolicy.KindName];
