@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Proto.V1;
 
 namespace ZeroTrustMesh.Cli;
@@ -50,7 +51,13 @@ internal static class PolicyCommands
             }
             // One request per file would apply file by file; join them so the whole set is validated together.
             var yaml = string.Join("\n---\n", sources.Select(s => s.Yaml));
-            var response = await client.ApplyAsync(new ApplyRequest { Source = string.Join(",", sources.Select(s => Path.GetFileName(s.Name))), Yaml = yaml },
+            var source = string.Join(",", sources.Select(s => Path.GetFileName(s.Name)));
+            var bytes = System.Text.Encoding.UTF8.GetByteCount(yaml);
+            if (bytes > PolicyAdminLimits.MaxApplyBytes)
+            {
+                return Ztmctl.Fail(Ztmctl.Refused, PolicyAdminLimits.TooLarge(source, bytes)); // refused here rather than after the upload
+            }
+            var response = await client.ApplyAsync(new ApplyRequest { Source = source, Yaml = yaml },
                 deadline: DateTime.UtcNow.AddSeconds(30), cancellationToken: ct);
             if (parse.GetValue(Ztmctl.OutputOption) == "json")
             {
@@ -140,7 +147,7 @@ internal static class PolicyCommands
                 Console.WriteLine(JsonSerializer.Serialize(new StatusOutput(response.Version, rows, (int)response.Revocations), PolicyJson.Default.StatusOutput));
                 return 0;
             }
-            Console.WriteLine($"policy version {response.Version}");
+            Console.WriteLine($"config version {response.Version}");
             Console.WriteLine($"revocations {response.Revocations} (ztmctl get revocations)");
             Console.WriteLine($"{"SPIFFE ID",-45} {"STATE",-13} {"APPLIED",-8} {"CERT EXPIRES",-21} {"LAST SEEN",-21} NACK");
             foreach (var s in rows)

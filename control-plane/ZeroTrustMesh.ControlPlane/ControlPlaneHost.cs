@@ -7,11 +7,11 @@ using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.ControlPlane.Api;
-using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Policy;
-using ZeroTrustMesh.ControlPlane.Registry;
 using ZeroTrustMesh.CommandLine;
+using ZeroTrustMesh.Proto;
 
 namespace ZeroTrustMesh.ControlPlane;
 
@@ -21,11 +21,12 @@ internal static class ControlPlaneHost
     public static async Task<int> RunAsync(ControlPlaneOptions options, CancellationToken cancellation)
     {
         var time = TimeProvider.System;
+        var caStore = new FileCaStore(options, time);
         CertificateAuthority ca;
         CaOrigin origin;
         try
         {
-            (ca, origin) = CaStore.LoadOrCreate(options, time);
+            (ca, origin) = caStore.LoadOrCreate();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or CryptographicException)
         {
@@ -39,25 +40,22 @@ internal static class ControlPlaneHost
         var services = builder.Services;
         services.AddSingleton(options);
         services.AddSingleton(time);
+        services.AddSingleton<ICaStore>(caStore);
         services.AddSingleton(ca);
-        services.AddSingleton<ControlPlaneCredentials>();
-        services.AddSingleton(new JoinTokenStore(options.DataDir, time));
-        services.AddSingleton<IAttestor>(sp => sp.GetRequiredService<JoinTokenStore>());
-        services.AddSingleton<SvidIssuer>();
-        services.AddSingleton<RevocationFile>();
-        services.AddSingleton<Revoker>();
-        services.AddSingleton<CurrentRevocations>(sp => () => sp.GetRequiredService<PolicyStore>().Current.Revocations);
-        services.AddSingleton<WorkloadCaller>();
-        services.AddSingleton<ServiceRegistry>();
-        services.AddSingleton<PolicyStore>();
-        services.AddSingleton<ConfigDistributor>();
+        services.AddStandaloneState(options);
+        services.AddControlPlane();
         services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = options.MaxRequestBytes;
             o.EnableDetailedErrors = false;
         })
             .AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
-            .AddServiceOptions<PolicyAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>());
+            .AddServiceOptions<PolicyAdminService>(o =>
+            {
+                o.Interceptors.Add<OperatorOnlyInterceptor>();
+                // Room for the largest apply plus its framing, so that a larger one reaches Apply and is refused with the limit named.
+                o.MaxReceiveMessageSize = PolicyAdminLimits.MaxApplyBytes + 64 * 1024;
+            });
 
         builder.WebHost.ConfigureKestrel((context, kestrel) =>
         {
@@ -105,13 +103,14 @@ internal static class ControlPlaneHost
         var host = options.ListenAddress.Equals(IPAddress.Any) ? "127.0.0.1" : options.ListenAddress.Equals(IPAddress.IPv6Any) ? "[::1]" : bound.Host;
         var address = $"https://{host}:{bound.Port}";
         var operatorConfig = app.Services.GetRequiredService<ControlPlaneCredentials>().EnsureOperatorCredential(address);
-        var policies = app.Services.GetRequiredService<PolicyStore>().Current;
-        app.Services.GetRequiredService<Revoker>(); // prunes expired entries now and on a timer
+        var config = app.Services.GetRequiredService<ConfigStore>().Current;
+        app.Services.GetRequiredService<ConfigDistributor>(); // follows config changes and renewals from the start
+        var policySource = app.Services.GetRequiredService<IPolicySource>();
 
-        Console.Out.WriteLine($"ztm-controlplane: CA {origin.ToString().ToLowerInvariant()} in {options.DataDir} (trust domain {options.TrustDomain})");
-        Console.Out.WriteLine($"ztm-controlplane: trust bundle {CaStore.BundlePath(options.DataDir)}");
+        Console.Out.WriteLine($"ztm-controlplane: CA {origin.ToString().ToLowerInvariant()} in {caStore.Location} (trust domain {options.TrustDomain})");
+        Console.Out.WriteLine($"ztm-controlplane: trust bundle {caStore.BundleLocation}");
         Console.Out.WriteLine($"ztm-controlplane: operator config {options.OperatorConfigPath} (credential {operatorConfig.CertificatePath})");
-        Console.Out.WriteLine($"ztm-controlplane: policy {policies.Version} with {policies.Resources.Count} resource(s) from {Path.Combine(options.DataDir, "policies")}, {policies.Revocations.Count} revocation(s)");
+        Console.Out.WriteLine($"ztm-controlplane: config {config.Version}: {config.Resources.Count} policy resource(s) from {policySource.Location}, {config.Revocations.Count} revocation(s)");
         Console.Out.WriteLine($"ztm-controlplane: listening on {address}");
         Console.Out.Flush();
 

@@ -36,15 +36,27 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(EventId = 114, Level = LogLevel.Warning, Message = "revocation refused reason=\"{Reason}\"")]
     public static partial void RevocationRefused(ILogger logger, string reason);
 
+    [LoggerMessage(EventId = 115, Level = LogLevel.Error, Message = "revocations could not be pruned, retrying in {RetrySeconds:0}s: {Reason}")]
+    public static partial void RevocationPruneFailed(ILogger logger, string reason, double retrySeconds);
+
     [LoggerMessage(EventId = 130, Level = LogLevel.Debug,
         Message = "endpoint registered service={Service} spiffe_id={SpiffeId} inbound={Inbound}")]
     public static partial void EndpointRegistered(ILogger logger, string service, string spiffeId, string inbound);
 
-    [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "policy {Version} {Action} by {Actor}: {Resources}")]
-    public static partial void PolicyChanged(ILogger logger, string version, string action, string actor, string resources);
+    [LoggerMessage(EventId = 131, Level = LogLevel.Warning, Message = "registry could not be saved to {Path} (kept in memory; retried at the next change): {Reason}")]
+    public static partial void RegistryNotSaved(ILogger logger, string path, string reason);
+
+    [LoggerMessage(EventId = 132, Level = LogLevel.Warning, Message = "registry could not be read from {Path}; sidecars fill it as they heartbeat: {Reason}")]
+    public static partial void RegistryNotLoaded(ILogger logger, string path, string reason);
+
+    [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "config {Version} {Action} by {Actor}: {Resources}")]
+    public static partial void ConfigChanged(ILogger logger, string version, string action, string actor, string resources);
 
     [LoggerMessage(EventId = 201, Level = LogLevel.Warning, Message = "policy directory not applied, the last good set stays: {Error}")]
     public static partial void PolicyDirectoryInvalid(ILogger logger, string error);
+
+    [LoggerMessage(EventId = 203, Level = LogLevel.Warning, Message = "policy directory invalid at start: serving the last good set, {Count} resource(s) from {Path}")]
+    public static partial void PolicyDirectoryInvalidAtStart(ILogger logger, int count, string path);
 
     [LoggerMessage(EventId = 202, Level = LogLevel.Warning, Message = "policy apply refused from {Actor}: {Errors}")]
     public static partial void PolicyRefused(ILogger logger, string actor, string errors);
@@ -54,6 +66,9 @@ internal static partial class ControlPlaneLog
 
     [LoggerMessage(EventId = 211, Level = LogLevel.Information, Message = "config stream closed spiffe_id={SpiffeId} version_applied={Version}")]
     public static partial void ConfigStreamClosed(ILogger logger, string spiffeId, string version);
+
+    [LoggerMessage(EventId = 213, Level = LogLevel.Warning, Message = "config stream ended spiffe_id={SpiffeId} code={Code} reason=\"{Reason}\"")]
+    public static partial void ConfigStreamEnded(ILogger logger, string spiffeId, Grpc.Core.StatusCode code, string reason);
 
     [LoggerMessage(EventId = 212, Level = LogLevel.Warning, Message = "config NACK spiffe_id={SpiffeId} version={Version} error=\"{Error}\"")]
     public static partial void ConfigNacked(ILogger logger, string spiffeId, string version, string error);

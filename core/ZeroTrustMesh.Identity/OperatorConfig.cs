@@ -35,7 +35,7 @@ public sealed record OperatorConfig(
         }
     }
 
-    public void Save(string path) => Pem.WriteSecret(path, JsonSerializer.Serialize(this, OperatorConfigJson.Default.OperatorConfig));
+    public void Save(string path) => AtomicFile.WriteOwnerOnly(path, JsonSerializer.Serialize(this, OperatorConfigJson.Default.OperatorConfig));
 }
 
 [JsonSerializable(typeof(OperatorConfig))]

@@ -12,7 +12,10 @@ namespace ZeroTrustMesh.Identity;
 /// </summary>
 public sealed record Revocation(string? Serial, SpiffeId? Id, DateTimeOffset? IssuedBefore, DateTimeOffset RevokedAt, DateTimeOffset ExpiresAt, string Reason)
 {
-    /// <summary>The mesh CA backdates notBefore by this much (clock skew); "issued at" is notBefore plus this.</summary>
+    /// <summary>
+    /// How far the mesh CA backdates notBefore (clock skew between peers), the one definition of it: "issued at" is
+    /// notBefore plus this.
+    /// </summary>
     public static readonly TimeSpan IssuanceBackdate = TimeSpan.FromSeconds(10);
 
     /// <summary>Serials have at most 20 octets (RFC 5280 4.1.2.2).</summary>
@@ -37,6 +40,10 @@ public sealed record Revocation(string? Serial, SpiffeId? Id, DateTimeOffset? Is
     public string Subject => Serial is not null
         ? $"serial {Serial}"
         : $"{Id} issued before {IssuedBefore!.Value.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture)}";
+
+    /// <summary>The entry as a refusal names it: <c>serial 45d3…, at 2026-01-02T03:04:05Z: key leaked</c>.</summary>
+    public string Describe() =>
+        $"{Subject}, at {RevokedAt.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture)}{(Reason.Length > 0 ? $": {Reason}" : "")}";
 
     /// <summary>Whether this entry covers <paramref name="leaf"/> (whose SPIFFE ID is <paramref name="id"/>).</summary>
     public bool Covers(string normalizedSerial, SpiffeId id, DateTimeOffset notBefore) =>
@@ -119,18 +126,21 @@ public sealed class RevocationList
     public int Count => Entries.Count;
 
     /// <summary>The entry that revokes <paramref name="leaf"/>, or null.</summary>
-    public Revocation? Find(X509Certificate2 leaf, SpiffeId id)
+    public Revocation? Find(X509Certificate2 leaf, SpiffeId id) =>
+        Entries.Count == 0 ? null : Find(NormalizedSerial(leaf), id, leaf.NotBefore.ToUniversalTime());
+
+    /// <summary>The entry that revokes the certificate with this normalized serial, SPIFFE ID and notBefore, or null.</summary>
+    public Revocation? Find(string normalizedSerial, SpiffeId id, DateTimeOffset notBefore)
     {
         if (Entries.Count == 0)
         {
             return null;
         }
-        var serial = NormalizedSerial(leaf);
-        if (_bySerial.TryGetValue(serial, out var bySerial))
+        if (_bySerial.TryGetValue(normalizedSerial, out var bySerial))
         {
             return bySerial;
         }
-        return _byId.TryGetValue(id, out var byId) && byId.Covers(serial, id, leaf.NotBefore.ToUniversalTime()) ? byId : null;
+        return _byId.TryGetValue(id, out var byId) && byId.Covers(normalizedSerial, id, notBefore) ? byId : null;
     }
 
     /// <summary>A list with <paramref name="entry"/> added, or this one if it adds nothing (same serial, or an ID already revoked up to a later time).</summary>

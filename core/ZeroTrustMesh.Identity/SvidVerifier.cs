@@ -47,7 +47,7 @@ public static class SvidVerifier
         if (verified.IsValid && revocations?.Find(leaf!, verified.Id) is { } revoked)
         {
             return SvidVerification.Invalid(SvidFailure.Revoked,
-                $"certificate {RevocationList.NormalizedSerial(leaf!)} of '{verified.Id}' is revoked ({revoked.Subject}, at {revoked.RevokedAt:yyyy-MM-ddTHH:mm:ssZ}{(revoked.Reason.Length > 0 ? $": {revoked.Reason}" : "")})");
+                $"certificate {RevocationList.NormalizedSerial(leaf!)} of '{verified.Id}' is revoked ({revoked.Describe()})");
         }
         return verified;
     }

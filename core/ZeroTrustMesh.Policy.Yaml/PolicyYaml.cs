@@ -163,25 +163,28 @@ public static class PolicyYaml
     }
 
     /// <summary>
-    /// Where the parser stopped, for errors YamlDotNet raises without a position: the line where scanning the text
-    /// token by token fails.
+    /// Where the parser stopped, for errors YamlDotNet raises without a position: the line where the last part it could
+    /// parse ends (the scanner's state errors carry no position of their own).
     /// </summary>
     private static string LineOf(string yaml)
     {
-        var scanner = new Scanner(new StringReader(yaml));
+        var parser = new Parser(new StringReader(yaml));
         var line = 0L;
         try
         {
-            while (scanner.MoveNext())
+            while (parser.MoveNext())
             {
-                line = scanner.Current?.End.Line ?? line;
+                line = parser.Current?.End.Line ?? line;
             }
+        }
+        catch (YamlException e)
+        {
+            line = e.Start.Line;
         }
 #pragma warning disable CA1031 // the position is best effort; the error is reported either way
         catch (Exception)
 #pragma warning restore CA1031
         {
-            line = Math.Max(line, scanner.CurrentPosition.Line);
         }
         return line > 0 ? $" line {line}" : "";
     }

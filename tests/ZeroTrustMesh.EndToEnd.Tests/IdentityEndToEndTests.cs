@@ -33,19 +33,6 @@ public sealed class IdentityEndToEndTests(ITestOutputHelper output) : IAsyncLife
     }
 
     [Fact]
-    public async Task WatchTrustBundle_sends_the_bundle_the_control_plane_printed()
-    {
-        var controlPlane = await _mesh.StartControlPlaneAsync();
-        using var channel = controlPlane.Channel();
-        using var watch = new Proto.V1.Identity.IdentityClient(channel).WatchTrustBundle(new Proto.V1.WatchTrustBundleRequest());
-        Assert.True(await watch.ResponseStream.MoveNext(CancellationToken.None));
-        var sent = watch.ResponseStream.Current;
-        Assert.Equal("cluster.local", sent.TrustDomain);
-        var printed = controlPlane.Bundle;
-        Assert.Equal(printed.Roots.Select(r => Convert.ToHexString(r.RawData)), sent.Roots.Select(r => Convert.ToHexString(r.Span)));
-    }
-
-    [Fact]
     public async Task Ztmctl_finds_the_control_plane_with_no_flags_and_other_callers_are_refused()
     {
         var controlPlane = await _mesh.StartControlPlaneAsync();

@@ -28,6 +28,13 @@ public sealed class RevocationEndToEndTests(ITestOutputHelper output) : IAsyncLi
         var controlPlane = await _mesh.StartControlPlaneAsync();
         var (orders, ordersSidecar, frontend) = await DataPlaneFixture.StartOrdersAndFrontendAsync(_mesh, controlPlane);
         var serial = (await frontend.ConfigDumpAsync()).GetProperty("identity").GetProperty("serial").GetString()!;
+        // The frontend resolves orders before it is revoked (through a port orders does not declare: resolved, not
+        // connected). A revoked caller gets no registry answers; it goes on with the endpoints it knew.
+        using (var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout })
+        using (var resolved = await http.GetAsync("http://orders:1/"))
+        {
+            Assert.Equal(HttpStatusCode.NotFound, resolved.StatusCode);
+        }
 
         var (exit, stdout, _) = await _mesh.ZtmctlAsync("revoke", "--serial", serial, "--reason", "key leaked", "-o", "json");
 
@@ -98,6 +105,63 @@ public sealed class RevocationEndToEndTests(ITestOutputHelper output) : IAsyncLi
         var listed = JsonDocument.Parse(list).RootElement;
         Assert.Equal(version, listed.GetProperty("version").GetString());
         Assert.Equal(DataPlaneFixture.OrdersId, Assert.Single(listed.GetProperty("revocations").EnumerateArray().ToList()).GetProperty("spiffeId").GetString());
+    }
+
+    [Fact]
+    public async Task A_revoked_identity_is_refused_on_every_workload_call_its_open_streams_end_and_its_sidecar_is_not_ready()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var (_, ordersSidecar, frontend) = await DataPlaneFixture.StartOrdersAndFrontendAsync(_mesh, controlPlane);
+        // A second holder of the frontend's identity, with its own config stream open before the revocation.
+        using var credential = await WorkloadCredential.Issue(controlPlane, "shop", "frontend");
+        using var channel = controlPlane.Channel(credential);
+        using var timeout = new CancellationTokenSource(Mesh.Timeout);
+        using var stream = new MeshConfig.MeshConfigClient(channel).Stream(cancellationToken: timeout.Token);
+        await stream.RequestStream.WriteAsync(new ConfigRequest());
+        Assert.True(await stream.ResponseStream.MoveNext(timeout.Token));
+
+        var (exit, _, _) = await _mesh.ZtmctlAsync("revoke", "--spiffe-id", DataPlaneFixture.FrontendId, "--reason", "compromised");
+        Assert.Equal(0, exit);
+
+        // The open stream gets the version that carries the revocation, then ends: PERMISSION_DENIED naming it.
+        var ended = await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            while (await stream.ResponseStream.MoveNext(timeout.Token))
+            {
+            }
+        });
+        AssertRevoked(ended);
+
+        // Every workload call of that identity is refused the same way.
+        var registry = new Registry.RegistryClient(channel);
+        AssertRevoked(await Assert.ThrowsAsync<RpcException>(async () => await registry.ResolveAsync(new ResolveRequest { Service = "orders" })));
+        AssertRevoked(await Assert.ThrowsAsync<RpcException>(async () => await registry.RegisterAsync(new RegisterRequest
+        {
+            Endpoint = new ServiceEndpoint { InboundAddress = "127.0.0.1:15006" },
+        })));
+        AssertRevoked(await Assert.ThrowsAsync<RpcException>(async () =>
+        {
+            using var reopened = new MeshConfig.MeshConfigClient(channel).Stream(cancellationToken: timeout.Token);
+            await reopened.ResponseStream.MoveNext(timeout.Token);
+        }));
+        using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
+        var renewal = await Assert.ThrowsAsync<RpcException>(() => WorkloadCredential.RenewAsync(controlPlane, credential, WorkloadCredential.Csr(key)));
+        Assert.Equal(StatusCode.PermissionDenied, renewal.StatusCode);
+
+        // The revoked sidecar's stream was ended the same way: it says it is not ready, and why. Orders is unaffected.
+        await frontend.Process.WaitForLineAsync("config stream to the control plane broke (PermissionDenied: ");
+        var (status, body) = await frontend.ReadyAsync();
+        Assert.Equal(503, status);
+        Assert.StartsWith("not ready: certificate revoked: ", body, StringComparison.Ordinal);
+        Assert.Contains("compromised", body, StringComparison.Ordinal);
+        Assert.Equal((200, "ready\n"), await ordersSidecar.ReadyAsync());
+    }
+
+    private static void AssertRevoked(RpcException e)
+    {
+        Assert.Equal(StatusCode.PermissionDenied, e.StatusCode);
+        Assert.Contains($"of '{DataPlaneFixture.FrontendId}' is revoked ({DataPlaneFixture.FrontendId} issued before ", e.Status.Detail, StringComparison.Ordinal);
+        Assert.Contains(": compromised)", e.Status.Detail, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -117,7 +117,7 @@ public sealed class KindTests
 
         var error = Assert.Single(result.Errors);
         Assert.StartsWith("zz-bad.yaml line ", error.ToString(), StringComparison.Ordinal);
-        Assert.Equal("zz-bad.yaml line 4: invalid YAML: the parser stopped here; look for an unclosed '{', '[' or quote on this line or above", error.ToString());
+        Assert.Equal("zz-bad.yaml line 3: invalid YAML: the parser stopped here; look for an unclosed '{', '[' or quote on this line or above", error.ToString());
         Assert.Empty(result.Documents);
     }
 

@@ -4,6 +4,7 @@ using System.Security.Cryptography.X509Certificates;
 using BenchmarkDotNet.Attributes;
 using Microsoft.Extensions.Logging.Abstractions;
 using ZeroTrustMesh.ControlPlane;
+using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.Identity;
@@ -39,7 +40,7 @@ public class SigningBenchmarks
         _hash = SHA256.HashData("ztm benchmark baseline"u8);
 
         var time = TimeProvider.System;
-        var root = CaStore.CreateRoot(SpiffeId.DefaultTrustDomain, time);
+        var root = FileCaStore.CreateRoot(SpiffeId.DefaultTrustDomain, time);
         var bundle = new TrustBundle(SpiffeId.DefaultTrustDomain, [X509CertificateLoader.LoadCertificate(root.RawData)], 1);
         _ca = new CertificateAuthority(root, [], bundle, time);
         _id = SpiffeId.Parse(WorkloadId);
@@ -68,7 +69,7 @@ public class SigningBenchmarks
             OperatorConfigPath = Path.Combine(Path.GetTempPath(), "ztm-bench-unused-config"),
         };
         // NullLogger: the control plane logs one line per issuance; its cost is in the load run, not here.
-        _issuer = new SvidIssuer(_ca, new FixedAttestor(_id), options, NullLogger<SvidIssuer>.Instance);
+        _issuer = new SvidIssuer(_ca, new Attestors([new FixedAttestor(_id)]), new CallerVerifier(_ca, new NoRevocations()), options, NullLogger<SvidIssuer>.Instance);
     }
 
     [GlobalCleanup]
@@ -122,7 +123,7 @@ public class SigningBenchmarks
     [Benchmark(Description = "SvidIssuer.Sign (validate+sign)")]
     public int IssuerSign()
     {
-        return _issuer.Sign(_csr, "proof", "bench").Leaf.Der.Length;
+        return _issuer.SignAsync(_csr, Proof, "bench", CancellationToken.None).GetAwaiter().GetResult().Leaf.Der.Length;
     }
 
     /// <summary>SvidIssuer.Renew, what RenewCertificate runs: caller SVID verification + CSR validation + signing.</summary>
@@ -132,15 +133,32 @@ public class SigningBenchmarks
         return _issuer.Renew(_csr, _caller, "bench").Leaf.Der.Length;
     }
 
+    private static readonly JoinTokenProof Proof = new("proof");
+
     /// <summary>Proves one fixed identity: takes the join-token store (a file write per token) out of the measurement.</summary>
     private sealed class FixedAttestor(SpiffeId id) : IAttestor
     {
-        public string Kind => "benchmark";
+        public string Kind => JoinTokenProof.KindName;
 
-        public SpiffeId Attest(string proof, Action<SpiffeId> accept)
+        public ValueTask<SpiffeId> AttestAsync(IdentityProof proof, Action<SpiffeId> accept, CancellationToken cancellation)
         {
             accept(id);
-            return id;
+            return ValueTask.FromResult(id);
         }
+    }
+
+    /// <summary>An empty revocation list: renewal checks it, as the control plane does, without a file.</summary>
+    private sealed class NoRevocations : IRevocationStore
+    {
+        public RevocationList Current => RevocationList.Empty;
+
+        public event Action<RevocationChange>? Changed
+        {
+            add { }
+            remove { }
+        }
+
+        public bool Revise(Func<RevocationList, (RevocationList Next, IReadOnlyList<string> Subjects)> change, string action, string actor, string? reason) =>
+            throw new NotSupportedException();
     }
 }

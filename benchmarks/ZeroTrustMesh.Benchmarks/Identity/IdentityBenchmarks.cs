@@ -29,7 +29,7 @@ public class IdentityBenchmarks
     public void Setup()
     {
         var time = TimeProvider.System;
-        var root = CaStore.CreateRoot(SpiffeId.DefaultTrustDomain, time);
+        var root = FileCaStore.CreateRoot(SpiffeId.DefaultTrustDomain, time);
         _bundle = new TrustBundle(SpiffeId.DefaultTrustDomain, [X509CertificateLoader.LoadCertificate(root.RawData)], 1);
         _ca = new CertificateAuthority(root, [], _bundle, time);
         _intermediates = [.. _ca.ChainAfterLeaf];
@@ -37,7 +37,7 @@ public class IdentityBenchmarks
         _leaf = _ca.IssueSvid(SpiffeId.Parse(WorkloadId), new CertificateRequest("O=x", key, HashAlgorithmName.SHA256).PublicKey, TimeSpan.FromHours(1));
 
         // The same kind of leaf from a CA the bundle does not hold: must be refused.
-        var foreignRoot = CaStore.CreateRoot(SpiffeId.DefaultTrustDomain, time);
+        var foreignRoot = FileCaStore.CreateRoot(SpiffeId.DefaultTrustDomain, time);
         var foreign = new CertificateAuthority(foreignRoot, [], new TrustBundle(SpiffeId.DefaultTrustDomain, [X509CertificateLoader.LoadCertificate(foreignRoot.RawData)], 1), time);
         _foreignLeaf = foreign.IssueSvid(SpiffeId.Parse(WorkloadId), new CertificateRequest("O=x", key, HashAlgorithmName.SHA256).PublicKey, TimeSpan.FromHours(1));
         foreign.SigningCertificate.Dispose();

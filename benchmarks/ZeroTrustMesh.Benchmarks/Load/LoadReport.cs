@@ -45,7 +45,7 @@ internal sealed record LoadReport(
     double TargetSigningsPerSecond,
     bool TargetMet)
 {
-    public const string BaselinePhase = "baseline-watch";
+    public const string BaselinePhase = "baseline-empty-csr";
     public const string AuthPhase = "renew-invalid-csr";
     public const string SignPhase = "renew-sign";
 
@@ -82,7 +82,7 @@ internal sealed record LoadReport(
             md.AppendLine(inv, $"| {p.Round} | {p.Phase} | {p.PerSecond:0} | {p.P50Ms:0.00} | {p.P99Ms:0.00} | {p.Errors} | {p.ServerCpuMicrosPerCall:0} | {p.ClientCpuMicrosPerCall:0} | {p.ServerCoresBusy:0.00} | {p.ClientCoresBusy:0.00} |");
         }
         md.AppendLine();
-        md.AppendLine("| round | signings/s | baseline (WatchTrustBundle first message)/s | signing ÷ baseline | renew with invalid CSR/s | signing ÷ invalid-CSR renew | server CPU: signing ÷ baseline | signings/s if the server had all cores |");
+        md.AppendLine("| round | signings/s | baseline (SignCertificate with an empty CSR, refused)/s | signing ÷ baseline | renew with invalid CSR/s | signing ÷ invalid-CSR renew | server CPU: signing ÷ baseline | signings/s if the server had all cores |");
         md.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|");
         foreach (var r in Ratios)
         {

@@ -194,7 +194,7 @@ internal static class PolicyPropagation
 
             var failures = sidecars.Count(s => s.Failure is not null);
             var report = new PropagationReport(date, Machine(), settings.Sidecars, settings.Changes, settings.WarmupChanges, settings.Identities, settings.StatusInterval.TotalMilliseconds,
-                ConfigDistributorDebounceMs: (int)ControlPlane.Policy.ConfigDistributor.Debounce.TotalMilliseconds, idle.RssMb, minted.RssMb, mintSeconds, levels, failures,
+                ConfigDistributorDebounceMs: (int)ControlPlane.Config.ConfigDistributor.Debounce.TotalMilliseconds, idle.RssMb, minted.RssMb, mintSeconds, levels, failures,
                 sidecars.Where(s => s.Failure is not null).Select(s => s.Failure!).Distinct().Take(5).ToList(), TargetP99Ms,
                 levels.Count > 0 && levels[^1].Sidecars >= 5000 && levels[^1].Changes.All(c => c.Received.P99 <= TargetP99Ms));
             Directory.CreateDirectory(settings.ResultsDir);

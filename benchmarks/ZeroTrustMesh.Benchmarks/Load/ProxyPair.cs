@@ -20,7 +20,7 @@ internal sealed record ProxyPair(LoadProcess Client, LoadProcess Server, Uri Htt
     public static async Task WriteCertificatesAsync(PairSetup setup, string dir, string prefix, CancellationToken cancellation)
     {
         File.Copy(Path.Combine(setup.ControlPlane.DataDir, "bundle.pem"), Path.Combine(dir, "ca.pem"));
-        Pem.WriteSecret(Path.Combine(dir, "client.pem"), await MeshSetup.SvidPemAsync(setup.ControlPlane, prefix + "-client", cancellation));
-        Pem.WriteSecret(Path.Combine(dir, "server.pem"), await MeshSetup.SvidPemAsync(setup.ControlPlane, prefix + "-server", cancellation));
+        AtomicFile.WriteOwnerOnly(Path.Combine(dir, "client.pem"), await MeshSetup.SvidPemAsync(setup.ControlPlane, prefix + "-client", cancellation));
+        AtomicFile.WriteOwnerOnly(Path.Combine(dir, "server.pem"), await MeshSetup.SvidPemAsync(setup.ControlPlane, prefix + "-server", cancellation));
     }
 }

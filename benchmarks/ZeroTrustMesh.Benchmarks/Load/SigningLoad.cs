@@ -20,7 +20,7 @@ namespace ZeroTrustMesh.Benchmarks.Load;
 /// <c>signing-load</c>: signed SVIDs per second from the real control plane over gRPC, side by side with
 /// two baselines measured in the same run on the same connections:
 /// <list type="number">
-/// <item><c>baseline-watch</c>: the first message of WatchTrustBundle, then cancel: a plain gRPC round trip, no crypto.</item>
+/// <item><c>baseline-empty-csr</c>: SignCertificate with an empty CSR, refused at once (InvalidArgument, one log line): a plain gRPC round trip, no crypto.</item>
 /// <item><c>renew-invalid-csr</c>: RenewCertificate with an empty CSR: mTLS caller verification (chain build), then refused.</item>
 /// <item><c>renew-sign</c>: RenewCertificate with a valid, pre-generated CSR: verification + CSR check + signing.</item>
 /// </list>
@@ -137,8 +137,8 @@ internal static class SigningLoad
             {
                 var phaseSettings = round == 0 ? settings with { Duration = settings.Warmup } : settings;
                 var measured = new List<PhaseResult>();
-                measured.Add(await RunPhaseAsync(round, LoadReport.BaselinePhase, "WatchTrustBundle: first message, then cancel (plain gRPC round trip)",
-                    phaseSettings, controlPlane, clients, (client, _, ct) => WatchFirstAsync(client, ct), cancellation));
+                measured.Add(await RunPhaseAsync(round, LoadReport.BaselinePhase, "SignCertificate with an empty CSR: refused before any crypto (plain gRPC round trip)",
+                    phaseSettings, controlPlane, clients, (client, _, ct) => SignEmptyAsync(client, ct), cancellation));
                 measured.Add(await RunPhaseAsync(round, LoadReport.AuthPhase, "RenewCertificate with an empty CSR: caller SVID verified, then InvalidArgument",
                     phaseSettings, controlPlane, clients, (client, _, ct) => RenewInvalidAsync(client, ct), cancellation));
                 measured.Add(await RunPhaseAsync(round, LoadReport.SignPhase, "RenewCertificate with a valid CSR: verify caller + validate CSR + sign",
@@ -178,11 +178,17 @@ internal static class SigningLoad
         return request.CreateSigningRequest();
     }
 
-    private static async Task<string?> WatchFirstAsync(IdentityClient client, CancellationToken cancellation)
+    private static async Task<string?> SignEmptyAsync(IdentityClient client, CancellationToken cancellation)
     {
-        // Disposing the call cancels the stream (RST_STREAM); the server's handler then ends.
-        using var call = client.WatchTrustBundle(new WatchTrustBundleRequest(), deadline: DateTime.UtcNow + CallDeadline, cancellationToken: cancellation);
-        return await call.ResponseStream.MoveNext(cancellation) && call.ResponseStream.Current.Roots.Count > 0 ? null : "no bundle";
+        try
+        {
+            await client.SignCertificateAsync(new SignCertificateRequest { Csr = ByteString.Empty }, deadline: DateTime.UtcNow + CallDeadline, cancellationToken: cancellation);
+            return "unexpected success";
+        }
+        catch (RpcException e) when (e.StatusCode == StatusCode.InvalidArgument)
+        {
+            return null; // the CSR is checked first: refused before any proof, caller or signature work
+        }
     }
 
     private static async Task<string?> RenewInvalidAsync(IdentityClient client, CancellationToken cancellation)

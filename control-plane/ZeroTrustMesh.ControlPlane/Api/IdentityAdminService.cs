@@ -2,6 +2,7 @@ using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Proto.V1;
@@ -9,7 +10,7 @@ using ZeroTrustMesh.Proto.V1;
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>Operator identity calls; <see cref="OperatorOnlyInterceptor"/> has authenticated the caller.</summary>
-internal sealed class IdentityAdminService(JoinTokenStore tokens, Revoker revoker, ControlPlaneOptions options, ILogger<IdentityAdminService> logger) : IdentityAdmin.IdentityAdminBase
+internal sealed class IdentityAdminService(IJoinTokenStore tokens, Revoker revoker, ConfigStore config, ControlPlaneOptions options, ILogger<IdentityAdminService> logger) : IdentityAdmin.IdentityAdminBase
 {
     private const string Operator = "operator";
 
@@ -31,7 +32,7 @@ internal sealed class IdentityAdminService(JoinTokenStore tokens, Revoker revoke
 
     public override Task<ListRevocationsResponse> ListRevocations(ListRevocationsRequest request, ServerCallContext context)
     {
-        var state = revoker.State;
+        var state = config.Current;
         var response = new ListRevocationsResponse { Version = state.Version };
         response.Revocations.AddRange(state.Revocations.Entries.Select(e => e.ToProto()));
         return Task.FromResult(response);

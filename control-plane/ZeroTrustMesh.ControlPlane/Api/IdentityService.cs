@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
+using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.Proto.V1;
 using TrustBundle = ZeroTrustMesh.Identity.TrustBundle;
@@ -8,46 +9,49 @@ using TrustBundle = ZeroTrustMesh.Identity.TrustBundle;
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>The workload-facing identity API: a thin adapter over <see cref="SvidIssuer"/>.</summary>
-internal sealed class IdentityService(SvidIssuer issuer, CertificateAuthority ca) : Proto.V1.Identity.IdentityBase
+internal sealed class IdentityService(SvidIssuer issuer) : Proto.V1.Identity.IdentityBase
 {
-    public override Task<SignCertificateResponse> SignCertificate(SignCertificateRequest request, ServerCallContext context) =>
-        Task.FromResult(Respond(() => issuer.Sign(request.Csr.Span, request.JoinToken, context.Peer)));
-
-    public override Task<SignCertificateResponse> RenewCertificate(RenewCertificateRequest request, ServerCallContext context) =>
-        Task.FromResult(Respond(() => issuer.Renew(request.Csr.Span, PeerCertificate.Of(context), context.Peer)));
-
-    public override async Task WatchTrustBundle(WatchTrustBundleRequest request, IServerStreamWriter<Proto.V1.TrustBundle> responseStream, ServerCallContext context)
+    public override async Task<SignCertificateResponse> SignCertificate(SignCertificateRequest request, ServerCallContext context)
     {
-        // The bundle is fixed for the life of this process (a CA change takes a restart, which ends the
-        // stream); the stream exists so that rotation can push a new bundle without a new contract.
-        await responseStream.WriteAsync(ToProto(ca.Bundle), context.CancellationToken);
         try
         {
-            await Task.Delay(Timeout.Infinite, context.CancellationToken);
-        }
-        catch (OperationCanceledException)
-        {
-            // client went away or the server is stopping
-        }
-    }
-
-    private static SignCertificateResponse Respond(Func<IssuedSvid> issue)
-    {
-        IssuedSvid issued;
-        try
-        {
-            issued = issue();
+            return Respond(await issuer.SignAsync(request.Csr.Memory, ProofOf(request), context.Peer, context.CancellationToken));
         }
         catch (IssuanceRefusedException e)
         {
-            var code = e.Kind switch
-            {
-                RefusalKind.Unauthenticated => StatusCode.Unauthenticated,
-                RefusalKind.PermissionDenied => StatusCode.PermissionDenied,
-                _ => StatusCode.InvalidArgument,
-            };
-            throw new RpcException(new Status(code, e.Message));
+            throw Refusal(e);
         }
+    }
+
+    public override Task<SignCertificateResponse> RenewCertificate(RenewCertificateRequest request, ServerCallContext context)
+    {
+        try
+        {
+            return Task.FromResult(Respond(issuer.Renew(request.Csr.Span, PeerCertificate.Of(context), context.Peer)));
+        }
+        catch (IssuanceRefusedException e)
+        {
+            throw Refusal(e);
+        }
+    }
+
+    /// <summary>The proof the request carries, by its kind; none (or an empty one) is null.</summary>
+    private static IdentityProof? ProofOf(SignCertificateRequest request) => request.ProofCase switch
+    {
+        SignCertificateRequest.ProofOneofCase.JoinToken when request.JoinToken.Length > 0 => new JoinTokenProof(request.JoinToken),
+        SignCertificateRequest.ProofOneofCase.ServiceAccountToken when request.ServiceAccountToken.Length > 0 => new ServiceAccountTokenProof(request.ServiceAccountToken),
+        _ => null,
+    };
+
+    private static RpcException Refusal(IssuanceRefusedException e) => new(new Status(e.Kind switch
+    {
+        RefusalKind.Unauthenticated => StatusCode.Unauthenticated,
+        RefusalKind.PermissionDenied => StatusCode.PermissionDenied,
+        _ => StatusCode.InvalidArgument,
+    }, e.Message));
+
+    private static SignCertificateResponse Respond(IssuedSvid issued)
+    {
         var response = new SignCertificateResponse
         {
             SpiffeId = issued.Id.Value,

@@ -1,6 +1,6 @@
 using Google.Protobuf;
 using Grpc.Core;
-using ZeroTrustMesh.ControlPlane.Policy;
+using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Proto.V1;
@@ -35,18 +35,19 @@ internal abstract class MeshConfigStreamBase
 
 /// <summary>
 /// The per-sidecar config stream:
-/// 1. the caller is a workload with an SVID; it gets the resources of its own workload only, and every revocation;
+/// 1. the caller is a workload with an unrevoked SVID; it gets the resources of its own workload only, and every revocation;
 /// 2. a snapshot goes out at once, then again whenever what concerns the workload changes (versioned, with a nonce);
-/// 3. every answer is an ACK (the version now enforced) or a NACK (the error; the sidecar keeps its last good version).
+/// 3. every answer is an ACK (the version now enforced) or a NACK (the error; the sidecar keeps its last good version);
+/// 4. a revocation that covers the sidecar's certificate ends the stream with PERMISSION_DENIED naming it.
 /// </summary>
 internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor distributor, TimeProvider time, ILogger<MeshConfigService> logger) : MeshConfigStreamBase
 {
     public override async Task Stream(IAsyncStreamReader<ConfigRequest> requestStream, IServerStreamWriter<PreparedSnapshot> responseStream, ServerCallContext context)
     {
-        var id = caller.Require(context);
+        var (id, certificate, _, _) = caller.Require(context);
         id.TryGetWorkload(out var ns, out var sa);
-        var certificate = PeerCertificate.Of(context)!;
-        var session = distributor.Open(id, new WorkloadRef(ns!, sa!), RevocationList.NormalizedSerial(certificate), certificate.NotAfter.ToUniversalTime());
+        var session = distributor.Open(id, new WorkloadRef(ns!, sa!),
+            new SessionCertificate(RevocationList.NormalizedSerial(certificate!), certificate!.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime()));
         session.LastSeen = time.GetUtcNow();
         ControlPlaneLog.ConfigStreamOpened(logger, id.Value);
 
@@ -69,6 +70,12 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
         catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
         {
             // the sidecar went away or the server is stopping
+        }
+        catch (RpcException e)
+        {
+            // Ended by the control plane (a revocation): the sidecar gets this status, and stops answering.
+            ControlPlaneLog.ConfigStreamEnded(logger, id.Value, e.StatusCode, e.Status.Detail);
+            throw;
         }
         finally
         {
@@ -97,9 +104,9 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
                 }
             }
         }
-        catch (Exception e) when (e is OperationCanceledException or IOException or RpcException)
+        catch (Exception)
         {
-            // stream ended
+            // The stream ended, whichever way: a reader left behind by a stream the server ended may fail any way it likes.
         }
     }
 }

@@ -1,7 +1,6 @@
 using Grpc.Core;
 using Grpc.Core.Interceptors;
 using ZeroTrustMesh.ControlPlane.Ca;
-using ZeroTrustMesh.Identity;
 
 namespace ZeroTrustMesh.ControlPlane.Api;
 
@@ -9,7 +8,7 @@ namespace ZeroTrustMesh.ControlPlane.Api;
 /// Admin calls are zero-trust too: the caller must present the operator credential
 /// (<c>spiffe://td/ztm/operator</c>, issued by this CA) over mTLS. Anyone else is refused before the service runs.
 /// </summary>
-internal sealed partial class OperatorOnlyInterceptor(CertificateAuthority ca, ControlPlaneCredentials credentials, ILogger<OperatorOnlyInterceptor> logger) : Interceptor
+internal sealed partial class OperatorOnlyInterceptor(CallerVerifier verifier, ControlPlaneCredentials credentials, ILogger<OperatorOnlyInterceptor> logger) : Interceptor
 {
     public override Task<TResponse> UnaryServerHandler<TRequest, TResponse>(TRequest request, ServerCallContext context, UnaryServerMethod<TRequest, TResponse> continuation)
     {
@@ -25,16 +24,11 @@ internal sealed partial class OperatorOnlyInterceptor(CertificateAuthority ca, C
 
     private void Authorize(ServerCallContext context)
     {
-        var verification = SvidVerifier.Verify(PeerCertificate.Of(context), ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow());
-        if (!verification.IsValid)
+        var check = verifier.Check(PeerCertificate.Of(context), id => id == credentials.OperatorId ? null : $"'{id}' is not the operator ({credentials.OperatorId})", revocable: false);
+        if (!check.IsValid)
         {
-            ControlPlaneLog.AdminRefused(logger, context.Method, verification.Reason!, context.Peer);
-            throw new RpcException(new Status(StatusCode.Unauthenticated, $"admin calls need the operator credential over mTLS: {verification.Reason}"));
-        }
-        if (verification.Id != credentials.OperatorId)
-        {
-            ControlPlaneLog.AdminRefused(logger, context.Method, $"caller is {verification.Id}", context.Peer);
-            throw new RpcException(new Status(StatusCode.PermissionDenied, $"'{verification.Id}' is not the operator ({credentials.OperatorId})"));
+            ControlPlaneLog.AdminRefused(logger, context.Method, check.Failure == CallerFailure.NotAllowed ? $"caller is {check.Id}" : check.Reason!, context.Peer);
+            throw check.ToRpcException("admin calls need the operator credential over mTLS");
         }
     }
 }

@@ -1,28 +1,37 @@
 using System.Net;
+using System.Text;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
+using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Authorization;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
+using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Proto.V1;
 
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>Operator policy calls; <see cref="OperatorOnlyInterceptor"/> has authenticated the caller.</summary>
-internal sealed class PolicyAdminService(PolicyStore store, ConfigDistributor distributor, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
+internal sealed class PolicyAdminService(ConfigStore store, IPolicySource policies, ConfigDistributor distributor, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
 {
     private const string Operator = "operator";
 
     public override Task<ApplyResponse> Apply(ApplyRequest request, ServerCallContext context)
     {
+        var source = string.IsNullOrEmpty(request.Source) ? "-" : request.Source;
         try
         {
-            var (state, outcomes) = store.Apply(string.IsNullOrEmpty(request.Source) ? "-" : request.Source, request.Yaml, Operator);
-            var response = new ApplyResponse { Version = state.Version };
-            response.Applied.AddRange(outcomes);
+            var size = Encoding.UTF8.GetByteCount(request.Yaml);
+            if (size > PolicyAdminLimits.MaxApplyBytes)
+            {
+                throw new PolicyValidationException([new PolicyError("", PolicyAdminLimits.TooLarge(source, size))]);
+            }
+            var result = policies.Apply(source, request.Yaml, Operator);
+            var response = new ApplyResponse { Version = store.Current.Version };
+            response.Applied.AddRange(result.Outcomes);
             return Task.FromResult(response);
         }
         catch (PolicyValidationException e)
@@ -31,31 +40,41 @@ internal sealed class PolicyAdminService(PolicyStore store, ConfigDistributor di
             ControlPlaneLog.PolicyRefused(logger, Operator, errors.Replace('\n', ';'));
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"{e.Errors.Count} error(s), nothing applied:\n{errors}"));
         }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RpcException(new Status(StatusCode.Internal, $"the policy could not be stored: {e.Message}"));
+        }
     }
 
     public override Task<DeleteResponse> Delete(DeleteRequest request, ServerCallContext context)
     {
-        var key = new ResourceKey(request.Kind, string.IsNullOrEmpty(request.Namespace) ? ResourceMetadata.DefaultNamespace : request.Namespace, request.Name);
+        var kind = KindOf(request.Kind);
+        var key = new ResourceKey(kind, string.IsNullOrEmpty(request.Namespace) ? ResourceMetadata.DefaultNamespace : request.Namespace, request.Name);
         try
         {
-            if (!store.Delete(key, Operator, out var state))
+            if (!policies.Delete(key, Operator))
             {
                 throw new RpcException(new Status(StatusCode.NotFound, $"{key} does not exist"));
             }
-            return Task.FromResult(new DeleteResponse { Version = state.Version });
+            return Task.FromResult(new DeleteResponse { Version = store.Current.Version });
         }
-        catch (InvalidOperationException e)
+        catch (PolicySourceException e)
         {
             throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message));
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new RpcException(new Status(StatusCode.Internal, $"{key} could not be deleted: {e.Message}"));
         }
     }
 
     public override Task<ListResponse> List(ListRequest request, ServerCallContext context)
     {
+        var kind = request.Kind.Length == 0 ? null : KindOf(request.Kind);
         var state = store.Current;
         var response = new ListResponse { Version = state.Version };
         response.Resources.AddRange(state.Resources.Values
-            .Where(r => (request.Kind.Length == 0 || string.Equals(r.Key.Kind, request.Kind, StringComparison.OrdinalIgnoreCase))
+            .Where(r => (kind is null || r.Key.Kind == kind)
                 && (request.Namespace.Length == 0 || r.Key.Namespace == request.Namespace)
                 && (request.Name.Length == 0 || r.Key.Name == request.Name))
             .OrderBy(r => r.KeyText, StringComparer.Ordinal)
@@ -74,6 +93,7 @@ internal sealed class PolicyAdminService(PolicyStore store, ConfigDistributor di
             VersionApplied = s.VersionApplied,
             VersionSent = s.VersionSent,
             NackError = s.NackError,
+            // The certificate the sidecar holds now (renewals included), not the one its stream was opened with.
             CertificateExpiresAt = Timestamp.FromDateTimeOffset(s.CertificateExpiresAt),
             LastSeen = Timestamp.FromDateTimeOffset(s.LastSeen),
             Connected = s.Connected,
@@ -163,6 +183,11 @@ internal sealed class PolicyAdminService(PolicyStore store, ConfigDistributor di
         return namespaces.Count == 1 ? new WorkloadRef(namespaces[0], to)
             : throw Invalid($"'{to}' is ambiguous or unknown: name it as service.namespace");
     }
+
+    /// <summary>The kind an operator typed (any case, singular or plural, as kubectl), or INVALID_ARGUMENT listing the kinds.</summary>
+    private static string KindOf(string typed) =>
+        PolicyKinds.Builtin.Find(typed)?.Name
+        ?? throw Invalid($"unknown kind '{typed}': one of {PolicyKinds.Builtin.Names} (any case, singular or plural)");
 
     private static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
 

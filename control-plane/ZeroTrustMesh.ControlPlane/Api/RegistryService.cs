@@ -1,18 +1,17 @@
 using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Registry;
 using ZeroTrustMesh.Proto.V1;
-using ServiceRegistry = ZeroTrustMesh.ControlPlane.Registry.ServiceRegistry;
 
 namespace ZeroTrustMesh.ControlPlane.Api;
 
-/// <summary>The registry API: a thin adapter over <see cref="ServiceRegistry"/>; every caller is a workload with an SVID.</summary>
-internal sealed class RegistryService(ServiceRegistry registry, WorkloadCaller caller, ILogger<RegistryService> logger) : Proto.V1.Registry.RegistryBase
+/// <summary>The registry API: a thin adapter over <see cref="IServiceRegistry"/>; every caller is a workload with an unrevoked SVID.</summary>
+internal sealed class RegistryService(IServiceRegistry registry, WorkloadCaller caller, ILogger<RegistryService> logger) : Proto.V1.Registry.RegistryBase
 {
     public override Task<RegisterResponse> Register(RegisterRequest request, ServerCallContext context)
     {
-        var identity = caller.Require(context);
+        var identity = caller.Require(context).Id;
         var endpoint = request.Endpoint ?? throw Invalid("endpoint is required");
-        var own = ServiceRegistry.ServiceOf(identity)!;
+        var own = RegisteredEndpoint.ServiceOf(identity)!;
         if (!string.IsNullOrEmpty(endpoint.Service) && endpoint.Service != own)
         {
             throw new RpcException(new Status(StatusCode.PermissionDenied, $"'{identity}' may register only service '{own}', not '{endpoint.Service}'"));
@@ -37,7 +36,7 @@ internal sealed class RegistryService(ServiceRegistry registry, WorkloadCaller c
         var registered = registry.Register(identity, endpoint.InboundAddress, [.. endpoint.HttpPorts.Select(p => (int)p)], [.. endpoint.TcpPorts.Select(p => (int)p)],
             endpoint.ServiceAddress.Length > 0 ? endpoint.ServiceAddress : null);
         ControlPlaneLog.EndpointRegistered(logger, registered.Service, identity.Value, registered.InboundAddress);
-        return Task.FromResult(new RegisterResponse { TtlSeconds = (uint)ServiceRegistry.Ttl.TotalSeconds });
+        return Task.FromResult(new RegisterResponse { TtlSeconds = (uint)registry.Ttl.TotalSeconds });
     }
 
     public override Task<ResolveResponse> Resolve(ResolveRequest request, ServerCallContext context)

@@ -6,7 +6,7 @@ using ZeroTrustMesh.Identity;
 namespace ZeroTrustMesh.ControlPlane.Ca;
 
 /// <summary>A certificate as issued: its DER, and what logs and responses need without parsing it again.</summary>
-internal sealed record SignedCertificate(byte[] Der, string Serial, DateTimeOffset NotAfter);
+internal sealed record SignedCertificate(byte[] Der, string Serial, DateTimeOffset NotBefore, DateTimeOffset NotAfter);
 
 /// <summary>
 /// Signs X.509-SVIDs with the mesh CA's key. Every leaf follows the SPIFFE X.509-SVID specification:
@@ -16,9 +16,6 @@ internal sealed record SignedCertificate(byte[] Der, string Serial, DateTimeOffs
 /// </summary>
 internal sealed class CertificateAuthority
 {
-    /// <summary>How far notBefore is backdated so a peer whose clock runs a little behind accepts the certificate.</summary>
-    public static readonly TimeSpan Backdate = TimeSpan.FromSeconds(10);
-
     private static readonly X500DistinguishedName LeafSubject = new("O=ZeroTrustMesh");
     private static readonly OidCollection ServerAndClientAuth = [new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")];
 
@@ -72,7 +69,9 @@ internal sealed class CertificateAuthority
     public SignedCertificate SignSvid(SpiffeId id, PublicKey publicKey, TimeSpan lifetime, IEnumerable<string>? dnsNames = null)
     {
         var now = Time.GetUtcNow();
-        var notBefore = TruncateToSeconds(now - Backdate);
+        // Backdated so that a peer whose clock runs a little behind accepts the certificate; revocation by SPIFFE ID
+        // counts "issued at" from the same constant.
+        var notBefore = TruncateToSeconds(now - Revocation.IssuanceBackdate);
         var notAfter = TruncateToSeconds(now + lifetime);
         var caNotAfter = SigningCertificate.NotAfter.ToUniversalTime();
         if (notAfter > caNotAfter)
@@ -95,7 +94,7 @@ internal sealed class CertificateAuthority
             _authorityKeyId,
         ];
         var serial = NewSerial();
-        return new SignedCertificate(Encode(serial, notBefore, notAfter, publicKey, extensions), Convert.ToHexStringLower(serial), notAfter);
+        return new SignedCertificate(Encode(serial, notBefore, notAfter, publicKey, extensions), Convert.ToHexStringLower(serial), notBefore, notAfter);
     }
 
     /// <summary>An X.509 v3 certificate (RFC 5280 §4.1) signed by the CA's key.</summary>

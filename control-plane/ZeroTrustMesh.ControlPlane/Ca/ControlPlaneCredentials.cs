@@ -10,7 +10,7 @@ namespace ZeroTrustMesh.ControlPlane.Ca;
 /// (<c>spiffe://td/ztm/controlplane</c>, renewed in memory at half-life and picked up on the next handshake)
 /// and the operator credential (<c>spiffe://td/ztm/operator</c>, files 0600 in the data directory).
 /// </summary>
-internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ControlPlaneOptions options)
+internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ICaStore caStore, ControlPlaneOptions options)
 {
     public static readonly TimeSpan ServingLifetime = TimeSpan.FromHours(24);
     public static readonly TimeSpan OperatorLifetime = TimeSpan.FromDays(7);
@@ -57,10 +57,10 @@ internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ControlPl
         if (!IsCurrent(certPath, keyPath))
         {
             var certificate = IssueWithNewKey(OperatorId, OperatorLifetime, dnsNames: null);
-            Pem.WriteSecret(keyPath, Pem.PrivateKeyPem(certificate));
-            Pem.WriteSecret(certPath, certificate.ExportCertificatePem() + "\n" + string.Concat(ca.ChainAfterLeaf.Select(c => c.ExportCertificatePem() + "\n")));
+            AtomicFile.WriteOwnerOnly(keyPath, Pem.PrivateKeyPem(certificate));
+            AtomicFile.WriteOwnerOnly(certPath, certificate.ExportCertificatePem() + "\n" + string.Concat(ca.ChainAfterLeaf.Select(c => c.ExportCertificatePem() + "\n")));
         }
-        var config = new OperatorConfig(address, options.TrustDomain, CaStore.BundlePath(options.DataDir), certPath, keyPath);
+        var config = new OperatorConfig(address, options.TrustDomain, caStore.BundleLocation, certPath, keyPath);
         config.Save(options.OperatorConfigPath);
         return config;
     }

@@ -1,5 +1,5 @@
 using System.Security.Cryptography.X509Certificates;
-using Microsoft.Extensions.Logging;
+using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.Identity;
 
@@ -9,25 +9,24 @@ namespace ZeroTrustMesh.ControlPlane.Ca;
 internal sealed record IssuedSvid(SpiffeId Id, SignedCertificate Leaf, IReadOnlyList<X509Certificate2> ChainAfterLeaf, TrustBundle Bundle);
 
 /// <summary>
-/// Issues SVIDs. The identity always comes from the proof (first issuance) or from the caller's verified
-/// current SVID (renewal), never from the CSR; a CSR that names any other identity is refused.
+/// Issues SVIDs. The identity always comes from the proof (first issuance, through the attestor of its kind) or from
+/// the caller's verified current SVID (renewal), never from the CSR; a CSR that names any other identity is refused.
 /// Every issuance and every refusal is logged as one line.
 /// </summary>
-internal sealed class SvidIssuer(CertificateAuthority ca, IAttestor attestor, ControlPlaneOptions options, ILogger<SvidIssuer> logger, CurrentRevocations? revocations = null)
+internal sealed class SvidIssuer(CertificateAuthority ca, Attestors attestors, CallerVerifier callers, ControlPlaneOptions options, ILogger<SvidIssuer> logger)
 {
-    /// <summary>First issuance: CSR + single-use proof.</summary>
-    public IssuedSvid Sign(ReadOnlySpan<byte> csrDer, string proof, string peer)
+    /// <summary>Raised after a renewal with the serial of the certificate the caller presented (normalized) and the new one.</summary>
+    public event Action<string, SignedCertificate>? Renewed;
+
+    /// <summary>First issuance: CSR + proof of identity; the CSR is checked before the proof is looked at.</summary>
+    public async Task<IssuedSvid> SignAsync(ReadOnlyMemory<byte> csrDer, IdentityProof? proof, string peer, CancellationToken cancellation)
     {
         try
         {
-            var csr = CsrValidator.Validate(csrDer);
-            if (string.IsNullOrEmpty(proof))
-            {
-                throw new IssuanceRefusedException(RefusalKind.Unauthenticated, "no proof of identity: pass a join token");
-            }
-            // The token is spent only if the CSR fits the identity it proves.
-            var id = attestor.Attest(proof, proven => RequireSameIdentity(csr, proven));
-            return Issue(id, csr, attestor.Kind, peer);
+            var csr = CsrValidator.Validate(csrDer.Span);
+            // A single-use proof is spent only if the CSR fits the identity it proves.
+            var id = await attestors.AttestAsync(proof, proven => RequireSameIdentity(csr, proven), cancellation);
+            return Issue(id, csr, proof!.Kind, peer);
         }
         catch (IssuanceRefusedException e)
         {
@@ -41,23 +40,22 @@ internal sealed class SvidIssuer(CertificateAuthority ca, IAttestor attestor, Co
     {
         try
         {
-            var verification = SvidVerifier.Verify(callerCertificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), revocations?.Invoke());
-            if (verification.Failure == SvidFailure.Revoked)
+            var caller = callers.Check(callerCertificate, id => CallerVerifier.WorkloadsOnly(id) is { } refusal ? $"{refusal} and cannot be renewed here" : null);
+            switch (caller.Failure)
             {
-                // A revoked certificate proves nothing: the workload needs a new join token (a new first issuance).
-                throw new IssuanceRefusedException(RefusalKind.PermissionDenied, $"renewal refused: {verification.Reason}; a revoked workload needs a new join token");
-            }
-            if (!verification.IsValid)
-            {
-                throw new IssuanceRefusedException(RefusalKind.Unauthenticated, $"renewal needs the caller's current SVID over mTLS: {verification.Reason}");
-            }
-            if (!verification.Id.TryGetWorkload(out _, out _))
-            {
-                throw new IssuanceRefusedException(RefusalKind.PermissionDenied, $"'{verification.Id}' is not a workload identity and cannot be renewed here");
+                case CallerFailure.Revoked:
+                    // A revoked certificate proves nothing: the workload needs a new join token (a new first issuance).
+                    throw new IssuanceRefusedException(RefusalKind.PermissionDenied, $"renewal refused: {caller.Reason}; a revoked workload needs a new join token");
+                case CallerFailure.Unauthenticated:
+                    throw new IssuanceRefusedException(RefusalKind.Unauthenticated, $"renewal needs the caller's current SVID over mTLS: {caller.Reason}");
+                case CallerFailure.NotAllowed:
+                    throw new IssuanceRefusedException(RefusalKind.PermissionDenied, caller.Reason!);
             }
             var csr = CsrValidator.Validate(csrDer);
-            RequireSameIdentity(csr, verification.Id);
-            return Issue(verification.Id, csr, "renewal", peer);
+            RequireSameIdentity(csr, caller.Id);
+            var issued = Issue(caller.Id, csr, "renewal", peer);
+            Renewed?.Invoke(RevocationList.NormalizedSerial(callerCertificate!), issued.Leaf);
+            return issued;
         }
         catch (IssuanceRefusedException e)
         {

@@ -16,6 +16,7 @@ internal static class AdminEndpoints
             state.IsReady && policy.HasSnapshot ? Results.Text("ready\n")
             : Results.Text(
                 state.Current is null ? "not ready: no certificate yet\n"
+                : state.RevokedReason is { } revoked ? $"not ready: certificate revoked: {revoked}\n"
                 : !state.IsReady ? "not ready: certificate expired\n"
                 : "not ready: no policy from the control plane yet\n",
                 statusCode: StatusCodes.Status503ServiceUnavailable));

@@ -70,6 +70,10 @@ internal sealed class PolicyWatcher(
             }
             catch (Exception e) when (e is RpcException or IOException or InvalidOperationException && !stopping.IsCancellationRequested)
             {
+                if (e is RpcException refused)
+                {
+                    state.NoteRefusal(refused); // a revoked certificate: not ready from now on
+                }
                 var delay = RotationSchedule.RetryDelay(attempt, time.GetUtcNow(), DateTimeOffset.MaxValue, Random.Shared.NextDouble());
                 SidecarLog.ConfigStreamFailed(logger, e is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : e.Message, delay.TotalSeconds);
                 await Task.Delay(delay, time, stopping);

@@ -39,7 +39,10 @@ internal sealed class MeshRegistryClient : BackgroundService
         _channel = ControlPlaneChannel.Create(options.ControlPlane, () => state.Current?.Bundle ?? options.BootstrapBundle, () => state.Valid?.Certificate, time);
         _client = new Proto.V1.Registry.RegistryClient(_channel);
         _cache = new(Freshness, time, (key, e) =>
-            SidecarLog.RegistryCallFailed(logger, "resolve", $"{Describe(e)}; using the last known endpoints of {key.Name}"));
+        {
+            NoteRefusal(e);
+            SidecarLog.RegistryCallFailed(logger, "resolve", $"{Describe(e)}; using the last known endpoints of {key.Name}");
+        });
     }
 
     public bool Registered { get; private set; }
@@ -71,6 +74,7 @@ internal sealed class MeshRegistryClient : BackgroundService
             }
             catch (RpcException e) when (!stopping.IsCancellationRequested)
             {
+                NoteRefusal(e);
                 SidecarLog.RegistryCallFailed(_logger, "register", $"{e.StatusCode}: {e.Status.Detail}");
             }
         }
@@ -95,6 +99,7 @@ internal sealed class MeshRegistryClient : BackgroundService
         }
         catch (RpcException e)
         {
+            NoteRefusal(e);
             throw new RegistryUnavailableException($"the control plane's registry did not answer ({Describe(e)}) and '{key.Name}' was never resolved", e);
         }
     }
@@ -105,6 +110,15 @@ internal sealed class MeshRegistryClient : BackgroundService
         var request = key.ByAddress ? new ResolveRequest { Address = key.Name } : new ResolveRequest { Service = key.Name };
         var response = await client.ResolveAsync(request, deadline: DateTime.UtcNow.AddSeconds(3));
         return [.. response.Endpoints.Select(ToDestination).OfType<Destination>()];
+    }
+
+    /// <summary>A refusal that says this sidecar's certificate is revoked makes it not ready.</summary>
+    private void NoteRefusal(Exception e)
+    {
+        if (e is RpcException refusal)
+        {
+            _state.NoteRefusal(refusal);
+        }
     }
 
     private static string Describe(Exception e) => e is RpcException rpc ? $"{rpc.StatusCode}: {rpc.Status.Detail}" : e.Message;

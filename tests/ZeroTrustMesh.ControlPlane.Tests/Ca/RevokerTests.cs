@@ -1,32 +1,15 @@
-using System.Net;
-using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Time.Testing;
 using ZeroTrustMesh.ControlPlane.Ca;
-using ZeroTrustMesh.ControlPlane.Policy;
-using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.ControlPlane.Config;
 
 namespace ZeroTrustMesh.ControlPlane.Tests.Ca;
 
 /// <summary>Revocations in the control plane: persisted, audited, versioned, validated, and dropped once they cannot matter.</summary>
-public sealed class RevokerTests : IDisposable
+public sealed class RevokerTests() : ControlPlanePartsTest("revoker")
 {
-    private readonly string _dataDir = Directory.CreateTempSubdirectory("ztm-revoker-").FullName;
-    private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 11, 24, 12, 0, 0, TimeSpan.Zero));
-    private readonly List<IDisposable> _owned = [];
-
-    public void Dispose()
-    {
-        foreach (var owned in _owned)
-        {
-            owned.Dispose();
-        }
-        Directory.Delete(_dataDir, recursive: true);
-    }
-
     [Fact]
-    public void A_revocation_is_a_new_version_written_0600_and_to_the_audit_log()
+    public async Task A_revocation_is_a_new_version_written_0600_and_to_the_audit_log()
     {
-        var (store, revoker) = Start();
+        var (store, revoker) = await Start();
         var before = store.Current.Version;
 
         var (state, entries, changed) = revoker.Revoke("00:AB:CD:EF", null, "key leaked", "operator");
@@ -34,10 +17,10 @@ public sealed class RevokerTests : IDisposable
         Assert.True(changed);
         Assert.NotEqual(before, state.Version);
         Assert.Equal("abcdef", Assert.Single(state.Revocations.Entries).Serial);
-        Assert.Equal(_time.GetUtcNow() + ControlPlaneOptions.MaxSvidTtl, entries[0].ExpiresAt);
-        var file = Path.Combine(_dataDir, "revocations.json");
+        Assert.Equal(Time.GetUtcNow() + ControlPlaneOptions.MaxSvidTtl, entries[0].ExpiresAt);
+        var file = Path.Combine(DataDir, "revocations.json");
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(file));
-        var audit = File.ReadLines(Path.Combine(_dataDir, "policy-audit.log")).Last();
+        var audit = File.ReadLines(Path.Combine(DataDir, "policy-audit.log")).Last();
         Assert.Contains("\"action\":\"revoke\"", audit, StringComparison.Ordinal);
         Assert.Contains("serial abcdef", audit, StringComparison.Ordinal);
         Assert.Contains("key leaked", audit, StringComparison.Ordinal);
@@ -49,49 +32,49 @@ public sealed class RevokerTests : IDisposable
     }
 
     [Fact]
-    public void Revocations_survive_a_restart()
+    public async Task Revocations_survive_a_restart()
     {
-        var (_, revoker) = Start();
+        var (_, revoker) = await Start();
         revoker.Revoke("1234", "spiffe://cluster.local/ns/shop/sa/orders", "", "operator");
 
-        var (restarted, _) = Start();
+        var (restarted, _) = await Start();
 
         Assert.Equal(2, restarted.Current.Revocations.Count);
         var byId = restarted.Current.Revocations.Entries.Single(e => e.Id is not null);
         Assert.Equal("spiffe://cluster.local/ns/shop/sa/orders", byId.Id!.Value.Value);
-        Assert.Equal(_time.GetUtcNow(), byId.IssuedBefore); // the fake clock is on a whole second
+        Assert.Equal(Time.GetUtcNow(), byId.IssuedBefore); // the fake clock is on a whole second
     }
 
     [Fact]
-    public void Expired_revocations_are_pruned_by_the_timer_as_a_new_version()
+    public async Task Expired_revocations_are_pruned_by_theTimer_as_a_new_version()
     {
-        var (store, revoker) = Start();
+        var (store, revoker) = await Start();
         revoker.Revoke("1234", null, "", "operator");
-        _time.Advance(TimeSpan.FromHours(12));
+        Time.Advance(TimeSpan.FromHours(12));
         revoker.Revoke(null, "spiffe://cluster.local/ns/shop/sa/orders", "", "operator");
         var version = store.Current.Version;
 
-        _time.Advance(TimeSpan.FromHours(12)); // the serial's entry has outlived the longest SVID
+        Time.Advance(TimeSpan.FromHours(12)); // the serial's entry has outlived the longest SVID
 
         var remaining = Assert.Single(store.Current.Revocations.Entries);
         Assert.NotNull(remaining.Id);
         Assert.NotEqual(version, store.Current.Version);
-        Assert.Contains("\"action\":\"expire\"", File.ReadLines(Path.Combine(_dataDir, "policy-audit.log")).Last(), StringComparison.Ordinal);
+        Assert.Contains("\"action\":\"expire\"", File.ReadLines(Path.Combine(DataDir, "policy-audit.log")).Last(), StringComparison.Ordinal);
 
-        _time.Advance(TimeSpan.FromHours(12));
+        Time.Advance(TimeSpan.FromHours(12));
         Assert.Equal(0, store.Current.Revocations.Count);
-        Assert.Equal(0, Start().Store.Current.Revocations.Count); // and the file says so too
+        Assert.Equal(0, (await Start()).Store.Current.Revocations.Count); // and the file says so too
     }
 
     [Fact]
-    public void Entries_that_expired_while_the_control_plane_was_down_are_dropped_at_start()
+    public async Task Entries_that_expired_while_the_control_plane_was_down_are_dropped_at_start()
     {
-        var (_, revoker) = Start();
+        var (_, revoker) = await Start();
         revoker.Revoke("1234", null, "", "operator");
-        revoker.Dispose(); // the control plane stops; its pruning timer with it
-        _time.Advance(TimeSpan.FromDays(2));
+        await _last!.StopAsync(); // the control plane stops; its pruning with it
+        Time.Advance(TimeSpan.FromDays(2));
 
-        Assert.Equal(0, Start().Store.Current.Revocations.Count);
+        Assert.Equal(0, (await Start()).Store.Current.Revocations.Count);
     }
 
     [Theory]
@@ -103,35 +86,24 @@ public sealed class RevokerTests : IDisposable
     [InlineData(null, "spiffe://cluster.local/ztm/operator", "is not a workload identity")]
     [InlineData(null, null, "name what to revoke")]
     [InlineData(" ", "", "name what to revoke")]
-    public void Bad_input_is_refused_with_the_reason_and_changes_nothing(string? serial, string? spiffeId, string message)
+    public async Task Bad_input_is_refused_with_the_reason_and_changes_nothing(string? serial, string? spiffeId, string message)
     {
-        var (store, revoker) = Start();
+        var (store, revoker) = await Start();
         var version = store.Current.Version;
 
         var refused = Assert.Throws<RevocationRefusedException>(() => revoker.Revoke(serial, spiffeId, "", "operator"));
 
         Assert.Contains(message, refused.Message, StringComparison.Ordinal);
         Assert.Equal(version, store.Current.Version);
-        Assert.False(File.Exists(Path.Combine(_dataDir, "revocations.json")));
+        Assert.False(File.Exists(Path.Combine(DataDir, "revocations.json")));
     }
 
-    private (PolicyStore Store, Revoker Revoker) Start()
+    /// <summary>A control plane on the test's data directory: the config store (version, revocations) and the revoker.</summary>
+    private async Task<(ConfigStore Store, Revoker Revoker)> Start()
     {
-        var options = new ControlPlaneOptions
-        {
-            DataDir = _dataDir,
-            ListenAddress = IPAddress.Loopback,
-            Port = 0,
-            TrustDomain = "cluster.local",
-            SvidTtl = TimeSpan.FromHours(1),
-            JoinTokenTtl = TimeSpan.FromMinutes(10),
-            OperatorConfigPath = Path.Combine(_dataDir, "config"),
-        };
-        var (ca, _) = CaStore.LoadOrCreate(options, _time);
-        var store = new PolicyStore(options, new RevocationFile(options), _time, NullLogger<PolicyStore>.Instance);
-        var distributor = new ConfigDistributor(store, ca);
-        var revoker = new Revoker(store, distributor, options, _time, NullLogger<Revoker>.Instance);
-        _owned.AddRange([revoker, distributor, store]);
-        return (store, revoker);
+        _last = await StartPartsAsync();
+        return (_last.Get<ConfigStore>(), _last.Get<Revoker>());
     }
+
+    private ControlPlaneParts? _last;
 }

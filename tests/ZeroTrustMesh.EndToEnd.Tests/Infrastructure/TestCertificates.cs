@@ -53,7 +53,7 @@ internal static class TestCertificates
         File.WriteAllText(certificatePath, certificate.ExportCertificatePem() + "\n");
         if (certificate.HasPrivateKey)
         {
-            Pem.WriteSecret(keyPath, Pem.PrivateKeyPem(certificate));
+            AtomicFile.WriteOwnerOnly(keyPath, Pem.PrivateKeyPem(certificate));
         }
         return (certificatePath, keyPath);
     }

@@ -4,26 +4,45 @@ using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Threading.Channels;
 using Google.Protobuf;
+using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Proto.V1;
+using Revocation = ZeroTrustMesh.Identity.Revocation;
 
-namespace ZeroTrustMesh.ControlPlane.Policy;
+namespace ZeroTrustMesh.ControlPlane.Config;
+
+/// <summary>A certificate as a session knows it: serial (normalized, as revocations name it) and validity.</summary>
+internal sealed record SessionCertificate(string Serial, DateTimeOffset NotBefore, DateTimeOffset NotAfter);
 
 /// <summary>What the control plane knows of one sidecar's config stream; <c>ztmctl status</c> shows it.</summary>
-internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload)
+internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionCertificate opened)
 {
-    private readonly Channel<PolicyState> _changes = Channel.CreateBounded<PolicyState>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest });
+    private readonly Channel<ConfigState> _changes = Channel.CreateBounded<ConfigState>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest });
+    private volatile SessionCertificate _current = opened;
 
     public SpiffeId Id { get; } = id;
 
     public WorkloadRef Workload { get; } = workload;
 
-    /// <summary>The serial of the certificate the stream was opened with (normalized, as revocations name it).</summary>
-    public string Serial { get; set; } = "";
+    /// <summary>The certificate the stream was opened with (its TLS connection's).</summary>
+    public SessionCertificate Opened { get; } = opened;
+
+    /// <summary>The certificate the sidecar holds now: the one the stream was opened with, or what it was last renewed to.</summary>
+    public SessionCertificate Current
+    {
+        get => _current;
+        set => _current = value;
+    }
+
+    /// <summary>The serial of <see cref="Current"/>, as <c>ztmctl revoke --serial</c> takes it.</summary>
+    public string Serial => Current.Serial;
+
+    /// <summary>When <see cref="Current"/> expires.</summary>
+    public DateTimeOffset CertificateExpiresAt => Current.NotAfter;
 
     public string VersionSent { get; set; } = "";
 
@@ -36,15 +55,22 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload)
     /// <summary>The snapshot last sent, to push only when what concerns this sidecar changed.</summary>
     public PreparedSnapshot? LastSent { get; set; }
 
-    public DateTimeOffset CertificateExpiresAt { get; set; }
-
     public DateTimeOffset LastSeen { get; set; }
 
     public bool Connected { get; set; }
 
-    public ChannelReader<PolicyState> Changes => _changes.Reader;
+    public ChannelReader<ConfigState> Changes => _changes.Reader;
 
-    public void Notify(PolicyState state) => _changes.Writer.TryWrite(state);
+    public void Notify(ConfigState state) => _changes.Writer.TryWrite(state);
+
+    /// <summary>The revocation among <paramref name="revocations"/> that covers a certificate of this stream, and which one; or null.</summary>
+    public (Revocation Revocation, SessionCertificate Certificate)? RevokedBy(RevocationList revocations) =>
+        revocations.Find(Current.Serial, Id, Current.NotBefore) is { } current ? (current, Current)
+        : revocations.Find(Opened.Serial, Id, Opened.NotBefore) is { } opened ? (opened, Opened)
+        : null;
+
+    /// <summary>Ends the stream with <paramref name="status"/>: reading <see cref="Changes"/> throws it, after what was notified before.</summary>
+    public void End(RpcException status) => _changes.Writer.TryComplete(status);
 }
 
 /// <summary>
@@ -68,12 +94,12 @@ internal sealed class PreparedSnapshot(string version, string nonce, byte[] byte
 }
 
 /// <summary>
-/// Every sidecar's config stream. Store changes are debounced (a burst of edits becomes one push) and then offered to
+/// Every sidecar's config stream. Config changes are debounced (a burst of edits becomes one push) and then offered to
 /// every connected session; each session sends only if what concerns its workload changed. The snapshot is built and
-/// serialized once per version and group of workloads that receive the same resources (<see cref="PolicyState.KeyFor"/>),
+/// serialized once per version and group of workloads that receive the same resources (<see cref="ConfigState.KeyFor"/>),
 /// so the per-stream work of a push is a lookup, a digest comparison and a write of shared bytes.
 /// A session is one stream, not one identity: replicas of a workload share a SPIFFE ID (one service account), and each
-/// of their streams must get every push.
+/// of their streams must get every push. A new revocation ends, at once, every stream of a certificate it covers.
 /// </summary>
 internal sealed class ConfigDistributor : IDisposable
 {
@@ -85,20 +111,23 @@ internal sealed class ConfigDistributor : IDisposable
     /// <summary>The last stream opened per identity, kept after it ends so status shows what the sidecar last applied.</summary>
     private readonly ConcurrentDictionary<SpiffeId, SidecarSession> _lastById = new();
 
-    /// <summary>Per policy state, the snapshot of each group of workloads; the entries go with the state.</summary>
-    private readonly ConditionalWeakTable<PolicyState, ConcurrentDictionary<ConfigKey, PreparedSnapshot>> _snapshots = new();
+    /// <summary>Per config state, the snapshot of each group of workloads; the entries go with the state.</summary>
+    private readonly ConditionalWeakTable<ConfigState, ConcurrentDictionary<ConfigKey, PreparedSnapshot>> _snapshots = new();
 
-    private readonly PolicyStore _store;
+    private readonly ConfigStore _store;
     private readonly CertificateAuthority _ca;
-    private readonly Timer _debounce;
+    private readonly ITimer _debounce;
+    private RevocationList _revocations;
     private BundleProto? _bundle;
 
-    public ConfigDistributor(PolicyStore store, CertificateAuthority ca)
+    public ConfigDistributor(ConfigStore store, CertificateAuthority ca, SvidIssuer issuer, TimeProvider time)
     {
         _store = store;
         _ca = ca;
-        _debounce = new Timer(_ => Push());
-        store.Changed += _ => _debounce.Change(Debounce, Timeout.InfiniteTimeSpan);
+        _revocations = store.Current.Revocations;
+        _debounce = time.CreateTimer(_ => Push(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
+        store.Changed += OnChanged;
+        issuer.Renewed += OnRenewed;
     }
 
     /// <summary>Every open stream, plus the last one of each identity that has none open (listed as disconnected).</summary>
@@ -113,16 +142,19 @@ internal sealed class ConfigDistributor : IDisposable
     }
 
     /// <summary>A sidecar connected (again): a new session, which carries over what its identity last applied.</summary>
-    public SidecarSession Open(SpiffeId id, WorkloadRef workload, string serial, DateTimeOffset certificateExpiresAt)
+    public SidecarSession Open(SpiffeId id, WorkloadRef workload, SessionCertificate certificate)
     {
-        var session = new SidecarSession(id, workload) { Connected = true, Serial = serial, CertificateExpiresAt = certificateExpiresAt };
+        var session = new SidecarSession(id, workload, certificate) { Connected = true };
         if (_lastById.TryGetValue(id, out var previous))
         {
             session.VersionApplied = previous.VersionApplied;
         }
         _lastById[id] = session;
         _connected.TryAdd(session, 0);
-        session.Notify(_store.Current);
+        var state = _store.Current;
+        session.Notify(state);
+        // A revocation published between the caller's check and this point found no session to end.
+        EndIfRevoked(session, state);
         return session;
     }
 
@@ -133,11 +165,15 @@ internal sealed class ConfigDistributor : IDisposable
         _connected.TryRemove(session, out _);
     }
 
+    /// <summary>When the certificate with this (normalized) serial expires, if a sidecar connected now holds it.</summary>
+    public DateTimeOffset? ExpiryOf(string serial) =>
+        _connected.Keys.Select(s => s.Current).FirstOrDefault(c => c.Serial == serial)?.NotAfter;
+
     /// <summary>The snapshot <paramref name="workload"/> gets at <paramref name="state"/>, built once per state and <see cref="ConfigKey"/>.</summary>
-    public PreparedSnapshot SnapshotFor(PolicyState state, WorkloadRef workload) =>
+    public PreparedSnapshot SnapshotFor(ConfigState state, WorkloadRef workload) =>
         _snapshots.GetValue(state, _ => new()).GetOrAdd(state.KeyFor(workload), static (key, x) => x.Self.Build(x.State, key), (Self: this, State: state));
 
-    private PreparedSnapshot Build(PolicyState state, ConfigKey key)
+    private PreparedSnapshot Build(ConfigState state, ConfigKey key)
     {
         var snapshot = new ConfigSnapshot { TrustBundle = TrustBundleProto(_ca.Bundle) };
         // Validated here once; sidecars read the typed model, never the operator's YAML.
@@ -163,6 +199,47 @@ internal sealed class ConfigDistributor : IDisposable
     }
 
     private sealed record BundleProto(Identity.TrustBundle Source, Proto.V1.TrustBundle Proto);
+
+    private void OnChanged(ConfigState state)
+    {
+        if (!ReferenceEquals(state.Revocations, Interlocked.Exchange(ref _revocations, state.Revocations)))
+        {
+            EndRevokedSessions(state);
+        }
+        _debounce.Change(Debounce, Timeout.InfiniteTimeSpan);
+    }
+
+    /// <summary>
+    /// A revoked certificate proves nothing: its streams get this version (so the sidecar knows the list that revokes
+    /// it) and then end, with the revocation as the reason.
+    /// </summary>
+    private void EndRevokedSessions(ConfigState state)
+    {
+        foreach (var session in _connected.Keys)
+        {
+            EndIfRevoked(session, state);
+        }
+    }
+
+    private static void EndIfRevoked(SidecarSession session, ConfigState state)
+    {
+        if (session.RevokedBy(state.Revocations) is var (revocation, certificate))
+        {
+            // Named by the certificate it covers: the sidecar counts itself revoked only if that is the one it holds now.
+            session.Notify(state);
+            session.End(RevokedCaller.Refusal(certificate.Serial, $"certificate {certificate.Serial} of '{session.Id}' is revoked ({revocation.Describe()})"));
+        }
+    }
+
+    /// <summary>A sidecar renewed with the certificate its stream knows: status and revocation checks follow the new one.</summary>
+    private void OnRenewed(string previousSerial, SignedCertificate renewed)
+    {
+        var next = new SessionCertificate(Revocation.NormalizeSerial(renewed.Serial), renewed.NotBefore, renewed.NotAfter);
+        foreach (var session in _connected.Keys.Where(s => s.Current.Serial == previousSerial))
+        {
+            session.Current = next;
+        }
+    }
 
     private void Push()
     {

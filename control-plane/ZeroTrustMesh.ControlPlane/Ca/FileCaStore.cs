@@ -8,17 +8,40 @@ namespace ZeroTrustMesh.ControlPlane.Ca;
 internal enum CaOrigin { Created, Loaded, PlugIn }
 
 /// <summary>
+/// Where the CA's material lives: files in the data directory standalone (<see cref="FileCaStore"/>), a Kubernetes
+/// Secret next. Loaded once, before anything that signs is built.
+/// </summary>
+internal interface ICaStore
+{
+    /// <summary>Where the material is, for the start-up line ("in /var/lib/ztm").</summary>
+    string Location { get; }
+
+    /// <summary>Where the trust bundle workloads and operators are given is published (a PEM file standalone).</summary>
+    string BundleLocation { get; }
+
+    /// <summary>The CA to sign with: loaded, created on first start, or the operator's own (plug-in CA).</summary>
+    /// <exception cref="IOException">The material cannot be read or written.</exception>
+    /// <exception cref="InvalidDataException">The material is not a usable CA.</exception>
+    /// <exception cref="CryptographicException">A certificate or key does not parse.</exception>
+    (CertificateAuthority Ca, CaOrigin Origin) LoadOrCreate();
+}
+
+/// <summary>
 /// Creates the mesh CA on first start, or loads it from the data directory, or takes the operator's own
 /// (plug-in CA). Files: <c>ca/ca.crt</c>, <c>ca/ca.key</c> (0600) and <c>bundle.pem</c>, the trust bundle
 /// that workloads and operators are given. A restart keeps the same CA and so the same trust bundle.
 /// </summary>
-internal static class CaStore
+internal sealed class FileCaStore(ControlPlaneOptions options, TimeProvider time) : ICaStore
 {
     public static readonly TimeSpan RootLifetime = TimeSpan.FromDays(3650);
 
     public static string BundlePath(string dataDir) => Path.Combine(dataDir, "bundle.pem");
 
-    public static (CertificateAuthority Ca, CaOrigin Origin) LoadOrCreate(ControlPlaneOptions options, TimeProvider time)
+    public string Location => options.DataDir;
+
+    public string BundleLocation => BundlePath(options.DataDir);
+
+    public (CertificateAuthority Ca, CaOrigin Origin) LoadOrCreate()
     {
         var dataDir = options.DataDir;
         Directory.CreateDirectory(dataDir);
@@ -47,8 +70,8 @@ internal static class CaStore
             else
             {
                 root = CreateRoot(options.TrustDomain, time);
-                Pem.WriteSecret(keyPath, Pem.PrivateKeyPem(root));
-                Pem.WritePublic(certPath, root.ExportCertificatePem() + "\n");
+                AtomicFile.WriteOwnerOnly(keyPath, Pem.PrivateKeyPem(root));
+                AtomicFile.WriteReadable(certPath, root.ExportCertificatePem() + "\n");
                 origin = CaOrigin.Created;
             }
             ca = new CertificateAuthority(root, [], new TrustBundle(options.TrustDomain, [X509CertificateLoader.LoadCertificate(root.RawData)], 1), time);
@@ -58,7 +81,7 @@ internal static class CaStore
         var bundlePath = BundlePath(dataDir);
         if (!File.Exists(bundlePath) || File.ReadAllText(bundlePath) != bundlePem)
         {
-            Pem.WritePublic(bundlePath, bundlePem);
+            AtomicFile.WriteReadable(bundlePath, bundlePem);
         }
         return (ca, origin);
     }
@@ -74,7 +97,7 @@ internal static class CaStore
         // The trust domain's own ID (no path) names which trust domain this root anchors.
         request.CertificateExtensions.Add(SubjectAltNames.ForUri(SpiffeId.ForTrustDomain(trustDomain).Value));
         var now = time.GetUtcNow();
-        return request.CreateSelfSigned(now - CertificateAuthority.Backdate, now + RootLifetime);
+        return request.CreateSelfSigned(now - Revocation.IssuanceBackdate, now + RootLifetime);
     }
 
     private static CertificateAuthority LoadPlugIn(PlugInCa plugIn, string trustDomain, TimeProvider time)

@@ -1,0 +1,56 @@
+using System.Collections.Frozen;
+using System.Collections.Immutable;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Model;
+
+namespace ZeroTrustMesh.ControlPlane.Config;
+
+/// <summary>One stored resource and its YAML document, as sidecars receive it.</summary>
+internal sealed record StoredResource(PolicyDocument Document, string Yaml)
+{
+    public ResourceKey Key => Document.Resource.Key;
+
+    public string KeyText => $"{Key.Kind}/{Key.Namespace}/{Key.Name}";
+}
+
+/// <summary>What a group of workloads receives: the resources of one namespace, and of one service when <see cref="Service"/> is set.</summary>
+internal readonly record struct ConfigKey(string Namespace, string? Service);
+
+/// <summary>
+/// The config at one version: the policy resources and the revocations in force; immutable, replaced as a whole.
+/// (The trust bundle, the third part of every snapshot, changes only with the CA.)
+/// </summary>
+internal sealed record ConfigState(string Version, ImmutableDictionary<ResourceKey, StoredResource> Resources, RevocationList Revocations)
+{
+    /// <summary>The resources that apply to one workload (its namespace, selected by service or by no selector).</summary>
+    public IReadOnlyList<StoredResource> For(WorkloadRef workload) => For(workload.Namespace, workload.Service);
+
+    /// <summary>
+    /// The workloads that receive the same resources as <paramref name="workload"/> share one key: the workload itself
+    /// when a resource selects its service by name, otherwise its namespace alone (it gets the namespace-wide ones).
+    /// So a push builds one snapshot per key, not one per workload.
+    /// </summary>
+    public ConfigKey KeyFor(WorkloadRef workload) =>
+        SelectedServices.Contains(workload) ? new ConfigKey(workload.Namespace, workload.Service) : new ConfigKey(workload.Namespace, null);
+
+    /// <param name="service">Null: only the namespace-wide (selector-less) resources.</param>
+    public IReadOnlyList<StoredResource> For(string @namespace, string? service) =>
+        [.. Resources.Values.Where(r => r.Document.Resource.AppliesTo(@namespace, service)).OrderBy(r => r.KeyText, StringComparer.Ordinal)];
+
+    /// <summary>Every (namespace, service) some resource selects by name; computed once per state.</summary>
+    private FrozenSet<WorkloadRef> SelectedServices => _selected ??= Resources.Values
+        .Select(r => (r.Document.Resource.Metadata.Namespace, r.Document.Resource.Selector))
+        .Where(x => x.Selector is not null)
+        .Select(x => new WorkloadRef(x.Namespace, x.Selector!.Service))
+        .ToFrozenSet();
+
+    private FrozenSet<WorkloadRef>? _selected;
+
+    /// <summary>A copy (<c>with</c>) never inherits the index of another resource set.</summary>
+    private ConfigState(ConfigState original)
+    {
+        Version = original.Version;
+        Resources = original.Resources;
+        Revocations = original.Revocations;
+    }
+}

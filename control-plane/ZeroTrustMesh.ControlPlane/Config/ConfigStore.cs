@@ -1,0 +1,133 @@
+using System.Collections.Immutable;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.ControlPlane.Policy;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Model;
+
+namespace ZeroTrustMesh.ControlPlane.Config;
+
+/// <summary>
+/// The versioned config every sidecar receives its part of: the policy resources (<see cref="IPolicySource"/>) and
+/// the revocations (<see cref="IRevocationStore"/>), composed into one <see cref="ConfigState"/> per change.
+/// 1. The version ("v12") is a counter owned here, on the distribution side, whatever the sources are: it is kept in
+///    <c>config-version.json</c> with a digest of the content it names, so a restart with the same content keeps the
+///    version (sidecars and <c>ztmctl status</c> compare versions) and a restart with other content (the directory
+///    edited while the control plane was stopped, another CA) moves on to the next.
+/// 2. Every change is appended to <c>policy-audit.log</c> (<see cref="AuditLog"/>) with its version, then published.
+/// 3. <see cref="Changed"/> is raised after each swap, in version order.
+/// </summary>
+internal sealed class ConfigStore
+{
+    private readonly AuditLog _audit;
+    private readonly string _versionPath;
+    private readonly TimeProvider _time;
+    private readonly ILogger<ConfigStore> _logger;
+    private readonly byte[] _bundleDigest;
+    private readonly Lock _gate = new();
+    private ConfigState _state;
+    private long _version;
+
+    public ConfigStore(IPolicySource policies, IRevocationStore revocations, CertificateAuthority ca, ControlPlaneOptions options, TimeProvider time, ILogger<ConfigStore> logger)
+    {
+        _audit = new AuditLog(options.DataDir);
+        _versionPath = Path.Combine(options.DataDir, "config-version.json");
+        _time = time;
+        _logger = logger;
+        _bundleDigest = SHA256.HashData(ca.Bundle.Roots.SelectMany(r => r.RawData).ToArray());
+        lock (_gate)
+        {
+            // Subscribed before the first read: a change in between waits on the lock instead of being lost.
+            policies.Changed += change => Publish(change.Resources, null, change.Action, change.Actor, change.Keys, null);
+            revocations.Changed += change => Publish(null, change.List, change.Action, change.Actor, change.Subjects, change.Reason);
+            _state = new ConfigState("", policies.Resources, revocations.Current);
+            var digest = Digest(_state);
+            var stored = LoadVersion();
+            if (stored is null)
+            {
+                // A data directory from before the counter: its version was the number of audited changes.
+                _version = _audit.Count();
+            }
+            else if (stored.Digest == digest)
+            {
+                _version = stored.Version;
+            }
+            else
+            {
+                _version = stored.Version + 1;
+                _audit.Append(new AuditEntry(time.GetUtcNow(), Format(_version), "start", "controlplane", [], "the config changed while the control plane was stopped"));
+            }
+            _state = _state with { Version = Format(_version) };
+            SaveVersion(digest);
+        }
+    }
+
+    /// <summary>The config in force now.</summary>
+    public ConfigState Current => Volatile.Read(ref _state);
+
+    /// <summary>Raised after every change with the new state, in version order; handlers must be quick (they run under the store's lock).</summary>
+    public event Action<ConfigState>? Changed;
+
+    private void Publish(ImmutableDictionary<ResourceKey, StoredResource>? resources, RevocationList? revocations, string action, string actor, IReadOnlyList<string> keys, string? reason)
+    {
+        lock (_gate)
+        {
+            var current = Current;
+            var next = new ConfigState(Format(_version + 1), resources ?? current.Resources, revocations ?? current.Revocations);
+            _audit.Append(new AuditEntry(_time.GetUtcNow(), next.Version, action, actor, keys, string.IsNullOrEmpty(reason) ? null : reason));
+            _version++;
+            SaveVersion(Digest(next));
+            Volatile.Write(ref _state, next);
+            ControlPlaneLog.ConfigChanged(_logger, next.Version, action, actor, string.Join(", ", keys));
+            Changed?.Invoke(next);
+        }
+    }
+
+    private static string Format(long version) => "v" + version.ToString(CultureInfo.InvariantCulture);
+
+    /// <summary>A digest of everything a snapshot carries but its version: resources, revocations, trust bundle.</summary>
+    private string Digest(ConfigState state)
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        foreach (var resource in state.Resources.Values.OrderBy(r => r.KeyText, StringComparer.Ordinal))
+        {
+            hash.AppendData(Encoding.UTF8.GetBytes($"{resource.KeyText}\n{resource.Yaml}\0"));
+        }
+        foreach (var entry in state.Revocations.Entries)
+        {
+            hash.AppendData(Encoding.UTF8.GetBytes($"{entry.Subject}|{entry.RevokedAt:O}|{entry.ExpiresAt:O}|{entry.Reason}\0"));
+        }
+        hash.AppendData(_bundleDigest);
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    private VersionRecord? LoadVersion()
+    {
+        if (!File.Exists(_versionPath))
+        {
+            return null;
+        }
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllText(_versionPath), ConfigVersionJson.Default.VersionRecord)
+                ?? throw new InvalidDataException($"{_versionPath} is empty");
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"{_versionPath} is not a config version record: {e.Message}", e);
+        }
+    }
+
+    private void SaveVersion(string digest) =>
+        AtomicFile.WriteOwnerOnly(_versionPath, JsonSerializer.Serialize(new VersionRecord(_version, digest), ConfigVersionJson.Default.VersionRecord));
+
+    internal sealed record VersionRecord(long Version, string Digest);
+}
+
+[JsonSerializable(typeof(ConfigStore.VersionRecord))]
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.CamelCase)]
+internal sealed partial class ConfigVersionJson : JsonSerializerContext;

@@ -1,0 +1,55 @@
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using ZeroTrustMesh.ControlPlane.Api;
+using ZeroTrustMesh.ControlPlane.Attestation;
+using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.ControlPlane.Coordination;
+using ZeroTrustMesh.ControlPlane.Policy;
+using ZeroTrustMesh.ControlPlane.Registry;
+
+namespace ZeroTrustMesh.ControlPlane;
+
+/// <summary>The control plane's parts, registered in dependency order; the state behind interfaces is one call.</summary>
+internal static class ControlPlaneServices
+{
+    /// <summary>
+    /// The state of one process with a local data directory: policy files, revocations, join tokens, the registry, and
+    /// a replica that always leads. Registered with <c>TryAdd</c>: a deployment mode (Kubernetes) or a test registers
+    /// its own first.
+    /// </summary>
+    public static IServiceCollection AddStandaloneState(this IServiceCollection services, ControlPlaneOptions options)
+    {
+        services.TryAddSingleton<IReplicaLeadership, StandaloneLeadership>();
+        services.TryAddSingleton<IRevocationStore, FileRevocationStore>();
+        services.TryAddSingleton<IJoinTokenStore>(sp => new FileJoinTokenStore(options.DataDir, sp.GetRequiredService<TimeProvider>()));
+        if (!services.Any(d => d.ServiceType == typeof(IPolicySource)))
+        {
+            services.AddSingleton<DirectoryPolicySource>();
+            services.AddSingleton<IPolicySource>(sp => sp.GetRequiredService<DirectoryPolicySource>());
+            services.AddHostedService(sp => sp.GetRequiredService<DirectoryPolicySource>()); // watches the directory
+        }
+        if (!services.Any(d => d.ServiceType == typeof(IServiceRegistry)))
+        {
+            services.AddSingleton<LocalServiceRegistry>();
+            services.AddSingleton<IServiceRegistry>(sp => sp.GetRequiredService<LocalServiceRegistry>());
+            services.AddHostedService(sp => sp.GetRequiredService<LocalServiceRegistry>()); // saves the registry on stop
+        }
+        return services;
+    }
+
+    /// <summary>What works on that state: identity issuance, config versioning and distribution, revocation, the API's caller checks.</summary>
+    public static IServiceCollection AddControlPlane(this IServiceCollection services)
+    {
+        services.TryAddSingleton<ControlPlaneCredentials>();
+        services.TryAddSingleton<CallerVerifier>();
+        services.TryAddSingleton<WorkloadCaller>();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IAttestor, JoinTokenAttestor>());
+        services.TryAddSingleton<Attestors>();
+        services.TryAddSingleton<SvidIssuer>();
+        services.TryAddSingleton<ConfigStore>();
+        services.TryAddSingleton<ConfigDistributor>();
+        services.TryAddSingleton<Revoker>();
+        services.AddHostedService<RevocationPruner>(); // leader-only
+        return services;
+    }
+}
