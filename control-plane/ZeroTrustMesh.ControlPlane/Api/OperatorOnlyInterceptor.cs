@@ -25,7 +25,7 @@ internal sealed partial class OperatorOnlyInterceptor(CertificateAuthority ca, C
 
     private void Authorize(ServerCallContext context)
     {
-        var verification = SvidVerifier.Verify(PeerCertificate.Of(context), ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow());
+        var verification = SvidVerifier.Verify(PeerCertificate.Of(context), ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), purpose: SvidPurpose.Client);
         if (!verification.IsValid)
         {
             ControlPlaneLog.AdminRefused(logger, context.Method, verification.Reason!, context.Peer);

@@ -10,7 +10,7 @@ internal sealed class WorkloadCaller(CertificateAuthority ca)
     /// <exception cref="RpcException">Unauthenticated without a valid SVID of this trust domain; PermissionDenied for a non-workload identity.</exception>
     public SpiffeId Require(ServerCallContext context)
     {
-        var verification = SvidVerifier.Verify(PeerCertificate.Of(context), ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow());
+        var verification = SvidVerifier.Verify(PeerCertificate.Of(context), ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), purpose: SvidPurpose.Client);
         if (!verification.IsValid)
         {
             throw new RpcException(new Status(StatusCode.Unauthenticated, $"this call needs the caller's SVID over mTLS: {verification.Reason}"));

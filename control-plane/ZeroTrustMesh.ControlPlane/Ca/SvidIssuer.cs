@@ -41,7 +41,7 @@ internal sealed class SvidIssuer(CertificateAuthority ca, IAttestor attestor, Co
     {
         try
         {
-            var verification = SvidVerifier.Verify(callerCertificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), revocations?.Invoke());
+            var verification = SvidVerifier.Verify(callerCertificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), revocations?.Invoke(), SvidPurpose.Client);
             if (verification.Failure == SvidFailure.Revoked)
             {
                 // A revoked certificate proves nothing: the workload needs a new join token (a new first issuance).
