@@ -49,7 +49,7 @@ internal static class SidecarHost
         var services = builder.Services;
         services.AddSingleton(options);
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton<IdentityState>();
+        services.AddSingleton(sp => new IdentityState(sp.GetRequiredService<TimeProvider>(), options.BootstrapBundle, sp.GetRequiredService<ILogger<IdentityState>>()));
         services.AddSingleton<IIdentityIssuer, GrpcIdentityIssuer>();
         services.AddSingleton<CertificateRotator>();
         services.AddHostedService(sp => sp.GetRequiredService<CertificateRotator>());
@@ -64,6 +64,7 @@ internal static class SidecarHost
         services.AddSingleton<PolicyWatcher>();
         services.AddHostedService(sp => sp.GetRequiredService<PolicyWatcher>());
         services.AddSingleton<SidecarMetrics>();
+        services.AddSingleton<RefusalLog>();
         services.AddSingleton<MemoryTrimmer>();
         services.AddHostedService(sp => sp.GetRequiredService<MemoryTrimmer>());
         services.AddSingleton<AccessLog>();
@@ -93,14 +94,13 @@ internal static class SidecarHost
             {
                 listen.Protocols = HttpProtocols.Http1AndHttp2;
                 var state = sp.GetRequiredService<IdentityState>();
-                var metrics = sp.GetRequiredService<SidecarMetrics>();
+                var refusals = sp.GetRequiredService<RefusalLog>();
                 var connections = sp.GetRequiredService<InboundConnectionMiddleware>();
                 listen.Use(connections.BeforeTls);
                 listen.UseHttps(new TlsHandshakeCallbackOptions
                 {
                     HandshakeTimeout = TimeSpan.FromSeconds(10),
-                    OnConnection = context => ValueTask.FromResult(
-                        MeshTls.ServerOptions(state, metrics, id => context.Connection.Features.Set(new PeerIdentityFeature(id)))),
+                    OnConnection = context => ValueTask.FromResult(MeshTls.ServerOptions(state, refusals, context.Connection)),
                 });
                 listen.Use(connections.AfterTls);
             });
