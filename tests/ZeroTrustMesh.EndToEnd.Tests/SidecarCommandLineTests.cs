@@ -24,4 +24,30 @@ public sealed class SidecarCommandLineTests(ITestOutputHelper output) : IAsyncLi
         var line = Assert.Single(sidecar.Lines);
         Assert.Equal($"ztm-sidecar: cannot read the trust bundle {missing}: Could not find file '{missing}'.", line);
     }
+
+    [Fact]
+    public async Task A_bad_probe_path_is_refused_with_exit_code_2_before_the_join_token_is_spent()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        var tokenFile = Path.Combine(_mesh.Root, "token");
+        await File.WriteAllTextAsync(tokenFile, await controlPlane.MintTokenAsync("shop", "orders"));
+        string[] common = ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", controlPlane.BundlePath, "--join-token-file", tokenFile,
+            "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0"];
+
+        foreach (var (path, why) in new[]
+        {
+            ("notapath", "it must start with '/'"),
+            ("", "it is empty"),
+            ("/a/*", "'*' is not allowed: a probe path is matched exactly, without a pattern, query or fragment"),
+        })
+        {
+            var refused = _mesh.Track(MeshProcess.Start("sidecar-bad-probe", Executables.Sidecar, [.. common, "--probe-path", "/healthz", "--probe-path", path], output, _mesh.Environment));
+            Assert.Equal(2, await refused.Exited.WaitAsync(Mesh.Timeout));
+            Assert.Equal($"ztm-sidecar: --probe-path '{path}' is not an exact path: {why}", Assert.Single(refused.Lines));
+        }
+
+        // The token was never presented: the same one still gets a certificate.
+        var sidecar = _mesh.Track(MeshProcess.Start("sidecar", Executables.Sidecar, [.. common, "--probe-path", "/healthz"], output, _mesh.Environment));
+        await sidecar.WaitForLineAsync("svid issued ");
+    }
 }
