@@ -50,4 +50,23 @@ public sealed class SidecarCommandLineTests(ITestOutputHelper output) : IAsyncLi
         var sidecar = _mesh.Track(MeshProcess.Start("sidecar", Executables.Sidecar, [.. common, "--probe-path", "/healthz"], output, _mesh.Environment));
         await sidecar.WaitForLineAsync("svid issued ");
     }
+
+    [Fact]
+    public async Task A_control_plane_of_another_trust_domain_is_named_as_the_reason_the_sidecar_cannot_start()
+    {
+        var started = await _mesh.StartControlPlaneAsync(extraArgs: ["--trust-domain", "example.org"]);
+        var controlPlane = new ControlPlane(_mesh, started.Process, started.Address, started.DataDir) { TrustDomain = "example.org" };
+        var tokenFile = Path.Combine(_mesh.Root, "token");
+        await File.WriteAllTextAsync(tokenFile, await controlPlane.MintTokenAsync("shop", "orders"));
+
+        // The sidecar is told the default trust domain, cluster.local, and given the other domain's bundle.
+        var sidecar = _mesh.Track(MeshProcess.Start("sidecar", Executables.Sidecar,
+            ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", controlPlane.BundlePath, "--join-token-file", tokenFile,
+             "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0"], output, _mesh.Environment));
+
+        var line = await sidecar.WaitForLineAsync("svid sign failed attempt=1 ");
+        Assert.Contains($"the control plane at {controlPlane.Address} presented a certificate this sidecar refuses: 'spiffe://example.org/ztm/controlplane' is not in trust domain 'cluster.local'",
+            line, StringComparison.Ordinal);
+        Assert.DoesNotContain("net_", line, StringComparison.Ordinal);
+    }
 }
