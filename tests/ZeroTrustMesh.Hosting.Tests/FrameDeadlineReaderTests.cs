@@ -46,12 +46,7 @@ public sealed class FrameDeadlineReaderTests : IDisposable
         Receive([.. Http2Preface.Bytes, .. Settings]);
         _time.Advance(TimeSpan.FromMinutes(5)); // idle first: does not count
 
-        var frame = Headers(streamId: 1, payload: 40);
-        for (var i = 0; i < 10; i++)
-        {
-            Receive(frame.AsSpan(i, 1));
-            _time.Advance(TimeSpan.FromSeconds(1));
-        }
+        TrickleTenSeconds(Headers(streamId: 1, payload: 40));
 
         Assert.Equal(1, _expired);
     }
@@ -59,12 +54,7 @@ public sealed class FrameDeadlineReaderTests : IDisposable
     [Fact]
     public void A_trickled_preface_expires_too()
     {
-        var preface = Http2Preface.Bytes.ToArray();
-        for (var i = 0; i < 10; i++)
-        {
-            Receive(preface.AsSpan(i, 1));
-            _time.Advance(TimeSpan.FromSeconds(1));
-        }
+        TrickleTenSeconds(Http2Preface.Bytes.ToArray());
 
         Assert.Equal(1, _expired);
     }
@@ -115,6 +105,16 @@ public sealed class FrameDeadlineReaderTests : IDisposable
         _time.Advance(Limit);
 
         Assert.Equal(1, _expired);
+    }
+
+    /// <summary>The first 10 bytes of <paramref name="bytes"/>, one a second.</summary>
+    private void TrickleTenSeconds(byte[] bytes)
+    {
+        for (var i = 0; i < 10; i++)
+        {
+            Receive(bytes.AsSpan(i, 1));
+            _time.Advance(TimeSpan.FromSeconds(1));
+        }
     }
 
     /// <summary>The bytes arrive, and the HTTP/2 layer reads and consumes them.</summary>
