@@ -74,6 +74,7 @@ internal sealed class FrameDeadlineReader : PipeReader, IDisposable
     private long _payloadLeft;
     private int _headerSeen;
     private int _payloadLength;
+    private bool _wasIncomplete = true;
 
     // The deadline, shared with the timer's callback: under _gate.
     private bool _incomplete;
@@ -181,6 +182,12 @@ internal sealed class FrameDeadlineReader : PipeReader, IDisposable
             }
         }
         var incomplete = _payloadLeft > 0 || _headerSeen > 0;
+        if (!incomplete && !_wasIncomplete)
+        {
+            // From a frame boundary to a frame boundary, the usual read: nothing for the timer to know, no lock taken.
+            return;
+        }
+        _wasIncomplete = incomplete;
         lock (_gate)
         {
             if (!incomplete)
