@@ -61,9 +61,11 @@ internal static class ControlPlaneHost
         {
             kestrel.AddServerHeader = false;
             var credentials = kestrel.ApplicationServices.GetRequiredService<ControlPlaneCredentials>();
+            var guard = new ListenerGuard(time, kestrel.ApplicationServices.GetRequiredService<ILogger<ListenerGuard>>());
             kestrel.Listen(options.ListenAddress, options.Port, listen =>
             {
                 listen.Protocols = HttpProtocols.Http2;
+                listen.Use(guard.BeforeTls);
                 listen.UseHttps(new TlsHandshakeCallbackOptions
                 {
                     OnConnection = _ => ValueTask.FromResult(new SslServerAuthenticationOptions
@@ -79,6 +81,7 @@ internal static class ControlPlaneHost
 #pragma warning restore CA5359
                     }),
                 });
+                listen.Use(guard.AfterTls);
             });
         });
 

@@ -72,4 +72,12 @@ internal static partial class ControlPlaneLog
 
     [LoggerMessage(EventId = 212, Level = LogLevel.Warning, Message = "config NACK spiffe_id={SpiffeId} version={Version} error=\"{Error}\"")]
     public static partial void ConfigNacked(ILogger logger, string spiffeId, string version, string error);
+
+    [LoggerMessage(EventId = 300, Level = LogLevel.Information,
+        Message = "TLS handshake failed peer={Peer} reason=MalformedHandshake total={Total} suppressed={Suppressed}: a malformed ClientHello ({Error}: {Message})")]
+    public static partial void MalformedHandshake(ILogger logger, string peer, string error, string message, long total, long suppressed);
+
+    [LoggerMessage(EventId = 301, Level = LogLevel.Warning,
+        Message = "connection refused peer={Peer} reason=FrameTimeout total={Total} suppressed={Suppressed}: an HTTP/2 frame did not arrive whole within {Seconds:0} s of its first byte; connection closed")]
+    public static partial void FrameTimedOut(ILogger logger, string peer, double seconds, long total, long suppressed);
 }

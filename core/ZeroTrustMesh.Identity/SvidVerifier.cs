@@ -21,6 +21,25 @@ public enum SvidFailure
     UnexpectedIdentity,
     /// <summary>A valid SVID that an operator revoked (by serial, or every certificate of its SPIFFE ID issued before a time).</summary>
     Revoked,
+    /// <summary>The extended key usage does not allow what the certificate is presented for (client or server authentication).</summary>
+    BadExtendedKeyUsage,
+}
+
+/// <summary>
+/// What a presented SVID is used for on this connection. When the certificate has an extended key usage extension it
+/// must allow each purpose asked for (or be anyExtendedKeyUsage); without the extension every purpose is allowed
+/// (RFC 5280 §4.2.1.12; the X.509-SVID specification §4.4 makes the extension a SHOULD for issuers, never a check
+/// validators must add).
+/// </summary>
+[Flags]
+public enum SvidPurpose
+{
+    /// <summary>No purpose checked: the caller only wants the identity.</summary>
+    None = 0,
+    /// <summary>A client certificate (the peer called us): id-kp-clientAuth.</summary>
+    Client = 1,
+    /// <summary>A server certificate (we called the peer): id-kp-serverAuth.</summary>
+    Server = 2,
 }
 
 /// <summary>The outcome of verifying a peer's certificate: the SPIFFE ID, or why not.</summary>
@@ -36,14 +55,20 @@ public readonly record struct SvidVerification(SpiffeId Id, SvidFailure Failure,
 /// <summary>
 /// Verifies an X.509-SVID presented by a peer: the chain up to a root of the trust bundle at the given
 /// time, then the leaf rules of the SPIFFE X.509-SVID specification (not a CA, digitalSignature without
-/// keyCertSign/cRLSign, exactly one URI SAN holding a valid SPIFFE ID of the bundle's trust domain), and last
-/// that no entry of the revocation list covers it.
+/// keyCertSign/cRLSign, exactly one URI SAN holding a valid SPIFFE ID of the bundle's trust domain, an extended key
+/// usage that allows <see cref="SvidPurpose"/>), and last that no entry of the revocation list covers it.
 /// </summary>
 public static class SvidVerifier
 {
-    public static SvidVerification Verify(X509Certificate2? leaf, IEnumerable<X509Certificate2>? intermediates, TrustBundle bundle, DateTimeOffset now, RevocationList? revocations = null)
+    private const string ClientAuth = "1.3.6.1.5.5.7.3.2";
+    private const string ServerAuth = "1.3.6.1.5.5.7.3.1";
+    private const string AnyExtendedKeyUsage = "2.5.29.37.0";
+
+    /// <param name="purpose">What the certificate is presented for here; <see cref="SvidPurpose.None"/> checks no extended key usage.</param>
+    public static SvidVerification Verify(X509Certificate2? leaf, IEnumerable<X509Certificate2>? intermediates, TrustBundle bundle, DateTimeOffset now,
+        RevocationList? revocations = null, SvidPurpose purpose = SvidPurpose.None)
     {
-        var verified = VerifyChainAndLeaf(leaf, intermediates, bundle, now);
+        var verified = VerifyChainAndLeaf(leaf, intermediates, bundle, now, purpose);
         if (verified.IsValid && revocations?.Find(leaf!, verified.Id) is { } revoked)
         {
             return SvidVerification.Invalid(SvidFailure.Revoked,
@@ -52,7 +77,7 @@ public static class SvidVerifier
         return verified;
     }
 
-    private static SvidVerification VerifyChainAndLeaf(X509Certificate2? leaf, IEnumerable<X509Certificate2>? intermediates, TrustBundle bundle, DateTimeOffset now)
+    private static SvidVerification VerifyChainAndLeaf(X509Certificate2? leaf, IEnumerable<X509Certificate2>? intermediates, TrustBundle bundle, DateTimeOffset now, SvidPurpose purpose)
     {
         if (leaf is null)
         {
@@ -68,7 +93,7 @@ public static class SvidVerifier
         }
 
         var leafRules = CheckLeafRules(leaf, out var id);
-        if (leafRules is { } failure)
+        if ((leafRules ?? CheckPurpose(leaf, purpose)) is { } failure)
         {
             return failure;
         }
@@ -111,6 +136,57 @@ public static class SvidVerifier
             return SvidVerification.Invalid(SvidFailure.UntrustedChain, $"certificate does not chain to the trust bundle of '{bundle.TrustDomain}' ({status})");
         }
         return SvidVerification.Valid(id);
+    }
+
+    /// <summary>Whether the extended key usage, if the leaf has one, allows every purpose in <paramref name="purpose"/>.</summary>
+    public static SvidVerification? CheckPurpose(X509Certificate2 leaf, SvidPurpose purpose)
+    {
+        if (purpose == SvidPurpose.None || leaf.Extensions.OfType<X509EnhancedKeyUsageExtension>().FirstOrDefault() is not { } extension)
+        {
+            return null;
+        }
+        bool client = false, server = false;
+        try
+        {
+            foreach (var usage in extension.EnhancedKeyUsages)
+            {
+                switch (usage.Value)
+                {
+                    case AnyExtendedKeyUsage:
+                        return null;
+                    case ClientAuth:
+                        client = true;
+                        break;
+                    case ServerAuth:
+                        server = true;
+                        break;
+                }
+            }
+        }
+        catch (CryptographicException)
+        {
+            return SvidVerification.Invalid(SvidFailure.BadExtendedKeyUsage, "the extended key usage extension is malformed");
+        }
+        if (purpose.HasFlag(SvidPurpose.Client) && !client)
+        {
+            return SvidVerification.Invalid(SvidFailure.BadExtendedKeyUsage, $"its extended key usage ({Describe(extension)}) does not allow client authentication (clientAuth)");
+        }
+        if (purpose.HasFlag(SvidPurpose.Server) && !server)
+        {
+            return SvidVerification.Invalid(SvidFailure.BadExtendedKeyUsage, $"its extended key usage ({Describe(extension)}) does not allow server authentication (serverAuth)");
+        }
+        return null;
+    }
+
+    private static string Describe(X509EnhancedKeyUsageExtension extension)
+    {
+        var names = extension.EnhancedKeyUsages.Cast<Oid>().Select(o => o.Value switch
+        {
+            ClientAuth => "clientAuth",
+            ServerAuth => "serverAuth",
+            _ => o.Value ?? "?",
+        }).ToList();
+        return names.Count == 0 ? "empty" : string.Join(", ", names);
     }
 
     /// <summary>The leaf-only rules of the X.509-SVID specification, without a chain.</summary>

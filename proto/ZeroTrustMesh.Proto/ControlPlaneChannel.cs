@@ -15,8 +15,12 @@ public static class ControlPlaneChannel
 {
     public static SpiffeId ServerId(string trustDomain) => SpiffeId.ForMesh(trustDomain, "controlplane");
 
+    /// <param name="bundle">Read at each new connection, so a followed trust bundle is used from then on.</param>
     /// <param name="clientCertificate">Read at each new connection, so a renewed certificate is used from then on.</param>
-    public static GrpcChannel Create(Uri address, Func<TrustBundle> bundle, Func<X509Certificate2?> clientCertificate, TimeProvider time, TimeSpan? connectTimeout = null)
+    /// <param name="refused">Called with the reason when the server's certificate is refused: the call itself fails with
+    /// only "the remote certificate was rejected", which does not say why.</param>
+    public static GrpcChannel Create(Uri address, Func<TrustBundle> bundle, Func<X509Certificate2?> clientCertificate, TimeProvider time, TimeSpan? connectTimeout = null,
+        Action<SvidVerification>? refused = null)
     {
         var handler = new SocketsHttpHandler
         {
@@ -29,7 +33,16 @@ public static class ControlPlaneChannel
                 EnabledSslProtocols = SslProtocols.Tls13 | SslProtocols.Tls12,
                 LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate()!,
                 RemoteCertificateValidationCallback = (_, certificate, chain, _) =>
-                    certificate is not null && VerifyServer(X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), chain, bundle(), time.GetUtcNow()).IsValid,
+                {
+                    var verified = certificate is null
+                        ? SvidVerification.Invalid(SvidFailure.NoCertificate, "no certificate was presented")
+                        : VerifyServer(certificate as X509Certificate2 ?? X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()), chain, bundle(), time.GetUtcNow());
+                    if (!verified.IsValid)
+                    {
+                        refused?.Invoke(verified);
+                    }
+                    return verified.IsValid;
+                },
             },
         };
         return GrpcChannel.ForAddress(address, new GrpcChannelOptions
@@ -40,11 +53,11 @@ public static class ControlPlaneChannel
         });
     }
 
-    /// <summary>The server's certificate must be the control plane's SVID in the bundle's trust domain.</summary>
+    /// <summary>The server's certificate must be the control plane's SVID in the bundle's trust domain, usable as a server's.</summary>
     public static SvidVerification VerifyServer(X509Certificate2 leaf, X509Chain? chain, TrustBundle bundle, DateTimeOffset now)
     {
         var presented = chain?.ChainPolicy.ExtraStore.Cast<X509Certificate2>() ?? [];
-        var result = SvidVerifier.Verify(leaf, presented, bundle, now);
+        var result = SvidVerifier.Verify(leaf, presented, bundle, now, purpose: SvidPurpose.Server);
         if (result.IsValid && result.Id != ServerId(bundle.TrustDomain))
         {
             return SvidVerification.Invalid(SvidFailure.UnexpectedIdentity, $"server is '{result.Id}', not the control plane");

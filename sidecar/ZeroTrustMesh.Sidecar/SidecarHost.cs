@@ -4,12 +4,10 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.Sidecar.Admin;
-using ZeroTrustMesh.Sidecar.Authentication;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Inbound;
 using ZeroTrustMesh.Sidecar.Outbound;
 using ZeroTrustMesh.Sidecar.Policy;
-using ZeroTrustMesh.Sidecar.RateLimiting;
 using ZeroTrustMesh.Sidecar.Registry;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
@@ -49,30 +47,24 @@ internal static class SidecarHost
         var services = builder.Services;
         services.AddSingleton(options);
         services.AddSingleton(TimeProvider.System);
-        services.AddSingleton<IdentityState>();
+        services.AddSingleton(sp => new IdentityState(sp.GetRequiredService<TimeProvider>(), options.BootstrapBundle, sp.GetRequiredService<ILogger<IdentityState>>()));
         services.AddSingleton<IIdentityIssuer, GrpcIdentityIssuer>();
         services.AddSingleton<CertificateRotator>();
         services.AddHostedService(sp => sp.GetRequiredService<CertificateRotator>());
         services.AddSingleton<MeshRegistryClient>();
         services.AddHostedService(sp => sp.GetRequiredService<MeshRegistryClient>());
-        // The inbound stages, one per policy kind this sidecar enforces; deny everything until the first config arrives.
-        services.AddInboundStages();
-        services.AddSingleton<InboundSnapshotState>();
-        services.AddSingleton(new JwksOptions());
-        services.AddSingleton<JwksCache>();
-        services.AddSingleton(new RateLimitOptions());
-        services.AddSingleton<TokenBuckets>();
+        // The inbound listener and its stages, one per policy kind this sidecar enforces (deny everything until the
+        // first config arrives), then the config stream that feeds them.
+        services.AddInbound();
         services.AddSingleton<PolicyWatcher>();
         services.AddHostedService(sp => sp.GetRequiredService<PolicyWatcher>());
         services.AddSingleton<SidecarMetrics>();
+        services.AddSingleton<RefusalLog>();
         services.AddSingleton<MemoryTrimmer>();
         services.AddHostedService(sp => sp.GetRequiredService<MemoryTrimmer>());
         services.AddSingleton<AccessLog>();
         services.AddHttpForwarder();
         services.AddSingleton<DestinationClients>();
-        services.AddSingleton<InboundProxy>();
-        services.AddSingleton<InboundTcp>();
-        services.AddSingleton<InboundConnectionMiddleware>();
         services.AddSingleton<OutboundProxy>();
         services.AddSingleton<OutboundTcp>();
         services.AddSingleton<OutboundConnectionMiddleware>();
@@ -94,14 +86,13 @@ internal static class SidecarHost
             {
                 listen.Protocols = HttpProtocols.Http1AndHttp2;
                 var state = sp.GetRequiredService<IdentityState>();
-                var metrics = sp.GetRequiredService<SidecarMetrics>();
+                var refusals = sp.GetRequiredService<RefusalLog>();
                 var connections = sp.GetRequiredService<InboundConnectionMiddleware>();
                 listen.Use(connections.BeforeTls);
                 listen.UseHttps(new TlsHandshakeCallbackOptions
                 {
                     HandshakeTimeout = TimeSpan.FromSeconds(10),
-                    OnConnection = context => ValueTask.FromResult(
-                        MeshTls.ServerOptions(state, metrics, id => context.Connection.Features.Set(new PeerIdentityFeature(id)))),
+                    OnConnection = context => ValueTask.FromResult(MeshTls.ServerOptions(state, refusals, context.Connection)),
                 });
                 listen.Use(connections.AfterTls);
             });

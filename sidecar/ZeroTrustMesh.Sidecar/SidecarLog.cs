@@ -19,6 +19,10 @@ internal static partial class SidecarLog
         Message = "svid expired spiffe_id={SpiffeId} serial={Serial} not_after={NotAfter:O}: failing closed until renewal succeeds")]
     public static partial void SvidExpired(ILogger logger, string spiffeId, string serial, DateTimeOffset notAfter);
 
+    [LoggerMessage(EventId = 104, Level = LogLevel.Information,
+        Message = "trust bundle {Sequence} followed from {Source}: {Roots} root(s) [{Thumbprints}]; the next handshakes verify against it")]
+    public static partial void TrustBundleApplied(ILogger logger, ulong sequence, int roots, string source, string thumbprints);
+
     [LoggerMessage(EventId = 200, Level = LogLevel.Information, Message = "registered with the control plane inbound={Inbound}")]
     public static partial void Registered(ILogger logger, string inbound);
 
@@ -39,6 +43,14 @@ internal static partial class SidecarLog
 
     [LoggerMessage(EventId = 311, Level = LogLevel.Warning, Message = "{Direction} connection refused: {Reason}")]
     public static partial void ConnectionRefused(ILogger logger, string direction, string reason);
+
+    [LoggerMessage(EventId = 312, Level = LogLevel.Warning,
+        Message = "{Direction} connection refused peer={Peer} reason={Reason} suppressed={Suppressed}: {Detail}")]
+    public static partial void HandshakeRefused(ILogger logger, string direction, string peer, string reason, string detail, long suppressed);
+
+    [LoggerMessage(EventId = 313, Level = LogLevel.Information,
+        Message = "{Direction} TLS handshake failed peer={Peer} reason={Reason} suppressed={Suppressed}: {Detail}")]
+    public static partial void HandshakeFailed(ILogger logger, string direction, string peer, string reason, string detail, long suppressed);
 
     [LoggerMessage(EventId = 400, Level = LogLevel.Information, Message = "config {Version} applied: {Resources} resource(s) for this workload; inbound stages: {Stages}")]
     public static partial void ConfigApplied(ILogger logger, string version, int resources, string stages);

@@ -109,6 +109,14 @@ internal sealed class SidecarOptions
             {
                 return Fail($"--trust-domain '{td}' is invalid: {tdError}");
             }
+            // Before the join token is read: a sidecar that would stop on its probe paths must not spend it first.
+            foreach (var path in result.GetValue(probePaths) ?? [])
+            {
+                if (ProbePathError(path) is { } probeError)
+                {
+                    return Fail($"--probe-path '{path}' is not an exact path: {probeError}");
+                }
+            }
             TrustBundle bundle;
             var bundlePath = result.GetValue(trustBundle)!;
             try
@@ -186,6 +194,35 @@ internal sealed class SidecarOptions
             }, cancellation);
         });
         return command;
+    }
+
+    /// <summary>
+    /// Why <paramref name="path"/> cannot be a probe path, or null: the policy compiler takes only an exact absolute path
+    /// (its path syntax, <c>PolicySyntax.ValidatePath</c>, without a '*'). That check is internal to the policy project, so
+    /// it is repeated here, where a bad value can still be refused before anything is spent.
+    /// </summary>
+    internal static string? ProbePathError(string path)
+    {
+        if (path.Length == 0)
+        {
+            return "it is empty";
+        }
+        if (path[0] != '/')
+        {
+            return "it must start with '/'";
+        }
+        foreach (var c in path)
+        {
+            if (c is '*' or '?' or '#')
+            {
+                return $"'{c}' is not allowed: a probe path is matched exactly, without a pattern, query or fragment";
+            }
+            if (char.IsWhiteSpace(c) || char.IsControl(c))
+            {
+                return "it contains whitespace or a control character";
+            }
+        }
+        return null;
     }
 
     private static Task<int> Fail(string error)

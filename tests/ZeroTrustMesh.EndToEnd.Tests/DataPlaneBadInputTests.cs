@@ -9,6 +9,7 @@ using System.Text;
 using Xunit.Abstractions;
 using ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
 using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Proto.V1;
 
 namespace ZeroTrustMesh.EndToEnd.Tests;
@@ -22,6 +23,9 @@ public sealed class DataPlaneBadInputTests
 {
     private const string Frontend = DataPlaneFixture.FrontendId;
     private const string Handshakes = "ztm_tls_handshake_failures_total";
+
+    /// <summary>A TLS handshake record whose message is not a ClientHello (type 63): SslStream throws from inside the handshake.</summary>
+    private static readonly byte[] MalformedClientHello = [0x16, 0x03, 0x01, 0x00, 0x04, 0x3f, 0x00, 0x00, 0x00];
     private static readonly OidCollection ServerAndClientAuth = [new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")];
 
     private readonly DataPlaneFixture _mesh;
@@ -31,9 +35,6 @@ public sealed class DataPlaneBadInputTests
         fixture.AttachOutput(output);
         _mesh = fixture;
     }
-
-    private X509Certificate2 MeshCa => Pem.LoadCertificateWithKey(
-        Path.Combine(_mesh.ControlPlane.DataDir, "ca", "ca.crt"), Path.Combine(_mesh.ControlPlane.DataDir, "ca", "ca.key"));
 
     // ---- The inbound listener: STRICT mTLS ----
 
@@ -64,7 +65,7 @@ public sealed class DataPlaneBadInputTests
     [Fact]
     public async Task An_expired_certificate_signed_by_the_mesh_ca_is_refused_and_counted()
     {
-        using var ca = MeshCa;
+        using var ca = _mesh.MeshCa;
         using var svid = TestCertificates.CreateSvid(ca, Frontend, DateTimeOffset.UtcNow.AddHours(-2), DateTimeOffset.UtcNow.AddHours(-1));
 
         await AssertInboundRefusesAsync(svid, "Expired");
@@ -73,7 +74,7 @@ public sealed class DataPlaneBadInputTests
     [Fact]
     public async Task A_leaf_with_cA_true_signed_by_the_mesh_ca_is_refused_and_counted()
     {
-        using var ca = MeshCa;
+        using var ca = _mesh.MeshCa;
         using var svid = Leaf(ca, r =>
         {
             r.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
@@ -86,7 +87,7 @@ public sealed class DataPlaneBadInputTests
     [Fact]
     public async Task A_leaf_with_two_uri_sans_signed_by_the_mesh_ca_is_refused_and_counted()
     {
-        using var ca = MeshCa;
+        using var ca = _mesh.MeshCa;
         using var svid = Leaf(ca, r =>
         {
             r.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
@@ -97,6 +98,38 @@ public sealed class DataPlaneBadInputTests
         });
 
         await AssertInboundRefusesAsync(svid, "BadSubjectAltName");
+    }
+
+    [Fact]
+    public async Task A_mesh_signed_caller_certificate_for_server_auth_only_is_refused_counted_and_logged()
+    {
+        using var ca = _mesh.MeshCa;
+        using var svid = Leaf(ca, r =>
+        {
+            r.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
+            r.CertificateExtensions.Add(SubjectAltNames.ForUri(Frontend));
+        }, [new Oid("1.3.6.1.5.5.7.3.1")]);
+        var mark = _mesh.OrdersSidecar.Process.LineCount;
+
+        await AssertInboundRefusesAsync(svid, "BadExtendedKeyUsage");
+
+        await _mesh.OrdersSidecar.Process.WaitForLineAsync(l => l.Contains("does not allow client authentication (clientAuth)", StringComparison.Ordinal), "the refusal", after: mark);
+    }
+
+    [Fact]
+    public async Task A_refused_handshake_is_logged_with_the_peer_address_and_the_reason()
+    {
+        using var foreignCa = TestCertificates.CreateCa("foreign mesh");
+        using var svid = TestCertificates.CreateSvid(foreignCa, Frontend, DateTimeOffset.UtcNow.AddMinutes(-1), DateTimeOffset.UtcNow.AddHours(1));
+        var mark = _mesh.OrdersSidecar.Process.LineCount;
+
+        Assert.False(await InboundServesHttp2Async(svid));
+
+        var line = await _mesh.OrdersSidecar.Process.WaitForLineAsync(l => l.Contains("inbound connection refused", StringComparison.Ordinal), "the refusal", after: mark);
+        Assert.Contains("warn:", line, StringComparison.Ordinal);
+        Assert.Contains("peer=127.0.0.1:", line, StringComparison.Ordinal);
+        Assert.Contains("reason=UntrustedChain", line, StringComparison.Ordinal);
+        Assert.Contains(": certificate does not chain to the trust bundle of 'cluster.local'", line, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -135,6 +168,67 @@ public sealed class DataPlaneBadInputTests
         // At most a TLS alert record (content type 21), never application data.
         Assert.True(answer.Length == 0 || answer[0] == 21, $"the inbound port answered {answer.Length} bytes: {Convert.ToHexString(answer.AsSpan(0, Math.Min(answer.Length, 16)))}");
         await AssertMeshStillServesAsync();
+    }
+
+    // ---- Connections that send nothing, trickle, or send a malformed handshake ----
+
+    /// <summary>
+    /// The other slow test (the limits are 10 s), everything at once: a connection to the inbound port that sends nothing, and
+    /// HEADERS frames trickled a byte every 500 ms after the handshake to the inbound port (mTLS) and to the control plane,
+    /// are each closed at about 10 s (before: never, 131 s, 131 s). Meanwhile an idle sidecar-to-sidecar style connection
+    /// (mTLS, HTTP/2, one request, then quiet for as long) is kept and serves again.
+    /// </summary>
+    [Fact]
+    public async Task Silent_and_trickling_connections_are_closed_at_10_s_and_an_idle_one_is_kept()
+    {
+        using var svid = await WorkloadCredential.Issue(_mesh.ControlPlane, "shop", "frontend");
+        var connections = 0;
+        using var idle = new HttpClient(InboundHandler(svid, () => Interlocked.Increment(ref connections)))
+        {
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+            Timeout = Mesh.Timeout,
+        };
+        var inbound = new Uri($"https://{_mesh.OrdersSidecar.Inbound}/idle");
+        using (await idle.GetAsync(inbound))
+        {
+        }
+
+        var silent = TimeUntilClosedAsync(_mesh.OrdersSidecar.Inbound, client: null);
+        var inboundTrickle = TimeUntilClosedAsync(_mesh.OrdersSidecar.Inbound, (socket, ct) =>
+            TrickleHeadersAsync(Http2OverTlsAsync(socket, svid, "orders.shop", ServerIs(DataPlaneFixture.OrdersId), ct), ct));
+        var controlPlaneTrickle = TimeUntilClosedAsync(new IPEndPoint(IPAddress.Loopback, _mesh.ControlPlane.Address.Port), (socket, ct) =>
+            TrickleHeadersAsync(Http2OverTlsAsync(socket, null, "controlplane", ServerIs(ControlPlaneChannel.ServerId("cluster.local").Value), ct), ct));
+
+        var closedAfter = await Task.WhenAll(silent, inboundTrickle, controlPlaneTrickle);
+
+        Assert.All(closedAfter, after => Assert.InRange(after, TimeSpan.FromSeconds(9), TimeSpan.FromSeconds(25)));
+        using (var again = await idle.GetAsync(inbound))
+        {
+            Assert.NotEqual(HttpStatusCode.BadGateway, again.StatusCode);
+        }
+        Assert.Equal(1, connections);
+        await _mesh.OrdersSidecar.Process.WaitForLineAsync(l => l.Contains("reason=NothingSent", StringComparison.Ordinal), "the silent connection's line");
+        await _mesh.OrdersSidecar.Process.WaitForLineAsync(l => l.Contains("reason=FrameTimeout", StringComparison.Ordinal), "the trickled frame's line");
+    }
+
+    [Fact]
+    public async Task A_malformed_client_hello_is_counted_and_logged_quietly_by_the_sidecar_and_the_control_plane()
+    {
+        var before = await Mesh.MetricsAsync(_mesh.OrdersSidecar);
+        var sidecarMark = _mesh.OrdersSidecar.Process.LineCount;
+        var controlPlaneMark = _mesh.ControlPlane.Process.LineCount;
+
+        await EchoClient.SendRawAsync(_mesh.OrdersSidecar.Inbound, MalformedClientHello, Mesh.Timeout);
+        await EchoClient.SendRawAsync(new IPEndPoint(IPAddress.Loopback, _mesh.ControlPlane.Address.Port), MalformedClientHello, Mesh.Timeout);
+
+        await _mesh.OrdersSidecar.Process.WaitForLineAsync(l => l.Contains("info:", StringComparison.Ordinal) && l.Contains("reason=MalformedHandshake", StringComparison.Ordinal), "the sidecar's quiet line", after: sidecarMark);
+        await _mesh.ControlPlane.Process.WaitForLineAsync(l => l.Contains("info:", StringComparison.Ordinal) && l.Contains("reason=MalformedHandshake", StringComparison.Ordinal), "the control plane's quiet line", after: controlPlaneMark);
+        var after = await Mesh.MetricsAsync(_mesh.OrdersSidecar);
+        (string, string)[] labels = [("direction", "inbound"), ("reason", "MalformedHandshake")];
+        Assert.Equal(Mesh.Sample(before, Handshakes, labels) + 1, Mesh.Sample(after, Handshakes, labels));
+        Assert.DoesNotContain(_mesh.OrdersSidecar.Process.Lines.Skip(sidecarMark), l => l.Contains("fail:", StringComparison.Ordinal) || l.Contains("   at ", StringComparison.Ordinal));
+        Assert.DoesNotContain(_mesh.ControlPlane.Process.Lines.Skip(controlPlaneMark), l => l.Contains("fail:", StringComparison.Ordinal) || l.Contains("   at ", StringComparison.Ordinal));
     }
 
     // ---- The outbound path: the destination's identity ----
@@ -277,26 +371,14 @@ public sealed class DataPlaneBadInputTests
     /// <summary>mTLS to the orders sidecar's inbound port with <paramref name="clientCertificate"/>, then the HTTP/2 preface: does a SETTINGS frame come back?</summary>
     private async Task<bool> InboundServesHttp2Async(X509Certificate2? clientCertificate)
     {
-        var bundle = _mesh.ControlPlane.Bundle;
         using var timeout = new CancellationTokenSource(Mesh.Timeout);
         using var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(_mesh.OrdersSidecar.Inbound, timeout.Token);
-        await using var tls = new SslStream(new NetworkStream(socket, ownsSocket: false));
         try
         {
-            await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
-            {
-                TargetHost = "orders.shop",
-                EnabledSslProtocols = SslProtocols.Tls13,
-                ApplicationProtocols = [SslApplicationProtocol.Http2],
-                ClientCertificates = clientCertificate is null ? null : [clientCertificate],
-                LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate!,
-                RemoteCertificateValidationCallback = (_, certificate, _, _) => certificate is X509Certificate2 server
-                    && SvidVerifier.Verify(server, null, bundle, DateTimeOffset.UtcNow) is { IsValid: true } verified && verified.Id.Value == DataPlaneFixture.OrdersId,
-            }, timeout.Token);
+            await using var tls = await Http2OverTlsAsync(socket, clientCertificate, "orders.shop", ServerIs(DataPlaneFixture.OrdersId), timeout.Token);
             // TLS 1.3: the client's handshake ends before the server has judged the client's certificate; a refusal
-            // arrives as an alert on the first read.
-            await tls.WriteAsync("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray().Concat(new byte[] { 0, 0, 0, 4, 0, 0, 0, 0, 0 }).ToArray(), timeout.Token);
+            // arrives on the first read.
             var frame = new byte[9];
             var read = await tls.ReadAsync(frame, timeout.Token);
             return read > 0;
@@ -305,6 +387,39 @@ public sealed class DataPlaneBadInputTests
         {
             return false;
         }
+    }
+
+    /// <summary>TLS 1.3 with ALPN h2 (presenting <paramref name="clientCertificate"/> if given), then the HTTP/2 preface and SETTINGS: a stream ready for frames.</summary>
+    private static async Task<SslStream> Http2OverTlsAsync(Socket socket, X509Certificate2? clientCertificate, string serverName, RemoteCertificateValidationCallback server, CancellationToken cancellation)
+    {
+        var tls = new SslStream(new NetworkStream(socket, ownsSocket: false));
+        try
+        {
+            await tls.AuthenticateAsClientAsync(new SslClientAuthenticationOptions
+            {
+                TargetHost = serverName,
+                EnabledSslProtocols = SslProtocols.Tls13,
+                ApplicationProtocols = [SslApplicationProtocol.Http2],
+                ClientCertificates = clientCertificate is null ? null : [clientCertificate],
+                LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate!,
+                RemoteCertificateValidationCallback = server,
+            }, cancellation);
+            await tls.WriteAsync((byte[])[.. "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8, 0, 0, 0, 4, 0, 0, 0, 0, 0], cancellation);
+            return tls;
+        }
+        catch
+        {
+            await tls.DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>Accepts the server only if it presents an SVID of the mesh for <paramref name="spiffeId"/>.</summary>
+    private RemoteCertificateValidationCallback ServerIs(string spiffeId)
+    {
+        var bundle = _mesh.ControlPlane.Bundle;
+        return (_, certificate, _, _) => certificate is X509Certificate2 server
+            && SvidVerifier.Verify(server, null, bundle, DateTimeOffset.UtcNow) is { IsValid: true } verified && verified.Id.Value == spiffeId;
     }
 
     /// <summary>Sends <paramref name="bytes"/> one every 500 ms (the first <paramref name="stopAfter"/>, then nothing); returns what came back and when the sidecar closed.</summary>
@@ -355,13 +470,79 @@ public sealed class DataPlaneBadInputTests
         Assert.Equal(Frontend, (await EchoClient.ReadEcho(response)).GetProperty("caller").GetString());
     }
 
-    /// <summary>A leaf for the mesh (digitalSignature, server+client auth) signed by <paramref name="issuer"/>, with the extensions <paramref name="configure"/> adds.</summary>
-    private static X509Certificate2 Leaf(X509Certificate2 issuer, Action<CertificateRequest> configure)
+    private static async Task<Socket> ConnectAsync(IPEndPoint endPoint)
+    {
+        var socket = new Socket(endPoint.AddressFamily, SocketType.Stream, ProtocolType.Tcp) { NoDelay = true }; // not dual-mode: the address the server sees
+        await socket.ConnectAsync(endPoint);
+        return socket;
+    }
+
+    /// <summary>Connects, runs <paramref name="client"/> (or only reads), and returns how long after connecting the server closed the connection.</summary>
+    private static async Task<TimeSpan> TimeUntilClosedAsync(IPEndPoint endPoint, Func<Socket, CancellationToken, Task>? client)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(40));
+        using var socket = await ConnectAsync(endPoint);
+        var started = Stopwatch.GetTimestamp();
+        try
+        {
+            await (client is null ? EchoClient.ReceiveToEnd(socket, timeout.Token) : client(socket, timeout.Token));
+        }
+        catch (Exception e) when (e is IOException or SocketException or AuthenticationException or OperationCanceledException)
+        {
+            // closed by the server while the client was still sending, or not at all (then the time says so)
+        }
+        return Stopwatch.GetElapsedTime(started);
+    }
+
+    /// <summary>A HEADERS frame a byte every 500 ms, reading meanwhile, until the server closes.</summary>
+    private static async Task TrickleHeadersAsync(Task<SslStream> opening, CancellationToken cancellation)
+    {
+        await using var tls = await opening;
+        // Longer than the test waits (109 bytes at 2 a second): only the server can end it.
+        byte[] frame = [0, 0, 100, 1, 4, 0, 0, 0, 1, .. new byte[100]];
+        var reading = DrainAsync(tls, cancellation);
+        using var pace = new PeriodicTimer(TimeSpan.FromMilliseconds(500));
+        for (var i = 0; i < frame.Length && !reading.IsCompleted; i++)
+        {
+            await tls.WriteAsync(frame.AsMemory(i, 1), cancellation);
+            await Task.WhenAny(reading, pace.WaitForNextTickAsync(cancellation).AsTask());
+        }
+        await reading;
+    }
+
+    private static async Task DrainAsync(Stream stream, CancellationToken cancellation)
+    {
+        var buffer = new byte[4096];
+        while (await stream.ReadAsync(buffer, cancellation) > 0)
+        {
+        }
+    }
+
+    private SocketsHttpHandler InboundHandler(X509Certificate2 clientCertificate, Action connected) => new()
+    {
+        ConnectCallback = async (_, cancellation) =>
+        {
+            connected();
+            var socket = await ConnectAsync(_mesh.OrdersSidecar.Inbound);
+            return new NetworkStream(socket, ownsSocket: true);
+        },
+        SslOptions = new SslClientAuthenticationOptions
+        {
+            TargetHost = "orders.shop",
+            ClientCertificates = [clientCertificate],
+            LocalCertificateSelectionCallback = (_, _, _, _, _) => clientCertificate,
+            RemoteCertificateValidationCallback = ServerIs(DataPlaneFixture.OrdersId),
+        },
+        PooledConnectionIdleTimeout = TimeSpan.FromMinutes(5),
+    };
+
+    /// <summary>A leaf for the mesh (digitalSignature, server+client auth unless <paramref name="usages"/> says otherwise) signed by <paramref name="issuer"/>, with the extensions <paramref name="configure"/> adds.</summary>
+    private static X509Certificate2 Leaf(X509Certificate2 issuer, Action<CertificateRequest> configure, OidCollection? usages = null)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("O=ZeroTrustMesh tests", key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
-        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(ServerAndClientAuth, false));
+        request.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension(usages ?? ServerAndClientAuth, false));
         request.CertificateExtensions.Add(X509AuthorityKeyIdentifierExtension.CreateFromCertificate(issuer, true, false));
         configure(request);
         var signer = X509SignatureGenerator.CreateForECDsa(issuer.GetECDsaPrivateKey()!);

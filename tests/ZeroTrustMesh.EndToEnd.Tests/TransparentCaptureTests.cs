@@ -29,7 +29,7 @@ public sealed class TransparentCaptureTests(ITestOutputHelper output) : IAsyncLi
         }
     }
 
-    [RootFact]
+    [RootFact("ip", "iptables", "curl", "bash", "timeout")]
     public async Task Redirected_http_and_tcp_reach_the_service_over_mtls_with_the_callers_identity()
     {
         _hosts = await TwoHosts.CreateAsync();

@@ -48,7 +48,7 @@ internal sealed class CallerVerifier(CertificateAuthority ca, IRevocationStore r
     /// </param>
     public CallerCheck Check(X509Certificate2? certificate, Func<SpiffeId, string?> refuse, bool revocable = true)
     {
-        var verification = SvidVerifier.Verify(certificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), revocable ? revocations.Current : null);
+        var verification = SvidVerifier.Verify(certificate, ca.ChainAfterLeaf, ca.Bundle, ca.Time.GetUtcNow(), revocable ? revocations.Current : null, SvidPurpose.Client);
         if (!verification.IsValid)
         {
             var failure = verification.Failure == SvidFailure.Revoked ? CallerFailure.Revoked : CallerFailure.Unauthenticated;

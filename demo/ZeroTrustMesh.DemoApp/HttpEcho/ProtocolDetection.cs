@@ -5,6 +5,7 @@ using System.Threading.Channels;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
+using ZeroTrustMesh.Hosting;
 
 namespace ZeroTrustMesh.DemoApp.HttpEcho;
 
@@ -127,8 +128,6 @@ internal sealed class ProtocolDetector(ProtocolDetection detection) : Connection
 {
     private static readonly TimeSpan IdleTimeout = TimeSpan.FromMinutes(2);
 
-    private static ReadOnlySpan<byte> Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
-
     public override async Task OnConnectedAsync(ConnectionContext connection)
     {
         var input = connection.Transport.Input;
@@ -161,15 +160,10 @@ internal sealed class ProtocolDetector(ProtocolDetection detection) : Connection
     }
 
     /// <summary>HTTP/2 when the bytes are the whole preface, HTTP/1.1 as soon as they cannot be, null while undecided.</summary>
-    internal static HttpProtocols? Detect(ReadOnlySequence<byte> buffer)
+    internal static HttpProtocols? Detect(ReadOnlySequence<byte> buffer) => Http2Preface.Match(buffer) switch
     {
-        Span<byte> head = stackalloc byte[Preface.Length];
-        var length = (int)Math.Min(buffer.Length, Preface.Length);
-        buffer.Slice(0, length).CopyTo(head);
-        if (!head[..length].SequenceEqual(Preface[..length]))
-        {
-            return HttpProtocols.Http1;
-        }
-        return length == Preface.Length ? HttpProtocols.Http2 : null;
-    }
+        true => HttpProtocols.Http2,
+        false => HttpProtocols.Http1,
+        null => null,
+    };
 }

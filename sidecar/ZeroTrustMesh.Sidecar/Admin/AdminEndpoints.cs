@@ -45,9 +45,9 @@ internal static class AdminEndpoints
                     identity.NotBefore,
                     identity.NotAfter,
                     Math.Max(0, (identity.NotAfter - time.GetUtcNow()).TotalSeconds),
-                    identity.Bundle.TrustDomain,
-                    identity.Bundle.Sequence,
-                    [.. identity.Bundle.Roots.Select(r => r.Thumbprint)]),
+                    state.Bundle?.TrustDomain ?? "",
+                    state.Bundle?.Sequence ?? 0,
+                    [.. state.Bundle?.Roots.Select(r => r.Thumbprint) ?? []]),
                 Memory: MemoryDump.Now()), AdminJson.Default.ConfigDump);
         });
     }

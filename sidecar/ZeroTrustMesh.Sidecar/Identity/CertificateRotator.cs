@@ -130,7 +130,9 @@ internal sealed class CertificateRotator(
         }
         using var leaf = X509CertificateLoader.LoadCertificate(issued.Chain[0]);
         var intermediates = issued.Chain.Skip(1).Select(c => X509CertificateLoader.LoadCertificate(c)).ToList();
-        var verified = SvidVerifier.Verify(leaf, intermediates, issued.Bundle, time.GetUtcNow());
+        // Against the bundle that came with it (during a CA rotation it may hold a root not followed yet), and for both
+        // purposes: the sidecar presents it as a client (outbound, to the control plane) and as a server (inbound).
+        var verified = SvidVerifier.Verify(leaf, intermediates, issued.Bundle, time.GetUtcNow(), purpose: SvidPurpose.Client | SvidPurpose.Server);
         if (!verified.IsValid)
         {
             throw new InvalidDataException($"the issued certificate is not a valid SVID: {verified.Reason}");
@@ -144,7 +146,8 @@ internal sealed class CertificateRotator(
             throw new InvalidDataException("the issued certificate is not for the key this sidecar generated");
         }
 
-        var identity = new WorkloadIdentity(verified.Id, leaf.CopyWithPrivateKey(key), intermediates, issued.Bundle);
+        var identity = new WorkloadIdentity(verified.Id, leaf.CopyWithPrivateKey(key), intermediates);
+        state.ApplyBundle(issued.Bundle, "issuance");
         state.Set(identity);
         return identity;
     }

@@ -27,8 +27,9 @@ internal sealed class GrpcIdentityIssuer(SidecarOptions options, IdentityState s
     private async Task<IssuedCertificate> CallAsync(WorkloadIdentity? clientCertificate, Func<ProtoIdentity.IdentityClient, DateTime, Task<SignCertificateResponse>> call)
     {
         // Trust what the control plane last sent, else the bootstrap bundle the operator gave us.
-        var bundle = state.Current?.Bundle ?? options.BootstrapBundle;
-        using var channel = ControlPlaneChannel.Create(options.ControlPlane, () => bundle, () => clientCertificate?.Certificate, time);
+        SvidVerification? refused = null;
+        using var channel = ControlPlaneChannel.Create(options.ControlPlane, () => state.Bundle ?? options.BootstrapBundle, () => clientCertificate?.Certificate, time,
+            refused: verification => refused = verification);
         SignCertificateResponse response;
         try
         {
@@ -38,7 +39,20 @@ internal sealed class GrpcIdentityIssuer(SidecarOptions options, IdentityState s
         {
             throw new IdentityRefusedException($"{e.Status.Detail} ({e.StatusCode})", e);
         }
-        var trustBundle = TrustBundle.FromDer(response.TrustBundle.TrustDomain, response.TrustBundle.Roots.Select(r => r.Memory), response.TrustBundle.Sequence);
+        catch (RpcException e) when (refused is { } why)
+        {
+            // The call says only that the connection failed; this says which certificate was refused and why.
+            throw new InvalidDataException($"the control plane at {options.ControlPlane} presented a certificate this sidecar refuses: {why.Reason}", e);
+        }
+        TrustBundle trustBundle;
+        try
+        {
+            trustBundle = TrustBundleMapping.FromProto(response.TrustBundle ?? new Proto.V1.TrustBundle());
+        }
+        catch (FormatException e)
+        {
+            throw new InvalidDataException($"the control plane's answer is unusable: {e.Message}", e);
+        }
         return new IssuedCertificate(response.SpiffeId, [.. response.CertificateChain.Select(c => c.ToByteArray())], trustBundle);
     }
 }

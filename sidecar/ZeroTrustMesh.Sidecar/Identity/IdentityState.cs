@@ -8,15 +8,19 @@ namespace ZeroTrustMesh.Sidecar.Identity;
 /// The one place the current identity lives. Readers take <see cref="Current"/> once per connection or
 /// request; the rotator swaps it atomically. Fail closed: with no certificate, or an expired one, the
 /// sidecar is not ready. Readiness is derived from the clock, so expiry needs no timer to take effect.
-/// What peers are trusted with lives here too: the trust bundle (with the identity) and the revocation list
-/// (from the config stream), both read at every handshake. So does the control plane's word that the current
-/// certificate is revoked: a revoked sidecar is not ready, whatever the clock says.
+/// What peers are trusted with lives here too, each read at every handshake (inbound, outbound, control plane):
+/// the trust bundle (the newest the control plane sent, in an issuance response or a config snapshot) and the
+/// revocation list (from the config stream). So does the control plane's word that the current certificate is
+/// revoked: a revoked sidecar is not ready, whatever the clock says.
 /// </summary>
-internal sealed class IdentityState(TimeProvider time)
+/// <param name="bootstrap">The bundle the operator gave to reach the control plane; followed until the control plane sends its own.</param>
+internal sealed class IdentityState(TimeProvider time, TrustBundle? bootstrap = null, ILogger<IdentityState>? logger = null)
 {
     private volatile WorkloadIdentity? _current;
     private volatile RevocationList _revocations = RevocationList.Empty;
     private volatile RevokedCertificate? _revoked;
+    private volatile TrustBundle? _bundle = bootstrap;
+    private readonly Lock _bundleGate = new();
 
     public WorkloadIdentity? Current => _current;
 
@@ -45,6 +49,12 @@ internal sealed class IdentityState(TimeProvider time)
         set => _revocations = value ?? throw new ArgumentNullException(nameof(value));
     }
 
+    /// <summary>
+    /// The roots peers' and the control plane's certificates must chain to: the newest bundle by sequence, never an
+    /// empty one. Null only before the first (no bootstrap bundle given: tests).
+    /// </summary>
+    public TrustBundle? Bundle => _bundle;
+
     /// <summary>Raised after every swap; handlers must be quick (they run on the rotator's path).</summary>
     public event Action<WorkloadIdentity>? Changed;
 
@@ -55,4 +65,39 @@ internal sealed class IdentityState(TimeProvider time)
     }
 
     private sealed record RevokedCertificate(string Serial, string Reason);
+
+    /// <summary>
+    /// Follows <paramref name="bundle"/> if it is newer (a higher sequence) than the one held: the next handshake
+    /// verifies against it, established connections are left alone. An older or equal one is ignored (a replica that
+    /// is behind, the same bundle sent again).
+    /// </summary>
+    /// <returns>Whether it is now the bundle followed.</returns>
+    /// <exception cref="FormatException">The bundle is of another trust domain than this sidecar's.</exception>
+    public bool ApplyBundle(TrustBundle bundle, string source)
+    {
+        ArgumentNullException.ThrowIfNull(bundle);
+        lock (_bundleGate)
+        {
+            var held = _bundle;
+            if (held is not null && bundle.TrustDomain != held.TrustDomain)
+            {
+                throw new FormatException($"trust bundle {bundle.Sequence} is for trust domain '{bundle.TrustDomain}'; this sidecar is in '{held.TrustDomain}'");
+            }
+            if (held is not null && bundle.Sequence <= held.Sequence)
+            {
+                return false;
+            }
+            _bundle = bundle;
+        }
+        if (logger is not null)
+        {
+            SidecarLog.TrustBundleApplied(logger, bundle.Sequence, bundle.Roots.Count, source, string.Join(",", bundle.Roots.Select(r => r.Thumbprint)));
+        }
+        return true;
+    }
+
+    /// <summary>The trust bundle of a config snapshot (one call from the policy watcher); absent is nothing to apply.</summary>
+    /// <exception cref="FormatException">The bundle cannot be used: NACK the snapshot.</exception>
+    public bool ApplyBundle(Proto.V1.TrustBundle? bundle, string version) =>
+        bundle is not null && ApplyBundle(TrustBundleMapping.FromProto(bundle), $"config {version}");
 }

@@ -6,18 +6,16 @@ namespace ZeroTrustMesh.Sidecar.Identity;
 
 /// <summary>
 /// The sidecar's current X.509-SVID with its private key (generated here; it never leaves the process),
-/// the intermediates to present after it, and the trust bundle that came with it. Immutable: a renewal
-/// produces a new instance that replaces this one atomically.
+/// and the intermediates to present after it. Immutable: a renewal produces a new instance that replaces this one
+/// atomically. The trust bundle is not part of it: it changes on its own (<see cref="IdentityState.Bundle"/>).
 /// </summary>
-internal sealed class WorkloadIdentity(SpiffeId id, X509Certificate2 certificate, IReadOnlyList<X509Certificate2> intermediates, TrustBundle bundle)
+internal sealed class WorkloadIdentity(SpiffeId id, X509Certificate2 certificate, IReadOnlyList<X509Certificate2> intermediates)
 {
     public SpiffeId Id { get; } = id;
 
     public X509Certificate2 Certificate { get; } = certificate;
 
     public IReadOnlyList<X509Certificate2> Intermediates { get; } = intermediates;
-
-    public TrustBundle Bundle { get; } = bundle;
 
     public DateTimeOffset NotBefore { get; } = certificate.NotBefore.ToUniversalTime();
 

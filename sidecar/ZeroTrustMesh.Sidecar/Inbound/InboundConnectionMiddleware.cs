@@ -1,9 +1,9 @@
-using System.Buffers;
 using System.IO.Pipelines;
 using System.Net.Security;
 using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.AspNetCore.Http.Features;
+using ZeroTrustMesh.Hosting;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
 
@@ -27,24 +27,26 @@ internal sealed class PlaintextConnectionFeature
 ///    one of its ports) → the same HTTP pipeline with the HTTPS middleware left out: HTTP/1.1, or HTTP/2 when the
 ///    connection starts with the h2c preface; marked <see cref="PlaintextConnectionFeature"/>, no peer identity;
 /// 3. otherwise (STRICT, the default) the connection is closed and counted as a refused handshake, as it always was.
+/// A connection must show what it is within <see cref="DetectionTimeout"/> (its first byte; for plaintext, whether it is
+/// h2c), as on the outbound port: before, one that sent nothing was held open for ever. After that the TLS handshake
+/// has its own 10 s, and every HTTP/2 frame 10 s from its first byte (<see cref="Http2FrameDeadline"/>). Each refusal
+/// and failed handshake is counted and logged (<see cref="RefusalLog"/>).
 /// The mode is read from the snapshot current when the connection arrives, so a change applies to the next connection;
 /// <see cref="InboundProxy"/> checks every plaintext request again against its port's mode in the current snapshot.
 /// Kestrel cannot make TLS optional on one endpoint, hence the split: <see cref="AfterTls"/> captures the pipeline
 /// behind the HTTPS middleware (built once, when Kestrel binds), and plaintext connections go straight to it.
 /// </summary>
-internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots, InboundTcp tcp, SidecarMetrics metrics)
+internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots, InboundTcp tcp, SidecarMetrics metrics, RefusalLog refusals, TimeProvider time)
 {
     /// <summary>The first byte of every TLS connection: a handshake record (ClientHello).</summary>
     private const byte TlsHandshakeRecord = 0x16;
 
-    /// <summary>How long a plaintext connection may take to show whether it is h2c (as Kestrel's request headers timeout).</summary>
-    private static readonly TimeSpan DetectionTimeout = TimeSpan.FromSeconds(10);
-
-    private static ReadOnlySpan<byte> Http2Preface => "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8;
+    /// <summary>How long a new connection may take to show what it is (as the outbound port, and Kestrel's request headers timeout).</summary>
+    public static readonly TimeSpan DetectionTimeout = TimeSpan.FromSeconds(10);
 
     private ConnectionDelegate? _http;
 
-    /// <summary>Registered before <c>UseHttps</c>: sees the first byte.</summary>
+    /// <summary>Registered before <c>UseHttps</c>: sees the first byte, and how the handshake ended.</summary>
     public Func<ConnectionDelegate, ConnectionDelegate> BeforeTls => next => connection => OnConnectionAsync(connection, next);
 
     /// <summary>Registered after <c>UseHttps</c>: dispatches by ALPN, and is where plaintext connections join the pipeline.</summary>
@@ -53,6 +55,7 @@ internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots
         _http = next;
         return connection =>
         {
+            TlsHandshakeOutcome.MarkCompleted(connection);
             var alpn = connection.Features.Get<ITlsApplicationProtocolFeature>()?.ApplicationProtocol ?? default;
             if (alpn.Span.SequenceEqual(MeshTls.TcpProtocol.Protocol.Span))
             {
@@ -61,7 +64,7 @@ internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots
             if (alpn.Span.SequenceEqual(SslApplicationProtocol.Http2.Protocol.Span))
             {
                 metrics.InboundConnection("mtls");
-                return next(connection);
+                return Http2Async(connection, next);
             }
             // HTTP/1.1 on this listener is for plaintext callers only; between sidecars it is HTTP/2 or TCP.
             metrics.Rejected("inbound", "no_alpn");
@@ -73,53 +76,80 @@ internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots
     {
         connection.Features.Set(ListenerRole.Inbound);
         var input = connection.Transport.Input;
-        var first = await input.ReadAtLeastAsync(1, connection.ConnectionClosed);
+        // Not ConnectionClosed: the client's FIN completes the read anyway, with what it sent.
+        using var detection = new CancellationTokenSource(DetectionTimeout, time);
+        ReadResult first;
+        try
+        {
+            first = await input.ReadAtLeastAsync(1, detection.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            refusals.Refused("inbound", connection.RemoteEndPoint, "NothingSent", $"nothing was sent within {DetectionTimeout.TotalSeconds:0} s of connecting");
+            return;
+        }
         var isTls = !first.Buffer.IsEmpty && first.Buffer.FirstSpan[0] == TlsHandshakeRecord;
         input.AdvanceTo(first.Buffer.Start);
         if (isTls)
         {
-            await tls(connection);
+            var (result, error) = await TlsHandshakeOutcome.RunAsync(connection, tls);
+            if (result is TlsHandshakeResult.Failed or TlsHandshakeResult.Error)
+            {
+                refusals.HandshakeFailed("inbound", connection.RemoteEndPoint, result, error);
+            }
             return;
         }
-        // Kestrel would drop a connection that does not start with a TLS record, and log it only at Debug: count it here.
-        if (first.Buffer.IsEmpty || !snapshots.Current.AcceptsPlaintext)
+        if (first.Buffer.IsEmpty)
         {
-            metrics.HandshakeFailed("inbound", first.Buffer.IsEmpty ? "ClosedBeforeHandshake" : "NotTls");
+            // Connected and closed, as a TCP probe does: counted, not logged.
+            metrics.HandshakeFailed("inbound", "ClosedBeforeHandshake");
             return;
         }
-        if (await IsH2cAsync(input) is not { } h2c)
+        // Kestrel would drop a connection that does not start with a TLS record, and log it only at Debug.
+        if (!snapshots.Current.AcceptsPlaintext)
+        {
+            refusals.Refused("inbound", connection.RemoteEndPoint, "NotTls", "the connection did not start a TLS handshake, and this workload accepts mTLS only (STRICT)");
+            return;
+        }
+        if (await IsH2cAsync(input, detection.Token) is not { } h2c)
         {
             metrics.Rejected("inbound", "plaintext_timeout");
             return;
         }
+        connection.Features.Set(PlaintextConnectionFeature.Instance);
+        metrics.InboundConnection("plaintext");
         if (h2c)
         {
             var selection = new H2cSelection(connection.Features);
             connection.Features.Set<ITlsApplicationProtocolFeature>(selection);
             connection.Features.Set<ITlsConnectionFeature>(selection);
+            await Http2Async(connection, _http!);
+            return;
         }
-        connection.Features.Set(PlaintextConnectionFeature.Instance);
-        metrics.InboundConnection("plaintext");
         await _http!(connection);
     }
 
+    /// <summary>HTTP/2 (mTLS or h2c) with every frame due within its deadline.</summary>
+    private Task Http2Async(ConnectionContext connection, ConnectionDelegate http) =>
+        Http2FrameDeadline.RunAsync(connection, http, Http2FrameDeadline.Default, time,
+            expired => refusals.FrameTimedOut("inbound", expired.RemoteEndPoint, Http2FrameDeadline.Default));
+
     /// <summary>Peeks (consuming nothing) until the bytes are the HTTP/2 preface or cannot be; null when they never come.</summary>
-    private static async Task<bool?> IsH2cAsync(PipeReader input)
+    private static async Task<bool?> IsH2cAsync(PipeReader input, CancellationToken detection)
     {
-        using var timeout = new CancellationTokenSource(DetectionTimeout);
         while (true)
         {
             ReadResult result;
             try
             {
-                result = await input.ReadAsync(timeout.Token);
+                result = await input.ReadAsync(detection);
             }
             catch (OperationCanceledException)
             {
                 return null;
             }
             var buffer = result.Buffer;
-            var decided = Detect(buffer);
+            var decided = Http2Preface.Match(buffer);
             if (decided is not null || result.IsCompleted)
             {
                 input.AdvanceTo(buffer.Start);
@@ -127,17 +157,5 @@ internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots
             }
             input.AdvanceTo(buffer.Start, buffer.End);
         }
-    }
-
-    private static bool? Detect(ReadOnlySequence<byte> buffer)
-    {
-        Span<byte> head = stackalloc byte[Http2Preface.Length];
-        var length = (int)Math.Min(buffer.Length, Http2Preface.Length);
-        buffer.Slice(0, length).CopyTo(head);
-        if (!head[..length].SequenceEqual(Http2Preface[..length]))
-        {
-            return false;
-        }
-        return length == Http2Preface.Length ? true : null;
     }
 }

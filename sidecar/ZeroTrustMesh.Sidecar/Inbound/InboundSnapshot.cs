@@ -109,9 +109,25 @@ internal sealed class InboundSnapshotState
     }
 }
 
-/// <summary>The sidecar's stage kinds: one registration line per policy kind it enforces.</summary>
+/// <summary>The sidecar's stage kinds (one registration line per policy kind it enforces), and the inbound listener's parts.</summary>
 internal static class InboundStageKinds
 {
+    /// <summary>
+    /// The inbound listener's parts as the sidecar composes them (tests compose the same): the stages and what they
+    /// keep across config versions (JWKS, token buckets), the current snapshot, the connection middleware, the request
+    /// path. Shared parts (options, identity, metrics, refusal and access logs, the forwarder) are registered by the host.
+    /// </summary>
+    public static IServiceCollection AddInbound(this IServiceCollection services) => services
+        .AddInboundStages()
+        .AddSingleton<InboundSnapshotState>()
+        .AddSingleton(new Authentication.JwksOptions())
+        .AddSingleton<Authentication.JwksCache>()
+        .AddSingleton(new RateLimiting.RateLimitOptions())
+        .AddSingleton<RateLimiting.TokenBuckets>()
+        .AddSingleton<InboundTcp>()
+        .AddSingleton<InboundConnectionMiddleware>()
+        .AddSingleton<InboundProxy>();
+
     public static IServiceCollection AddInboundStageKind<[System.Diagnostics.CodeAnalysis.DynamicallyAccessedMembers(System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.PublicConstructors)] TKind>(this IServiceCollection services)
         where TKind : class, IInboundStageKind =>
         services.AddSingleton<IInboundStageKind, TKind>();

@@ -47,7 +47,7 @@ internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePi
 /// verify that the server is exactly the identity the registry gave for that endpoint, and multiplex every request
 /// to it over HTTP/2. Endpoints are picked round-robin among those not ejected.
 /// </summary>
-internal sealed class DestinationClients(IdentityState state, SidecarOptions options, SidecarMetrics metrics)
+internal sealed class DestinationClients(IdentityState state, SidecarOptions options, SidecarMetrics metrics, RefusalLog refusals)
 {
     /// <summary>
     /// How much of one HTTP/2 response the sidecar's clients accept ahead of the reader (the stream's flow-control
@@ -100,7 +100,7 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
         var handler = ForwardingHandler(settings.ConnectTimeout);
         // New connections pick up a renewed certificate; old ones are retired in time, never cut mid-request.
         handler.PooledConnectionLifetime = TimeSpan.FromMinutes(10);
-        handler.SslOptions = MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, SslApplicationProtocol.Http2);
+        handler.SslOptions = MeshTls.ClientOptions(state, refusals, destination, SslApplicationProtocol.Http2);
         var breakerState = new CircuitBreakerStateProvider();
         var breaker = new ResiliencePipelineBuilder<ForwardResult>()
             .AddCircuitBreaker(new CircuitBreakerStrategyOptions<ForwardResult>

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Connections;
 using Microsoft.AspNetCore.Connections.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core.Features;
 using Microsoft.AspNetCore.Http.Features;
+using ZeroTrustMesh.Hosting;
 using ZeroTrustMesh.Sidecar.Registry;
 using ZeroTrustMesh.Sidecar.Telemetry;
 
@@ -21,8 +22,7 @@ namespace ZeroTrustMesh.Sidecar.Outbound;
 /// </summary>
 internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistryClient registry, SidecarMetrics metrics, ILogger<OutboundConnectionMiddleware> logger)
 {
-    private static readonly byte[] Http2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"u8.ToArray();
-    private static readonly byte[] ConnectMethod = "CONNECT "u8.ToArray();
+    private static ReadOnlySpan<byte> ConnectMethod => "CONNECT "u8;
     private const int MaxConnectHead = 8 * 1024;
 
     /// <summary>How long a new connection may take to show what it is (the same as Kestrel's request headers timeout).</summary>
@@ -72,7 +72,9 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
                 return;
             }
             var buffer = result.Buffer;
-            if (StartsWith(buffer, ConnectMethod))
+            var connect = BytePrefix.Match(buffer, ConnectMethod);
+            var h2c = Http2Preface.Match(buffer);
+            if (connect == true)
             {
                 input.AdvanceTo(buffer.Start);
                 if (await ReadConnectHeadAsync(input) is { } target)
@@ -81,16 +83,16 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
                 }
                 return;
             }
-            if (StartsWith(buffer, Http2Preface))
+            if (h2c == true)
             {
                 input.AdvanceTo(buffer.Start);
-                var h2c = new H2cSelection(connection.Features);
-                connection.Features.Set<ITlsApplicationProtocolFeature>(h2c);
-                connection.Features.Set<ITlsConnectionFeature>(h2c);
+                var selection = new H2cSelection(connection.Features);
+                connection.Features.Set<ITlsApplicationProtocolFeature>(selection);
+                connection.Features.Set<ITlsConnectionFeature>(selection);
                 break;
             }
             // Still a possible prefix of either: wait for more bytes. Otherwise it is HTTP/1.1.
-            var undecided = buffer.Length < Http2Preface.Length && (IsPrefix(buffer, Http2Preface) || IsPrefix(buffer, ConnectMethod));
+            var undecided = h2c is null || connect is null;
             if (!undecided || result.IsCompleted)
             {
                 input.AdvanceTo(buffer.Start);
@@ -176,17 +178,6 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
             SidecarLog.ConnectionRefused(logger, "outbound", "CONNECT request head not received within 10 s");
             return null;
         }
-    }
-
-    private static bool StartsWith(ReadOnlySequence<byte> buffer, byte[] prefix) =>
-        buffer.Length >= prefix.Length && IsPrefix(buffer.Slice(0, prefix.Length), prefix);
-
-    private static bool IsPrefix(ReadOnlySequence<byte> buffer, byte[] prefix)
-    {
-        var length = (int)Math.Min(buffer.Length, prefix.Length);
-        Span<byte> head = stackalloc byte[length];
-        buffer.Slice(0, length).CopyTo(head);
-        return head.SequenceEqual(prefix.AsSpan(0, length));
     }
 
     private static long IndexOf(ReadOnlySequence<byte> buffer, ReadOnlySpan<byte> value)

@@ -17,7 +17,7 @@ namespace ZeroTrustMesh.Sidecar.Outbound;
 /// An opaque TCP connection from the local app to a service's declared TCP port: mTLS to an endpoint's inbound
 /// listener (ALPN <c>ztm-tcp/1</c>, server identity checked), a one-line preamble naming the port, then bytes both ways.
 /// </summary>
-internal sealed class OutboundTcp(IdentityState state, DestinationClients clients, SidecarOptions options, SidecarMetrics metrics, ILogger<OutboundTcp> logger)
+internal sealed class OutboundTcp(IdentityState state, DestinationClients clients, SidecarOptions options, SidecarMetrics metrics, RefusalLog refusals, ILogger<OutboundTcp> logger)
 {
     public async Task RelayAsync(ConnectionContext app, IReadOnlyList<Destination> destinations, int port, Func<Task>? onConnected = null)
     {
@@ -34,7 +34,7 @@ internal sealed class OutboundTcp(IdentityState state, DestinationClients client
             using var connectTimeout = new CancellationTokenSource(options.ResilienceFor(destination.Service).ConnectTimeout);
             await socket.ConnectAsync(destination.Inbound, connectTimeout.Token);
             tls = new SslStream(new NetworkStream(socket, ownsSocket: false));
-            await tls.AuthenticateAsClientAsync(MeshTls.ClientOptions(state, metrics, destination.Identity, destination.Service, MeshTls.TcpProtocol), connectTimeout.Token);
+            await tls.AuthenticateAsClientAsync(MeshTls.ClientOptions(state, refusals, destination, MeshTls.TcpProtocol), connectTimeout.Token);
             await tls.WriteAsync(Encoding.ASCII.GetBytes($"{InboundTcp.Preamble} {port}\n"), connectTimeout.Token);
         }
         catch (Exception e) when (e is SocketException or OperationCanceledException or AuthenticationException or IOException)

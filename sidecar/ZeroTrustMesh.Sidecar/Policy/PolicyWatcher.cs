@@ -46,7 +46,7 @@ internal sealed class PolicyWatcher(
         }
         state.Current!.Id.TryGetWorkload(out var ns, out var sa);
         var workload = new WorkloadRef(ns!, sa!);
-        using var channel = ControlPlaneChannel.Create(options.ControlPlane, () => state.Current?.Bundle ?? options.BootstrapBundle, () => state.Valid?.Certificate, time);
+        using var channel = ControlPlaneChannel.Create(options.ControlPlane, () => state.Bundle ?? options.BootstrapBundle, () => state.Valid?.Certificate, time);
         var client = new MeshConfig.MeshConfigClient(channel);
 
         for (var attempt = 1; !stopping.IsCancellationRequested; attempt++)
@@ -97,6 +97,7 @@ internal sealed class PolicyWatcher(
                 state.Revocations = revocations;
                 SidecarLog.RevocationsApplied(logger, snapshot.Version, revocations.Count);
             }
+            state.ApplyBundle(snapshot.TrustBundle, snapshot.Version);
         }
         catch (FormatException e)
         {

@@ -36,7 +36,7 @@ internal sealed class MeshRegistryClient : BackgroundService
         _rotator = rotator;
         _time = time;
         _logger = logger;
-        _channel = ControlPlaneChannel.Create(options.ControlPlane, () => state.Current?.Bundle ?? options.BootstrapBundle, () => state.Valid?.Certificate, time);
+        _channel = ControlPlaneChannel.Create(options.ControlPlane, () => state.Bundle ?? options.BootstrapBundle, () => state.Valid?.Certificate, time);
         _client = new Proto.V1.Registry.RegistryClient(_channel);
         _cache = new(Freshness, time, (key, e) =>
         {

@@ -22,6 +22,10 @@ public sealed class DataPlaneFixture : ControlPlaneFixture
 
     internal Sidecar Frontend { get; private set; } = null!;
 
+    /// <summary>The mesh CA's certificate with its key, to sign certificates the control plane would never issue.</summary>
+    internal System.Security.Cryptography.X509Certificates.X509Certificate2 MeshCa => ZeroTrustMesh.Identity.Pem.LoadCertificateWithKey(
+        Path.Combine(ControlPlane.DataDir, "ca", "ca.crt"), Path.Combine(ControlPlane.DataDir, "ca", "ca.key"));
+
     public override async Task InitializeAsync()
     {
         await base.InitializeAsync();

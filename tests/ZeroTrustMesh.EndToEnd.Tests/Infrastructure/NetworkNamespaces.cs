@@ -3,15 +3,54 @@ using System.Globalization;
 
 namespace ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
 
-/// <summary>Runs a test only as root: network namespaces and iptables need it.</summary>
+/// <summary>
+/// Runs a test only as root and only where the commands it runs exist: network namespaces and iptables need root, and
+/// a fresh machine or a slim container may lack iptables. Otherwise the test is skipped with the reason and what to
+/// install, rather than failing with "exec of iptables failed" halfway through.
+/// </summary>
 internal sealed class RootFactAttribute : FactAttribute
 {
-    public RootFactAttribute()
+    /// <summary>The Debian package each command comes in, for the skip reason.</summary>
+    private static readonly Dictionary<string, string> Packages = new(StringComparer.Ordinal)
+    {
+        ["ip"] = "iproute2",
+        ["iptables"] = "iptables",
+        ["curl"] = "curl",
+        ["bash"] = "bash",
+        ["timeout"] = "coreutils",
+    };
+
+    /// <param name="commands">The commands the test runs, looked up on PATH.</param>
+    public RootFactAttribute(params string[] commands)
     {
         if (!OperatingSystem.IsLinux() || Environment.GetEnvironmentVariable("USER") is not "root" && Environment.UserName != "root")
         {
             Skip = "needs root: it creates network namespaces, veth links and iptables rules";
+            return;
         }
+        var missing = commands.Where(c => Executable.Find(c) is null).ToList();
+        if (missing.Count > 0)
+        {
+            var install = string.Join(' ', missing.Select(c => Packages.GetValueOrDefault(c, c)).Distinct());
+            Skip = $"needs {string.Join(", ", missing)}, not found on PATH (apt-get install {install})";
+        }
+    }
+}
+
+/// <summary>Where a command would be found, the way a shell looks it up.</summary>
+internal static class Executable
+{
+    public static string? Find(string command, string? path = null)
+    {
+        foreach (var directory in (path ?? Environment.GetEnvironmentVariable("PATH") ?? "").Split(':', StringSplitOptions.RemoveEmptyEntries))
+        {
+            var candidate = Path.Combine(directory, command);
+            if (File.Exists(candidate) && (File.GetUnixFileMode(candidate) & (UnixFileMode.UserExecute | UnixFileMode.GroupExecute | UnixFileMode.OtherExecute)) != 0)
+            {
+                return candidate;
+            }
+        }
+        return null;
     }
 }
 

@@ -40,7 +40,6 @@ public sealed class IdentityStateTests
         var request = new CertificateRequest("O=test", key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(SubjectAltNames.ForUri("spiffe://cluster.local/ns/shop/sa/orders"));
         var certificate = request.CreateSelfSigned(_time.GetUtcNow().AddMinutes(-1), _time.GetUtcNow().AddHours(1));
-        return new WorkloadIdentity(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/orders"), certificate, [],
-            new TrustBundle("cluster.local", [X509CertificateLoader.LoadCertificate(certificate.RawData)], 1));
+        return new WorkloadIdentity(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/orders"), certificate, []);
     }
 }

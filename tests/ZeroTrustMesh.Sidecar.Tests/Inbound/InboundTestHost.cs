@@ -93,18 +93,11 @@ internal sealed class InboundTestHost : IAsyncDisposable
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<IdentityState>();
         services.AddSingleton<SidecarMetrics>();
+        services.AddSingleton<Sidecar.Tls.RefusalLog>();
         services.AddSingleton<AccessLog>();
-        services.AddSingleton<Sidecar.Authentication.JwksOptions>();
-        services.AddSingleton<Sidecar.Authentication.JwksCache>();
-        services.AddSingleton(new Sidecar.RateLimiting.RateLimitOptions());
-        services.AddSingleton<Sidecar.RateLimiting.TokenBuckets>();
         services.AddHttpForwarder();
-        services.AddInboundStages();
+        services.AddInbound();
         extraKinds?.Invoke(services);
-        services.AddSingleton<InboundSnapshotState>();
-        services.AddSingleton<InboundTcp>();
-        services.AddSingleton<InboundConnectionMiddleware>();
-        services.AddSingleton<InboundProxy>();
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.Listen(IPAddress.Loopback, 0, listen =>
