@@ -26,10 +26,10 @@ public enum SvidFailure
 }
 
 /// <summary>
-/// What a presented SVID is used for on this connection. When the certificate has an extended key usage extension it
-/// must allow each purpose asked for (or be anyExtendedKeyUsage); without the extension every purpose is allowed
-/// (RFC 5280 §4.2.1.12; the X.509-SVID specification §4.4 makes the extension a SHOULD for issuers, never a check
-/// validators must add).
+/// What a presented SVID is used for on this connection. Its extended key usage must allow each purpose asked for (or
+/// be anyExtendedKeyUsage), and a leaf without the extension is refused for any purpose: RFC 5280 §4.2.1.12 would read
+/// its absence as "any", and the X.509-SVID specification §4.4 only says issuers SHOULD include it, but every SVID the
+/// mesh's CA signs carries serverAuth and clientAuth, so a mesh-signed leaf without them was not issued for the mesh.
 /// </summary>
 [Flags]
 public enum SvidPurpose
@@ -138,12 +138,17 @@ public static class SvidVerifier
         return SvidVerification.Valid(id);
     }
 
-    /// <summary>Whether the extended key usage, if the leaf has one, allows every purpose in <paramref name="purpose"/>.</summary>
+    /// <summary>Whether the leaf's extended key usage allows every purpose in <paramref name="purpose"/> (a leaf without one allows none).</summary>
     public static SvidVerification? CheckPurpose(X509Certificate2 leaf, SvidPurpose purpose)
     {
-        if (purpose == SvidPurpose.None || leaf.Extensions.OfType<X509EnhancedKeyUsageExtension>().FirstOrDefault() is not { } extension)
+        if (purpose == SvidPurpose.None)
         {
             return null;
+        }
+        if (leaf.Extensions.OfType<X509EnhancedKeyUsageExtension>().FirstOrDefault() is not { } extension)
+        {
+            return SvidVerification.Invalid(SvidFailure.BadExtendedKeyUsage,
+                $"it has no extended key usage; an SVID presented for {(purpose.HasFlag(SvidPurpose.Client) ? "client" : "server")} authentication must allow it ({(purpose.HasFlag(SvidPurpose.Client) ? "clientAuth" : "serverAuth")})");
         }
         bool client = false, server = false;
         try

@@ -82,11 +82,15 @@ public sealed class SvidPurposeTests : IDisposable
     }
 
     [Fact]
-    public void Without_the_extension_every_purpose_is_allowed_as_rfc_5280_says()
+    public void Without_the_extension_no_purpose_is_allowed()
     {
         using var none = SvidVerifierTests.Leaf(_ca, _caKey, [Orders]);
 
-        Assert.True(SvidVerifier.Verify(none, null, _bundle, Now, purpose: SvidPurpose.Client | SvidPurpose.Server).IsValid);
+        var client = SvidVerifier.Verify(none, null, _bundle, Now, purpose: SvidPurpose.Client);
+        Assert.Equal(SvidFailure.BadExtendedKeyUsage, client.Failure);
+        Assert.Contains("has no extended key usage", client.Reason, StringComparison.Ordinal);
+        Assert.Equal(SvidFailure.BadExtendedKeyUsage, SvidVerifier.Verify(none, null, _bundle, Now, purpose: SvidPurpose.Server).Failure);
+        Assert.True(SvidVerifier.Verify(none, null, _bundle, Now).IsValid); // no purpose asked: identity only
     }
 
     [Fact]

@@ -261,6 +261,8 @@ public sealed class CertificateRotatorTests : IAsyncLifetime
             var leaf = new CertificateRequest(new X500DistinguishedName("O=test"), request.PublicKey, HashAlgorithmName.SHA256);
             leaf.CertificateExtensions.Add(new X509BasicConstraintsExtension(false, false, 0, true));
             leaf.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, true));
+            // As the mesh CA issues them: server and client authentication.
+            leaf.CertificateExtensions.Add(new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1"), new Oid("1.3.6.1.5.5.7.3.2")], false));
             leaf.CertificateExtensions.Add(SubjectAltNames.ForUri(_id.Value));
             var now = _time.GetUtcNow();
             using var certificate = leaf.Create(_ca.SubjectName, X509SignatureGenerator.CreateForECDsa(_caKey), now, now + Lifetime, RandomNumberGenerator.GetBytes(16));
