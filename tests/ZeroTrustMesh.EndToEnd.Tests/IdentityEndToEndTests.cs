@@ -28,6 +28,8 @@ public sealed class IdentityEndToEndTests(ITestOutputHelper output) : IAsyncLife
         Assert.Matches("^[0-9a-f]{32}$", identity.GetProperty("serial").GetString());
         var notAfter = identity.GetProperty("notAfter").GetDateTimeOffset();
         Assert.InRange(notAfter - DateTimeOffset.UtcNow, TimeSpan.FromMinutes(55), TimeSpan.FromMinutes(61));
+        // Ready takes the first config as well as the certificate: on a loaded machine it can follow the identity by a moment.
+        await sidecar.Process.WaitForLineAsync(l => l.Contains("] config ", StringComparison.Ordinal) && l.Contains(" applied: ", StringComparison.Ordinal), "first config applied");
         Assert.Equal((200, "ready\n"), await sidecar.ReadyAsync());
         await controlPlane.Process.WaitForLineAsync(l => l.Contains("svid issued spiffe_id=spiffe://cluster.local/ns/shop/sa/orders", StringComparison.Ordinal) && l.Contains("via=join_token", StringComparison.Ordinal), "issuance log line");
     }
