@@ -7,7 +7,7 @@ using ZeroTrustMesh.Sidecar.Admin;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Inbound;
 using ZeroTrustMesh.Sidecar.Outbound;
-using ZeroTrustMesh.Sidecar.Policy;
+using ZeroTrustMesh.Sidecar.Config;
 using ZeroTrustMesh.Sidecar.Registry;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
@@ -56,8 +56,8 @@ internal static class SidecarHost
         // The inbound listener and its stages, one per policy kind this sidecar enforces (deny everything until the
         // first config arrives), then the config stream that feeds them.
         services.AddInbound();
-        services.AddSingleton<PolicyWatcher>();
-        services.AddHostedService(sp => sp.GetRequiredService<PolicyWatcher>());
+        services.AddSingleton<ConfigWatcher>();
+        services.AddHostedService(sp => sp.GetRequiredService<ConfigWatcher>());
         services.AddSingleton<SidecarMetrics>();
         services.AddSingleton<RefusalLog>();
         services.AddSingleton<MemoryTrimmer>();
@@ -143,7 +143,7 @@ internal static class SidecarHost
 
         // When the sidecar is first ready, hand back what start-up left behind.
         var trimmer = app.Services.GetRequiredService<MemoryTrimmer>();
-        _ = app.Services.GetRequiredService<PolicyWatcher>().FirstSnapshot.ContinueWith(_ => trimmer.ReleaseStartupMemory(),
+        _ = app.Services.GetRequiredService<ConfigWatcher>().FirstSnapshot.ContinueWith(_ => trimmer.ReleaseStartupMemory(),
             CancellationToken.None, TaskContinuationOptions.OnlyOnRanToCompletion, TaskScheduler.Default);
 
         var addresses = app.Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()

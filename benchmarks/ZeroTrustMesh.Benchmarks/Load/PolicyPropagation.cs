@@ -26,7 +26,7 @@ namespace ZeroTrustMesh.Benchmarks.Load;
 ///    N simulated sidecars are spread over the K identities (sidecar i is identity i mod K, like replicas sharing a
 ///    service account); streams of one identity share its HTTP/2 connections.
 /// 3. For each N (ascending), open streams up to N: each sends the hello and ACKs every snapshot at once (what the
-///    real PolicyWatcher does, without compiling). Read the control plane's RSS when all have ACKed the first snapshot.
+///    real ConfigWatcher does, without compiling). Read the control plane's RSS when all have ACKed the first snapshot.
 /// 4. Apply a change that selects every workload (a selector-less AuthorizationPolicy in <c>bench</c>) and record, per
 ///    sidecar, the time from the Apply response to the snapshot of the new version; poll PolicyAdmin.Status meanwhile to
 ///    see when the control plane has the ACKs. <c>--warmup-changes</c> unreported changes, then <c>--changes</c> measured ones.

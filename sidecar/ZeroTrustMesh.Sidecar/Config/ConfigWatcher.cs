@@ -6,7 +6,7 @@ using ZeroTrustMesh.Proto.V1;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Inbound;
 
-namespace ZeroTrustMesh.Sidecar.Policy;
+namespace ZeroTrustMesh.Sidecar.Config;
 
 /// <summary>
 /// Follows the control plane's config stream for this workload (policies, revocations, trust bundle):
@@ -19,13 +19,13 @@ namespace ZeroTrustMesh.Sidecar.Policy;
 /// 3. when the stream breaks, keep enforcing the last good snapshot and reconnect with backoff and jitter.
 /// Until the first snapshot arrives the state holds an empty one: STRICT, no ALLOW policy, so everything is denied.
 /// </summary>
-internal sealed class PolicyWatcher(
+internal sealed class ConfigWatcher(
     SidecarOptions options,
     IdentityState state,
     CertificateRotator rotator,
     InboundSnapshotState snapshots,
     TimeProvider time,
-    ILogger<PolicyWatcher> logger) : BackgroundService
+    ILogger<ConfigWatcher> logger) : BackgroundService
 {
     private readonly TaskCompletionSource _first = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
