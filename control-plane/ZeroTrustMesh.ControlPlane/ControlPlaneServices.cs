@@ -6,6 +6,7 @@ using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Coordination;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Registry;
+using ZeroTrustMesh.ControlPlane.Telemetry;
 
 namespace ZeroTrustMesh.ControlPlane;
 
@@ -40,6 +41,7 @@ internal static class ControlPlaneServices
     /// <summary>What works on that state: identity issuance, config versioning and distribution, revocation, the API's caller checks.</summary>
     public static IServiceCollection AddControlPlane(this IServiceCollection services)
     {
+        services.TryAddSingleton<ControlPlaneMetrics>();
         services.TryAddSingleton<ControlPlaneCredentials>();
         services.TryAddSingleton<CallerVerifier>();
         services.TryAddSingleton<WorkloadCaller>();
