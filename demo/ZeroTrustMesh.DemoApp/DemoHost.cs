@@ -55,6 +55,14 @@ internal static class DemoHost
 
         var grpcBuilder = CreateBuilder(options);
         grpcBuilder.Services.AddGrpc(o => o.EnableDetailedErrors = false);
+        grpcBuilder.Services.AddSingleton(_ =>
+        {
+            // The whole server ("") and the echo service are SERVING; any other name is NOT_FOUND, as the protocol says.
+            var health = new Grpc.HealthCheck.HealthServiceImpl();
+            health.SetStatus("", Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving);
+            health.SetStatus(Proto.V1.Echo.Descriptor.FullName, Grpc.Health.V1.HealthCheckResponse.Types.ServingStatus.Serving);
+            return health;
+        });
         grpcBuilder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
@@ -66,6 +74,7 @@ internal static class DemoHost
         });
         await using var grpc = grpcBuilder.Build();
         grpc.MapGrpcService<EchoService>();
+        grpc.MapGrpcService<Grpc.HealthCheck.HealthServiceImpl>();
 
         try
         {

@@ -21,6 +21,7 @@ internal sealed class ListenerRole
     public static readonly ListenerRole Admin = new();
     public static readonly ListenerRole Inbound = new();
     public static readonly ListenerRole Outbound = new();
+    public static readonly ListenerRole Health = new();
 
     private ListenerRole()
     {
@@ -28,9 +29,9 @@ internal sealed class ListenerRole
 }
 
 /// <summary>
-/// The composition root: identity first (everything depends on it), then the registry, then the three
-/// listeners — admin (loopback), inbound (mTLS from other sidecars; plaintext too for a PERMISSIVE workload),
-/// outbound (plaintext from the local app).
+/// The composition root: identity first (everything depends on it), then the registry, then the listeners —
+/// admin (loopback), inbound (mTLS from other sidecars; plaintext too for a PERMISSIVE workload), outbound
+/// (plaintext from the local app), and the health port for kubelet and Prometheus when asked for.
 /// </summary>
 internal static class SidecarHost
 {
@@ -59,6 +60,10 @@ internal static class SidecarHost
         services.AddSingleton<ConfigWatcher>();
         services.AddHostedService(sp => sp.GetRequiredService<ConfigWatcher>());
         services.AddSingleton<SidecarMetrics>();
+        services.AddSingleton<Health.Readiness>();
+        services.AddSingleton(options.AppProbes);
+        services.AddSingleton<Health.AppProber>();
+        services.AddSingleton<Health.HealthPort>();
         services.AddSingleton<RefusalLog>();
         services.AddSingleton<MemoryTrimmer>();
         services.AddHostedService(sp => sp.GetRequiredService<MemoryTrimmer>());
@@ -108,17 +113,26 @@ internal static class SidecarHost
                     return middleware.OnConnectionAsync(connection, next);
                 });
             });
+
+            // Health: kubelet and Prometheus reach the pod from outside it, so every address; plain HTTP, and nothing
+            // on it tells what the sidecar holds. Listed last: the addresses below are read in this order.
+            if (options.HealthPort is { } healthPort)
+            {
+                kestrel.ListenAnyIP(healthPort, listen => listen.Use(Tag(ListenerRole.Health)));
+            }
         });
 
         await using var app = builder.Build();
         var inbound = app.Services.GetRequiredService<InboundProxy>();
         var outbound = app.Services.GetRequiredService<OutboundProxy>();
+        var health = app.Services.GetRequiredService<Health.HealthPort>();
         app.Use((context, next) =>
         {
             var role = context.Features.Get<ListenerRole>();
             return role == ListenerRole.Inbound ? inbound.HandleAsync(context)
                 : role == ListenerRole.Outbound ? outbound.HandleAsync(context)
                 : role == ListenerRole.Admin ? next(context)
+                : role == ListenerRole.Health ? health.HandleAsync(context)
                 : throw new InvalidOperationException("a request from no known listener");
         });
         // Routing after the dispatch, so only admin requests are matched against routes: without this call the web
@@ -155,6 +169,10 @@ internal static class SidecarHost
         Console.Out.WriteLine($"ztm-sidecar: admin listening on http://127.0.0.1:{admin.Port} (control plane {options.ControlPlane})");
         Console.Out.WriteLine($"ztm-sidecar: inbound listening on {options.InboundEndpoint} (mTLS; plaintext only when PERMISSIVE)");
         Console.Out.WriteLine($"ztm-sidecar: outbound listening on 127.0.0.1:{outboundPort}");
+        if (options.HealthPort is not null)
+        {
+            Console.Out.WriteLine($"ztm-sidecar: health listening on port {addresses[3].Port} (/healthz/ready, /metrics, {options.AppProbes.ByPath.Count} app probe(s))");
+        }
         Console.Out.Flush();
 
         await app.WaitForShutdownAsync(cancellation);

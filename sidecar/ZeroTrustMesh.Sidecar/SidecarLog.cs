@@ -12,8 +12,8 @@ internal static partial class SidecarLog
     public static partial void IssuanceFailed(ILogger logger, string call, int attempt, double retrySeconds, string reason);
 
     [LoggerMessage(EventId = 102, Level = LogLevel.Error,
-        Message = "join token refused by the control plane, exiting: {Reason}")]
-    public static partial void BootstrapRefused(ILogger logger, string reason);
+        Message = "{Proof} refused by the control plane, exiting: {Reason}")]
+    public static partial void BootstrapRefused(ILogger logger, string proof, string reason);
 
     [LoggerMessage(EventId = 103, Level = LogLevel.Error,
         Message = "svid expired spiffe_id={SpiffeId} serial={Serial} not_after={NotAfter:O}: failing closed until renewal succeeds")]

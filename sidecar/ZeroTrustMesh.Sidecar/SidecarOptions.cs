@@ -13,8 +13,16 @@ internal sealed class SidecarOptions
 
     public required Uri ControlPlane { get; init; }
     public required TrustBundle BootstrapBundle { get; init; }
-    public required string JoinToken { get; init; }
+    /// <summary>What the first certificate is asked for with: a join token, or a projected service-account token.</summary>
+    public required Identity.IdentityProof Proof { get; init; }
+
     public required int AdminPort { get; init; }
+
+    /// <summary>The plain-HTTP port on every address for kubelet and Prometheus (<c>--health-port</c>); null: none.</summary>
+    public int? HealthPort { get; init; }
+
+    /// <summary>The app's kubelet probes the injector rewrote to the health port (<c>ZTM_APP_PROBES</c>).</summary>
+    public Health.AppProbes AppProbes { get; init; } = Health.AppProbes.None;
 
     /// <summary>Where the inbound mTLS listener listens; also the address registered for callers.</summary>
     public required System.Net.IPEndPoint InboundEndpoint { get; set; }
@@ -68,6 +76,14 @@ internal sealed class SidecarOptions
         var trustDomain = new Option<string>("--trust-domain") { Description = "SPIFFE trust domain", DefaultValueFactory = _ => SpiffeId.DefaultTrustDomain };
         var joinToken = new Option<string?>("--join-token") { Description = $"Join token for the first certificate (or ${JoinTokenVariable}; prefer --join-token-file)" };
         var joinTokenFile = new Option<string?>("--join-token-file") { Description = "File holding the join token" };
+        var serviceAccountTokenFile = new Option<string?>("--service-account-token-file")
+        {
+            Description = "Kubernetes: a projected service-account token file, the proof for the first certificate instead of a join token (read at every signing)",
+        };
+        var healthPort = new Option<int?>("--health-port")
+        {
+            Description = $"Plain-HTTP port on every address for kubelet and Prometheus: /healthz/ready, /metrics, and the app's probes from ${Health.AppProbes.Variable} (15021 when injected; default none)",
+        };
         var adminPort = new Option<int>("--admin-port") { Description = "Admin port on 127.0.0.1 (/healthz/ready, /config_dump, /metrics); 0 picks a free one", DefaultValueFactory = _ => 15020 };
         var inboundAddress = new Option<string>("--inbound-address") { Description = "Address of the inbound mTLS listener, registered for callers", DefaultValueFactory = _ => "127.0.0.1" };
         var inboundPort = new Option<int>("--inbound-port") { Description = "Inbound mTLS port; 0 picks a free one", DefaultValueFactory = _ => 15006 };
@@ -95,7 +111,7 @@ internal sealed class SidecarOptions
 
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
-            controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, adminPort,
+            controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, serviceAccountTokenFile, adminPort, healthPort,
             inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
         };
         command.SetAction((result, cancellation) =>
@@ -117,6 +133,12 @@ internal sealed class SidecarOptions
                     return Fail($"--probe-path '{path}' is not an exact path: {probeError}");
                 }
             }
+            var appProbes = Health.AppProbes.None;
+            if (Environment.GetEnvironmentVariable(Health.AppProbes.Variable) is { Length: > 0 } probesJson
+                && !Health.AppProbes.TryParse(probesJson, out appProbes, out var probeErrors))
+            {
+                return Fail($"${Health.AppProbes.Variable} is invalid: {string.Join("; ", probeErrors)}");
+            }
             TrustBundle bundle;
             var bundlePath = result.GetValue(trustBundle)!;
             try
@@ -127,20 +149,34 @@ internal sealed class SidecarOptions
             {
                 return Fail($"cannot read the trust bundle {bundlePath}: {e.Message}");
             }
-            string? token;
-            try
+            Identity.IdentityProof proof;
+            if (result.GetValue(serviceAccountTokenFile) is { } saTokenFile)
             {
-                token = result.GetValue(joinTokenFile) is { } file ? File.ReadAllText(file).Trim() : result.GetValue(joinToken) ?? Environment.GetEnvironmentVariable(JoinTokenVariable);
+                if (result.GetValue(joinTokenFile) is not null || result.GetValue(joinToken) is not null)
+                {
+                    return Fail("--service-account-token-file and a join token are alternatives: give one");
+                }
+                // Not read here: kubelet may write it a moment after the container starts, and it is read at every signing.
+                proof = new Identity.IdentityProof.ServiceAccountTokenFile(saTokenFile);
             }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            else
             {
-                return Fail($"cannot read the join token file: {e.Message}");
+                string? token;
+                try
+                {
+                    token = result.GetValue(joinTokenFile) is { } file ? File.ReadAllText(file).Trim() : result.GetValue(joinToken) ?? Environment.GetEnvironmentVariable(JoinTokenVariable);
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                {
+                    return Fail($"cannot read the join token file: {e.Message}");
+                }
+                if (string.IsNullOrWhiteSpace(token))
+                {
+                    return Fail($"a join token is needed: --join-token-file, --join-token or ${JoinTokenVariable} (mint one with 'ztmctl token create'), or --service-account-token-file in Kubernetes");
+                }
+                proof = new Identity.IdentityProof.JoinToken(token.Trim());
             }
-            if (string.IsNullOrWhiteSpace(token))
-            {
-                return Fail($"a join token is needed: --join-token-file, --join-token or ${JoinTokenVariable} (mint one with 'ztmctl token create')");
-            }
-            int[] ports = [result.GetValue(adminPort), result.GetValue(inboundPort), result.GetValue(outboundPort), .. result.GetValue(appPorts) ?? [], .. result.GetValue(tcpPorts) ?? []];
+            int[] ports = [result.GetValue(adminPort), result.GetValue(healthPort) ?? 0, result.GetValue(inboundPort), result.GetValue(outboundPort), .. result.GetValue(appPorts) ?? [], .. result.GetValue(tcpPorts) ?? []];
             if (ports.Any(p => p is < 0 or > 65535))
             {
                 return Fail("ports must be between 0 and 65535");
@@ -177,8 +213,10 @@ internal sealed class SidecarOptions
             {
                 ControlPlane = address,
                 BootstrapBundle = bundle,
-                JoinToken = token.Trim(),
+                Proof = proof,
                 AdminPort = result.GetValue(adminPort),
+                HealthPort = result.GetValue(healthPort),
+                AppProbes = appProbes,
                 InboundEndpoint = new System.Net.IPEndPoint(inboundIp, result.GetValue(inboundPort)),
                 OutboundPort = result.GetValue(outboundPort),
                 AppPorts = result.GetValue(appPorts) ?? [],

@@ -76,6 +76,8 @@ internal static class EchoEndpoints
     private static async Task Slow(HttpContext context, string name)
     {
         var delay = int.Parse((string)context.Request.RouteValues["ms"]!, System.Globalization.CultureInfo.InvariantCulture);
+        // A line to wait on: tests that must act while a request is in flight (a sidecar draining) know it is.
+        Console.Out.WriteLine($"{name}: /slow/{delay} started");
         await Task.Delay(delay, context.RequestAborted);
         await Reply(context, name, StatusCodes.Status200OK);
     }

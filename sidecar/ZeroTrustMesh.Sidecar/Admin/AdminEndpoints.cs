@@ -11,15 +11,7 @@ internal static class AdminEndpoints
 {
     public static void MapAdmin(this WebApplication app)
     {
-        // Ready only with a valid certificate and a first policy snapshot (fail closed until both).
-        app.MapGet("/healthz/ready", (IdentityState state, Config.ConfigWatcher config) =>
-            state.IsReady && config.HasSnapshot ? Results.Text("ready\n")
-            : Results.Text(
-                state.Current is null ? "not ready: no certificate yet\n"
-                : state.RevokedReason is { } revoked ? $"not ready: certificate revoked: {revoked}\n"
-                : !state.IsReady ? "not ready: certificate expired\n"
-                : "not ready: no policy from the control plane yet\n",
-                statusCode: StatusCodes.Status503ServiceUnavailable));
+        app.MapGet("/healthz/ready", (Health.Readiness readiness) => readiness.Answer());
 
         app.MapGet("/metrics", async (HttpContext context, Telemetry.SidecarMetrics metrics) =>
         {
@@ -27,14 +19,14 @@ internal static class AdminEndpoints
             await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
         });
 
-        app.MapGet("/config_dump", (IdentityState state, Inbound.InboundSnapshotState inbound, Config.ConfigWatcher config, TimeProvider time) =>
+        app.MapGet("/config_dump", (IdentityState state, Inbound.InboundSnapshotState inbound, Health.Readiness readiness, TimeProvider time) =>
         {
             var identity = state.Current;
             var current = inbound.Current;
             var authorization = current.Stages.Select(s => s.Stage).OfType<Authorization.AuthorizationStage>().Single().Snapshot;
             var mtls = current.Stages.Select(s => s.Stage).OfType<PeerAuthentication.PeerAuthenticationStage>().Single().Policy;
             return Results.Json(new ConfigDump(
-                Ready: state.IsReady && config.HasSnapshot,
+                Ready: readiness.IsReady,
                 Policy: new PolicyDump(current.Version, authorization.PolicyCount, authorization.RuleCount, authorization.HasAllowPolicy,
                     mtls.ToString(), mtls.Source, current.ResourceCount,
                     [.. current.Stages.Select(s => new StageDump(s.Kind.Kind.Name, s.Kind.Order, s.Stage.Summary))]),

@@ -51,16 +51,16 @@ internal sealed class CertificateRotator(
         {
             try
             {
-                var identity = await ObtainAsync(expected: null, (csr, ct) => issuer.SignAsync(csr, options.JoinToken, ct), stopping);
+                var identity = await ObtainAsync(expected: null, (csr, ct) => issuer.SignAsync(csr, options.Proof, ct), stopping);
                 SidecarLog.SvidIssued(logger, identity.Id.Value, identity.Serial, identity.NotAfter, "issued");
                 _first.TrySetResult();
                 return;
             }
             catch (IdentityRefusedException e)
             {
-                // The same token will be refused again: exit so the failure is visible (a crash loop in Kubernetes).
+                // The same proof will be refused again: exit so the failure is visible (a crash loop in Kubernetes).
                 // Stop first: whoever waits on FirstIdentity must find the sidecar already stopping.
-                SidecarLog.BootstrapRefused(logger, e.Message);
+                SidecarLog.BootstrapRefused(logger, options.Proof.ToString(), e.Message);
                 lifetime.StopApplication();
                 _first.TrySetException(e);
                 await Task.Delay(Timeout.Infinite, stopping);

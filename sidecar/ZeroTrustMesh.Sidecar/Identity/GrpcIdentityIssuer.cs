@@ -16,9 +16,13 @@ internal sealed class GrpcIdentityIssuer(SidecarOptions options, IdentityState s
 {
     private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(10);
 
-    public Task<IssuedCertificate> SignAsync(byte[] csr, string joinToken, CancellationToken cancellation) =>
-        CallAsync(clientCertificate: null, (client, deadline) =>
-            client.SignCertificateAsync(new SignCertificateRequest { Csr = ByteString.CopyFrom(csr), JoinToken = joinToken }, deadline: deadline, cancellationToken: cancellation).ResponseAsync);
+    public Task<IssuedCertificate> SignAsync(byte[] csr, IdentityProof proof, CancellationToken cancellation)
+    {
+        var request = new SignCertificateRequest { Csr = ByteString.CopyFrom(csr) };
+        proof.AddTo(request);
+        return CallAsync(clientCertificate: null, (client, deadline) =>
+            client.SignCertificateAsync(request, deadline: deadline, cancellationToken: cancellation).ResponseAsync);
+    }
 
     public Task<IssuedCertificate> RenewAsync(byte[] csr, WorkloadIdentity current, CancellationToken cancellation) =>
         CallAsync(current, (client, deadline) =>

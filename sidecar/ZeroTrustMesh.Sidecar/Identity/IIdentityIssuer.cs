@@ -8,9 +8,9 @@ internal sealed record IssuedCertificate(string SpiffeId, IReadOnlyList<byte[]> 
 /// <summary>The control plane's signing service as the rotator sees it; a seam so rotation can be tested with a fake clock.</summary>
 internal interface IIdentityIssuer
 {
-    /// <summary>First issuance, proven with the join token.</summary>
+    /// <summary>First issuance, proven with <paramref name="proof"/> (a join token or a service-account token).</summary>
     /// <exception cref="IdentityRefusedException">The control plane refused; retrying the same request cannot help.</exception>
-    Task<IssuedCertificate> SignAsync(byte[] csr, string joinToken, CancellationToken cancellation);
+    Task<IssuedCertificate> SignAsync(byte[] csr, IdentityProof proof, CancellationToken cancellation);
 
     /// <summary>Renewal, proven with <paramref name="current"/> over mTLS.</summary>
     /// <exception cref="IdentityRefusedException">The control plane refused.</exception>

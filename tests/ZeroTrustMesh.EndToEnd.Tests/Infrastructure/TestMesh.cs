@@ -42,14 +42,18 @@ internal sealed class TestMesh(ITestOutputHelper output) : IAsyncDisposable
         return new ControlPlane(this, process, address, dataDir);
     }
 
-    public async Task<Sidecar> StartSidecarAsync(ControlPlane controlPlane, string joinToken, string name = "sidecar", params string[] extraArgs)
+    public Task<Sidecar> StartSidecarAsync(ControlPlane controlPlane, string joinToken, string name = "sidecar", params string[] extraArgs) =>
+        StartSidecarAsync(controlPlane, joinToken, name, new Dictionary<string, string>(), extraArgs);
+
+    /// <summary>A sidecar with variables of its own on top of <see cref="Environment"/> (<c>ZTM_APP_PROBES</c>, as the injector sets it).</summary>
+    public async Task<Sidecar> StartSidecarAsync(ControlPlane controlPlane, string joinToken, string name, IReadOnlyDictionary<string, string> environment, params string[] extraArgs)
     {
         var tokenFile = Path.Combine(Root, name + ".token");
         await File.WriteAllTextAsync(tokenFile, joinToken);
         var process = Track(MeshProcess.Start(name, Executables.Sidecar,
             ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", controlPlane.BundlePath, "--join-token-file", tokenFile,
                 "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0", .. extraArgs],
-            output, Environment));
+            output, Environment.Concat(environment).ToDictionary()));
         var listening = await process.WaitForLineAsync("ztm-sidecar: admin listening on ");
         var start = listening.IndexOf("http://", StringComparison.Ordinal);
         var admin = new Uri(listening[start..listening.IndexOf(' ', start)]);

@@ -29,7 +29,7 @@ public sealed class CertificateRotatorTests : IAsyncLifetime
         {
             ControlPlane = new Uri("https://127.0.0.1:1"),
             BootstrapBundle = _issuer.Bundle,
-            JoinToken = "ztmjt_test",
+            Proof = new IdentityProof.JoinToken("ztmjt_test"),
             AdminPort = 0,
             InboundEndpoint = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
             OutboundPort = 0,
@@ -219,7 +219,7 @@ public sealed class CertificateRotatorTests : IAsyncLifetime
 
         public TaskCompletionSource FirstSignAttempt { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-        public Task<IssuedCertificate> SignAsync(byte[] csr, string joinToken, CancellationToken cancellation)
+        public Task<IssuedCertificate> SignAsync(byte[] csr, IdentityProof proof, CancellationToken cancellation)
         {
             FirstSignAttempt.TrySetResult();
             if (RefuseToken)
@@ -229,7 +229,7 @@ public sealed class CertificateRotatorTests : IAsyncLifetime
             ThrowIfDown();
             lock (TokensSeen)
             {
-                TokensSeen.Add(joinToken);
+                TokensSeen.Add(((IdentityProof.JoinToken)proof).Token);
             }
             return Task.FromResult(Issue(csr));
         }

@@ -81,7 +81,7 @@ internal sealed class InboundTestHost : IAsyncDisposable
         {
             ControlPlane = new Uri("https://127.0.0.1:1"),
             BootstrapBundle = new ZeroTrustMesh.Identity.TrustBundle("cluster.local", [SelfSigned()], 1),
-            JoinToken = "unused",
+            Proof = new ZeroTrustMesh.Sidecar.Identity.IdentityProof.JoinToken("unused"),
             AdminPort = 0,
             InboundEndpoint = new IPEndPoint(IPAddress.Loopback, 0),
             OutboundPort = 0,

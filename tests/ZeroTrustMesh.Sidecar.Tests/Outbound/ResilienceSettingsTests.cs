@@ -35,7 +35,7 @@ public sealed class ResilienceSettingsTests
         {
             ControlPlane = new Uri("https://127.0.0.1:1"),
             BootstrapBundle = null!,
-            JoinToken = "t",
+            Proof = new ZeroTrustMesh.Sidecar.Identity.IdentityProof.JoinToken("t"),
             AdminPort = 0,
             InboundEndpoint = new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0),
             OutboundPort = 0,
