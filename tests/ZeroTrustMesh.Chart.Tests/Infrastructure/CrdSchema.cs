@@ -1,4 +1,3 @@
-using System.Text.Json;
 using System.Text.Json.Nodes;
 
 namespace ZeroTrustMesh.Chart.Tests.Infrastructure;
@@ -270,6 +269,4 @@ internal static class CrdSchema
             var other => throw new InvalidOperationException($"{path}: no value for type {other}"),
         };
     }
-
-    public static JsonObject Parse(JsonElement element) => JsonNode.Parse(element.GetRawText())!.AsObject();
 }
