@@ -18,7 +18,7 @@ public sealed class ControlPlaneTests
             "--webhook-dns", "ztm-controlplane.ztm-system.svc.cluster.local",
             "--injection-config", "/etc/ztm/injection/config.json", "--webhook-configuration", "ztm-sidecar-injector",
         ], container.Args);
-        Assert.Null(container.Command); // the image's entry point is the binary
+        Assert.Equal(["/usr/local/bin/ztm-controlplane"], container.Command); // k8s-contract: binaries in images
         var ns = container.Env.Single(e => e.Name == "POD_NAMESPACE");
         Assert.Equal("metadata.namespace", ns.ValueFrom.FieldRef.FieldPath);
         Assert.Equal("/var/lib/ztm/operator/config", container.Env.Single(e => e.Name == "ZTM_CONFIG").Value);
