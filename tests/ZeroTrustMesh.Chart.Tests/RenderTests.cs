@@ -107,6 +107,15 @@ public sealed class RenderTests
     }
 
     [HelmFact]
+    public async Task Clusters_older_than_1_29_are_refused_because_injected_sidecars_are_native_sidecars()
+    {
+        var old = await Helm.RunAsync(["template", "ztm", Helm.ChartDirectory, "--kube-version", "1.28.9"]);
+        Assert.NotEqual(0, old.ExitCode);
+        Assert.Contains("chart requires kubeVersion: >=1.29.0-0", old.Error, StringComparison.Ordinal);
+        (await Helm.RunAsync(["template", "ztm", Helm.ChartDirectory, "--kube-version", "1.29.0"])).EnsureSuccess("helm template for 1.29");
+    }
+
+    [HelmFact]
     public async Task The_strict_reader_refuses_an_unknown_field_and_a_wrong_type()
     {
         var deployment = (await Renders.Default).Single("Deployment", "ztm-controlplane");
