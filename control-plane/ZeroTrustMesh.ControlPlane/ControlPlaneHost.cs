@@ -120,8 +120,8 @@ internal static class ControlPlaneHost
         Console.Out.WriteLine($"ztm-controlplane: trust bundle {caStore.BundleLocation}");
         Console.Out.WriteLine($"ztm-controlplane: operator config {options.OperatorConfigPath} (credential {operatorConfig.CertificatePath})");
         Console.Out.WriteLine($"ztm-controlplane: config {config.Version}: {config.Resources.Count} policy resource(s) from {policySource.Location}, {config.Revocations.Count} revocation(s)");
-        Console.Out.WriteLine($"ztm-controlplane: metrics listening on http://{host}:{metricsListener!.IPEndPoint!.Port}{MetricsEndpoint.Path}");
         Console.Out.WriteLine($"ztm-controlplane: listening on {address}");
+        Console.Out.WriteLine($"ztm-controlplane: metrics listening on http://{host}:{metricsListener!.IPEndPoint!.Port}{MetricsEndpoint.Path}");
         Console.Out.Flush();
 
         await app.WaitForShutdownAsync(cancellation);

@@ -24,6 +24,7 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionC
 {
     private readonly Channel<ConfigState> _changes = Channel.CreateBounded<ConfigState>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest });
     private volatile SessionCertificate _current = opened;
+    private PendingPush? _pending;
 
     public SpiffeId Id { get; } = id;
 
@@ -52,8 +53,6 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionC
     public string NackError { get; set; } = "";
 
     public string LastNonce { get; set; } = "";
-
-    private PendingPush? _pending;
 
     /// <summary>A snapshot with <paramref name="nonce"/> goes out now (<see cref="TimeProvider.GetTimestamp"/>); its answer measures push-to-ACK.</summary>
     public void Pushing(string nonce, long timestamp) => Volatile.Write(ref _pending, new PendingPush(nonce, timestamp));
