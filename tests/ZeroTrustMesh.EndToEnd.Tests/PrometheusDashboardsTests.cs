@@ -189,6 +189,21 @@ public sealed partial class PrometheusDashboardsTests(ITestOutputHelper output) 
         output.WriteLine($"done in {elapsed.Elapsed.TotalSeconds:0.0}s");
     }
 
+    /// <summary>
+    /// <c>promtool test rules</c> on synthetic series (<c>Prometheus/ztm-alerts.test.yaml</c>): every alert fires, with
+    /// its labels and annotations, exactly when its condition has held long enough, and not before.
+    /// </summary>
+    [PrometheusFact]
+    public async Task Every_alert_fires_on_the_series_that_should_fire_it_and_not_before()
+    {
+        var tests = Path.Combine(Executables.RepoRoot, "tests", "ZeroTrustMesh.EndToEnd.Tests", "Prometheus", "ztm-alerts.test.yaml");
+
+        var (exit, report) = await Promtool.RunAsync(null, "test", "rules", tests);
+
+        Assert.True(exit == 0, $"promtool test rules {tests}:\n{report}");
+        Assert.Contains("SUCCESS", report, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("absent(ztm_config_version)", "ztm_config_version")]
     [InlineData("sum by (job, instance) (increase(ztm_config_nacks_total[10m])) > 0", "ztm_config_nacks_total")]
