@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the quickstart need on a fresh Debian machine.
 # The .NET SDK is expected on the machine; NuGet packages restore on build. curl for the quickstart;
-# iproute2 and iptables for the transparent-capture tests (network namespaces, run as root); helm for the chart tests.
+# iproute2 and iptables for the transparent-capture tests (network namespaces, run as root); Debian's prometheus
+# (the prometheus and promtool binaries) for the dashboards-and-alerts test, which only runs them, never the service;
+# helm for the chart tests.
 set -euo pipefail
 
 if ! command -v dotnet >/dev/null 2>&1; then
@@ -13,10 +15,27 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "$(id -u)" = 0 ]; then
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+  command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # Services these packages ship (prometheus) must not start: a policy-rc.d that refuses, unless one is there already.
+    own_policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && own_policy=1
+    fi
+    trap '[ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d' EXIT
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+    if [[ " ${missing[*]} " == *" prometheus "* ]]; then
+      # Tests start their own prometheus; the package's service stays stopped and disabled.
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+      else
+        deb-systemd-helper disable prometheus.service >/dev/null 2>&1 || true
+        update-rc.d prometheus disable >/dev/null 2>&1 || true
+      fi
+    fi
   else
     echo "install-deps: please install: ${missing[*]}" >&2
     exit 1

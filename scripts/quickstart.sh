@@ -37,7 +37,7 @@ field() { grep -o "$2" "$1" | head -n 1; }
 echo "== control plane (logs: $logs/controlplane.log)"
 dotnet "$controlplane" --svid-ttl "${ZTM_SVID_TTL:-1h}" >"$logs/controlplane.log" 2>&1 &
 pids+=($!)
-wait_for "$logs/controlplane.log" "listening on" 30
+wait_for "$logs/controlplane.log" "ztm-controlplane: metrics listening on" 30
 grep '^ztm-controlplane:' "$logs/controlplane.log"
 address=$(field "$logs/controlplane.log" 'https://[0-9.:]*')
 bundle=$(grep -o 'trust bundle .*' "$logs/controlplane.log" | cut -d' ' -f3)

@@ -10,6 +10,7 @@ using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Policy;
+using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.CommandLine;
 using ZeroTrustMesh.Proto;
 
@@ -57,6 +58,8 @@ internal static class ControlPlaneHost
                 o.MaxReceiveMessageSize = PolicyAdminLimits.MaxApplyBytes + 64 * 1024;
             });
 
+        ListenOptions? grpcListener = null;
+        ListenOptions? metricsListener = null;
         builder.WebHost.ConfigureKestrel((context, kestrel) =>
         {
             kestrel.AddServerHeader = false;
@@ -64,6 +67,7 @@ internal static class ControlPlaneHost
             var guard = new ListenerGuard(time, kestrel.ApplicationServices.GetRequiredService<ILogger<ListenerGuard>>());
             kestrel.Listen(options.ListenAddress, options.Port, listen =>
             {
+                grpcListener = listen;
                 listen.Protocols = HttpProtocols.Http2;
                 listen.Use(guard.BeforeTls);
                 listen.UseHttps(new TlsHandshakeCallbackOptions
@@ -83,9 +87,11 @@ internal static class ControlPlaneHost
                 });
                 listen.Use(guard.AfterTls);
             });
+            metricsListener = kestrel.ListenMetrics(options.ListenAddress, options.MetricsPort);
         });
 
         await using var app = builder.Build();
+        app.UseMetricsPort(() => metricsListener!, app.Services.GetRequiredService<ControlPlaneMetrics>().Registry);
         app.MapGrpcService<IdentityService>();
         app.MapGrpcService<IdentityAdminService>();
         app.MapGrpcService<RegistryService>();
@@ -98,13 +104,13 @@ internal static class ControlPlaneHost
         }
         catch (IOException e)
         {
-            Console.Error.WriteLine($"ztm-controlplane: cannot listen on {options.ListenAddress}:{options.Port}: {e.Message}");
+            Console.Error.WriteLine($"ztm-controlplane: cannot listen on {options.ListenAddress} (gRPC port {options.Port}, metrics port {options.MetricsPort}): {e.Message}");
             return 1;
         }
 
         var bound = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
         var host = options.ListenAddress.Equals(IPAddress.Any) ? "127.0.0.1" : options.ListenAddress.Equals(IPAddress.IPv6Any) ? "[::1]" : bound.Host;
-        var address = $"https://{host}:{bound.Port}";
+        var address = $"https://{host}:{grpcListener!.IPEndPoint!.Port}";
         var operatorConfig = app.Services.GetRequiredService<ControlPlaneCredentials>().EnsureOperatorCredential(address);
         var config = app.Services.GetRequiredService<ConfigStore>().Current;
         app.Services.GetRequiredService<ConfigDistributor>(); // follows config changes and renewals from the start
@@ -115,6 +121,7 @@ internal static class ControlPlaneHost
         Console.Out.WriteLine($"ztm-controlplane: operator config {options.OperatorConfigPath} (credential {operatorConfig.CertificatePath})");
         Console.Out.WriteLine($"ztm-controlplane: config {config.Version}: {config.Resources.Count} policy resource(s) from {policySource.Location}, {config.Revocations.Count} revocation(s)");
         Console.Out.WriteLine($"ztm-controlplane: listening on {address}");
+        Console.Out.WriteLine($"ztm-controlplane: metrics listening on http://{host}:{metricsListener!.IPEndPoint!.Port}{MetricsEndpoint.Path}");
         Console.Out.Flush();
 
         await app.WaitForShutdownAsync(cancellation);

@@ -24,6 +24,9 @@ internal sealed class ControlPlaneOptions
     public required string OperatorConfigPath { get; init; }
     public PlugInCa? PlugInCa { get; init; }
 
+    /// <summary>Plain HTTP <c>/metrics</c> for Prometheus, on <see cref="ListenAddress"/>; 0 picks a free port.</summary>
+    public int MetricsPort { get; init; } = 15014;
+
     /// <summary>Largest gRPC message accepted; a CSR is a few hundred bytes.</summary>
     public int MaxRequestBytes { get; init; } = 64 * 1024;
 
@@ -38,6 +41,7 @@ internal sealed class ControlPlaneOptions
         var dataDir = new Option<string>("--data-dir") { Description = "Where the CA, trust bundle, tokens and operator credential live (default $ZTM_DATA_DIR or ~/.ztm/controlplane)" };
         var listen = new Option<string>("--listen") { Description = "Address to listen on", DefaultValueFactory = _ => "127.0.0.1" };
         var port = new Option<int>("--port") { Description = "gRPC port (TLS); 0 picks a free one", DefaultValueFactory = _ => 15012 };
+        var metricsPort = new Option<int>("--metrics-port") { Description = "Prometheus metrics port (plain HTTP, /metrics) on the --listen address; 0 picks a free one", DefaultValueFactory = _ => 15014 };
         var trustDomain = new Option<string>("--trust-domain") { Description = "SPIFFE trust domain", DefaultValueFactory = _ => SpiffeId.DefaultTrustDomain };
         var svidTtl = CommandLineOptions.Duration("--svid-ttl", "Lifetime of issued workload certificates (1m..24h)", "1h");
         var tokenTtl = CommandLineOptions.Duration("--join-token-ttl", "Default lifetime of join tokens (..24h)", "10m");
@@ -49,7 +53,7 @@ internal sealed class ControlPlaneOptions
 
         var command = new RootCommand("ZeroTrustMesh control plane: the mesh CA and identity issuance over gRPC")
         {
-            dataDir, listen, port, trustDomain, svidTtl, tokenTtl, operatorConfig, caCert, caKey, caBundle, caChain,
+            dataDir, listen, port, metricsPort, trustDomain, svidTtl, tokenTtl, operatorConfig, caCert, caKey, caBundle, caChain,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -69,6 +73,7 @@ internal sealed class ControlPlaneOptions
                 DataDir = Path.GetFullPath(result.GetValue(dataDir) ?? DefaultDataDir),
                 ListenAddress = listenAddress,
                 Port = result.GetValue(port),
+                MetricsPort = result.GetValue(metricsPort),
                 TrustDomain = result.GetValue(trustDomain)!,
                 SvidTtl = result.GetValue(svidTtl),
                 JoinTokenTtl = result.GetValue(tokenTtl),
@@ -94,6 +99,14 @@ internal sealed class ControlPlaneOptions
         if (JoinTokenTtl > MaxJoinTokenTtl)
         {
             return $"--join-token-ttl must be at most {Durations.Format(MaxJoinTokenTtl)}";
+        }
+        if (MetricsPort is < 0 or > 65535)
+        {
+            return "--metrics-port must be between 0 and 65535";
+        }
+        if (MetricsPort != 0 && MetricsPort == Port)
+        {
+            return $"--metrics-port and --port must differ (both are {Port})";
         }
         return Port is < 0 or > 65535 ? "--port must be between 0 and 65535" : null;
     }

@@ -55,7 +55,7 @@ public sealed class SidecarCommandLineTests(ITestOutputHelper output) : IAsyncLi
     public async Task A_control_plane_of_another_trust_domain_is_named_as_the_reason_the_sidecar_cannot_start()
     {
         var started = await _mesh.StartControlPlaneAsync(extraArgs: ["--trust-domain", "example.org"]);
-        var controlPlane = new ControlPlane(_mesh, started.Process, started.Address, started.DataDir) { TrustDomain = "example.org" };
+        var controlPlane = new ControlPlane(_mesh, started.Process, started.Address, started.DataDir) { TrustDomain = "example.org", Metrics = started.Metrics };
         var tokenFile = Path.Combine(_mesh.Root, "token");
         await File.WriteAllTextAsync(tokenFile, await controlPlane.MintTokenAsync("shop", "orders"));
 

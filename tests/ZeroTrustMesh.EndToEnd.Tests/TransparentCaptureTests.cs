@@ -38,7 +38,7 @@ public sealed class TransparentCaptureTests(ITestOutputHelper output) : IAsyncLi
 
         // Host B: the control plane, the orders app on its loopback, and its sidecar.
         var controlPlane = _mesh.Track(MeshProcess.Start("controlplane", Executables.ControlPlane,
-            ["--data-dir", Path.Combine(_mesh.Root, "cp"), "--listen", hosts.AddressB, "--port", "0", "--operator-config", config], output, _mesh.Environment, hosts.B));
+            ["--data-dir", Path.Combine(_mesh.Root, "cp"), "--listen", hosts.AddressB, "--port", "0", "--metrics-port", "0", "--operator-config", config], output, _mesh.Environment, hosts.B));
         var listening = await controlPlane.WaitForLineAsync("ztm-controlplane: listening on ");
         var address = listening[listening.IndexOf("https://", StringComparison.Ordinal)..].Trim();
         var bundle = Path.Combine(_mesh.Root, "cp", "bundle.pem");

@@ -7,6 +7,7 @@ using ZeroTrustMesh.ControlPlane;
 using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.Identity;
 
 namespace ZeroTrustMesh.Benchmarks.Ca;
@@ -69,7 +70,7 @@ public class SigningBenchmarks
             OperatorConfigPath = Path.Combine(Path.GetTempPath(), "ztm-bench-unused-config"),
         };
         // NullLogger: the control plane logs one line per issuance; its cost is in the load run, not here.
-        _issuer = new SvidIssuer(_ca, new Attestors([new FixedAttestor(_id)]), new CallerVerifier(_ca, new NoRevocations()), options, NullLogger<SvidIssuer>.Instance);
+        _issuer = new SvidIssuer(_ca, new Attestors([new FixedAttestor(_id)]), new CallerVerifier(_ca, new NoRevocations()), options, new ControlPlaneMetrics(), NullLogger<SvidIssuer>.Instance);
     }
 
     [GlobalCleanup]

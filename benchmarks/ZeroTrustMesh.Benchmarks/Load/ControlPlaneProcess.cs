@@ -36,7 +36,7 @@ internal sealed class ControlPlaneProcess : IAsyncDisposable
             StandardOutputEncoding = Encoding.UTF8,
             StandardErrorEncoding = Encoding.UTF8,
         };
-        foreach (var arg in new[] { dll, "--data-dir", DataDir, "--listen", "127.0.0.1", "--port", "0", "--operator-config", Path.Combine(root, "config") })
+        foreach (var arg in new[] { dll, "--data-dir", DataDir, "--listen", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--operator-config", Path.Combine(root, "config") })
         {
             start.ArgumentList.Add(arg);
         }

@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Proto.V1;
@@ -40,7 +41,7 @@ internal abstract class MeshConfigStreamBase
 /// 3. every answer is an ACK (the version now enforced) or a NACK (the error; the sidecar keeps its last good version);
 /// 4. a revocation that covers the sidecar's certificate ends the stream with PERMISSION_DENIED naming it.
 /// </summary>
-internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor distributor, TimeProvider time, ILogger<MeshConfigService> logger) : MeshConfigStreamBase
+internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor distributor, ControlPlaneMetrics metrics, TimeProvider time, ILogger<MeshConfigService> logger) : MeshConfigStreamBase
 {
     public override async Task Stream(IAsyncStreamReader<ConfigRequest> requestStream, IServerStreamWriter<PreparedSnapshot> responseStream, ServerCallContext context)
     {
@@ -64,6 +65,8 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
                 session.LastNonce = snapshot.Nonce;
                 session.LastSent = snapshot;
                 session.VersionSent = snapshot.Version;
+                session.Pushing(snapshot.Nonce, time.GetTimestamp()); // before the write: the answer can come before it returns
+                metrics.ConfigPushed();
                 await responseStream.WriteAsync(snapshot, context.CancellationToken);
             }
         }
@@ -100,6 +103,10 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
                     if (request.Error.Length > 0)
                     {
                         ControlPlaneLog.ConfigNacked(logger, session.Id.Value, session.VersionSent, request.Error);
+                    }
+                    if (session.Answered(request.ResponseNonce) is { } pushedAt)
+                    {
+                        metrics.ConfigAnswered(rejected: request.Error.Length > 0, time.GetElapsedTime(pushedAt));
                     }
                 }
             }

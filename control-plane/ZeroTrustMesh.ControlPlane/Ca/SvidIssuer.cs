@@ -1,6 +1,7 @@
 using System.Security.Cryptography.X509Certificates;
 using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Attestation;
+using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.Identity;
 
 namespace ZeroTrustMesh.ControlPlane.Ca;
@@ -13,7 +14,7 @@ internal sealed record IssuedSvid(SpiffeId Id, SignedCertificate Leaf, IReadOnly
 /// the caller's verified current SVID (renewal), never from the CSR; a CSR that names any other identity is refused.
 /// Every issuance and every refusal is logged as one line.
 /// </summary>
-internal sealed class SvidIssuer(CertificateAuthority ca, Attestors attestors, CallerVerifier callers, ControlPlaneOptions options, ILogger<SvidIssuer> logger)
+internal sealed class SvidIssuer(CertificateAuthority ca, Attestors attestors, CallerVerifier callers, ControlPlaneOptions options, ControlPlaneMetrics metrics, ILogger<SvidIssuer> logger)
 {
     /// <summary>Raised after a renewal with the serial of the certificate the caller presented (normalized) and the new one.</summary>
     public event Action<string, SignedCertificate>? Renewed;
@@ -31,6 +32,7 @@ internal sealed class SvidIssuer(CertificateAuthority ca, Attestors attestors, C
         catch (IssuanceRefusedException e)
         {
             ControlPlaneLog.SvidRefused(logger, "sign", e.Kind, e.Message, peer);
+            metrics.SvidRefused("sign", e.Kind);
             throw;
         }
     }
@@ -60,6 +62,7 @@ internal sealed class SvidIssuer(CertificateAuthority ca, Attestors attestors, C
         catch (IssuanceRefusedException e)
         {
             ControlPlaneLog.SvidRefused(logger, "renew", e.Kind, e.Message, peer);
+            metrics.SvidRefused("renew", e.Kind);
             throw;
         }
     }
@@ -76,6 +79,7 @@ internal sealed class SvidIssuer(CertificateAuthority ca, Attestors attestors, C
     {
         var leaf = ca.SignSvid(id, csr.PublicKey, options.SvidTtl);
         ControlPlaneLog.SvidIssued(logger, id.Value, leaf.Serial, leaf.NotAfter, via, csr.KeyDescription, peer);
+        metrics.SvidIssued(via);
         return new IssuedSvid(id, leaf, [.. ca.ChainAfterLeaf], ca.Bundle);
     }
 }

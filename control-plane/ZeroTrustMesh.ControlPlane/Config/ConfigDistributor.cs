@@ -6,6 +6,7 @@ using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Proto;
 using ZeroTrustMesh.Policy.Kinds;
@@ -23,6 +24,7 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionC
 {
     private readonly Channel<ConfigState> _changes = Channel.CreateBounded<ConfigState>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest });
     private volatile SessionCertificate _current = opened;
+    private PendingPush? _pending;
 
     public SpiffeId Id { get; } = id;
 
@@ -51,6 +53,18 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionC
     public string NackError { get; set; } = "";
 
     public string LastNonce { get; set; } = "";
+
+    /// <summary>A snapshot with <paramref name="nonce"/> goes out now (<see cref="TimeProvider.GetTimestamp"/>); its answer measures push-to-ACK.</summary>
+    public void Pushing(string nonce, long timestamp) => Volatile.Write(ref _pending, new PendingPush(nonce, timestamp));
+
+    /// <summary>When the snapshot that an answer with <paramref name="nonce"/> answers was pushed: once per push, null for any other nonce.</summary>
+    public long? Answered(string nonce)
+    {
+        var pending = Volatile.Read(ref _pending);
+        return pending is not null && pending.Nonce == nonce && Interlocked.CompareExchange(ref _pending, null, pending) == pending ? pending.Timestamp : null;
+    }
+
+    private sealed record PendingPush(string Nonce, long Timestamp);
 
     /// <summary>The snapshot last sent, to push only when what concerns this sidecar changed.</summary>
     public PreparedSnapshot? LastSent { get; set; }
@@ -120,7 +134,7 @@ internal sealed class ConfigDistributor : IDisposable
     private RevocationList _revocations;
     private BundleProto? _bundle;
 
-    public ConfigDistributor(ConfigStore store, CertificateAuthority ca, SvidIssuer issuer, TimeProvider time)
+    public ConfigDistributor(ConfigStore store, CertificateAuthority ca, SvidIssuer issuer, ControlPlaneMetrics metrics, TimeProvider time)
     {
         _store = store;
         _ca = ca;
@@ -128,6 +142,7 @@ internal sealed class ConfigDistributor : IDisposable
         _debounce = time.CreateTimer(_ => Push(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         store.Changed += OnChanged;
         issuer.Renewed += OnRenewed;
+        metrics.ObserveDistribution(() => _store.Current, () => _connected.Keys);
     }
 
     /// <summary>Every open stream, plus the last one of each identity that has none open (listed as disconnected).</summary>

@@ -5,7 +5,8 @@ namespace ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
 /// <summary>Where the built executables are: the same configuration as this test assembly.</summary>
 internal static class Executables
 {
-    private static readonly string RepoRoot = Metadata("RepoRoot");
+    /// <summary>The repository this test assembly was built from (for files the tests read, like the chart's).</summary>
+    public static readonly string RepoRoot = Metadata("RepoRoot");
     private static readonly string Configuration = Metadata("Configuration");
 
     public static string ControlPlane => Dll("control-plane/ZeroTrustMesh.ControlPlane", "ztm-controlplane");

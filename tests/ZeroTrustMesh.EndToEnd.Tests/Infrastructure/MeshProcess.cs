@@ -21,11 +21,12 @@ internal sealed class MeshProcess : IAsyncDisposable
     private readonly TaskCompletionSource<int> _exited = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ITestOutputHelper? _output;
 
-    private MeshProcess(string name, string dll, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment, ITestOutputHelper? output, string? netns)
+    /// <param name="program">The dll to run with <c>dotnet</c>, or (<paramref name="native"/>) an executable to run as it is.</param>
+    private MeshProcess(string name, string program, IEnumerable<string> args, IReadOnlyDictionary<string, string>? environment, ITestOutputHelper? output, string? netns, bool native = false)
     {
         Name = name;
         _output = output;
-        var start = new ProcessStartInfo(netns is null ? "dotnet" : "ip")
+        var start = new ProcessStartInfo(native ? program : netns is null ? "dotnet" : "ip")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -42,7 +43,10 @@ internal sealed class MeshProcess : IAsyncDisposable
                 start.ArgumentList.Add(arg);
             }
         }
-        start.ArgumentList.Add(dll);
+        if (!native)
+        {
+            start.ArgumentList.Add(program);
+        }
         foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);
@@ -106,6 +110,10 @@ internal sealed class MeshProcess : IAsyncDisposable
     /// <param name="netns">Run inside this network namespace (<c>ip netns exec</c>).</param>
     public static MeshProcess Start(string name, string dll, IEnumerable<string> args, ITestOutputHelper? output, IReadOnlyDictionary<string, string>? environment = null, string? netns = null) =>
         new(name, dll, args, environment, output, netns);
+
+    /// <summary>Runs an executable that is not one of ours (a tool such as <c>prometheus</c>), found on PATH.</summary>
+    public static MeshProcess StartProgram(string name, string program, IEnumerable<string> args, ITestOutputHelper? output) =>
+        new(name, program, args, null, output, netns: null, native: true);
 
     /// <summary>The first line (already seen or still to come) that contains <paramref name="text"/>.</summary>
     public Task<string> WaitForLineAsync(string text, TimeSpan? timeout = null) => WaitForLineAsync(l => l.Contains(text, StringComparison.Ordinal), text, timeout);

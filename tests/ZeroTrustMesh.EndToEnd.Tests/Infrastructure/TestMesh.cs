@@ -36,10 +36,11 @@ internal sealed class TestMesh(ITestOutputHelper output) : IAsyncDisposable
     {
         dataDir ??= Path.Combine(Root, name);
         var process = Track(MeshProcess.Start(name, Executables.ControlPlane,
-            ["--data-dir", dataDir, "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), .. extraArgs], output, Environment));
+            ["--data-dir", dataDir, "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture), "--metrics-port", "0", .. extraArgs], output, Environment));
         var listening = await process.WaitForLineAsync("ztm-controlplane: listening on ");
         var address = new Uri(listening[(listening.IndexOf("https://", StringComparison.Ordinal))..].Trim());
-        return new ControlPlane(this, process, address, dataDir);
+        var metrics = await process.WaitForLineAsync("ztm-controlplane: metrics listening on ");
+        return new ControlPlane(this, process, address, dataDir) { Metrics = new Uri(metrics[metrics.IndexOf("http://", StringComparison.Ordinal)..].Trim()) };
     }
 
     public Task<Sidecar> StartSidecarAsync(ControlPlane controlPlane, string joinToken, string name = "sidecar", params string[] extraArgs) =>
@@ -116,6 +117,9 @@ internal sealed class ControlPlane(TestMesh mesh, MeshProcess process, Uri addre
     public Uri Address => address;
 
     public string DataDir => dataDir;
+
+    /// <summary>The control plane's Prometheus endpoint (<c>http://127.0.0.1:PORT/metrics</c>).</summary>
+    public required Uri Metrics { get; init; }
 
     public string BundlePath => Path.Combine(dataDir, "bundle.pem");
 
