@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the container images: ztm-sidecar:0.1.0 (NativeAOT), ztm-controlplane:0.1.0 (+ ztmctl) and, for the pod tests,
-# ztm-demo-app:0.1.0. The Dockerfiles (images/) take their base as a build argument; here, with no registry to pull
+# ztm-demo-app:0.1.0 and ztm-test-tools:0.1.0 (sleep and curl). The Dockerfiles (images/) take their base as a build argument; here, with no registry to pull
 # from, the bases are made from this machine's Debian files and imported with `docker import`:
 #   ztm-base:0.1.0      a root file system holding exactly the shared libraries the published binaries load (ldd of
 #                       each, plus libssl3/libcrypto3, which .NET dlopens), CA certificates, passwd/group, /tmp
@@ -35,8 +35,9 @@ image_hash() { echo "$1 $(cat "$2" scripts/build-images.sh | sha256sum)" | sha25
 sidecar_hash=$(image_hash "$sidecar_src" images/sidecar.Dockerfile)
 controlplane_hash=$(image_hash "$controlplane_src" images/controlplane.Dockerfile)
 demo_hash=$(image_hash "$demo_src" images/demo-app.Dockerfile)
-if up_to_date ztm-sidecar:$tag "$sidecar_hash" && up_to_date ztm-controlplane:$tag "$controlplane_hash" && up_to_date ztm-demo-app:$tag "$demo_hash"; then
-  log "ztm-sidecar:$tag, ztm-controlplane:$tag and ztm-demo-app:$tag are up to date"
+if up_to_date ztm-sidecar:$tag "$sidecar_hash" && up_to_date ztm-controlplane:$tag "$controlplane_hash" && up_to_date ztm-demo-app:$tag "$demo_hash" \
+  && docker image inspect ztm-test-tools:$tag >/dev/null 2>&1; then
+  log "ztm-sidecar:$tag, ztm-controlplane:$tag, ztm-demo-app:$tag and ztm-test-tools:$tag are up to date"
   exit 0
 fi
 
@@ -90,12 +91,13 @@ merged_usr() { # root: /lib, /lib64, /bin, /sbin as links into /usr, as Debian 1
   mkdir -p "$1/usr/lib" "$1/usr/lib64" "$1/usr/bin" "$1/usr/sbin"
   ln -sfn usr/lib "$1/lib"; ln -sfn usr/lib64 "$1/lib64"; ln -sfn usr/bin "$1/bin"; ln -sfn usr/sbin "$1/sbin"
 }
-import_rootfs() { # root image: docker import, labelled with the hash of what it holds; kept when that is unchanged
-  local hash
-  hash=$(cd "$1" && find . -print0 | sort -z | tar --null --no-recursion -T - -cf - --owner=0 --group=0 --mtime=@0 | sha256sum | cut -c1-16)
-  if up_to_date "$2" "$hash"; then return; fi
-  log "importing $2"
-  tar -C "$1" --owner=0 --group=0 -cf - . | docker import --change "LABEL dev.ztm.inputs=$hash" - "$2" >/dev/null
+import_rootfs() { # root image [docker import option...]: labelled with the hash of what it holds; kept when that is unchanged
+  local root=$1 image=$2 hash; shift 2
+  hash=$(cd "$root" && find . -print0 | sort -z | tar --null --no-recursion -T - -cf - --owner=0 --group=0 --mtime=@0 | sha256sum | cut -c1-16)
+  hash=$(echo "$hash $*" | sha256sum | cut -c1-16)
+  if up_to_date "$image" "$hash"; then return; fi
+  log "importing $image"
+  tar -C "$root" --owner=0 --group=0 -cf - . | docker import --change "LABEL dev.ztm.inputs=$hash" "$@" - "$image" >/dev/null
 }
 
 base=$out/rootfs-base
@@ -129,6 +131,15 @@ copy_libraries "$iptables_root" /usr/sbin/xtables-nft-multi
 (cd "$base" && find . -type f) | while read -r present; do rm -f "$iptables_root/$present"; done
 import_rootfs "$iptables_root" ztm-iptables:$tag
 
+# The pod tests' stand-in for a pod's pause container and an app's client: sleep and curl (with their libraries) only.
+tools_root=$out/rootfs-test-tools
+rm -rf "$tools_root" && merged_usr "$tools_root"
+for tool in /usr/bin/curl /usr/bin/sleep; do copy_file "$tool" "$tools_root"; done
+copy_libraries "$tools_root" /usr/bin/curl /usr/bin/sleep
+mkdir -p "$tools_root/tmp" "$tools_root/etc" && chmod 1777 "$tools_root/tmp"
+cp "$base/etc/passwd" "$base/etc/group" "$base/etc/nsswitch.conf" "$tools_root/etc/"
+import_rootfs "$tools_root" ztm-test-tools:$tag --change 'USER 1000:1000' --change 'ENTRYPOINT ["/usr/bin/sleep", "infinity"]'
+
 # 3. The images. Each build context holds only what its image copies.
 build() { # name hash dockerfile context [build-arg...]
   local name=$1 hash=$2 dockerfile=$3 context=$4; shift 4
@@ -158,4 +169,4 @@ cp -a "$publish/demo-app" "$ctx/demo-app"
 link "$ctx" ztm-demo-app ztm-demo-app
 build ztm-demo-app "$demo_hash" images/demo-app.Dockerfile "$ctx"
 
-docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^ztm-(sidecar|controlplane|demo-app|base|iptables):' >&2
+docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^ztm-(sidecar|controlplane|demo-app|test-tools|base|iptables):' >&2
