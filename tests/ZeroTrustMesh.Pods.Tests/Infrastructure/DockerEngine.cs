@@ -64,10 +64,12 @@ internal sealed class SidecarFeatureFactAttribute : FactAttribute
 {
     public SidecarFeatureFactAttribute(string flag)
     {
-        var options = Path.Combine(Repository.Root, "sidecar", "ZeroTrustMesh.Sidecar", "SidecarOptions.cs");
+        var sources = Path.Combine(Repository.Root, "sidecar", "ZeroTrustMesh.Sidecar");
+        var present = Directory.Exists(sources) && Directory.EnumerateFiles(sources, "*.cs", SearchOption.AllDirectories)
+            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal))
+            .Any(f => File.ReadAllText(f).Contains($"\"{flag}\"", StringComparison.Ordinal));
         Skip = DockerEngine.SkipReason
-            ?? (File.Exists(options) && File.ReadAllText(options).Contains($"\"{flag}\"", StringComparison.Ordinal) ? null
-                : $"the sidecar has no {flag} yet (it comes with the sidecar's health port and drain on main)");
+            ?? (present ? null : $"the sidecar has no {flag} yet (it comes with the sidecar's health port, app probes and drain)");
     }
 }
 

@@ -72,7 +72,7 @@ public sealed class Pod(PodMesh mesh, string name, PodSettings settings) : IAsyn
             .Build();
         await Init.StartAsync();
         var initExit = await Init.GetExitCodeAsync().WaitAsync(PodMesh.Timeout);
-        var (initOut, initErr) = await Init.GetLogsAsync();
+        var (initOut, initErr) = await Init.GetLogsAsync(timestampsEnabled: false);
         mesh.Log($"{Name} ztm-init exited {initExit}: {initErr}{initOut.Split('\n').LastOrDefault(l => l.Length > 0)}");
         Assert.True(initExit == 0, $"{Name}'s capture step exited {initExit}: {initErr}{initOut}");
 
