@@ -5,6 +5,8 @@
 #   ztm-base:0.1.0      a root file system holding exactly the shared libraries the published binaries load (ldd of
 #                       each, plus libssl3/libcrypto3, which .NET dlopens), CA certificates, passwd/group, /tmp
 #   ztm-iptables:0.1.0  iptables (nft backend), its libraries and modules (images/iptables.Dockerfile is the same from Ubuntu)
+# Where a registry is reachable, ZTM_BASE_IMAGE (e.g. mcr.microsoft.com/dotnet/runtime-deps:10.0-noble-chiseled) and
+# ZTM_IPTABLES_IMAGE (images/iptables.Dockerfile) replace the local bases.
 # An image whose inputs (sources, Dockerfile, this script) are unchanged since it was built is kept: a second run
 # with nothing changed publishes nothing and takes seconds. --force rebuilds everything.
 # Needs: dotnet, clang-14 (NativeAOT), a Docker engine, iptables (scripts/install-deps.sh installs them as root).
@@ -32,9 +34,11 @@ sidecar_src=$(inputs_hash sidecar core proto)
 controlplane_src=$(inputs_hash control-plane core proto)
 demo_src=$(inputs_hash demo core proto)
 image_hash() { echo "$1 $(cat "$2" scripts/build-images.sh | sha256sum)" | sha256sum | cut -c1-16; }
-sidecar_hash=$(image_hash "$sidecar_src" images/sidecar.Dockerfile)
-controlplane_hash=$(image_hash "$controlplane_src" images/controlplane.Dockerfile)
-demo_hash=$(image_hash "$demo_src" images/demo-app.Dockerfile)
+base_image=${ZTM_BASE_IMAGE:-ztm-base:$tag}
+iptables_image=${ZTM_IPTABLES_IMAGE:-ztm-iptables:$tag}
+sidecar_hash=$(image_hash "$sidecar_src $base_image $iptables_image" images/sidecar.Dockerfile)
+controlplane_hash=$(image_hash "$controlplane_src $base_image" images/controlplane.Dockerfile)
+demo_hash=$(image_hash "$demo_src $base_image" images/demo-app.Dockerfile)
 if up_to_date ztm-sidecar:$tag "$sidecar_hash" && up_to_date ztm-controlplane:$tag "$controlplane_hash" && up_to_date ztm-demo-app:$tag "$demo_hash" \
   && docker image inspect ztm-test-tools:$tag >/dev/null 2>&1; then
   log "ztm-sidecar:$tag, ztm-controlplane:$tag, ztm-demo-app:$tag and ztm-test-tools:$tag are up to date"
@@ -119,7 +123,7 @@ printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'ztm-sidecar:x:1337:1337::/n
   'demo:x:1000:1000::/nonexistent:/sbin/nologin' 'nonroot:x:65532:65532::/var/lib/ztm:/sbin/nologin' >"$base/etc/passwd"
 printf '%s\n' 'root:x:0:' 'ztm-sidecar:x:1337:' 'demo:x:1000:' 'nonroot:x:65532:' >"$base/etc/group"
 echo 'hosts: files dns' >"$base/etc/nsswitch.conf"
-import_rootfs "$base" ztm-base:$tag
+[ -n "${ZTM_BASE_IMAGE:-}" ] || import_rootfs "$base" ztm-base:$tag
 
 iptables_root=$out/rootfs-iptables
 rm -rf "$iptables_root" && mkdir -p "$iptables_root/usr/sbin" "$iptables_root$lib_dir"
@@ -129,7 +133,7 @@ cp -a "$lib_dir/xtables" "$iptables_root$lib_dir/"
 copy_libraries "$iptables_root" /usr/sbin/xtables-nft-multi
 # Only what the base lacks: the base's glibc stays the one copy.
 (cd "$base" && find . -type f) | while read -r present; do rm -f "$iptables_root/$present"; done
-import_rootfs "$iptables_root" ztm-iptables:$tag
+[ -n "${ZTM_IPTABLES_IMAGE:-}" ] || import_rootfs "$iptables_root" ztm-iptables:$tag
 
 # The pod tests' stand-in for a pod's pause container and an app's client: sleep and curl (with their libraries) only.
 tools_root=$out/rootfs-test-tools
@@ -145,7 +149,7 @@ build() { # name hash dockerfile context [build-arg...]
   local name=$1 hash=$2 dockerfile=$3 context=$4; shift 4
   if up_to_date "$name:$tag" "$hash"; then return; fi
   log "building $name:$tag"
-  docker build -q -f "$dockerfile" --build-arg BASE_IMAGE=ztm-base:$tag "$@" --label "dev.ztm.inputs=$hash" -t "$name:$tag" "$context" >/dev/null
+  docker build -q -f "$dockerfile" --build-arg BASE_IMAGE="$base_image" "$@" --label "dev.ztm.inputs=$hash" -t "$name:$tag" "$context" >/dev/null
 }
 context() { # name: an empty context directory
   rm -rf "$out/context/$1" && mkdir -p "$out/context/$1" && echo "$out/context/$1"
@@ -156,7 +160,7 @@ link() { # context directory name: bin/name -> /usr/local/lib/directory/name
 
 ctx=$(context sidecar)
 cp "$publish/sidecar/ztm-sidecar" "$ctx/"
-build ztm-sidecar "$sidecar_hash" images/sidecar.Dockerfile "$ctx" --build-arg IPTABLES_IMAGE=ztm-iptables:$tag
+build ztm-sidecar "$sidecar_hash" images/sidecar.Dockerfile "$ctx" --build-arg IPTABLES_IMAGE="$iptables_image"
 
 ctx=$(context controlplane)
 cp -a "$publish/controlplane" "$ctx/controlplane" && rm -f "$ctx"/controlplane/*.inputs "$ctx"/controlplane/.inputs && mkdir "$ctx/data"
