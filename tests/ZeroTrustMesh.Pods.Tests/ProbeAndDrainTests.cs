@@ -5,8 +5,8 @@ using ZeroTrustMesh.Pods.Tests.Infrastructure;
 namespace ZeroTrustMesh.Pods.Tests;
 
 /// <summary>
-/// What kubelet sees of a meshed pod: probes through the sidecar's pod-IP health port, and a pod stopped with SIGTERM.
-/// Both need the sidecar's <c>--health-port</c>, <c>ZTM_APP_PROBES</c> and drain (skipped until the sidecar has them).
+/// What kubelet sees of a meshed pod: probes through the sidecar's pod-IP health port (needs the sidecar's
+/// <c>--health-port</c> and <c>ZTM_APP_PROBES</c>: skipped until it has them), and a pod stopped with SIGTERM.
 /// </summary>
 [Collection(PodsCollection.Name)]
 public sealed class ProbeAndDrainTests(PodMesh mesh, ITestOutputHelper output)
@@ -47,19 +47,21 @@ public sealed class ProbeAndDrainTests(PodMesh mesh, ITestOutputHelper output)
         Assert.Contains("ztm_", (await Probe("/metrics")).Body, StringComparison.Ordinal);
     }
 
-    [SidecarFeatureFact("--health-port")]
+    [PodFact]
     public async Task Stopping_a_pod_drains_in_flight_requests_finish_new_ones_are_refused_and_the_sidecar_exits_0()
     {
-        var d = await mesh.StartPodAsync("d", new PodSettings { SidecarArgs = ["--health-port", "15021"] });
+        var d = await mesh.StartPodAsync("d");
 
         // A request that takes 4 s; it has reached d's app once d's sidecar holds a connection to the app's port (the
         // pod's first request, so no pooled connection to the app is there before it).
         var inFlight = mesh.A.CurlAsync($"http://{d.ServiceAddress}:{Pod.AppPort}/slow/4000", "-m", "20");
         await WaitUntilAsync(async () => await ConnectionsToAppAsync(d) > 0, "the slow request reaching d's app");
 
-        // SIGTERM, as kubelet stops a pod (docker stop waits out its grace period before SIGKILL).
-        var stopping = d.Sidecar.StopAsync();
-        await WaitUntilAsync(async () => (await Pod.Curl(mesh.Outsider, $"http://{d.Ip}:15021/healthz/ready")).Status != "200", "d's readiness going 503");
+        // SIGTERM, as kubelet stops a pod, and nothing else (no SIGKILL after a grace period).
+        await SignalAsync(d.Sidecar.Id, "TERM");
+        var exited = d.Sidecar.GetExitCodeAsync();
+        // Readiness read inside the pod on the admin port, which every sidecar has: 503 while draining, or gone.
+        await WaitUntilAsync(async () => (await d.CurlAsync("http://127.0.0.1:15020/healthz/ready")).Status != "200", "d's readiness going 503");
 
         var refused = await mesh.A.CurlAsync($"http://{d.ServiceAddress}:{Pod.AppPort}/allowed/new");
         output.WriteLine($"new request while draining: {refused}");
@@ -70,8 +72,14 @@ public sealed class ProbeAndDrainTests(PodMesh mesh, ITestOutputHelper output)
         output.WriteLine($"in-flight request: {finished}");
         Assert.Equal("200", finished.Status);
         Assert.Contains("\"app\":\"d\"", finished.Body, StringComparison.Ordinal);
-        await stopping;
-        Assert.Equal(0, await d.Sidecar.GetExitCodeAsync().WaitAsync(PodMesh.Timeout));
+        Assert.Equal(0, await exited.WaitAsync(PodMesh.Timeout));
+    }
+
+    private static async Task SignalAsync(string container, string signal)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("docker", ["kill", "--signal", signal, container]) { RedirectStandardError = true, RedirectStandardOutput = true })!;
+        await kill.WaitForExitAsync().WaitAsync(PodMesh.Timeout);
+        Assert.True(kill.ExitCode == 0, $"docker kill --signal {signal}: {await kill.StandardError.ReadToEndAsync()}");
     }
 
     /// <summary>Established TCP connections to the app's port in the pod's network namespace (its /proc/net/tcp, read by curl).</summary>
