@@ -23,6 +23,10 @@ internal static class DockerEngine
             if (host.StartsWith("unix://", StringComparison.Ordinal))
             {
                 var path = host["unix://".Length..];
+                if (!File.Exists(path))
+                {
+                    return $"no Docker engine answers at {host} (no such socket); start dockerd (apt-get install docker.io; .ci/run starts it)";
+                }
                 handler.ConnectCallback = async (_, cancellation) =>
                 {
                     var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
@@ -42,7 +46,7 @@ internal static class DockerEngine
         }
         catch (Exception e) when (e is HttpRequestException or SocketException or TaskCanceledException or IOException)
         {
-            return $"no Docker engine answers at {host} ({e.Message}); start dockerd (apt-get install docker.io; .ci/run starts it)";
+            return $"no Docker engine answers at {host} ({(e.InnerException ?? e).Message}); start dockerd (apt-get install docker.io; .ci/run starts it)";
         }
     }
 }
