@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the container images: ztm-sidecar:0.1.0 (NativeAOT), ztm-controlplane:0.1.0 (+ ztmctl) and, for the pod tests,
-# ztm-demo-app:0.1.0 and ztm-test-tools:0.1.0 (sleep and curl). The Dockerfiles (images/) take their base as a build argument; here, with no registry to pull
-# from, the bases are made from this machine's Debian files and imported with `docker import`:
+# Builds the container images: ztm-sidecar:0.1.0 (NativeAOT), ztm-controlplane:0.1.0 (+ ztmctl) and, for the pod
+# tests, ztm-demo-app:0.1.0 and ztm-test-tools:0.1.0 (sleep and curl). The Dockerfiles (images/) take their base as a
+# build argument; here, with no registry to pull from, the bases are made from this machine's Debian files and
+# imported with `docker import`:
 #   ztm-base:0.1.0      a root file system holding exactly the shared libraries the published binaries load (ldd of
 #                       each, plus libssl3/libcrypto3, which .NET dlopens), CA certificates, passwd/group, /tmp
 #   ztm-iptables:0.1.0  iptables (nft backend), its libraries and modules (images/iptables.Dockerfile is the same from Ubuntu)
@@ -48,12 +49,15 @@ fi
 # 1. Publish what is out of date (a stamp in each output directory names the inputs it was published from).
 publish=$out/publish
 mkdir -p "$publish"
+# Intermediate and build outputs of these publishes go under $out/artifacts, not the projects' obj/ and bin/: the pod
+# tests run this script while `dotnet test` may still be building the same projects (Debug) in the source tree.
+artifacts=(--artifacts-path "$out/artifacts")
 published() { [ "$force" = false ] && [ "$(cat "$publish/$1.inputs" 2>/dev/null || cat "$publish/$1/.inputs" 2>/dev/null)" = "$2" ]; }
 stamp() { echo "$2" >"$publish/$1/.inputs"; }
 if ! up_to_date ztm-sidecar:$tag "$sidecar_hash" && ! published sidecar "$sidecar_src"; then
   log "publishing ztm-sidecar (NativeAOT, takes minutes)"
   rm -rf "$publish/sidecar"
-  dotnet publish sidecar/ZeroTrustMesh.Sidecar -c Release -r linux-x64 -p:CppCompilerAndLinker=clang-14 -o "$publish/sidecar" -v:q -nologo >&2
+  dotnet publish sidecar/ZeroTrustMesh.Sidecar -c Release -r linux-x64 -p:CppCompilerAndLinker=clang-14 "${artifacts[@]}" -o "$publish/sidecar" -v:q -nologo >&2
   rm -f "$publish/sidecar"/*.pdb "$publish/sidecar"/*.dbg
   stamp sidecar "$sidecar_src"
 fi
@@ -61,7 +65,7 @@ publish_self_contained() { # project name hash
   if published "$2" "$3"; then return; fi
   log "publishing $1 (self-contained)"
   rm -rf "${publish:?}/$2"
-  dotnet publish "$1" -c Release -r linux-x64 --self-contained -o "$publish/$2" -v:q -nologo >&2
+  dotnet publish "$1" -c Release -r linux-x64 --self-contained "${artifacts[@]}" -o "$publish/$2" -v:q -nologo >&2
   rm -f "$publish/$2"/*.pdb
   stamp "$2" "$3"
 }
@@ -69,7 +73,7 @@ if ! up_to_date ztm-controlplane:$tag "$controlplane_hash"; then
   publish_self_contained control-plane/ZeroTrustMesh.ControlPlane controlplane "$controlplane_src"
   # ztmctl into the same directory: both run on the one copy of the runtime (each has its own deps.json and runtimeconfig.json).
   if ! published controlplane/ztmctl "$controlplane_src"; then
-    dotnet publish control-plane/ZeroTrustMesh.Cli -c Release -r linux-x64 --self-contained -o "$publish/controlplane" -v:q -nologo >&2
+    dotnet publish control-plane/ZeroTrustMesh.Cli -c Release -r linux-x64 --self-contained "${artifacts[@]}" -o "$publish/controlplane" -v:q -nologo >&2
     rm -f "$publish/controlplane"/*.pdb
     echo "$controlplane_src" >"$publish/controlplane/ztmctl.inputs"
   fi
@@ -147,7 +151,6 @@ import_rootfs "$tools_root" ztm-test-tools:$tag --change 'USER 1000:1000' --chan
 # 3. The images. Each build context holds only what its image copies.
 build() { # name hash dockerfile context [build-arg...]
   local name=$1 hash=$2 dockerfile=$3 context=$4; shift 4
-  if up_to_date "$name:$tag" "$hash"; then return; fi
   log "building $name:$tag"
   docker build -q -f "$dockerfile" --build-arg BASE_IMAGE="$base_image" "$@" --label "dev.ztm.inputs=$hash" -t "$name:$tag" "$context" >/dev/null
 }
@@ -158,19 +161,23 @@ link() { # context directory name: bin/name -> /usr/local/lib/directory/name
   mkdir -p "$1/bin" && ln -s "../lib/$2/$3" "$1/bin/$3"
 }
 
-ctx=$(context sidecar)
-cp "$publish/sidecar/ztm-sidecar" "$ctx/"
-build ztm-sidecar "$sidecar_hash" images/sidecar.Dockerfile "$ctx" --build-arg IPTABLES_IMAGE="$iptables_image"
-
-ctx=$(context controlplane)
-cp -a "$publish/controlplane" "$ctx/controlplane" && rm -f "$ctx"/controlplane/*.inputs "$ctx"/controlplane/.inputs && mkdir "$ctx/data"
-# The links point into /usr/local/lib/ztm-controlplane/, where the Dockerfile copies the directory.
-link "$ctx" ztm-controlplane ztm-controlplane && link "$ctx" ztm-controlplane ztmctl
-build ztm-controlplane "$controlplane_hash" images/controlplane.Dockerfile "$ctx"
-
-ctx=$(context demo-app)
-cp -a "$publish/demo-app" "$ctx/demo-app"
-link "$ctx" ztm-demo-app ztm-demo-app
-build ztm-demo-app "$demo_hash" images/demo-app.Dockerfile "$ctx"
+if ! up_to_date ztm-sidecar:$tag "$sidecar_hash"; then
+  ctx=$(context sidecar)
+  cp "$publish/sidecar/ztm-sidecar" "$ctx/"
+  build ztm-sidecar "$sidecar_hash" images/sidecar.Dockerfile "$ctx" --build-arg IPTABLES_IMAGE="$iptables_image"
+fi
+if ! up_to_date ztm-controlplane:$tag "$controlplane_hash"; then
+  ctx=$(context controlplane)
+  cp -a "$publish/controlplane" "$ctx/controlplane" && rm -f "$ctx"/controlplane/*.inputs "$ctx"/controlplane/.inputs && mkdir "$ctx/data"
+  # The links point into /usr/local/lib/ztm-controlplane/, where the Dockerfile copies the directory.
+  link "$ctx" ztm-controlplane ztm-controlplane && link "$ctx" ztm-controlplane ztmctl
+  build ztm-controlplane "$controlplane_hash" images/controlplane.Dockerfile "$ctx"
+fi
+if ! up_to_date ztm-demo-app:$tag "$demo_hash"; then
+  ctx=$(context demo-app)
+  cp -a "$publish/demo-app" "$ctx/demo-app" && rm -f "$ctx/demo-app/.inputs"
+  link "$ctx" ztm-demo-app ztm-demo-app
+  build ztm-demo-app "$demo_hash" images/demo-app.Dockerfile "$ctx"
+fi
 
 docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^ztm-(sidecar|controlplane|demo-app|test-tools|base|iptables):' >&2
