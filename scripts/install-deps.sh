@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building, testing and the quickstart need on a fresh Debian machine.
 # The .NET SDK is expected on the machine; NuGet packages restore on build. curl for the quickstart;
-# iproute2 and iptables for the transparent-capture tests (network namespaces, run as root); Debian's prometheus
-# (the prometheus and promtool binaries) for the dashboards-and-alerts test, which only runs them, never the service;
-# helm for the chart tests.
+# iproute2 and iptables for the transparent-capture tests (network namespaces, run as root); docker.io (the engine),
+# clang-14 and zlib1g-dev (NativeAOT) for the container images and the pod tests (scripts/build-images.sh); Debian's
+# prometheus (the prometheus and promtool binaries) for the dashboards-and-alerts test, which only runs them, never the
+# service; helm for the chart tests.
 set -euo pipefail
 
 if ! command -v dotnet >/dev/null 2>&1; then
@@ -16,6 +17,9 @@ if [ "$(id -u)" = 0 ]; then
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   command -v iptables >/dev/null 2>&1 || missing+=(iptables)
   command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
+  dpkg-query -W -f='${Status}' zlib1g-dev 2>/dev/null | grep -q 'ok installed' || missing+=(zlib1g-dev)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -1,0 +1,84 @@
+using System.Net.Sockets;
+
+namespace ZeroTrustMesh.Pods.Tests.Infrastructure;
+
+/// <summary>Whether a Docker engine answers (<c>GET /_ping</c> on <c>$DOCKER_HOST</c> or <c>/var/run/docker.sock</c>), asked once per run.</summary>
+internal static class DockerEngine
+{
+    private static readonly Lazy<string?> Missing = new(Probe);
+
+    /// <summary>Why the pod tests cannot run here, or null when an engine answers.</summary>
+    public static string? SkipReason => Missing.Value;
+
+    /// <summary>The newest API version the engine speaks (its <c>Api-Version</c> header), once it answered.</summary>
+    public static string? ApiVersion { get; private set; }
+
+    private static string? Probe()
+    {
+        var host = Environment.GetEnvironmentVariable("DOCKER_HOST") is { Length: > 0 } set ? set : "unix:///var/run/docker.sock";
+        try
+        {
+            using var handler = new SocketsHttpHandler();
+            Uri ping;
+            if (host.StartsWith("unix://", StringComparison.Ordinal))
+            {
+                var path = host["unix://".Length..];
+                if (!File.Exists(path))
+                {
+                    return $"no Docker engine answers at {host} (no such socket); start dockerd (apt-get install docker.io; .ci/run starts it)";
+                }
+                handler.ConnectCallback = async (_, cancellation) =>
+                {
+                    var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+                    await socket.ConnectAsync(new UnixDomainSocketEndPoint(path), cancellation);
+                    return new NetworkStream(socket, ownsSocket: true);
+                };
+                ping = new Uri("http://docker/_ping");
+            }
+            else
+            {
+                ping = new Uri(new Uri(host.Replace("tcp://", "http://", StringComparison.Ordinal)), "/_ping");
+            }
+            using var client = new HttpClient(handler) { Timeout = TimeSpan.FromSeconds(5) };
+            using var response = client.GetAsync(ping).GetAwaiter().GetResult();
+            ApiVersion = response.Headers.TryGetValues("Api-Version", out var versions) ? versions.FirstOrDefault() : null;
+            return response.IsSuccessStatusCode ? null : $"no Docker engine answers at {host} (/_ping: {(int)response.StatusCode})";
+        }
+        catch (Exception e) when (e is HttpRequestException or SocketException or TaskCanceledException or IOException)
+        {
+            return $"no Docker engine answers at {host} ({(e.InnerException ?? e).Message}); start dockerd (apt-get install docker.io; .ci/run starts it)";
+        }
+    }
+}
+
+/// <summary>A pod test: skipped, with the one reason, only where no Docker engine answers.</summary>
+internal sealed class PodFactAttribute : FactAttribute
+{
+    public PodFactAttribute()
+    {
+        Skip = DockerEngine.SkipReason;
+    }
+}
+
+/// <summary>
+/// A pod test of a sidecar feature named by its flag: skipped until the sidecar's command line has it (read from the
+/// source, so that the test runs as soon as the feature is there; no image build is needed to decide).
+/// </summary>
+internal sealed class SidecarFeatureFactAttribute : FactAttribute
+{
+    public SidecarFeatureFactAttribute(string flag)
+    {
+        var sources = Path.Combine(Repository.Root, "sidecar", "ZeroTrustMesh.Sidecar");
+        var present = Directory.Exists(sources) && Directory.EnumerateFiles(sources, "*.cs", SearchOption.AllDirectories)
+            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal))
+            .Any(f => File.ReadAllText(f).Contains($"\"{flag}\"", StringComparison.Ordinal));
+        Skip = DockerEngine.SkipReason
+            ?? (present ? null : $"the sidecar has no {flag} yet (it comes with the sidecar's health port, app probes and drain)");
+    }
+}
+
+internal static class Repository
+{
+    public static string Root { get; } = typeof(Repository).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+        .Cast<System.Reflection.AssemblyMetadataAttribute>().Single(a => a.Key == "RepoRoot").Value!;
+}
