@@ -21,6 +21,8 @@ internal static class ProbeRewriter
         ("startupProbe", "startupz", c => c.StartupProbe),
     ];
 
+    private static readonly System.Text.Json.JsonSerializerOptions Relaxed = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     /// <summary>Every probe of the pod's app containers that goes through the sidecar, in container order, then liveness, readiness, startup.</summary>
     public static IReadOnlyList<Rewrite> Plan(V1Pod pod, int healthPort)
     {
@@ -60,7 +62,7 @@ internal static class ProbeRewriter
         {
             probes[rewrite.HealthPath] = rewrite.Original;
         }
-        return probes.ToJsonString();
+        return probes.ToJsonString(Relaxed); // JSON in an env var: '&' of a query string stays readable
     }
 
     /// <summary>What the sidecar runs instead of kubelet; null for a probe that is not rewritten (exec, or a port that names nothing).</summary>

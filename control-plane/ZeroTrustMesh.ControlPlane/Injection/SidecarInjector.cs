@@ -322,15 +322,15 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
             "--inbound-address", "0.0.0.0",
             "--health-port", Number(HealthPort),
         };
-        // The app's TCP ports, in container order; the sidecar forwards inbound requests to them on 127.0.0.1.
+        // The app's TCP ports, in container order; the sidecar forwards inbound connections to them on 127.0.0.1, as
+        // HTTP (sniffed: HTTP/1.1, HTTP/2, gRPC) unless the port declares a protocol that is not (then relayed as TCP).
         var appPorts = (spec.Containers ?? [])
             .SelectMany(c => c.Ports ?? [])
             .Where(p => p.Protocol is null or "TCP")
-            .Select(p => p.ContainerPort)
-            .Distinct();
+            .DistinctBy(p => p.ContainerPort);
         foreach (var port in appPorts)
         {
-            args.AddRange(["--app-port", Number(port)]);
+            args.AddRange([IsOpaqueTcp(port) ? "--tcp-port" : "--app-port", Number(port.ContainerPort)]);
         }
 
         var ready = new V1HTTPGetAction { Path = "/healthz/ready", Port = HealthPort };
@@ -366,6 +366,18 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
             container.Env = [new V1EnvVar { Name = "ZTM_APP_PROBES", Value = ProbeRewriter.ToEnvironment(probes) }];
         }
         return container;
+    }
+
+    /// <summary>Protocols that are not HTTP, as a container port's name or its prefix (Istio's convention: <c>tcp-db</c>, <c>mysql</c>).</summary>
+    private static readonly HashSet<string> OpaqueProtocols = new(StringComparer.OrdinalIgnoreCase)
+    {
+        "tcp", "tls", "mongo", "mongodb", "mysql", "redis", "postgres", "postgresql", "kafka", "amqp", "mqtt", "nats", "cassandra", "zookeeper", "memcached",
+    };
+
+    private static bool IsOpaqueTcp(V1ContainerPort port)
+    {
+        var hint = port.Name?.Split('-', 2)[0];
+        return hint is not null && OpaqueProtocols.Contains(hint);
     }
 
     private static V1ResourceRequirements? Resources(PodSettings settings)
