@@ -16,7 +16,8 @@ namespace ZeroTrustMesh.ControlPlane.Injection;
 /// replicas would otherwise write the same object at once.
 /// </summary>
 internal sealed class CaBundlePublisher(
-    IKubernetes client, string configurationName, TrustBundleFeed bundles, TimeProvider time, IReplicaLeadership leadership, ILogger<CaBundlePublisher> logger)
+    IKubernetes client, string configurationName, TrustBundleFeed bundles, TimeProvider time, IReplicaLeadership leadership, ILogger<CaBundlePublisher> logger,
+    TimeSpan? firstRetry = null)
     : LeaderOnlyService(leadership)
 {
     public static readonly TimeSpan FirstRetry = TimeSpan.FromSeconds(1);
@@ -29,14 +30,15 @@ internal sealed class CaBundlePublisher(
 
     protected override async Task RunAsync(CancellationToken leading)
     {
-        var retry = FirstRetry;
+        var initialRetry = firstRetry ?? FirstRetry;
+        var retry = initialRetry;
         while (!leading.IsCancellationRequested)
         {
             var bundle = bundles.Current;
             try
             {
                 await PublishAsync(bundle, leading);
-                retry = FirstRetry;
+                retry = initialRetry;
                 await bundles.WaitForChangeAsync(bundle, leading);
             }
             catch (OperationCanceledException) when (leading.IsCancellationRequested)
