@@ -191,7 +191,7 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
         }
     }
 
-    /// <summary>Completes once <paramref name="condition"/> holds, checked now and after every change to the store.</summary>
+    /// <summary>Completes once <paramref name="condition"/> holds, checked now, after every change to the store and after every request answered.</summary>
     public async Task WaitForAsync(Func<KubernetesApiDouble, bool> condition, TimeSpan timeout)
     {
         using var deadline = new CancellationTokenSource(timeout);
@@ -247,6 +247,10 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
             (status, body) = Serve(request.Method, request.Path.Value ?? "/", request.Query, request.ContentType, text);
         }
         _requests.Enqueue(new RecordedRequest(request.Method, request.Path.Value ?? "", request.ContentType, status));
+        lock (_gate)
+        {
+            Changed(); // a request answered is something a test may wait for, too
+        }
         context.Response.StatusCode = status;
         context.Response.ContentType = "application/json";
         await context.Response.WriteAsync(body.ToJsonString(), context.RequestAborted);

@@ -23,11 +23,6 @@ internal sealed class CaBundlePublisher(
     public static readonly TimeSpan FirstRetry = TimeSpan.FromSeconds(1);
     public static readonly TimeSpan MaxRetry = TimeSpan.FromSeconds(60);
 
-    /// <summary>How many times the bundle has been written (a test waits on it).</summary>
-    public int Updates => _updates;
-
-    private int _updates;
-
     protected override async Task RunAsync(CancellationToken leading)
     {
         var initialRetry = firstRetry ?? FirstRetry;
@@ -84,11 +79,11 @@ internal sealed class CaBundlePublisher(
         }
         if (patch.Count == 0)
         {
+            InjectionLog.CaBundleCurrent(logger, configurationName);
             return;
         }
         await client.AdmissionregistrationV1.PatchMutatingWebhookConfigurationAsync(
             new V1Patch(patch.ToJsonString(), V1Patch.PatchType.JsonPatch), configurationName, cancellationToken: cancellation);
-        Interlocked.Increment(ref _updates);
         InjectionLog.CaBundleUpdated(logger, configurationName, bundle.Roots.Count, webhooks.Count);
     }
 

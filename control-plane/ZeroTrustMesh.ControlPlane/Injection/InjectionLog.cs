@@ -21,6 +21,9 @@ internal static partial class InjectionLog
     [LoggerMessage(EventId = 411, Level = LogLevel.Warning, Message = "caBundle of MutatingWebhookConfiguration {Name} not updated, retrying in {RetrySeconds:0.#}s: {Reason}")]
     public static partial void CaBundleFailed(ILogger logger, string name, double retrySeconds, string reason);
 
+    [LoggerMessage(EventId = 413, Level = LogLevel.Debug, Message = "caBundle of MutatingWebhookConfiguration {Name} already holds the mesh roots")]
+    public static partial void CaBundleCurrent(ILogger logger, string name);
+
     [LoggerMessage(EventId = 412, Level = LogLevel.Information, Message = "trust bundle ConfigMap {Name} published in {Count} namespace(s) labelled ztm.dev/inject=enabled")]
     public static partial void RootConfigMapsPublished(ILogger logger, string name, int count);
 }
