@@ -28,6 +28,9 @@ namespace ZeroTrustMesh.KubernetesDouble;
 /// </summary>
 public sealed class KubernetesApiDouble : IAsyncDisposable
 {
+    /// <summary>The patch types served; server-side apply (<c>application/apply-patch+yaml</c>) is not.</summary>
+    private static readonly string[] PatchTypes = ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"];
+
     private readonly WebApplication _app;
     private readonly Lock _gate = new();
     private readonly Dictionary<(string Group, string Plural), ApiResource> _resources = [];
@@ -276,6 +279,10 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
             return Error(404, "NotFound", "the server could not find the requested resource");
         }
         var (resource, ns, name) = route;
+        if (method == "PATCH" && !PatchTypes.Contains(contentType?.Split(';', 2)[0].Trim() ?? ""))
+        {
+            return Error(415, "UnsupportedMediaType", $"the body of the request was in an unknown format - accepted media types include: {string.Join(", ", PatchTypes)} (got {contentType})");
+        }
         JsonNode? input = null;
         if (method is "POST" or "PUT" or "PATCH")
         {
@@ -434,10 +441,6 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
     {
         var key = Key(resource.Group, resource.Plural, ns, name);
         var mediaType = contentType?.Split(';', 2)[0].Trim();
-        if (mediaType is not ("application/json-patch+json" or "application/merge-patch+json" or "application/strategic-merge-patch+json"))
-        {
-            return Error(415, "UnsupportedMediaType", $"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {contentType})");
-        }
         if (!_objects.TryGetValue(key, out var stored))
         {
             return NotFound(resource, name);
