@@ -49,9 +49,13 @@ internal static class ControlPlaneHost
         services.AddControlPlane();
         if (options.WebhookConfiguration is { } webhookConfiguration)
         {
+            services.AddSingleton(_ => KubernetesAccess.CreateClient());
             services.AddHostedService(sp => new CaBundlePublisher(
-                KubernetesAccess.CreateClient(), webhookConfiguration, sp.GetRequiredService<TrustBundleFeed>(), time,
+                sp.GetRequiredService<k8s.IKubernetes>(), webhookConfiguration, sp.GetRequiredService<TrustBundleFeed>(), time,
                 sp.GetRequiredService<IReplicaLeadership>(), sp.GetRequiredService<ILogger<CaBundlePublisher>>())); // leader-only
+            services.AddHostedService(sp => new RootConfigMapPublisher(
+                sp.GetRequiredService<k8s.IKubernetes>(), sp.GetRequiredService<TrustBundleFeed>(), time,
+                sp.GetRequiredService<IReplicaLeadership>(), sp.GetRequiredService<ILogger<RootConfigMapPublisher>>())); // leader-only
         }
         services.AddGrpc(o =>
         {
@@ -138,7 +142,7 @@ internal static class ControlPlaneHost
         }
         if (options.WebhookConfiguration is { } name)
         {
-            Console.Out.WriteLine($"ztm-controlplane: keeping the caBundle of MutatingWebhookConfiguration {name} current (while leading)");
+            Console.Out.WriteLine($"ztm-controlplane: keeping the caBundle of MutatingWebhookConfiguration {name} and ConfigMap {RootConfigMapPublisher.Name} in namespaces labelled ztm.dev/inject=enabled current (while leading)");
         }
         Console.Out.Flush();
 

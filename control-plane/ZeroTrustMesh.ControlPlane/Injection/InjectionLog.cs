@@ -24,6 +24,9 @@ internal static partial class InjectionLog
     [LoggerMessage(EventId = 413, Level = LogLevel.Debug, Message = "caBundle of MutatingWebhookConfiguration {Name} already holds the mesh roots")]
     public static partial void CaBundleCurrent(ILogger logger, string name);
 
-    [LoggerMessage(EventId = 412, Level = LogLevel.Information, Message = "trust bundle ConfigMap {Name} published in {Count} namespace(s) labelled ztm.dev/inject=enabled")]
+    [LoggerMessage(EventId = 412, Level = LogLevel.Information, Message = "trust bundle ConfigMap {Name} current in {Count} namespace(s) labelled ztm.dev/inject=enabled")]
     public static partial void RootConfigMapsPublished(ILogger logger, string name, int count);
+
+    [LoggerMessage(EventId = 414, Level = LogLevel.Warning, Message = "trust bundle ConfigMap {Name} not published, retrying in {RetrySeconds:0.#}s: {Reason}")]
+    public static partial void RootConfigMapsFailed(ILogger logger, string name, double retrySeconds, string reason);
 }
