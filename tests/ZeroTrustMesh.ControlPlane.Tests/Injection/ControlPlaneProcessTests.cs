@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using System.Net;
-using System.Net.Security;
-using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -75,22 +73,9 @@ public sealed partial class ControlPlaneProcessTests : IAsyncLifetime
             // What the API server does: trust the caBundle, call the Service name.
             var roots = new X509Certificate2Collection();
             roots.ImportFromPem(bundle);
-            using var client = new HttpClient(new SocketsHttpHandler
-            {
-                ConnectCallback = async (_, cancellation) =>
-                {
-                    var socket = new Socket(SocketType.Stream, ProtocolType.Tcp);
-                    await socket.ConnectAsync(IPAddress.Loopback, port, cancellation);
-                    return new NetworkStream(socket, ownsSocket: true);
-                },
-                SslOptions = new SslClientAuthenticationOptions
-                {
-                    CertificateChainPolicy = new X509ChainPolicy { TrustMode = X509ChainTrustMode.CustomRootTrust, RevocationMode = X509RevocationMode.NoCheck, CustomTrustStore = { roots[0] } },
-                },
-            });
+            using var client = InjectionFixtures.ApiServerClient("ztm-controlplane.ztm-system.svc", () => port, roots[0]);
             var review = JsonNode.Parse(await File.ReadAllTextAsync(Path.Combine(InjectionFixtures.TestData, "deployment.json")))!["review"]!.ToJsonString();
-            using var response = await client.PostAsync(
-                new Uri($"https://ztm-controlplane.ztm-system.svc:{port}/inject"), new StringContent(review, Encoding.UTF8, "application/json"));
+            using var response = await client.PostAsync("/inject", new StringContent(review, Encoding.UTF8, "application/json"));
 
             Assert.Equal(HttpStatusCode.OK, response.StatusCode);
             Assert.Equal("JSONPatch", JsonNode.Parse(await response.Content.ReadAsStringAsync())!["response"]!["patchType"]!.GetValue<string>());

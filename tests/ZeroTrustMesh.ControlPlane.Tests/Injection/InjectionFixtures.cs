@@ -1,4 +1,8 @@
+using System.Net;
+using System.Net.Security;
+using System.Net.Sockets;
 using System.Reflection;
+using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -63,6 +67,41 @@ internal static class InjectionFixtures
         await webhook.HandleAsync(context);
         return (context.Response.StatusCode, Encoding.UTF8.GetString(response.ToArray()));
     }
+
+    /// <summary>
+    /// A client that calls the webhook as the API server does: by the Service's DNS name (connected to 127.0.0.1:<paramref name="port"/>),
+    /// trusting only <paramref name="root"/> (the caBundle), with the name checked. <paramref name="served"/> sees the server's certificate.
+    /// </summary>
+    public static HttpClient ApiServerClient(string serviceName, Func<int> port, X509Certificate2 root, Action<X509Certificate2?>? served = null) =>
+        new(new SocketsHttpHandler
+        {
+            ConnectCallback = async (_, cancellation) =>
+            {
+                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+                await socket.ConnectAsync(IPAddress.Loopback, port(), cancellation);
+                return new NetworkStream(socket, ownsSocket: true);
+            },
+            SslOptions = new SslClientAuthenticationOptions
+            {
+                CertificateChainPolicy = new X509ChainPolicy
+                {
+                    TrustMode = X509ChainTrustMode.CustomRootTrust,
+                    RevocationMode = X509RevocationMode.NoCheck,
+                    CustomTrustStore = { root },
+                },
+                RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
+                {
+                    served?.Invoke(certificate is null ? null : X509CertificateLoader.LoadCertificate(certificate.GetRawCertData()));
+                    return errors == SslPolicyErrors.None; // chain to the root and the DNS name, nothing waived
+                },
+            },
+        })
+        {
+            BaseAddress = new Uri($"https://{serviceName}:{port()}"),
+            // HTTP/2, as the API server calls webhooks: a refusal sent before the whole body arrived ends just that stream.
+            DefaultRequestVersion = HttpVersion.Version20,
+            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
+        };
 
     private static JsonSerializerOptions CreateStrict()
     {

@@ -1,6 +1,4 @@
 using System.Net;
-using System.Net.Security;
-using System.Net.Sockets;
 using System.Security.Cryptography.X509Certificates;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -29,37 +27,7 @@ public sealed class WebhookEndpointTests : IAsyncLifetime
     {
         _server = await WebhookServer.StartAsync(
             IPAddress.Loopback, 0, InjectionFixtures.Webhook(_metrics), new WebhookCertificate(_ca, DnsNames), _ => { }, CancellationToken.None);
-        var handler = new SocketsHttpHandler
-        {
-            // The API server dials the Service name; here that name is this listener.
-            ConnectCallback = async (context, cancellation) =>
-            {
-                var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-                await socket.ConnectAsync(IPAddress.Loopback, _server.Port, cancellation);
-                return new NetworkStream(socket, ownsSocket: true);
-            },
-            SslOptions = new SslClientAuthenticationOptions
-            {
-                CertificateChainPolicy = new X509ChainPolicy
-                {
-                    TrustMode = X509ChainTrustMode.CustomRootTrust,
-                    RevocationMode = X509RevocationMode.NoCheck,
-                    CustomTrustStore = { _ca.Bundle.Roots[0] },
-                },
-                RemoteCertificateValidationCallback = (_, certificate, _, errors) =>
-                {
-                    _served = certificate is null ? null : X509CertificateLoader.LoadCertificate(certificate.GetRawCertData());
-                    return errors == SslPolicyErrors.None; // chain to the mesh root and the DNS name, nothing waived
-                },
-            },
-        };
-        // HTTP/2, as the API server calls webhooks: a refusal sent before the whole body arrived ends just that stream.
-        _client = new HttpClient(handler)
-        {
-            BaseAddress = new Uri($"https://{DnsNames[0]}:{_server.Port}"),
-            DefaultRequestVersion = HttpVersion.Version20,
-            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        };
+        _client = InjectionFixtures.ApiServerClient(DnsNames[0], () => _server.Port, _ca.Bundle.Roots[0], certificate => _served = certificate);
     }
 
     public async Task DisposeAsync()
