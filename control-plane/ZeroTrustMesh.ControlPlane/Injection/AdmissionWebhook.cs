@@ -103,9 +103,15 @@ internal sealed class AdmissionWebhook(SidecarInjector injector, ControlPlaneMet
         {
             pod = KubernetesJson.Deserialize<V1Pod>(podObject);
         }
-        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException)
+        catch (Exception e) when (e is JsonException or FormatException or InvalidOperationException or NotSupportedException or ArgumentException or OverflowException)
         {
             await FailAsync(context, StatusCodes.Status400BadRequest, $"the object is not a pod: {e.Message}");
+            return;
+        }
+
+        if (SidecarInjector.ShapeProblem(pod) is { } problem)
+        {
+            await FailAsync(context, StatusCodes.Status400BadRequest, $"the object is not a pod: {problem}");
             return;
         }
 

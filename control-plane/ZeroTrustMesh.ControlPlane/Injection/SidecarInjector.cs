@@ -42,6 +42,46 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
     public const int HealthPort = 15021;
     public const long TokenExpirationSeconds = 3600;
 
+    /// <summary>
+    /// What makes <paramref name="pod"/> something no API server sends (null list entries, nameless containers, no
+    /// containers), or null: the webhook answers such a review 400 before deciding anything.
+    /// </summary>
+    public static string? ShapeProblem(V1Pod pod)
+    {
+        if (pod.Spec?.Containers is not { Count: > 0 } containers)
+        {
+            return "the pod has no containers";
+        }
+        var all = containers.Concat(pod.Spec.InitContainers ?? []).ToList();
+        if (all.Any(c => c is null || c.Name is null))
+        {
+            return "a container of the pod is null or has no name";
+        }
+        if (pod.Spec.Volumes?.Any(v => v is null || v.Name is null) == true)
+        {
+            return "a volume of the pod is null or has no name";
+        }
+        foreach (var container in all)
+        {
+            if (container.Ports?.Any(p => p is null) == true)
+            {
+                return $"container {container.Name} has a null port";
+            }
+            foreach (var probe in new[] { container.LivenessProbe, container.ReadinessProbe, container.StartupProbe })
+            {
+                if (probe?.HttpGet?.HttpHeaders?.Any(h => h is null) == true)
+                {
+                    return $"a probe of container {container.Name} has a null header";
+                }
+            }
+        }
+        if ((pod.Metadata?.Annotations?.Values ?? []).Concat(pod.Metadata?.Labels?.Values ?? []).Any(v => v is null))
+        {
+            return "a label or annotation of the pod has a null value";
+        }
+        return null;
+    }
+
     /// <summary>Decides for <paramref name="pod"/>, created in <paramref name="podNamespace"/> (the request's namespace: a new pod's own may be empty).</summary>
     public InjectionResult Inject(V1Pod pod, string podNamespace)
     {

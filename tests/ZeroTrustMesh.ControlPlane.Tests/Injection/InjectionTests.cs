@@ -30,6 +30,61 @@ public sealed class InjectionTests
     }
 
     [Fact]
+    public async Task Every_truncation_and_type_mangling_of_a_review_is_answered_never_thrown()
+    {
+        var webhook = InjectionFixtures.Webhook();
+        var review = JsonNode.Parse(File.ReadAllText(Path.Combine(InjectionFixtures.TestData, "probe-http.json")))!["review"]!.ToJsonString();
+
+        for (var length = 0; length < review.Length; length += 7)
+        {
+            var (status, _) = await InjectionFixtures.CallAsync(webhook, review[..length]);
+            Assert.Equal(400, status);
+        }
+        // Every value in turn replaced by a value of another JSON type.
+        var paths = new List<string>();
+        Collect(JsonNode.Parse(review)!, "", paths);
+        foreach (var path in paths)
+        {
+            foreach (var replacement in new JsonNode?[] { null, JsonValue.Create(7), JsonValue.Create("x"), new JsonArray(), new JsonObject() })
+            {
+                var mangled = JsonNode.Parse(review)!;
+                mangled = JsonPatch.Apply(mangled, new JsonArray(new JsonObject { ["op"] = "replace", ["path"] = path, ["value"] = replacement?.DeepClone() }))!;
+                var (status, body) = await InjectionFixtures.CallAsync(webhook, mangled.ToJsonString());
+                Assert.True(status is 200 or 400, $"{path} = {replacement?.ToJsonString() ?? "null"}: {status} {body}");
+            }
+        }
+        Assert.True(paths.Count > 50);
+    }
+
+    private static void Collect(JsonNode node, string path, List<string> paths)
+    {
+        switch (node)
+        {
+            case JsonObject o:
+                foreach (var (key, child) in o)
+                {
+                    var childPath = path + "/" + SidecarInjector.EscapePointer(key);
+                    paths.Add(childPath);
+                    if (child is not null)
+                    {
+                        Collect(child, childPath, paths);
+                    }
+                }
+                break;
+            case JsonArray a:
+                for (var i = 0; i < a.Count; i++)
+                {
+                    paths.Add($"{path}/{i}");
+                    if (a[i] is { } child)
+                    {
+                        Collect(child, $"{path}/{i}", paths);
+                    }
+                }
+                break;
+        }
+    }
+
+    [Fact]
     public void The_strict_reader_refuses_a_field_the_pod_model_does_not_have()
     {
         var pod = JsonNode.Parse("""{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"},"spec":{"containers":[{"name":"a","image":"b","restartpolicy":"Always"}]}}""")!;
