@@ -9,6 +9,8 @@ using Microsoft.AspNetCore.Server.Kestrel.Https;
 using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.ControlPlane.Coordination;
+using ZeroTrustMesh.ControlPlane.Injection;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.CommandLine;
@@ -45,6 +47,16 @@ internal static class ControlPlaneHost
         services.AddSingleton(ca);
         services.AddStandaloneState(options);
         services.AddControlPlane();
+        if (options.WebhookConfiguration is { } webhookConfiguration)
+        {
+            services.AddSingleton(_ => KubernetesAccess.CreateClient());
+            services.AddHostedService(sp => new CaBundlePublisher(
+                sp.GetRequiredService<k8s.IKubernetes>(), webhookConfiguration, sp.GetRequiredService<TrustBundleFeed>(), time,
+                sp.GetRequiredService<IReplicaLeadership>(), sp.GetRequiredService<ILogger<CaBundlePublisher>>())); // leader-only
+            services.AddHostedService(sp => new RootConfigMapPublisher(
+                sp.GetRequiredService<k8s.IKubernetes>(), sp.GetRequiredService<TrustBundleFeed>(), time,
+                sp.GetRequiredService<IReplicaLeadership>(), sp.GetRequiredService<ILogger<RootConfigMapPublisher>>())); // leader-only
+        }
         services.AddGrpc(o =>
         {
             o.MaxReceiveMessageSize = options.MaxRequestBytes;
@@ -108,6 +120,14 @@ internal static class ControlPlaneHost
             return 1;
         }
 
+        await using var webhook = options.Webhook is { } webhookOptions
+            ? await StartWebhookAsync(app.Services, options, webhookOptions, cancellation)
+            : null;
+        if (options.Webhook is not null && webhook is null)
+        {
+            return 1;
+        }
+
         var bound = new Uri(app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
         var host = options.ListenAddress.Equals(IPAddress.Any) ? "127.0.0.1" : options.ListenAddress.Equals(IPAddress.IPv6Any) ? "[::1]" : bound.Host;
         var address = $"https://{host}:{grpcListener!.IPEndPoint!.Port}";
@@ -122,9 +142,36 @@ internal static class ControlPlaneHost
         Console.Out.WriteLine($"ztm-controlplane: config {config.Version}: {config.Resources.Count} policy resource(s) from {policySource.Location}, {config.Revocations.Count} revocation(s)");
         Console.Out.WriteLine($"ztm-controlplane: listening on {address}");
         Console.Out.WriteLine($"ztm-controlplane: metrics listening on http://{host}:{metricsListener!.IPEndPoint!.Port}{MetricsEndpoint.Path}");
+        if (webhook is not null)
+        {
+            Console.Out.WriteLine($"ztm-controlplane: injection webhook on https://{host}:{webhook.Port}{AdmissionWebhook.Path} (certificate for {string.Join(", ", options.Webhook!.DnsNames)}; config {options.Webhook.InjectionConfigPath})");
+        }
+        if (options.WebhookConfiguration is { } name)
+        {
+            Console.Out.WriteLine($"ztm-controlplane: keeping the caBundle of MutatingWebhookConfiguration {name} and ConfigMap {RootConfigMapPublisher.Name} in namespaces labelled ztm.dev/inject=enabled current (while leading)");
+        }
         Console.Out.Flush();
 
         await app.WaitForShutdownAsync(cancellation);
         return 0;
+    }
+
+    /// <summary>The injection webhook's own HTTPS listener on the gRPC listener's address; null (after one line) when it cannot listen.</summary>
+    private static async Task<WebhookServer?> StartWebhookAsync(IServiceProvider services, ControlPlaneOptions options, WebhookOptions webhook, CancellationToken cancellation)
+    {
+        var handler = new AdmissionWebhook(
+            new SidecarInjector(webhook.Injection, options.Namespace),
+            services.GetRequiredService<ControlPlaneMetrics>(),
+            services.GetRequiredService<ILogger<AdmissionWebhook>>());
+        var certificate = new WebhookCertificate(services.GetRequiredService<CertificateAuthority>(), webhook.DnsNames);
+        try
+        {
+            return await WebhookServer.StartAsync(options.ListenAddress, webhook.Port, handler, certificate, logging => logging.AddMeshConsole(), cancellation);
+        }
+        catch (IOException e)
+        {
+            Console.Error.WriteLine($"ztm-controlplane: cannot listen on {options.ListenAddress}:{webhook.Port} (--webhook-port): {e.Message}");
+            return null;
+        }
     }
 }

@@ -1,12 +1,16 @@
 using System.CommandLine;
 using System.Net;
 using ZeroTrustMesh.CommandLine;
+using ZeroTrustMesh.ControlPlane.Injection;
 using ZeroTrustMesh.Identity;
 
 namespace ZeroTrustMesh.ControlPlane;
 
 /// <summary>An operator-supplied CA (plug-in CA) instead of the one the control plane creates.</summary>
 internal sealed record PlugInCa(string CertificatePath, string KeyPath, string? BundlePath, string? ChainPath);
+
+/// <summary>The injection webhook: its HTTPS port, the serving certificate's DNS names, and what it injects.</summary>
+internal sealed record WebhookOptions(int Port, IReadOnlyList<string> DnsNames, string InjectionConfigPath, InjectionConfig Injection);
 
 /// <summary>Everything the control plane is configured with; parsed and validated once at start.</summary>
 internal sealed class ControlPlaneOptions
@@ -26,6 +30,15 @@ internal sealed class ControlPlaneOptions
 
     /// <summary>Plain HTTP <c>/metrics</c> for Prometheus, on <see cref="ListenAddress"/>; 0 picks a free port.</summary>
     public int MetricsPort { get; init; } = 15014;
+
+    /// <summary>The injection webhook, when <c>--webhook-port</c> is given.</summary>
+    public WebhookOptions? Webhook { get; init; }
+
+    /// <summary>The control plane's own namespace (never injected); <c>--namespace</c>, else <c>$POD_NAMESPACE</c>.</summary>
+    public string? Namespace { get; init; }
+
+    /// <summary>The MutatingWebhookConfiguration whose <c>caBundle</c> this control plane keeps current, if any.</summary>
+    public string? WebhookConfiguration { get; init; }
 
     /// <summary>Largest gRPC message accepted; a CSR is a few hundred bytes.</summary>
     public int MaxRequestBytes { get; init; } = 64 * 1024;
@@ -50,10 +63,16 @@ internal sealed class ControlPlaneOptions
         var caKey = new Option<string?>("--ca-key") { Description = "Plug-in CA: PEM private key of --ca-cert" };
         var caBundle = new Option<string?>("--ca-bundle") { Description = "Plug-in CA: PEM roots, when --ca-cert is an intermediate" };
         var caChain = new Option<string?>("--ca-chain") { Description = "Plug-in CA: PEM intermediates between --ca-cert and the roots" };
+        var webhookPort = new Option<int?>("--webhook-port") { Description = "HTTPS port of the sidecar injection webhook (/inject); off unless given; 0 picks a free one" };
+        var webhookDns = new Option<string[]>("--webhook-dns") { Description = "DNS name of the webhook's serving certificate (repeatable; default ztm-controlplane.<namespace>.svc[.cluster.local])" };
+        var injectionConfig = new Option<string?>("--injection-config") { Description = "The injection config (JSON) the webhook injects from; required with --webhook-port" };
+        var ns = new Option<string?>("--namespace") { Description = "The control plane's own namespace, never injected (default $POD_NAMESPACE)" };
+        var webhookConfiguration = new Option<string?>("--webhook-configuration") { Description = "MutatingWebhookConfiguration whose caBundle to keep current through the Kubernetes API (in-cluster or $KUBECONFIG)" };
 
         var command = new RootCommand("ZeroTrustMesh control plane: the mesh CA and identity issuance over gRPC")
         {
             dataDir, listen, port, metricsPort, trustDomain, svidTtl, tokenTtl, operatorConfig, caCert, caKey, caBundle, caChain,
+            webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -68,6 +87,28 @@ internal sealed class ControlPlaneOptions
             var plugIn = result.GetValue(caCert) is { } cert
                 ? new PlugInCa(Path.GetFullPath(cert), Path.GetFullPath(result.GetValue(caKey)!), FullPathOrNull(result.GetValue(caBundle)), FullPathOrNull(result.GetValue(caChain)))
                 : null;
+            var ownNamespace = result.GetValue(ns) ?? (Environment.GetEnvironmentVariable("POD_NAMESPACE") is { Length: > 0 } podNamespace ? podNamespace : null);
+            if (ownNamespace is not null && !KubernetesNames.IsLabel(ownNamespace))
+            {
+                return Fail($"--namespace '{ownNamespace}' is not a Kubernetes namespace name (lower-case letters, digits and '-', at most 63)");
+            }
+            var webhook = ParseWebhook(result.GetValue(webhookPort), result.GetValue(webhookDns) ?? [], result.GetValue(injectionConfig), ownNamespace, out var webhookError);
+            if (webhookError is not null)
+            {
+                return Fail(webhookError);
+            }
+            var configurationName = result.GetValue(webhookConfiguration);
+            if (configurationName is not null)
+            {
+                if (!KubernetesNames.IsSubdomain(configurationName))
+                {
+                    return Fail($"--webhook-configuration '{configurationName}' is not a Kubernetes object name (lower-case DNS subdomain)");
+                }
+                if (KubernetesAccess.Describe() is { } noAccess)
+                {
+                    return Fail($"--webhook-configuration needs the Kubernetes API: {noAccess}");
+                }
+            }
             var options = new ControlPlaneOptions
             {
                 DataDir = Path.GetFullPath(result.GetValue(dataDir) ?? DefaultDataDir),
@@ -79,6 +120,9 @@ internal sealed class ControlPlaneOptions
                 JoinTokenTtl = result.GetValue(tokenTtl),
                 OperatorConfigPath = Path.GetFullPath(result.GetValue(operatorConfig) ?? OperatorConfig.DefaultPath),
                 PlugInCa = plugIn,
+                Webhook = webhook,
+                Namespace = ownNamespace,
+                WebhookConfiguration = configurationName,
             };
             return options.Validate() is { } error ? Fail(error) : run(options, cancellation);
         });
@@ -109,6 +153,52 @@ internal sealed class ControlPlaneOptions
             return $"--metrics-port and --port must differ (both are {Port})";
         }
         return Port is < 0 or > 65535 ? "--port must be between 0 and 65535" : null;
+    }
+
+    /// <summary>The webhook's options, or null when it is off; <paramref name="error"/> says what is wrong.</summary>
+    private static WebhookOptions? ParseWebhook(int? port, string[] dnsNames, string? configPath, string? ownNamespace, out string? error)
+    {
+        error = null;
+        if (port is null)
+        {
+            if (dnsNames.Length > 0 || configPath is not null)
+            {
+                error = "--webhook-dns and --injection-config need --webhook-port";
+            }
+            return null;
+        }
+        if (port is < 0 or > 65535)
+        {
+            error = $"--webhook-port must be between 0 and 65535, not {port}";
+            return null;
+        }
+        if (configPath is null)
+        {
+            error = "--injection-config is required with --webhook-port";
+            return null;
+        }
+        if (dnsNames.Length == 0)
+        {
+            if (ownNamespace is null)
+            {
+                error = "--webhook-dns is required with --webhook-port when the namespace is not known (--namespace or $POD_NAMESPACE)";
+                return null;
+            }
+            dnsNames = [$"ztm-controlplane.{ownNamespace}.svc", $"ztm-controlplane.{ownNamespace}.svc.cluster.local"];
+        }
+        if (dnsNames.FirstOrDefault(n => !KubernetesNames.IsSubdomain(n)) is { } bad)
+        {
+            error = $"--webhook-dns '{bad}' is not a DNS name (lower-case letters, digits, '-' and '.')";
+            return null;
+        }
+        var fullPath = Path.GetFullPath(configPath);
+        var config = InjectionConfig.Load(fullPath, out var errors);
+        if (config is null)
+        {
+            error = $"--injection-config {fullPath} is invalid: {string.Join("; ", errors)}";
+            return null;
+        }
+        return new WebhookOptions(port.Value, [.. dnsNames.Distinct(StringComparer.Ordinal)], fullPath, config);
     }
 
     private static Task<int> Fail(string error)

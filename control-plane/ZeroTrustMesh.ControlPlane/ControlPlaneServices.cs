@@ -43,6 +43,7 @@ internal static class ControlPlaneServices
     {
         services.TryAddSingleton<ControlPlaneMetrics>();
         services.TryAddSingleton<ControlPlaneCredentials>();
+        services.TryAddSingleton<TrustBundleFeed>();
         services.TryAddSingleton<CallerVerifier>();
         services.TryAddSingleton<WorkloadCaller>();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IAttestor, JoinTokenAttestor>());

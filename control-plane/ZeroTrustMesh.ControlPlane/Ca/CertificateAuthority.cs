@@ -94,11 +94,48 @@ internal sealed class CertificateAuthority
             _authorityKeyId,
         ];
         var serial = NewSerial();
-        return new SignedCertificate(Encode(serial, notBefore, notAfter, publicKey, extensions), Convert.ToHexStringLower(serial), notBefore, notAfter);
+        return new SignedCertificate(Encode(serial, notBefore, notAfter, LeafSubject, publicKey, extensions), Convert.ToHexStringLower(serial), notBefore, notAfter);
+    }
+
+    /// <summary>
+    /// Signs a TLS server certificate for DNS names (the injection webhook's, which the Kubernetes API server calls by its
+    /// Service name): no SPIFFE ID, so no workload can present it as an identity; EKU serverAuth only; the subject's CN is
+    /// the first name. Not an SVID: SVIDs go through <see cref="SignSvid"/>.
+    /// </summary>
+    public X509Certificate2 IssueServerCertificate(IReadOnlyList<string> dnsNames, PublicKey publicKey, TimeSpan lifetime)
+    {
+        if (dnsNames.Count == 0)
+        {
+            throw new ArgumentException("A server certificate needs at least one DNS name.", nameof(dnsNames));
+        }
+        var now = Time.GetUtcNow();
+        var notBefore = TruncateToSeconds(now - Revocation.IssuanceBackdate);
+        var notAfter = TruncateToSeconds(now + lifetime);
+        var caNotAfter = SigningCertificate.NotAfter.ToUniversalTime();
+        if (notAfter > caNotAfter)
+        {
+            notAfter = caNotAfter;
+        }
+        var names = new SubjectAlternativeNameBuilder();
+        foreach (var name in dnsNames)
+        {
+            names.AddDnsName(name);
+        }
+        var subject = new X500DistinguishedName($"O=ZeroTrustMesh, CN={dnsNames[0]}");
+        X509Extension[] extensions =
+        [
+            new X509BasicConstraintsExtension(false, false, 0, true),
+            new X509KeyUsageExtension(X509KeyUsageFlags.DigitalSignature, critical: true),
+            new X509EnhancedKeyUsageExtension([new Oid("1.3.6.1.5.5.7.3.1")], false),
+            names.Build(),
+            new X509SubjectKeyIdentifierExtension(publicKey, false),
+            _authorityKeyId,
+        ];
+        return X509CertificateLoader.LoadCertificate(Encode(NewSerial(), notBefore, notAfter, subject, publicKey, extensions));
     }
 
     /// <summary>An X.509 v3 certificate (RFC 5280 §4.1) signed by the CA's key.</summary>
-    private byte[] Encode(byte[] serial, DateTimeOffset notBefore, DateTimeOffset notAfter, PublicKey publicKey, X509Extension[] extensions)
+    private byte[] Encode(byte[] serial, DateTimeOffset notBefore, DateTimeOffset notAfter, X500DistinguishedName subject, PublicKey publicKey, X509Extension[] extensions)
     {
         var algorithm = _signer.GetSignatureAlgorithmIdentifier(HashAlgorithmName.SHA256);
         var tbs = new AsnWriter(AsnEncodingRules.DER);
@@ -116,7 +153,7 @@ internal sealed class CertificateAuthority
                 WriteTime(tbs, notBefore);
                 WriteTime(tbs, notAfter);
             }
-            tbs.WriteEncodedValue(LeafSubject.RawData);
+            tbs.WriteEncodedValue(subject.RawData);
             tbs.WriteEncodedValue(publicKey.ExportSubjectPublicKeyInfo());
             using (tbs.PushSequence(new Asn1Tag(TagClass.ContextSpecific, 3)))
             using (tbs.PushSequence())

@@ -1,0 +1,179 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using k8s;
+using k8s.Autorest;
+using k8s.Models;
+using ZeroTrustMesh.KubernetesDouble;
+
+namespace ZeroTrustMesh.ControlPlane.Tests.Kubernetes;
+
+/// <summary>
+/// The Kubernetes API double, driven by KubernetesClient's typed calls as the control plane drives a real server: the
+/// JSON it writes and reads must be the real one, and errors must be <c>metav1.Status</c> with the API server's codes.
+/// </summary>
+public sealed class KubernetesApiDoubleTests : IAsyncLifetime
+{
+    private KubernetesApiDouble _api = null!;
+    private IKubernetes _client = null!;
+
+    public async Task InitializeAsync()
+    {
+        _api = await KubernetesApiDouble.StartAsync();
+        _client = _api.CreateClient();
+    }
+
+    public async Task DisposeAsync()
+    {
+        _client.Dispose();
+        await _api.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Objects_are_created_read_listed_by_label_updated_and_deleted()
+    {
+        var created = await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("ztm-ca-root", "root"), "shop");
+        Assert.Equal("shop", created.Metadata.NamespaceProperty);
+        Assert.False(string.IsNullOrEmpty(created.Metadata.Uid));
+        Assert.NotNull(created.Metadata.CreationTimestamp);
+
+        created.Data["root-cert.pem"] = "rotated";
+        var updated = await _client.CoreV1.ReplaceNamespacedConfigMapAsync(created, "ztm-ca-root", "shop");
+        Assert.NotEqual(created.Metadata.ResourceVersion, updated.Metadata.ResourceVersion);
+        Assert.Equal(created.Metadata.Uid, updated.Metadata.Uid);
+        Assert.Equal("rotated", (await _client.CoreV1.ReadNamespacedConfigMapAsync("ztm-ca-root", "shop")).Data["root-cert.pem"]);
+
+        await _client.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = "shop", Labels = new Dictionary<string, string> { ["ztm.dev/inject"] = "enabled" } } });
+        await _client.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = "other" } });
+        var selected = await _client.CoreV1.ListNamespaceAsync(labelSelector: "ztm.dev/inject=enabled");
+        Assert.Equal("shop", Assert.Single(selected.Items).Metadata.Name);
+        Assert.Equal(2, (await _client.CoreV1.ListNamespaceAsync()).Items.Count);
+        Assert.Single((await _client.CoreV1.ListConfigMapForAllNamespacesAsync()).Items);
+
+        await _client.CoreV1.DeleteNamespacedConfigMapAsync("ztm-ca-root", "shop");
+        var gone = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CoreV1.ReadNamespacedConfigMapAsync("ztm-ca-root", "shop"));
+        AssertStatus(gone, HttpStatusCode.NotFound, "NotFound", "configmaps \"ztm-ca-root\" not found");
+    }
+
+    [Fact]
+    public async Task Creating_twice_is_409_AlreadyExists_and_a_stale_resourceVersion_is_409_Conflict()
+    {
+        var first = await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("settings", "a"), "shop");
+        var twice = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("settings", "b"), "shop"));
+        AssertStatus(twice, HttpStatusCode.Conflict, "AlreadyExists", "configmaps \"settings\" already exists");
+
+        await _client.CoreV1.ReplaceNamespacedConfigMapAsync(ConfigMap("settings", "c", first.Metadata.ResourceVersion), "settings", "shop");
+        var stale = await Assert.ThrowsAsync<HttpOperationException>(
+            () => _client.CoreV1.ReplaceNamespacedConfigMapAsync(ConfigMap("settings", "d", first.Metadata.ResourceVersion), "settings", "shop"));
+        AssertStatus(stale, HttpStatusCode.Conflict, "Conflict", "the object has been modified");
+    }
+
+    [Fact]
+    public async Task Json_patch_and_merge_patch_apply_and_a_failed_test_is_422_Invalid()
+    {
+        await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("settings", "a"), "shop");
+
+        var patched = await _client.CoreV1.PatchNamespacedConfigMapAsync(
+            new V1Patch("""[{"op":"test","path":"/data/root-cert.pem","value":"a"},{"op":"add","path":"/data/extra","value":"x"}]""", V1Patch.PatchType.JsonPatch), "settings", "shop");
+        Assert.Equal("x", patched.Data["extra"]);
+
+        var merged = await _client.CoreV1.PatchNamespacedConfigMapAsync(
+            new V1Patch("""{"data":{"extra":null,"more":"y"},"metadata":{"labels":{"a":"b"}}}""", V1Patch.PatchType.MergePatch), "settings", "shop");
+        Assert.False(merged.Data.ContainsKey("extra"));
+        Assert.Equal("y", merged.Data["more"]);
+        Assert.Equal("b", merged.Metadata.Labels["a"]);
+
+        var strategic = await _client.CoreV1.PatchNamespacedConfigMapAsync(
+            new V1Patch("""{"data":{"more":"z"}}""", V1Patch.PatchType.StrategicMergePatch), "settings", "shop");
+        Assert.Equal("z", strategic.Data["more"]);
+
+        var failed = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CoreV1.PatchNamespacedConfigMapAsync(
+            new V1Patch("""[{"op":"test","path":"/data/more","value":"other"}]""", V1Patch.PatchType.JsonPatch), "settings", "shop"));
+        AssertStatus(failed, HttpStatusCode.UnprocessableEntity, "Invalid", "test failed at /data/more");
+
+        var stale = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CoreV1.PatchNamespacedConfigMapAsync(
+            new V1Patch("""{"metadata":{"resourceVersion":"1"},"data":{"more":"w"}}""", V1Patch.PatchType.MergePatch), "settings", "shop"));
+        AssertStatus(stale, HttpStatusCode.Conflict, "Conflict", "the object has been modified");
+    }
+
+    [Fact]
+    public async Task An_unsupported_patch_type_is_415_and_a_nameless_object_is_422()
+    {
+        await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("settings", "a"), "shop");
+
+        var apply = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CoreV1.PatchNamespacedConfigMapAsync(
+            new V1Patch("""{"data":{}}""", V1Patch.PatchType.ApplyPatch), "settings", "shop", fieldManager: "ztm"));
+        AssertStatus(apply, HttpStatusCode.UnsupportedMediaType, "UnsupportedMediaType", "application/apply-patch+yaml");
+
+        var nameless = await Assert.ThrowsAsync<HttpOperationException>(
+            () => _client.CoreV1.CreateNamespacedConfigMapAsync(new V1ConfigMap { Metadata = new V1ObjectMeta() }, "shop"));
+        AssertStatus(nameless, HttpStatusCode.UnprocessableEntity, "Invalid", "metadata.name: Required value");
+
+        var generated = await _client.CoreV1.CreateNamespacedConfigMapAsync(new V1ConfigMap { Metadata = new V1ObjectMeta { GenerateName = "gen-" } }, "shop");
+        Assert.StartsWith("gen-", generated.Metadata.Name, StringComparison.Ordinal);
+        Assert.Equal(9, generated.Metadata.Name.Length);
+    }
+
+    [Fact]
+    public async Task A_request_without_the_token_is_401_and_an_unknown_resource_is_404()
+    {
+        using var anonymous = new HttpClient(new HttpClientHandler
+        {
+            ServerCertificateCustomValidationCallback = (_, certificate, _, _) => certificate is not null,
+        });
+        using var unauthorized = await anonymous.GetAsync(new Uri(_api.Address, "/api/v1/namespaces"));
+        Assert.Equal(HttpStatusCode.Unauthorized, unauthorized.StatusCode);
+        Assert.Equal("Unauthorized", JsonNode.Parse(await unauthorized.Content.ReadAsStringAsync())!["reason"]!.GetValue<string>());
+
+        var unknown = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CoreV1.ReadNamespacedPodTemplateAsync("x", "shop"));
+        AssertStatus(unknown, HttpStatusCode.NotFound, "NotFound", "could not find the requested resource");
+    }
+
+    [Fact]
+    public async Task Injected_failures_answer_with_the_status_asked_for_then_stop()
+    {
+        _api.Fail(r => r.Method == "GET", 1, 503, "ServiceUnavailable");
+
+        var failed = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CoreV1.ListNamespaceAsync());
+        AssertStatus(failed, HttpStatusCode.ServiceUnavailable, "ServiceUnavailable", "injected failure");
+        Assert.Empty((await _client.CoreV1.ListNamespaceAsync()).Items);
+    }
+
+    [Fact]
+    public void Json_patch_follows_rfc_6902()
+    {
+        var document = JsonNode.Parse("""{"a":{"b":["x","y"]},"c/d":1,"e~f":2}""");
+
+        var result = JsonPatch.Apply(document, JsonNode.Parse("""
+            [{"op":"add","path":"/a/b/1","value":"z"},
+             {"op":"remove","path":"/c~1d"},
+             {"op":"replace","path":"/e~0f","value":3},
+             {"op":"copy","from":"/a/b/0","path":"/a/b/-"},
+             {"op":"move","from":"/e~0f","path":"/g"},
+             {"op":"test","path":"/g","value":3}]
+            """));
+
+        Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""{"a":{"b":["x","z","y","x"]},"g":3}"""), result), result!.ToJsonString());
+        Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""{"a":{"b":["x","y"]},"c/d":1,"e~f":2}"""), document)); // the input is not changed
+        Assert.False(Assert.Throws<PatchException>(() => JsonPatch.Apply(document, JsonNode.Parse("""[{"op":"remove","path":"/nope"}]"""))).Malformed);
+        Assert.False(Assert.Throws<PatchException>(() => JsonPatch.Apply(document, JsonNode.Parse("""[{"op":"add","path":"/a/b/5","value":1}]"""))).Malformed);
+        Assert.True(Assert.Throws<PatchException>(() => JsonPatch.Apply(document, JsonNode.Parse("""[{"op":"jump","path":"/a"}]"""))).Malformed);
+        Assert.True(Assert.Throws<PatchException>(() => JsonPatch.Apply(document, JsonNode.Parse("""{"op":"add"}"""))).Malformed);
+    }
+
+    private static V1ConfigMap ConfigMap(string name, string value, string? resourceVersion = null) => new()
+    {
+        Metadata = new V1ObjectMeta { Name = name, ResourceVersion = resourceVersion },
+        Data = new Dictionary<string, string> { ["root-cert.pem"] = value },
+    };
+
+    private static void AssertStatus(HttpOperationException error, HttpStatusCode code, string reason, string message)
+    {
+        Assert.Equal(code, error.Response.StatusCode);
+        var status = KubernetesJson.Deserialize<V1Status>(error.Response.Content);
+        Assert.Equal("Status", status.Kind);
+        Assert.Equal("Failure", status.Status);
+        Assert.Equal(reason, status.Reason);
+        Assert.Equal((int)code, status.Code);
+        Assert.Contains(message, status.Message, StringComparison.Ordinal);
+    }
+}

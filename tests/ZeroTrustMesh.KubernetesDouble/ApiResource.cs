@@ -1,0 +1,25 @@
+namespace ZeroTrustMesh.KubernetesDouble;
+
+/// <summary>A kind the double serves: where (group, version, plural) and whether its objects live in a namespace.</summary>
+public sealed record ApiResource(string Group, string Version, string Plural, string Kind, bool Namespaced)
+{
+    public string ApiVersion => Group.Length == 0 ? Version : $"{Group}/{Version}";
+
+    /// <summary>What the double serves from the start; <see cref="KubernetesApiDouble.Register"/> adds more (custom resources).</summary>
+    public static IReadOnlyList<ApiResource> Builtin { get; } =
+    [
+        new("", "v1", "namespaces", "Namespace", false),
+        new("", "v1", "configmaps", "ConfigMap", true),
+        new("", "v1", "secrets", "Secret", true),
+        new("", "v1", "pods", "Pod", true),
+        new("", "v1", "services", "Service", true),
+        new("", "v1", "serviceaccounts", "ServiceAccount", true),
+        new("apps", "v1", "deployments", "Deployment", true),
+        new("coordination.k8s.io", "v1", "leases", "Lease", true),
+        new("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", false),
+        new("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false),
+    ];
+}
+
+/// <summary>One request the double received, for tests that check what a client did.</summary>
+public sealed record RecordedRequest(string Method, string Path, string? ContentType, int Status);
