@@ -359,7 +359,9 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
             "--trust-bundle", TrustBundleDirectory + "/root-cert.pem",
             "--trust-domain", config.TrustDomain,
             "--service-account-token-file", TokenDirectory + "/token",
-            "--inbound-address", "0.0.0.0",
+            // The pod IP, which kubelet expands from the variable below: the sidecar listens there and registers it
+            // for callers (0.0.0.0 would be registered as is, and no other pod could reach it).
+            "--inbound-address", "$(POD_IP)",
             "--health-port", Number(HealthPort),
         };
         // The app's TCP ports, in container order; the sidecar forwards inbound connections to them on 127.0.0.1, as
@@ -401,9 +403,10 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
                 Capabilities = new V1Capabilities { Drop = ["ALL"] },
             },
         };
+        container.Env = [new V1EnvVar { Name = "POD_IP", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "status.podIP" } } }];
         if (probes.Count > 0)
         {
-            container.Env = [new V1EnvVar { Name = "ZTM_APP_PROBES", Value = ProbeRewriter.ToEnvironment(probes) }];
+            container.Env.Add(new V1EnvVar { Name = "ZTM_APP_PROBES", Value = ProbeRewriter.ToEnvironment(probes) });
         }
         return container;
     }
