@@ -13,6 +13,22 @@ internal static class DockerEngine
     /// <summary>The newest API version the engine speaks (its <c>Api-Version</c> header), once it answered.</summary>
     public static string? ApiVersion { get; private set; }
 
+    /// <summary>Settings Testcontainers needs here, applied before its first use.</summary>
+    public static void PrepareTestcontainers(Action<string> log)
+    {
+        // Testcontainers asks for API 1.44 by default; Debian 12's engine (docker.io 20.10) speaks up to 1.41. Asking for
+        // the engine's own version works with both (it is read once, before the first use of Testcontainers).
+        if (Environment.GetEnvironmentVariable("DOCKER_API_VERSION") is null && ApiVersion is { } api
+            && System.Version.TryParse(api, out var version) && version < new System.Version(1, 44))
+        {
+            Environment.SetEnvironmentVariable("DOCKER_API_VERSION", api);
+            log($"the Docker engine speaks API {api} at most: DOCKER_API_VERSION={api} for Testcontainers");
+        }
+        // Ryuk's image cannot be pulled here (no registry): each test removes what it creates itself.
+        DotNet.Testcontainers.Configurations.TestcontainersSettings.ResourceReaperEnabled = false;
+        log("Testcontainers' resource reaper is disabled (its image cannot be pulled without a registry); the fixture removes its containers and network on dispose");
+    }
+
     private static string? Probe()
     {
         var host = Environment.GetEnvironmentVariable("DOCKER_HOST") is { Length: > 0 } set ? set : "unix:///var/run/docker.sock";

@@ -87,17 +87,7 @@ public sealed class PodMesh(IMessageSink diagnostics) : IAsyncLifetime
 
     public async Task InitializeAsync()
     {
-        // Testcontainers asks for API 1.44 by default; Debian 12's engine (docker.io 20.10) speaks up to 1.41. Asking for
-        // the engine's own version works with both (it is read once, before the first use of Testcontainers).
-        if (Environment.GetEnvironmentVariable("DOCKER_API_VERSION") is null && DockerEngine.ApiVersion is { } api
-            && System.Version.TryParse(api, out var version) && version < new System.Version(1, 44))
-        {
-            Environment.SetEnvironmentVariable("DOCKER_API_VERSION", api);
-            Log($"the Docker engine speaks API {api} at most: DOCKER_API_VERSION={api} for Testcontainers");
-        }
-        // Ryuk's image cannot be pulled here (no registry): the fixture removes what it creates itself.
-        TestcontainersSettings.ResourceReaperEnabled = false;
-        Log("Testcontainers' resource reaper is disabled (its image cannot be pulled without a registry); the fixture removes its containers and network on dispose");
+        DockerEngine.PrepareTestcontainers(Log);
         await MeshImages.EnsureBuiltAsync(Log);
         Directory.CreateDirectory(Scratch);
 
