@@ -19,7 +19,7 @@ public sealed class ProbeAndDrainTests(PodMesh mesh, ITestOutputHelper output)
          "/app-health/db/livez":{"tcpSocket":{"port":9999},"timeoutSeconds":1}}
         """;
 
-    [SidecarFeatureFact("--health-port")]
+    [PodFact]
     public async Task Kubelet_probes_from_outside_the_pod_reach_the_app_through_the_health_port()
     {
         var pod = await mesh.StartPodAsync("p", new PodSettings

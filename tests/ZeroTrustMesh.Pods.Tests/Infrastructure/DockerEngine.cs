@@ -76,23 +76,6 @@ internal sealed class PodFactAttribute : FactAttribute
     }
 }
 
-/// <summary>
-/// A pod test of a sidecar feature named by its flag: skipped until the sidecar's command line has it (read from the
-/// source, so that the test runs as soon as the feature is there; no image build is needed to decide).
-/// </summary>
-internal sealed class SidecarFeatureFactAttribute : FactAttribute
-{
-    public SidecarFeatureFactAttribute(string flag)
-    {
-        var sources = Path.Combine(Repository.Root, "sidecar", "ZeroTrustMesh.Sidecar");
-        var present = Directory.Exists(sources) && Directory.EnumerateFiles(sources, "*.cs", SearchOption.AllDirectories)
-            .Where(f => !f.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}", StringComparison.Ordinal))
-            .Any(f => File.ReadAllText(f).Contains($"\"{flag}\"", StringComparison.Ordinal));
-        Skip = DockerEngine.SkipReason
-            ?? (present ? null : $"the sidecar has no {flag} yet (it comes with the sidecar's health port, app probes and drain)");
-    }
-}
-
 internal static class Repository
 {
     public static string Root { get; } = typeof(Repository).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
