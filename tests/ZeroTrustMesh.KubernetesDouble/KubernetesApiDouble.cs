@@ -23,10 +23,12 @@ namespace ZeroTrustMesh.KubernetesDouble;
 /// JSON patch and merge patch — strategic merge is read as merge —, delete), with resourceVersion, uid and
 /// creationTimestamp. Errors are <c>metav1.Status</c> bodies with the API server's codes and reasons: 404 NotFound,
 /// 409 AlreadyExists and Conflict (resourceVersion mismatch), 422 Invalid, 415 UnsupportedMediaType, 401 Unauthorized.
-/// <see cref="WriteKubeconfig"/> lets KubernetesClient (or a process) talk to it as to a real server.
+/// <see cref="WriteKubeconfig"/> lets KubernetesClient (or a process) talk to it as to a real server. TokenReview
+/// (<c>authentication.k8s.io/v1</c>, create only) answers for the service-account tokens the double issued
+/// (<see cref="IssuePodToken"/>, <see cref="IssueToken"/>, <see cref="IssueLegacyToken"/>) as the API server would.
 /// Not yet: watch, subresources (status), field selectors, server-side apply.
 /// </summary>
-public sealed class KubernetesApiDouble : IAsyncDisposable
+public sealed partial class KubernetesApiDouble : IAsyncDisposable
 {
     /// <summary>The patch types served; server-side apply (<c>application/apply-patch+yaml</c>) is not.</summary>
     private static readonly string[] PatchTypes = ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"];
@@ -297,6 +299,12 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
         }
         lock (_gate)
         {
+            if (resource.Group == "authentication.k8s.io" && resource.Plural == "tokenreviews")
+            {
+                return method == "POST" && name is null && input is JsonObject review
+                    ? Review(review)
+                    : Error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
+            }
             return (method, name) switch
             {
                 ("GET", null) => List(resource, ns, query["labelSelector"].ToString()),
@@ -495,6 +503,10 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
             return NotFound(resource, name);
         }
         Changed();
+        if (resource.ReturnsDeletedObject)
+        {
+            return (200, removed);
+        }
         return (200, new JsonObject
         {
             ["kind"] = "Status",

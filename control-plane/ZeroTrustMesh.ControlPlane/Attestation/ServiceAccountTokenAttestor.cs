@@ -90,7 +90,7 @@ internal sealed class ServiceAccountTokenAttestor(IKubernetes kubernetes, Contro
         }
         if (pod.Metadata.DeletionTimestamp is { } deleting)
         {
-            throw PermissionDenied($"the pod {ns}/{podName} is terminating (deletionTimestamp {deleting.ToUniversalTime().ToString("O", CultureInfo.InvariantCulture)})");
+            throw PermissionDenied($"the pod {ns}/{podName} is terminating (deletionTimestamp {deleting.ToUniversalTime().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture)})");
         }
         if (pod.Status?.Phase is "Succeeded" or "Failed")
         {
