@@ -93,7 +93,7 @@ public sealed class ServiceAccountTokenAttestorTests : IAsyncLifetime
         var (joinToken, _) = _parts.Get<IJoinTokenStore>().Create(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/batch"), TimeSpan.FromMinutes(5));
 
         var response = await new IdentityService(_parts.Get<SvidIssuer>()).SignCertificate(
-            new SignCertificateRequest { Csr = ByteString.CopyFrom(Csr(san: null)), JoinToken = joinToken }, new CallContext());
+            new SignCertificateRequest { Csr = ByteString.CopyFrom(Csr(san: null)), JoinToken = joinToken }, new TestCallContext("/ztm.v1.Identity/SignCertificate"));
 
         Assert.Equal("spiffe://cluster.local/ns/shop/sa/batch", response.SpiffeId);
         Assert.Equal(1, await IssuedAsync("join_token"));
@@ -225,7 +225,7 @@ public sealed class ServiceAccountTokenAttestorTests : IAsyncLifetime
             var service = new IdentityService(parts.Get<SvidIssuer>());
 
             var e = await Assert.ThrowsAsync<RpcException>(() => service.SignCertificate(
-                new SignCertificateRequest { Csr = ByteString.CopyFrom(Csr(san: null)), ServiceAccountToken = Token("eyJhbGciOiJSUzI1NiJ9.e30.dW5yZWFjaGVk") }, new CallContext()));
+                new SignCertificateRequest { Csr = ByteString.CopyFrom(Csr(san: null)), ServiceAccountToken = Token("eyJhbGciOiJSUzI1NiJ9.e30.dW5yZWFjaGVk") }, new TestCallContext("/ztm.v1.Identity/SignCertificate")));
 
             Assert.Equal(StatusCode.Unavailable, e.StatusCode);
             Assert.StartsWith($"cannot check the service account token now: the Kubernetes API, asked to create a TokenReview, could not be reached at {address}: ", e.Status.Detail, StringComparison.Ordinal);
@@ -259,7 +259,7 @@ public sealed class ServiceAccountTokenAttestorTests : IAsyncLifetime
 
     private Task<SignCertificateResponse> SignAsync(string token, byte[] csr) =>
         new IdentityService(_parts.Get<SvidIssuer>()).SignCertificate(
-            new SignCertificateRequest { Csr = ByteString.CopyFrom(csr), ServiceAccountToken = token }, new CallContext());
+            new SignCertificateRequest { Csr = ByteString.CopyFrom(csr), ServiceAccountToken = token }, new TestCallContext("/ztm.v1.Identity/SignCertificate"));
 
     /// <summary>Refused with <paramref name="code"/> and exactly <paramref name="message"/>, logged once more (<paramref name="count"/> refusals so far).</summary>
     private async Task AssertRefusedAsync(string token, StatusCode code, string message, byte[]? csr = null, int count = 1)
@@ -268,7 +268,7 @@ public sealed class ServiceAccountTokenAttestorTests : IAsyncLifetime
         Assert.Equal((code, message), (e.StatusCode, e.Status.Detail));
         var refused = _logs.Lines.Where(l => l.StartsWith("svid refused call=sign ", StringComparison.Ordinal)).ToList();
         Assert.Equal(count, refused.Count);
-        Assert.Equal($"svid refused call=sign code={(code == StatusCode.Unauthenticated ? "Unauthenticated" : "PermissionDenied")} reason=\"{message}\" peer=ipv4:127.0.0.1:1", refused[^1]);
+        Assert.Equal($"svid refused call=sign code={(code == StatusCode.Unauthenticated ? "Unauthenticated" : "PermissionDenied")} reason=\"{message}\" peer={TestCallContext.PeerAddress}", refused[^1]);
         Assert.Equal(0, await IssuedAsync("service_account_token"));
     }
 
@@ -279,7 +279,7 @@ public sealed class ServiceAccountTokenAttestorTests : IAsyncLifetime
         Assert.Equal(message, e.Status.Detail);
         var lines = _logs.Lines.Where(l => l.StartsWith("svid not issued call=sign code=Unavailable ", StringComparison.Ordinal)).ToList();
         Assert.Equal(count, lines.Count);
-        Assert.Equal($"svid not issued call=sign code=Unavailable reason=\"{message}\" peer=ipv4:127.0.0.1:1", lines[^1]);
+        Assert.Equal($"svid not issued call=sign code=Unavailable reason=\"{message}\" peer={TestCallContext.PeerAddress}", lines[^1]);
     }
 
     private async Task<double> IssuedAsync(string via)
@@ -302,34 +302,4 @@ public sealed class ServiceAccountTokenAttestorTests : IAsyncLifetime
     }
 
     private static string[] SanUris(X509Certificate2 certificate) => [.. SubjectAltNames.From(certificate.Extensions.Cast<X509Extension>()).Uris];
-
-    /// <summary>What a gRPC call of the Identity service sees, without a client certificate (a first signing has none).</summary>
-    private sealed class CallContext : ServerCallContext
-    {
-        public CallContext() => UserState["__HttpContext"] = new DefaultHttpContext();
-
-        protected override string MethodCore => "/ztm.v1.Identity/SignCertificate";
-
-        protected override string HostCore => "localhost";
-
-        protected override string PeerCore => "ipv4:127.0.0.1:1";
-
-        protected override DateTime DeadlineCore => DateTime.MaxValue;
-
-        protected override Metadata RequestHeadersCore { get; } = [];
-
-        protected override CancellationToken CancellationTokenCore => CancellationToken.None;
-
-        protected override Metadata ResponseTrailersCore { get; } = [];
-
-        protected override Status StatusCore { get; set; }
-
-        protected override WriteOptions? WriteOptionsCore { get; set; }
-
-        protected override AuthContext AuthContextCore => new(null, []);
-
-        protected override ContextPropagationToken CreatePropagationTokenCore(ContextPropagationOptions? options) => throw new NotSupportedException();
-
-        protected override Task WriteResponseHeadersAsyncCore(Metadata responseHeaders) => Task.CompletedTask;
-    }
 }
