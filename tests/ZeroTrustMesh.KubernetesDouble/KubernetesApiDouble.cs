@@ -196,6 +196,12 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Answers the next <paramref name="count"/> requests that <paramref name="match"/> never: each is held until the
+    /// client gives up (an API server that hangs). Held requests are recorded with status 0.
+    /// </summary>
+    public void Stall(Func<HttpRequest, bool> match, int count) => Fail(match, count, 0, "Stalled");
+
     /// <summary>Completes once <paramref name="condition"/> holds, checked now, after every change to the store and after every request answered.</summary>
     public async Task WaitForAsync(Func<KubernetesApiDouble, bool> condition, TimeSpan timeout)
     {
@@ -234,11 +240,25 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         var request = context.Request;
         int status;
         JsonObject body;
+        var fault = request.Headers.Authorization.ToString() == "Bearer " + Token ? TakeFault(request) : null;
         if (request.Headers.Authorization.ToString() != "Bearer " + Token)
         {
             (status, body) = Error(401, "Unauthorized", "Unauthorized");
         }
-        else if (TakeFault(request) is { } fault)
+        else if (fault is { Code: 0 })
+        {
+            _requests.Enqueue(new RecordedRequest(request.Method, request.Path.Value ?? "", request.ContentType, 0));
+            try
+            {
+                using var stopping = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _app.Lifetime.ApplicationStopping);
+                await Task.Delay(Timeout.Infinite, stopping.Token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            return;
+        }
+        else if (fault is not null)
         {
             (status, body) = Error(fault.Code, fault.Reason, $"injected failure ({fault.Code} {fault.Reason})");
         }

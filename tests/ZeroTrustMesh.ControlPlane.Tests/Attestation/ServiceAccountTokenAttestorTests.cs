@@ -212,6 +212,18 @@ public sealed class ServiceAccountTokenAttestorTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task An_api_server_that_does_not_answer_is_unavailable_after_the_call_timeout_before_the_sidecars_deadline()
+    {
+        SeedPod("orders-6f7c9", "orders");
+        var token = Token(_api.IssuePodToken("shop", "orders-6f7c9", Audience));
+        _api.Stall(r => r.Path.Value!.EndsWith("/tokenreviews", StringComparison.Ordinal), 1);
+
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        await AssertUnavailableAsync(token, "cannot check the service account token now: the Kubernetes API, asked to create a TokenReview, did not answer within 5 s; the sidecar retries", 1);
+        Assert.InRange(watch.Elapsed, ServiceAccountTokenAttestor.CallTimeout - TimeSpan.FromMilliseconds(100), TimeSpan.FromSeconds(9)); // the sidecar waits 10 s
+    }
+
+    [Fact]
     public async Task An_unreachable_api_server_is_unavailable()
     {
         var gone = await KubernetesApiDouble.StartAsync();
