@@ -25,7 +25,8 @@ namespace ZeroTrustMesh.KubernetesDouble;
 /// 409 AlreadyExists and Conflict (resourceVersion mismatch), 422 Invalid, 415 UnsupportedMediaType, 401 Unauthorized.
 /// <see cref="WriteKubeconfig"/> lets KubernetesClient (or a process) talk to it as to a real server. TokenReview
 /// (<c>authentication.k8s.io/v1</c>, create only) answers for the service-account tokens the double issued
-/// (<see cref="IssuePodToken"/>, <see cref="IssueToken"/>, <see cref="IssueLegacyToken"/>) as the API server would.
+/// (<see cref="IssuePodToken"/>, <see cref="IssueToken"/>, <see cref="IssueLegacyToken"/>) as the API server would, or as
+/// a test says (<see cref="AnswerReview"/>); <see cref="Stall"/> holds requests unanswered.
 /// Not yet: watch, subresources (status), field selectors, server-side apply.
 /// </summary>
 public sealed partial class KubernetesApiDouble : IAsyncDisposable

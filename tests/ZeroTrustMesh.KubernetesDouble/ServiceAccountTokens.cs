@@ -32,6 +32,7 @@ public sealed partial class KubernetesApiDouble
     public const string ApiServerAudience = "https://kubernetes.default.svc.cluster.local";
 
     private readonly Dictionary<string, IssuedServiceAccountToken> _tokens = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, JsonObject> _cannedReviews = new(StringComparer.Ordinal);
 
     /// <summary>
     /// Whether a review checks that a pod-bound token's pod still exists with that UID, as the API server does (default).
@@ -57,6 +58,18 @@ public sealed partial class KubernetesApiDouble
 
     /// <summary>A legacy token (a <c>kubernetes.io/service-account-token</c> Secret's): no audience, no expiry, no binding.</summary>
     public string IssueLegacyToken(string ns, string serviceAccount) => Issue(ns, serviceAccount, [], null, null, null, null);
+
+    /// <summary>
+    /// Answers every review of <paramref name="token"/> with exactly <paramref name="status"/>: what another token
+    /// authenticator of the cluster (OIDC, a webhook) would answer, or an API server that ignored <c>spec.audiences</c>.
+    /// </summary>
+    public void AnswerReview(string token, JsonObject status)
+    {
+        lock (_gate)
+        {
+            _cannedReviews[token] = (JsonObject)status.DeepClone();
+        }
+    }
 
     /// <summary>Makes a token expired from now on (kubelet would have replaced it).</summary>
     public void ExpireToken(string token)
@@ -110,6 +123,11 @@ public sealed partial class KubernetesApiDouble
             ["spec"] = spec.DeepClone(),
             ["status"] = status,
         };
+        if (_cannedReviews.TryGetValue(token, out var canned))
+        {
+            answer["status"] = canned.DeepClone();
+            return (201, answer);
+        }
         if (Authenticate(token, requested, out var issued, out var audiences) is { } error)
         {
             status["error"] = error;

@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using System.Text.Json.Nodes;
 using Google.Protobuf;
 using Grpc.Core;
 using k8s;
@@ -134,6 +135,19 @@ public sealed class ServiceAccountTokenAttestorTests : IAsyncLifetime
         await AssertRefusedAsync(unbound, StatusCode.Unauthenticated,
             "the service account token of shop/orders is not bound to a pod (a legacy Secret token, or one from 'kubectl create token'): "
             + $"the sidecar needs its pod's projected service-account token for audience '{Audience}', as the injector mounts it", count: 2);
+    }
+
+    [Fact]
+    public async Task A_review_that_names_no_service_account_or_another_audience_is_unauthenticated()
+    {
+        // Another authenticator of the cluster (OIDC, a webhook) may authenticate a token as a person.
+        _api.AnswerReview(Token("eyJhbGciOiJSUzI1NiJ9.e30.b2lkYw"), JsonNode.Parse($$"""{"authenticated": true, "user": {"username": "alice@example.com"}, "audiences": ["{{Audience}}"]}""")!.AsObject());
+        await AssertRefusedAsync("eyJhbGciOiJSUzI1NiJ9.e30.b2lkYw", StatusCode.Unauthenticated, "the token is not a service account's: the TokenReview names user 'alice@example.com'");
+
+        // An API server that ignored spec.audiences proves nothing for this control plane.
+        _api.AnswerReview(Token("eyJhbGciOiJSUzI1NiJ9.e30.YXVk"), JsonNode.Parse("""{"authenticated": true, "user": {"username": "system:serviceaccount:shop:orders"}, "audiences": ["https://kubernetes.default.svc"]}""")!.AsObject());
+        await AssertRefusedAsync("eyJhbGciOiJSUzI1NiJ9.e30.YXVk", StatusCode.Unauthenticated,
+            $"the TokenReview authenticated the token for audiences [https://kubernetes.default.svc], not for '{Audience}'", count: 2);
     }
 
     [Fact]
