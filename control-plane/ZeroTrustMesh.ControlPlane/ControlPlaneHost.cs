@@ -11,6 +11,7 @@ using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Coordination;
 using ZeroTrustMesh.ControlPlane.Injection;
+using ZeroTrustMesh.ControlPlane.Kubernetes;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.CommandLine;
@@ -47,9 +48,12 @@ internal static class ControlPlaneHost
         services.AddSingleton(ca);
         services.AddStandaloneState(options);
         services.AddControlPlane();
+        if (options.Kubernetes)
+        {
+            services.AddKubernetesAttestation(_ => KubernetesAccess.CreateClient());
+        }
         if (options.WebhookConfiguration is { } webhookConfiguration)
         {
-            services.AddSingleton(_ => KubernetesAccess.CreateClient());
             services.AddHostedService(sp => new CaBundlePublisher(
                 sp.GetRequiredService<k8s.IKubernetes>(), webhookConfiguration, sp.GetRequiredService<TrustBundleFeed>(), time,
                 sp.GetRequiredService<IReplicaLeadership>(), sp.GetRequiredService<ILogger<CaBundlePublisher>>())); // leader-only
@@ -145,6 +149,10 @@ internal static class ControlPlaneHost
         if (webhook is not null)
         {
             Console.Out.WriteLine($"ztm-controlplane: injection webhook on https://{host}:{webhook.Port}{AdmissionWebhook.Path} (certificate for {string.Join(", ", options.Webhook!.DnsNames)}; config {options.Webhook.InjectionConfigPath})");
+        }
+        if (options.Kubernetes)
+        {
+            Console.Out.WriteLine($"ztm-controlplane: Kubernetes API {KubernetesAccess.Location(app.Services.GetRequiredService<k8s.IKubernetes>())}: sidecars may prove who they are with a projected service-account token for audience '{options.TokenAudience}' (TokenReview)");
         }
         if (options.WebhookConfiguration is { } name)
         {

@@ -13,6 +13,10 @@ internal static partial class ControlPlaneLog
         Message = "svid refused call={Call} code={Code} reason=\"{Reason}\" peer={Peer}")]
     public static partial void SvidRefused(ILogger logger, string call, RefusalKind code, string reason, string peer);
 
+    [LoggerMessage(EventId = 102, Level = LogLevel.Warning,
+        Message = "svid not issued call={Call} code=Unavailable reason=\"{Reason}\" peer={Peer}")]
+    public static partial void SvidUnavailable(ILogger logger, string call, string reason, string peer);
+
     [LoggerMessage(EventId = 110, Level = LogLevel.Information,
         Message = "join token created spiffe_id={SpiffeId} expires={ExpiresAt:O}")]
     public static partial void JoinTokenCreated(ILogger logger, string spiffeId, DateTimeOffset expiresAt);

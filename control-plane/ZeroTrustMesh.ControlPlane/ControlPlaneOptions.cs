@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.Net;
 using ZeroTrustMesh.CommandLine;
 using ZeroTrustMesh.ControlPlane.Injection;
+using ZeroTrustMesh.ControlPlane.Kubernetes;
 using ZeroTrustMesh.Identity;
 
 namespace ZeroTrustMesh.ControlPlane;
@@ -18,6 +19,9 @@ internal sealed class ControlPlaneOptions
     public static readonly TimeSpan MinSvidTtl = TimeSpan.FromMinutes(1);
     public static readonly TimeSpan MaxSvidTtl = TimeSpan.FromDays(1);
     public static readonly TimeSpan MaxJoinTokenTtl = TimeSpan.FromDays(1);
+
+    /// <summary>The audience of the projected service-account tokens sidecars present, unless <c>--token-audience</c> says otherwise.</summary>
+    public const string DefaultTokenAudience = "ztm-controlplane";
 
     public required string DataDir { get; init; }
     public required IPAddress ListenAddress { get; init; }
@@ -39,6 +43,15 @@ internal sealed class ControlPlaneOptions
 
     /// <summary>The MutatingWebhookConfiguration whose <c>caBundle</c> this control plane keeps current, if any.</summary>
     public string? WebhookConfiguration { get; init; }
+
+    /// <summary>
+    /// Runs with the Kubernetes API (<c>--kubernetes</c>, implied by <c>--webhook-configuration</c>): sidecars may prove
+    /// who they are with a projected service-account token, checked with a TokenReview.
+    /// </summary>
+    public bool Kubernetes { get; init; }
+
+    /// <summary>The audience a service-account token must have been issued for (<c>--token-audience</c>); the TokenReview asks for it.</summary>
+    public string TokenAudience { get; init; } = DefaultTokenAudience;
 
     /// <summary>Largest gRPC message accepted; a CSR is a few hundred bytes.</summary>
     public int MaxRequestBytes { get; init; } = 64 * 1024;
@@ -67,12 +80,14 @@ internal sealed class ControlPlaneOptions
         var webhookDns = new Option<string[]>("--webhook-dns") { Description = "DNS name of the webhook's serving certificate (repeatable; default ztm-controlplane.<namespace>.svc[.cluster.local])" };
         var injectionConfig = new Option<string?>("--injection-config") { Description = "The injection config (JSON) the webhook injects from; required with --webhook-port" };
         var ns = new Option<string?>("--namespace") { Description = "The control plane's own namespace, never injected (default $POD_NAMESPACE)" };
-        var webhookConfiguration = new Option<string?>("--webhook-configuration") { Description = "MutatingWebhookConfiguration whose caBundle to keep current through the Kubernetes API (in-cluster or $KUBECONFIG)" };
+        var webhookConfiguration = new Option<string?>("--webhook-configuration") { Description = "MutatingWebhookConfiguration whose caBundle to keep current through the Kubernetes API (in-cluster or $KUBECONFIG); implies --kubernetes" };
+        var kubernetes = new Option<bool>("--kubernetes") { Description = "Use the Kubernetes API ($KUBECONFIG when set, else the pod's service account): sidecars prove who they are with a projected service-account token, checked with a TokenReview" };
+        var tokenAudience = new Option<string?>("--token-audience") { Description = $"With --kubernetes: the audience of the sidecars' service-account tokens (default the injection config's tokenAudience, else {DefaultTokenAudience})" };
 
         var command = new RootCommand("ZeroTrustMesh control plane: the mesh CA and identity issuance over gRPC")
         {
             dataDir, listen, port, metricsPort, trustDomain, svidTtl, tokenTtl, operatorConfig, caCert, caKey, caBundle, caChain,
-            webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration,
+            webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration, kubernetes, tokenAudience,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -98,16 +113,19 @@ internal sealed class ControlPlaneOptions
                 return Fail(webhookError);
             }
             var configurationName = result.GetValue(webhookConfiguration);
-            if (configurationName is not null)
+            if (configurationName is not null && !KubernetesNames.IsSubdomain(configurationName))
             {
-                if (!KubernetesNames.IsSubdomain(configurationName))
-                {
-                    return Fail($"--webhook-configuration '{configurationName}' is not a Kubernetes object name (lower-case DNS subdomain)");
-                }
-                if (KubernetesAccess.Describe() is { } noAccess)
-                {
-                    return Fail($"--webhook-configuration needs the Kubernetes API: {noAccess}");
-                }
+                return Fail($"--webhook-configuration '{configurationName}' is not a Kubernetes object name (lower-case DNS subdomain)");
+            }
+            var useKubernetes = result.GetValue(kubernetes) || configurationName is not null;
+            if (useKubernetes && KubernetesAccess.Describe() is { } noAccess)
+            {
+                return Fail($"{(result.GetValue(kubernetes) ? "--kubernetes" : "--webhook-configuration")} needs the Kubernetes API: {noAccess}");
+            }
+            var audience = ParseTokenAudience(result.GetValue(tokenAudience), useKubernetes, webhook, out var audienceError);
+            if (audienceError is not null)
+            {
+                return Fail(audienceError);
             }
             var options = new ControlPlaneOptions
             {
@@ -123,6 +141,8 @@ internal sealed class ControlPlaneOptions
                 Webhook = webhook,
                 Namespace = ownNamespace,
                 WebhookConfiguration = configurationName,
+                Kubernetes = useKubernetes,
+                TokenAudience = audience,
             };
             return options.Validate() is { } error ? Fail(error) : run(options, cancellation);
         });
@@ -199,6 +219,32 @@ internal sealed class ControlPlaneOptions
             return null;
         }
         return new WebhookOptions(port.Value, [.. dnsNames.Distinct(StringComparer.Ordinal)], fullPath, config);
+    }
+
+    /// <summary>
+    /// The token audience: <c>--token-audience</c>, else the one the webhook mounts tokens for, else the default. A
+    /// control plane that injects sidecars must accept the tokens it mounts, so the two may not differ.
+    /// </summary>
+    private static string ParseTokenAudience(string? given, bool kubernetes, WebhookOptions? webhook, out string? error)
+    {
+        error = null;
+        if (given is null)
+        {
+            return webhook?.Injection.TokenAudience ?? DefaultTokenAudience;
+        }
+        if (!kubernetes)
+        {
+            error = "--token-audience needs --kubernetes (service-account tokens are checked through the Kubernetes API)";
+        }
+        else if (given.Length == 0 || given.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+        {
+            error = $"--token-audience '{given}' must be a non-empty string without spaces";
+        }
+        else if (webhook is not null && webhook.Injection.TokenAudience != given)
+        {
+            error = $"--token-audience '{given}' differs from the injection config's tokenAudience '{webhook.Injection.TokenAudience}': injected sidecars would present tokens this control plane refuses";
+        }
+        return given;
     }
 
     private static Task<int> Fail(string error)

@@ -55,4 +55,15 @@ internal static class ControlPlaneServices
         services.AddHostedService<RevocationPruner>(); // leader-only
         return services;
     }
+
+    /// <summary>
+    /// With the Kubernetes API (<paramref name="client"/>, one per process): sidecars may prove who they are with a
+    /// projected service-account token (<see cref="ServiceAccountTokenAttestor"/>); join tokens keep working beside it.
+    /// </summary>
+    public static IServiceCollection AddKubernetesAttestation(this IServiceCollection services, Func<IServiceProvider, k8s.IKubernetes> client)
+    {
+        services.TryAddSingleton(client);
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IAttestor, ServiceAccountTokenAttestor>());
+        return services;
+    }
 }

@@ -17,6 +17,7 @@ public sealed class ControlPlaneTests
             "--webhook-port", "15017", "--webhook-dns", "ztm-controlplane.ztm-system.svc",
             "--webhook-dns", "ztm-controlplane.ztm-system.svc.cluster.local",
             "--injection-config", "/etc/ztm/injection/config.json", "--webhook-configuration", "ztm-sidecar-injector",
+            "--kubernetes", "--token-audience", "ztm-controlplane",
         ], container.Args);
         Assert.Equal(["/usr/local/bin/ztm-controlplane"], container.Command); // k8s-contract: binaries in images
         var ns = container.Env.Single(e => e.Name == "POD_NAMESPACE");

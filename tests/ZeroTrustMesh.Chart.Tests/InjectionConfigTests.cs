@@ -43,6 +43,9 @@ public sealed class InjectionConfigTests
         Assert.Equal("Always", (string?)config["imagePullPolicy"]);
         Assert.Equal("mesh.example", (string?)config["trustDomain"]);
         Assert.Equal("ztm-test-audience", (string?)config["tokenAudience"]);
+        // The control plane reviews tokens for the audience the webhook mounts them with.
+        var args = (await Renders.AllFeatures).Get<V1Deployment>("Deployment", "ztm-controlplane").Spec.Template.Spec.Containers.Single().Args;
+        Assert.Equal("ztm-test-audience", args[args.IndexOf("--token-audience") + 1]);
         Assert.Equal(1337, (int)config["proxyUid"]!);
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""{"requests":{"cpu":"20m","memory":"32Mi"},"limits":{"cpu":"500m","memory":"128Mi"}}"""), config["resources"]));
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse("[9901]"), config["excludeInboundPorts"]));

@@ -5,19 +5,23 @@ public sealed record ApiResource(string Group, string Version, string Plural, st
 {
     public string ApiVersion => Group.Length == 0 ? Version : $"{Group}/{Version}";
 
+    /// <summary>Whether DELETE answers with the deleted object (pods do), rather than a <c>Status</c> of Success.</summary>
+    public bool ReturnsDeletedObject { get; init; }
+
     /// <summary>What the double serves from the start; <see cref="KubernetesApiDouble.Register"/> adds more (custom resources).</summary>
     public static IReadOnlyList<ApiResource> Builtin { get; } =
     [
         new("", "v1", "namespaces", "Namespace", false),
         new("", "v1", "configmaps", "ConfigMap", true),
         new("", "v1", "secrets", "Secret", true),
-        new("", "v1", "pods", "Pod", true),
+        new("", "v1", "pods", "Pod", true) { ReturnsDeletedObject = true },
         new("", "v1", "services", "Service", true),
         new("", "v1", "serviceaccounts", "ServiceAccount", true),
         new("apps", "v1", "deployments", "Deployment", true),
         new("coordination.k8s.io", "v1", "leases", "Lease", true),
         new("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", false),
         new("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false),
+        new("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", false), // create only: answered, never stored
     ];
 }
 

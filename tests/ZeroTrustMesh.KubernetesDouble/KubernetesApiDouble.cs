@@ -23,10 +23,13 @@ namespace ZeroTrustMesh.KubernetesDouble;
 /// JSON patch and merge patch — strategic merge is read as merge —, delete), with resourceVersion, uid and
 /// creationTimestamp. Errors are <c>metav1.Status</c> bodies with the API server's codes and reasons: 404 NotFound,
 /// 409 AlreadyExists and Conflict (resourceVersion mismatch), 422 Invalid, 415 UnsupportedMediaType, 401 Unauthorized.
-/// <see cref="WriteKubeconfig"/> lets KubernetesClient (or a process) talk to it as to a real server.
+/// <see cref="WriteKubeconfig"/> lets KubernetesClient (or a process) talk to it as to a real server. TokenReview
+/// (<c>authentication.k8s.io/v1</c>, create only) answers for the service-account tokens the double issued
+/// (<see cref="IssuePodToken"/>, <see cref="IssueToken"/>, <see cref="IssueLegacyToken"/>) as the API server would, or as
+/// a test says (<see cref="AnswerReview"/>); <see cref="Stall"/> holds requests unanswered.
 /// Not yet: watch, subresources (status), field selectors, server-side apply.
 /// </summary>
-public sealed class KubernetesApiDouble : IAsyncDisposable
+public sealed partial class KubernetesApiDouble : IAsyncDisposable
 {
     /// <summary>The patch types served; server-side apply (<c>application/apply-patch+yaml</c>) is not.</summary>
     private static readonly string[] PatchTypes = ["application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"];
@@ -194,6 +197,12 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Answers the next <paramref name="count"/> requests that <paramref name="match"/> never: each is held until the
+    /// client gives up (an API server that hangs). Held requests are recorded with status 0.
+    /// </summary>
+    public void Stall(Func<HttpRequest, bool> match, int count) => Fail(match, count, 0, "Stalled");
+
     /// <summary>Completes once <paramref name="condition"/> holds, checked now, after every change to the store and after every request answered.</summary>
     public async Task WaitForAsync(Func<KubernetesApiDouble, bool> condition, TimeSpan timeout)
     {
@@ -232,11 +241,25 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
         var request = context.Request;
         int status;
         JsonObject body;
+        var fault = request.Headers.Authorization.ToString() == "Bearer " + Token ? TakeFault(request) : null;
         if (request.Headers.Authorization.ToString() != "Bearer " + Token)
         {
             (status, body) = Error(401, "Unauthorized", "Unauthorized");
         }
-        else if (TakeFault(request) is { } fault)
+        else if (fault is { Code: 0 })
+        {
+            _requests.Enqueue(new RecordedRequest(request.Method, request.Path.Value ?? "", request.ContentType, 0));
+            try
+            {
+                using var stopping = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _app.Lifetime.ApplicationStopping);
+                await Task.Delay(Timeout.Infinite, stopping.Token);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+            return;
+        }
+        else if (fault is not null)
         {
             (status, body) = Error(fault.Code, fault.Reason, $"injected failure ({fault.Code} {fault.Reason})");
         }
@@ -297,6 +320,12 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
         }
         lock (_gate)
         {
+            if (resource.Group == "authentication.k8s.io" && resource.Plural == "tokenreviews")
+            {
+                return method == "POST" && name is null && input is JsonObject review
+                    ? Review(review)
+                    : Error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
+            }
             return (method, name) switch
             {
                 ("GET", null) => List(resource, ns, query["labelSelector"].ToString()),
@@ -495,6 +524,10 @@ public sealed class KubernetesApiDouble : IAsyncDisposable
             return NotFound(resource, name);
         }
         Changed();
+        if (resource.ReturnsDeletedObject)
+        {
+            return (200, removed);
+        }
         return (200, new JsonObject
         {
             ["kind"] = "Status",

@@ -21,6 +21,10 @@ internal sealed class IdentityService(SvidIssuer issuer) : Proto.V1.Identity.Ide
         {
             throw Refusal(e);
         }
+        catch (AttestationUnavailableException e)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, e.Message));
+        }
     }
 
     public override Task<SignCertificateResponse> RenewCertificate(RenewCertificateRequest request, ServerCallContext context)

@@ -6,8 +6,8 @@ namespace ZeroTrustMesh.ControlPlane.Attestation;
 
 /// <summary>
 /// Proves which workload identity a first-time caller has, from one kind of <see cref="IdentityProof"/>. The
-/// join-token attestor works anywhere; a service-account-token attestor (TokenReview against the Kubernetes API, an
-/// asynchronous call) comes with the Kubernetes milestone.
+/// join-token attestor works anywhere; the service-account-token attestor (<see cref="ServiceAccountTokenAttestor"/>,
+/// a TokenReview against the Kubernetes API) runs where the control plane has Kubernetes access.
 /// </summary>
 internal interface IAttestor
 {
@@ -19,6 +19,7 @@ internal interface IAttestor
     /// <paramref name="accept"/> runs before a single-use proof is spent: if it throws, the proof stays unused.
     /// </summary>
     /// <exception cref="IssuanceRefusedException">The proof is invalid, expired, spent, or <paramref name="accept"/> refused.</exception>
+    /// <exception cref="AttestationUnavailableException">The proof could not be checked now (its verifier is unreachable): retryable.</exception>
     ValueTask<SpiffeId> AttestAsync(IdentityProof proof, Action<SpiffeId> accept, CancellationToken cancellation);
 }
 
@@ -45,3 +46,9 @@ internal sealed class Attestors(IEnumerable<IAttestor> attestors)
 
     private static string Readable(string kind) => kind.Replace('_', ' ');
 }
+
+/// <summary>
+/// A proof that could not be checked now, because what checks it (the Kubernetes API) did not answer: not a refusal,
+/// nothing is issued, and the caller may retry (gRPC <c>UNAVAILABLE</c>).
+/// </summary>
+internal sealed class AttestationUnavailableException(string reason, Exception? inner = null) : Exception(reason, inner);

@@ -16,8 +16,9 @@ internal sealed record JoinTokenProof(string Token) : IdentityProof(JoinTokenPro
 }
 
 /// <summary>
-/// A Kubernetes projected service-account token (audience-bound), checked with a TokenReview. Reusable: a restarted
-/// workload re-attests with it. No attestor takes it yet; it is refused with a message saying so.
+/// A Kubernetes projected service-account token (audience-bound, bound to its pod), checked with a TokenReview by
+/// <see cref="ServiceAccountTokenAttestor"/>. Reusable: a restarted workload re-attests with it. A control plane without
+/// Kubernetes access refuses it with a message saying so.
 /// </summary>
 internal sealed record ServiceAccountTokenProof(string Token) : IdentityProof(ServiceAccountTokenProof.KindName)
 {

@@ -19,7 +19,10 @@ internal sealed class SvidIssuer(CertificateAuthority ca, Attestors attestors, C
     /// <summary>Raised after a renewal with the serial of the certificate the caller presented (normalized) and the new one.</summary>
     public event Action<string, SignedCertificate>? Renewed;
 
-    /// <summary>First issuance: CSR + proof of identity; the CSR is checked before the proof is looked at.</summary>
+    /// <summary>
+    /// First issuance: CSR + proof of identity; the CSR is checked before the proof is looked at. A proof that cannot be
+    /// checked now (<see cref="AttestationUnavailableException"/>) is logged and passed on: the caller may retry.
+    /// </summary>
     public async Task<IssuedSvid> SignAsync(ReadOnlyMemory<byte> csrDer, IdentityProof? proof, string peer, CancellationToken cancellation)
     {
         try
@@ -33,6 +36,11 @@ internal sealed class SvidIssuer(CertificateAuthority ca, Attestors attestors, C
         {
             ControlPlaneLog.SvidRefused(logger, "sign", e.Kind, e.Message, peer);
             metrics.SvidRefused("sign", e.Kind);
+            throw;
+        }
+        catch (AttestationUnavailableException e)
+        {
+            ControlPlaneLog.SvidUnavailable(logger, "sign", e.Message, peer);
             throw;
         }
     }

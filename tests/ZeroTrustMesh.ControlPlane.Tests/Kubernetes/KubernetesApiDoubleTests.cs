@@ -160,6 +160,48 @@ public sealed class KubernetesApiDoubleTests : IAsyncLifetime
         Assert.True(Assert.Throws<PatchException>(() => JsonPatch.Apply(document, JsonNode.Parse("""{"op":"add"}"""))).Malformed);
     }
 
+    [Fact]
+    public async Task A_token_review_answers_as_the_api_server_for_the_tokens_the_double_issued()
+    {
+        var pod = _api.Seed(new V1Pod
+        {
+            ApiVersion = "v1",
+            Kind = "Pod",
+            Metadata = new V1ObjectMeta { Name = "orders-1", NamespaceProperty = "shop" },
+            Spec = new V1PodSpec { ServiceAccountName = "orders", NodeName = "node-1", Containers = [new V1Container { Name = "app", Image = "orders:1" }] },
+        });
+        var uid = pod["metadata"]!["uid"]!.GetValue<string>();
+        var token = _api.IssuePodToken("shop", "orders-1", "ztm-controlplane");
+        Assert.DoesNotContain(token, _api.Get("v1", "pods", "shop", "orders-1")!.ToJsonString(), StringComparison.Ordinal);
+
+        var review = await _client.AuthenticationV1.CreateTokenReviewAsync(new V1TokenReview { Spec = new V1TokenReviewSpec { Token = token, Audiences = ["other", "ztm-controlplane"] } });
+        Assert.True(review.Status.Authenticated);
+        Assert.Null(review.Status.Error);
+        Assert.Equal(["ztm-controlplane"], review.Status.Audiences);
+        Assert.Equal("system:serviceaccount:shop:orders", review.Status.User.Username);
+        Assert.Equal(["system:serviceaccounts", "system:serviceaccounts:shop", "system:authenticated"], review.Status.User.Groups);
+        Assert.Equal(["orders-1"], review.Status.User.Extra["authentication.kubernetes.io/pod-name"]);
+        Assert.Equal([uid], review.Status.User.Extra["authentication.kubernetes.io/pod-uid"]);
+        Assert.Equal(["node-1"], review.Status.User.Extra["authentication.kubernetes.io/node-name"]);
+        Assert.StartsWith("JTI=", Assert.Single(review.Status.User.Extra["authentication.kubernetes.io/credential-id"]), StringComparison.Ordinal);
+        Assert.Equal(201, (int)_api.Requests[^1].Status);
+
+        // No spec.audiences: the API server's own, which a projected token for another audience does not have; a legacy token does.
+        var implicitAudience = await _client.AuthenticationV1.CreateTokenReviewAsync(new V1TokenReview { Spec = new V1TokenReviewSpec { Token = token } });
+        Assert.NotEqual(true, implicitAudience.Status.Authenticated);
+        Assert.Equal($"token audiences [\"ztm-controlplane\"] is invalid for the target audiences [\"{KubernetesApiDouble.ApiServerAudience}\"]", implicitAudience.Status.Error);
+        var legacy = await _client.AuthenticationV1.CreateTokenReviewAsync(new V1TokenReview { Spec = new V1TokenReviewSpec { Token = _api.IssueLegacyToken("shop", "orders") } });
+        Assert.True(legacy.Status.Authenticated);
+        Assert.Null(legacy.Status.User.Extra);
+
+        var unknown = await _client.AuthenticationV1.CreateTokenReviewAsync(new V1TokenReview { Spec = new V1TokenReviewSpec { Token = "nope", Audiences = ["ztm-controlplane"] } });
+        Assert.Equal((null, "invalid bearer token"), (unknown.Status.Authenticated, unknown.Status.Error));
+
+        // Only create is served, as on the API server.
+        var get = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CustomObjects.ListClusterCustomObjectAsync("authentication.k8s.io", "v1", "tokenreviews"));
+        AssertStatus(get, HttpStatusCode.MethodNotAllowed, "MethodNotAllowed", "the server does not allow this method on the requested resource");
+    }
+
     private static V1ConfigMap ConfigMap(string name, string value, string? resourceVersion = null) => new()
     {
         Metadata = new V1ObjectMeta { Name = name, ResourceVersion = resourceVersion },

@@ -91,7 +91,7 @@ public sealed partial class ControlPlaneMetricsTests : IAsyncLifetime
         var requests = new Requests();
         var snapshots = Channel.CreateUnbounded<PreparedSnapshot>();
         using var stop = new CancellationTokenSource();
-        var stream = service.Stream(requests, new Writer(snapshots.Writer), new CallContext(held, stop.Token));
+        var stream = service.Stream(requests, new Writer(snapshots.Writer), new TestCallContext("/ztm.v1.MeshConfig/Stream", held, stop.Token));
 
         requests.Send(new ConfigRequest());
         var first = await NextAsync(snapshots.Reader, stream);
@@ -294,43 +294,5 @@ public sealed partial class ControlPlaneMetricsTests : IAsyncLifetime
         public Task WriteAsync(PreparedSnapshot message) => WriteAsync(message, CancellationToken.None);
 
         public Task WriteAsync(PreparedSnapshot message, CancellationToken cancellationToken) => written.WriteAsync(message, cancellationToken).AsTask();
-    }
-
-    /// <summary>A call whose TLS connection presented <paramref name="certificate"/>, as grpc-dotnet documents for tests (<c>__HttpContext</c>).</summary>
-    private sealed class CallContext : ServerCallContext
-    {
-        private readonly CancellationToken _cancellation;
-
-        public CallContext(X509Certificate2 certificate, CancellationToken cancellation)
-        {
-            _cancellation = cancellation;
-            var http = new DefaultHttpContext();
-            http.Connection.ClientCertificate = certificate;
-            UserState["__HttpContext"] = http;
-        }
-
-        protected override string MethodCore => "/ztm.v1.MeshConfig/Stream";
-
-        protected override string HostCore => "localhost";
-
-        protected override string PeerCore => "ipv4:127.0.0.1:1";
-
-        protected override DateTime DeadlineCore => DateTime.MaxValue;
-
-        protected override Metadata RequestHeadersCore { get; } = [];
-
-        protected override CancellationToken CancellationTokenCore => _cancellation;
-
-        protected override Metadata ResponseTrailersCore { get; } = [];
-
-        protected override Status StatusCore { get; set; }
-
-        protected override WriteOptions? WriteOptionsCore { get; set; }
-
-        protected override AuthContext AuthContextCore => new(null, []);
-
-        protected override ContextPropagationToken CreatePropagationTokenCore(ContextPropagationOptions? options) => throw new NotSupportedException();
-
-        protected override Task WriteResponseHeadersAsyncCore(Metadata responseHeaders) => Task.CompletedTask;
     }
 }

@@ -1,8 +1,12 @@
 using k8s;
 
-namespace ZeroTrustMesh.ControlPlane.Injection;
+namespace ZeroTrustMesh.ControlPlane.Kubernetes;
 
-/// <summary>How the control plane reaches the Kubernetes API: <c>$KUBECONFIG</c> when set, else the pod's service account.</summary>
+/// <summary>
+/// How the control plane reaches the Kubernetes API (<c>--kubernetes</c>, or <c>--webhook-configuration</c>):
+/// <c>$KUBECONFIG</c> when set, else the pod's service account. One client per process, shared by every part that
+/// calls the API (attestation, the caBundle and ztm-ca-root publishers).
+/// </summary>
 internal static class KubernetesAccess
 {
     /// <summary>Why there is no way to the API (for the start-up line), or null when there is one.</summary>
@@ -18,11 +22,15 @@ internal static class KubernetesAccess
             : "not running in a pod with a service account, and $KUBECONFIG is not set";
     }
 
+    /// <summary>Where the API is, for the start-up line: the server's address and how the client was configured.</summary>
+    public static string Location(IKubernetes client) =>
+        $"{client.BaseUri.GetLeftPart(UriPartial.Authority)} ({(Environment.GetEnvironmentVariable("KUBECONFIG") is { Length: > 0 } ? "$KUBECONFIG" : "in-cluster service account")})";
+
     public static IKubernetes CreateClient()
     {
         var config = Environment.GetEnvironmentVariable("KUBECONFIG") is { Length: > 0 }
             ? KubernetesClientConfiguration.BuildDefaultConfig()
             : KubernetesClientConfiguration.InClusterConfig();
-        return new Kubernetes(config);
+        return new k8s.Kubernetes(config);
     }
 }

@@ -1,6 +1,6 @@
 using System.Text.RegularExpressions;
 
-namespace ZeroTrustMesh.ControlPlane.Injection;
+namespace ZeroTrustMesh.ControlPlane.Kubernetes;
 
 /// <summary>Kubernetes name rules (RFC 1123), for flags that name Kubernetes things.</summary>
 internal static partial class KubernetesNames
