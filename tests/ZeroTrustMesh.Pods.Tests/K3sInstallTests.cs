@@ -9,15 +9,15 @@ namespace ZeroTrustMesh.Pods.Tests;
 
 /// <summary>
 /// The chart in a real cluster: k3s in a container (Testcontainers.K3s), the locally built images imported into its
-/// containerd, <c>helm install</c>, then a labelled namespace whose pod the real API server sends to the webhook.
-/// Runs wherever the k3s image can be had; here no registry is reachable, so it is skipped with that reason.
-/// Two meshed pods calling each other in the cluster need service-account attestation (TokenReview, issue 17): the
-/// injected sidecar proves itself with its projected token, which a control plane without it refuses.
+/// containerd, <c>helm install</c>, then a labelled namespace whose pod the real API server sends to the webhook, and
+/// which becomes ready only once its sidecar has attested with the pod's projected token (a real TokenReview) and holds
+/// its policy. Runs wherever the k3s image can be had; here no registry is reachable, so it is skipped with that reason.
+/// Two meshed pods calling each other through a Service need the registry to follow Services (issue 17).
 /// </summary>
 public sealed class K3sInstallTests(ITestOutputHelper output)
 {
     [K3sFact]
-    public async Task The_chart_installs_into_k3s_the_webhook_gets_its_caBundle_and_a_labelled_namespace_is_injected()
+    public async Task The_chart_installs_into_k3s_and_a_labelled_namespaces_pod_is_injected_attests_and_becomes_ready()
     {
         DockerEngine.PrepareTestcontainers(output.WriteLine);
         await MeshImages.EnsureBuiltAsync(output.WriteLine);
@@ -65,12 +65,33 @@ public sealed class K3sInstallTests(ITestOutputHelper output)
                 Metadata = new V1ObjectMeta { Name = "orders", Labels = new Dictionary<string, string> { ["app"] = "orders" } },
                 Spec = new V1PodSpec
                 {
-                    Containers = [new V1Container { Name = "app", Image = MeshImages.DemoApp, ImagePullPolicy = "Never", Ports = [new V1ContainerPort { ContainerPort = 8080 }] }],
+                    Containers =
+                    [
+                        new V1Container
+                        {
+                            Name = "app", Image = MeshImages.DemoApp, ImagePullPolicy = "Never",
+                            Args = ["--name", "orders", "--listen", "127.0.0.1", "--http-port", "8080", "--grpc-port", "8081", "--tcp-port", "-1"],
+                            Ports = [new V1ContainerPort { ContainerPort = 8080 }, new V1ContainerPort { ContainerPort = 8081 }],
+                            ReadinessProbe = new V1Probe { HttpGet = new V1HTTPGetAction { Path = "/status/200", Port = 8080 } },
+                        },
+                    ],
                 },
             }, "shop");
             Assert.Equal(["ztm-init", "ztm-sidecar"], pod.Spec.InitContainers.Select(c => c.Name));
             Assert.Equal("Always", pod.Spec.InitContainers[1].RestartPolicy);
             Assert.Contains("ztm.dev/status", pod.Metadata.Annotations.Keys);
+
+            // Ready: the sidecar got its certificate through a TokenReview of the pod's token and its first policy (its
+            // startup probe), and kubelet's rewritten readiness probe reached the app through the sidecar's health port.
+            while (true)
+            {
+                pod = await client.CoreV1.ReadNamespacedPodAsync("orders", "shop", cancellationToken: timeout.Token);
+                if (pod.Status?.Conditions?.Any(c => c.Type == "Ready" && c.Status == "True") == true)
+                {
+                    break;
+                }
+                await Task.Delay(TimeSpan.FromSeconds(1), timeout.Token); // polling the API server: no event to wait on
+            }
         }
         finally
         {
