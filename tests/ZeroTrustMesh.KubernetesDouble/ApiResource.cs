@@ -32,4 +32,8 @@ public sealed record ApiResource(string Group, string Version, string Plural, st
 }
 
 /// <summary>One request the double received, for tests that check what a client did.</summary>
-public sealed record RecordedRequest(string Method, string Path, string? ContentType, int Status);
+public sealed record RecordedRequest(string Method, string Path, string? ContentType, int Status)
+{
+    /// <summary>The query string (<c>?watch=true&amp;resourceVersion=…</c>), recorded for watches.</summary>
+    public string Query { get; init; } = "";
+}

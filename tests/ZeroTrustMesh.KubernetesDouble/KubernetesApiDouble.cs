@@ -217,6 +217,15 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
     /// </summary>
     public void Stall(Func<HttpRequest, bool> match, int count) => Fail(match, count, 0, "Stalled");
 
+    /// <summary>Forgets every failure <see cref="Fail"/> or <see cref="Stall"/> armed and has not used yet (the API server heals).</summary>
+    public void Heal()
+    {
+        lock (_gate)
+        {
+            _faults.Clear();
+        }
+    }
+
     /// <summary>Watches being streamed now.</summary>
     public int OpenWatches
     {
@@ -362,7 +371,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             }
             (status, body) = Serve(request.Method, request.Path.Value ?? "/", request.Query, request.ContentType, text);
         }
-        _requests.Enqueue(new RecordedRequest(request.Method, request.Path.Value ?? "", request.ContentType, status));
+        _requests.Enqueue(new RecordedRequest(request.Method, request.Path.Value ?? "", request.ContentType, status) { Query = request.QueryString.Value ?? "" });
         lock (_gate)
         {
             Changed(); // a request answered is something a test may wait for, too
@@ -557,7 +566,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         }
         if (resource.StatusSubresource)
         {
-            metadata["generation"] = 1;
+            metadata["generation"] = 1L;
             body.Remove("status"); // written only through /status
         }
         metadata["uid"] = Guid.NewGuid().ToString();
@@ -636,7 +645,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             {
                 body["status"] = status.DeepClone();
             }
-            var generation = storedMetadata["generation"]?.GetValue<long>() ?? 1;
+            var generation = long.TryParse(storedMetadata["generation"]?.ToJsonString(), NumberStyles.None, CultureInfo.InvariantCulture, out var g) ? g : 1;
             metadata["generation"] = JsonNode.DeepEquals(body["spec"], stored["spec"]) ? generation : generation + 1;
         }
         return Store(key, body, 200);
@@ -788,7 +797,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             }
             Changed();
         }
-        _requests.Enqueue(new RecordedRequest("WATCH", path, null, 200));
+        _requests.Enqueue(new RecordedRequest("WATCH", path, null, 200) { Query = request.QueryString.Value ?? "" });
         context.Response.StatusCode = 200;
         context.Response.ContentType = "application/json";
         using var stopping = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _app.Lifetime.ApplicationStopping);

@@ -70,6 +70,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
     private readonly CancellationTokenSource _stopping = new();
     private readonly SemaphoreSlim _statusWake = new(0, 1);
     private readonly List<Task> _running = [];
+    private int _disposed;
     private ImmutableDictionary<ResourceKey, StoredResource> _resources = ImmutableDictionary<ResourceKey, StoredResource>.Empty;
 
     public KubernetesPolicySource(IKubernetes client, IReplicaLeadership leadership, TimeProvider time, ILogger<KubernetesPolicySource> logger, PolicyKinds? kinds = null)
@@ -510,8 +511,13 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
             cancellationToken: cancellation);
     }
 
+    /// <summary>Idempotent: the container disposes the one instance once per registration (source and hosted service).</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
         _stopping.Cancel();
         _stopping.Dispose();
         _statusWake.Dispose();
