@@ -102,7 +102,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
 
     private static PolicySourceException ManagedWithKubectl() =>
         new($"policy is managed with kubectl in Kubernetes: the control plane reads the {Group} custom resources " +
-            "(kubectl apply -f policy.yaml, kubectl delete …; kubectl get ztm -A shows whether each is Accepted)");
+            "(kubectl apply -f policy.yaml, kubectl delete …; kubectl get ztm -A shows whether each is Accepted)", notServed: true);
 
     public async Task StartAsync(CancellationToken cancellationToken)
     {
