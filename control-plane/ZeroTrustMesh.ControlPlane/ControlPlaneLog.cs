@@ -80,8 +80,8 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(EventId = 220, Level = LogLevel.Information, Message = "policy custom resources listed kind={Kind} count={Count} resourceVersion={ResourceVersion}")]
     public static partial void PolicyListed(ILogger logger, string kind, int count, string resourceVersion);
 
-    [LoggerMessage(EventId = 221, Level = LogLevel.Information, Message = "policy {Event} {Resource} generation={Generation}: {Outcome}")]
-    public static partial void PolicyResourceEvent(ILogger logger, string @event, string resource, long generation, string outcome);
+    [LoggerMessage(EventId = 221, Level = LogLevel.Information, Message = "policy {Event} {Resource} generation={Generation}: {Outcome} (suppressed={Suppressed})")]
+    public static partial void PolicyResourceEvent(ILogger logger, string @event, string resource, long generation, string outcome, long suppressed);
 
     [LoggerMessage(EventId = 222, Level = LogLevel.Information, Message = "policy watch of {Kind} expired at resourceVersion {ResourceVersion} (410 Gone): listing again")]
     public static partial void PolicyRelist(ILogger logger, string kind, string resourceVersion);

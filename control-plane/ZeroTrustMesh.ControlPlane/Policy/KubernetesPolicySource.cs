@@ -62,6 +62,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
     private readonly ILogger<KubernetesPolicySource> _logger;
     private readonly PolicyKinds _kinds;
     private readonly LogRateLimiter _logLimit;
+    private readonly LogRateLimiter _eventLogLimit;
     private readonly Lock _gate = new();
     private readonly Dictionary<ResourceKey, Entry> _entries = [];
     private readonly HashSet<PolicyKind> _listed = [];
@@ -81,6 +82,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         _logger = logger;
         _kinds = kinds ?? PolicyKinds.Builtin;
         _logLimit = new LogRateLimiter(time, 5, TimeSpan.FromMinutes(1));
+        _eventLogLimit = new LogRateLimiter(time, 50, TimeSpan.FromSeconds(10)); // a GitOps sync of many resources stays readable
     }
 
     public string Location => $"the cluster's {Group}/{Version} custom resources ({_client.BaseUri.GetLeftPart(UriPartial.Authority)})";
@@ -262,9 +264,9 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
             var entry = Read(kind, item);
             var before = _entries.GetValueOrDefault(entry.Key);
             _entries[entry.Key] = entry;
-            if (before is null || before.Wire != entry.Wire || before.Generation != entry.Generation)
+            if ((before is null || before.Wire != entry.Wire || before.Generation != entry.Generation) && _eventLogLimit.TryAcquire("event", out var suppressed, out _))
             {
-                ControlPlaneLog.PolicyResourceEvent(_logger, what, entry.KeyText, entry.Generation, entry.Errors.Count == 0 ? "valid" : $"invalid ({entry.Errors.Count} error(s))");
+                ControlPlaneLog.PolicyResourceEvent(_logger, what, entry.KeyText, entry.Generation, entry.Errors.Count == 0 ? "valid" : $"invalid ({entry.Errors.Count} error(s))", suppressed);
             }
             Publish("watch");
         }
@@ -278,7 +280,10 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
             if (_entries.Remove(key, out var removed))
             {
                 _written.Remove(key);
-                ControlPlaneLog.PolicyResourceEvent(_logger, "deleted", removed.KeyText, removed.Generation, "removed");
+                if (_eventLogLimit.TryAcquire("event", out var suppressed, out _))
+                {
+                    ControlPlaneLog.PolicyResourceEvent(_logger, "deleted", removed.KeyText, removed.Generation, "removed", suppressed);
+                }
                 Publish("watch");
             }
         }
