@@ -367,9 +367,10 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         {
             return new Entry(key, keyText, PluralOf(kind), generation, resourceVersion, shown, null, [.. errors.Select(e => e with { Location = e.Location.Trim() })], document.ToJsonString());
         }
-        // Sidecars get the canonical JSON of the validated model; JSON is YAML, so `ztmctl get -o yaml` shows it too.
+        // Sidecars get the canonical JSON of the validated model. It is also the text `ztmctl get -o yaml` shows (JSON is
+        // YAML), ended by a newline as a YAML document is, so that documents joined with "---" stay apart.
         var wire = Encoding.UTF8.GetString(kind.ToWire(resource));
-        var stored = new StoredResource(new PolicyDocument(keyText, 0, resource) { Text = wire }, wire);
+        var stored = new StoredResource(new PolicyDocument(keyText, 0, resource) { Text = wire + "\n" }, wire + "\n");
         return new Entry(key, keyText, PluralOf(kind), generation, resourceVersion, shown, stored, [], wire);
     }
 

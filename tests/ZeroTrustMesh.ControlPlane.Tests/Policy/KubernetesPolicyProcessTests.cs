@@ -47,6 +47,13 @@ public sealed class KubernetesPolicyProcessTests(ITestOutputHelper output) : IAs
             Assert.Contains(get.Lines, l => l.Contains("orders-from-frontend", StringComparison.Ordinal));
         }
 
+        await using (var yaml = ExecutableProcess.Start("ztmctl-get-yaml", ExecutableProcess.Ztmctl, ["get", "-o", "yaml", "--config", config], environment, output))
+        {
+            Assert.Equal(0, await yaml.Exited.WaitAsync(ExecutableProcess.Timeout));
+            var document = JsonNode.Parse(Assert.Single(yaml.Lines, l => l.StartsWith('{')))!;
+            Assert.Equal("orders-from-frontend", document["metadata"]!["name"]!.GetValue<string>());
+        }
+
         var policy = Path.Combine(_dir, "policy.yaml");
         await File.WriteAllTextAsync(policy, "apiVersion: security.ztm.dev/v1\nkind: PeerAuthentication\nmetadata: {name: strict, namespace: shop}\nspec: {mode: STRICT}\n");
         await using var apply = ExecutableProcess.Start("ztmctl-apply", ExecutableProcess.Ztmctl, ["apply", "-f", policy, "--config", config], environment, output);
