@@ -74,6 +74,12 @@ internal static class ControlPlaneServices
             sp.GetRequiredService<ILogger<KubernetesPolicySource>>()));
         services.AddSingleton<IPolicySource>(sp => sp.GetRequiredService<KubernetesPolicySource>());
         services.AddHostedService(sp => sp.GetRequiredService<KubernetesPolicySource>()); // lists, watches, writes status (leader)
+        // The config store reads the policy set once when it is built (its first version): only after the first lists.
+        services.TryAddSingleton(sp =>
+        {
+            sp.GetRequiredService<KubernetesPolicySource>().WaitForFirstList();
+            return ActivatorUtilities.CreateInstance<ConfigStore>(sp);
+        });
         return services;
     }
 

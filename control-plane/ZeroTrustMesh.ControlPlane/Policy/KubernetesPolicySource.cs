@@ -72,6 +72,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
     private readonly SemaphoreSlim _statusWake = new(0, 1);
     private readonly List<Task> _running = [];
     private int _disposed;
+    private bool _following;
     private ImmutableDictionary<ResourceKey, StoredResource> _resources = ImmutableDictionary<ResourceKey, StoredResource>.Empty;
 
     public KubernetesPolicySource(IKubernetes client, IReplicaLeadership leadership, TimeProvider time, ILogger<KubernetesPolicySource> logger, PolicyKinds? kinds = null)
@@ -106,13 +107,40 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         new($"policy is managed with kubectl in Kubernetes: the control plane reads the {Group} custom resources " +
             "(kubectl apply -f policy.yaml, kubectl delete …; kubectl get ztm -A shows whether each is Accepted)", notServed: true);
 
+    /// <summary>
+    /// Starts following the cluster (once) and waits up to <see cref="FirstListWait"/> for every kind's first list;
+    /// false when it did not come. <see cref="ConfigStore"/> is built after this (<c>AddKubernetesPolicy</c>), so its
+    /// first version holds the cluster's policy: a restart with the same resources keeps the version, as standalone.
+    /// </summary>
+    public bool WaitForFirstList()
+    {
+        EnsureFollowing();
+        return _allListed.Task.Wait(FirstListWait);
+    }
+
+    private void EnsureFollowing()
+    {
+        lock (_gate)
+        {
+            if (_following)
+            {
+                return;
+            }
+            _following = true;
+            foreach (var kind in _kinds.All)
+            {
+                _running.Add(Task.Run(() => FollowAsync(kind, _stopping.Token), CancellationToken.None));
+            }
+        }
+    }
+
     public async Task StartAsync(CancellationToken cancellationToken)
     {
-        foreach (var kind in _kinds.All)
+        EnsureFollowing();
+        lock (_gate)
         {
-            _running.Add(Task.Run(() => FollowAsync(kind, _stopping.Token), CancellationToken.None));
+            _running.Add(_leadership.RunWhileLeadingAsync(WriteStatusesAsync, _stopping.Token));
         }
-        _running.Add(_leadership.RunWhileLeadingAsync(WriteStatusesAsync, _stopping.Token));
         try
         {
             await _allListed.Task.WaitAsync(FirstListWait, _time, cancellationToken);
@@ -128,7 +156,12 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         await _stopping.CancelAsync();
         try
         {
-            await Task.WhenAll(_running).WaitAsync(cancellationToken);
+            Task[] running;
+            lock (_gate)
+            {
+                running = [.. _running];
+            }
+            await Task.WhenAll(running).WaitAsync(cancellationToken);
         }
         catch (OperationCanceledException)
         {

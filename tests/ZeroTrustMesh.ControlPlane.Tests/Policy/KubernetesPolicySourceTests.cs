@@ -86,6 +86,23 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_restart_with_the_same_resources_keeps_the_config_version()
+    {
+        _leadership.Lead();
+        Seed(Allow("shop", "orders-from-frontend", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        string version;
+        await using (var first = await StartAsync())
+        {
+            version = (await WaitForConfigAsync(first.Get<ConfigStore>(), s => s.Resources.Count == 1)).Version;
+        }
+
+        await using var restarted = await StartAsync();
+
+        var state = restarted.Get<ConfigStore>().Current;
+        Assert.Equal((version, 1), (state.Version, state.Resources.Count));
+    }
+
+    [Fact]
     public async Task Added_modified_and_deleted_resources_each_make_a_new_config_version()
     {
         _leadership.Lead();
