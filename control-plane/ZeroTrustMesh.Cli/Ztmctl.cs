@@ -77,6 +77,11 @@ internal static class Ztmctl
         {
             return Fail(Unreachable, $"cannot reach the control plane at {config.Address}: {e.Status.Detail}");
         }
+        catch (RpcException e) when (e.StatusCode is StatusCode.Unimplemented)
+        {
+            // The control plane does not take this command in its mode (policy in Kubernetes is written with kubectl).
+            return Fail(UsageError, e.Status.Detail);
+        }
         catch (RpcException e)
         {
             return Fail(Refused, $"{e.Status.Detail} ({e.StatusCode})");

@@ -46,6 +46,10 @@ internal static class ControlPlaneHost
         services.AddSingleton(time);
         services.AddSingleton<ICaStore>(caStore);
         services.AddSingleton(ca);
+        if (options.Kubernetes)
+        {
+            services.AddKubernetesPolicy(_ => KubernetesAccess.CreateClient()); // before the standalone state: instead of the policy directory
+        }
         services.AddStandaloneState(options);
         services.AddControlPlane();
         if (options.Kubernetes)

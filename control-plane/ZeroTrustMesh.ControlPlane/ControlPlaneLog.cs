@@ -77,6 +77,30 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(EventId = 212, Level = LogLevel.Warning, Message = "config NACK spiffe_id={SpiffeId} version={Version} error=\"{Error}\"")]
     public static partial void ConfigNacked(ILogger logger, string spiffeId, string version, string error);
 
+    [LoggerMessage(EventId = 220, Level = LogLevel.Information, Message = "policy custom resources listed kind={Kind} count={Count} resourceVersion={ResourceVersion}")]
+    public static partial void PolicyListed(ILogger logger, string kind, int count, string resourceVersion);
+
+    [LoggerMessage(EventId = 221, Level = LogLevel.Information, Message = "policy {Event} {Resource} generation={Generation}: {Outcome} (suppressed={Suppressed})")]
+    public static partial void PolicyResourceEvent(ILogger logger, string @event, string resource, long generation, string outcome, long suppressed);
+
+    [LoggerMessage(EventId = 222, Level = LogLevel.Information, Message = "policy watch of {Kind} expired at resourceVersion {ResourceVersion} (410 Gone): listing again")]
+    public static partial void PolicyRelist(ILogger logger, string kind, string resourceVersion);
+
+    [LoggerMessage(EventId = 223, Level = LogLevel.Warning, Message = "policy watch of {Kind} failed, retrying in {RetrySeconds:0.#}s (suppressed={Suppressed}): {Reason}")]
+    public static partial void PolicyWatchFailed(ILogger logger, string kind, double retrySeconds, string reason, long suppressed);
+
+    [LoggerMessage(EventId = 224, Level = LogLevel.Warning, Message = "policy custom resources not published, the last good set stays: {Errors}")]
+    public static partial void PolicySetRefused(ILogger logger, string errors);
+
+    [LoggerMessage(EventId = 225, Level = LogLevel.Warning, Message = "policy custom resources not listed within {Seconds}s of start: sidecars get no policy (deny) until they are; still trying")]
+    public static partial void PolicyNotListedYet(ILogger logger, int seconds);
+
+    [LoggerMessage(EventId = 226, Level = LogLevel.Information, Message = "policy status {Resource} Accepted={Status} reason={Reason} observedGeneration={Generation}")]
+    public static partial void PolicyStatusWritten(ILogger logger, string resource, string status, string reason, long generation);
+
+    [LoggerMessage(EventId = 227, Level = LogLevel.Warning, Message = "policy status of {Resource} not written, retrying in {RetrySeconds:0.#}s (suppressed={Suppressed}): {Reason}")]
+    public static partial void PolicyStatusFailed(ILogger logger, string resource, double retrySeconds, string reason, long suppressed);
+
     [LoggerMessage(EventId = 300, Level = LogLevel.Information,
         Message = "TLS handshake failed peer={Peer} reason=MalformedHandshake total={Total} suppressed={Suppressed}: a malformed ClientHello ({Error}: {Message})")]
     public static partial void MalformedHandshake(ILogger logger, string peer, string error, string message, long total, long suppressed);

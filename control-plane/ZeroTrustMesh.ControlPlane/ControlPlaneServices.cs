@@ -60,6 +60,29 @@ internal static class ControlPlaneServices
     /// With the Kubernetes API (<paramref name="client"/>, one per process): sidecars may prove who they are with a
     /// projected service-account token (<see cref="ServiceAccountTokenAttestor"/>); join tokens keep working beside it.
     /// </summary>
+    /// <summary>
+    /// With <c>--kubernetes</c>, policy comes from the cluster's custom resources (<see cref="KubernetesPolicySource"/>),
+    /// registered before <see cref="AddStandaloneState"/> so the directory source is not: in a cluster the API server is
+    /// the store every replica shares, and a pod's data directory (an emptyDir by default) is not, so keeping both would
+    /// give two truths. Policy is then written with kubectl; <c>ztmctl apply</c> and <c>delete</c> are refused.
+    /// </summary>
+    public static IServiceCollection AddKubernetesPolicy(this IServiceCollection services, Func<IServiceProvider, k8s.IKubernetes> client)
+    {
+        services.TryAddSingleton(client);
+        services.AddSingleton(sp => new KubernetesPolicySource(
+            sp.GetRequiredService<k8s.IKubernetes>(), sp.GetRequiredService<IReplicaLeadership>(), sp.GetRequiredService<TimeProvider>(),
+            sp.GetRequiredService<ILogger<KubernetesPolicySource>>()));
+        services.AddSingleton<IPolicySource>(sp => sp.GetRequiredService<KubernetesPolicySource>());
+        services.AddHostedService(sp => sp.GetRequiredService<KubernetesPolicySource>()); // lists, watches, writes status (leader)
+        // The config store reads the policy set once when it is built (its first version): only after the first lists.
+        services.TryAddSingleton(sp =>
+        {
+            sp.GetRequiredService<KubernetesPolicySource>().WaitForFirstList();
+            return ActivatorUtilities.CreateInstance<ConfigStore>(sp);
+        });
+        return services;
+    }
+
     public static IServiceCollection AddKubernetesAttestation(this IServiceCollection services, Func<IServiceProvider, k8s.IKubernetes> client)
     {
         services.TryAddSingleton(client);

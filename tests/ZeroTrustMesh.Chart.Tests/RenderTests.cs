@@ -74,12 +74,13 @@ public sealed class RenderTests
     }
 
     [HelmFact]
-    public async Task The_notes_say_how_to_label_a_namespace_and_warn_about_several_replicas()
+    public async Task The_notes_say_how_to_label_a_namespace_apply_policy_and_warn_about_several_replicas()
     {
         var one = await RenderNotesAsync("mesh-ops", null);
         Assert.Contains("kubectl -n mesh-ops rollout status deploy/ztm-controlplane", one, StringComparison.Ordinal);
         Assert.Contains("kubectl label namespace NAME ztm.dev/inject=enabled", one, StringComparison.Ordinal);
         Assert.Contains("namespace mesh-ops and kube-system are never injected", one, StringComparison.Ordinal);
+        Assert.Contains("kubectl apply -f policy.yaml", one, StringComparison.Ordinal);
         Assert.Contains("2 dashboard ConfigMaps", one, StringComparison.Ordinal);
         Assert.DoesNotContain("WARNING", one, StringComparison.Ordinal);
         Assert.DoesNotContain("ServiceMonitor", one, StringComparison.Ordinal);

@@ -79,6 +79,16 @@ internal sealed class ExecutableProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>ztmctl, built by its project (referenced for the build only).</summary>
+    public static string Ztmctl
+    {
+        get
+        {
+            var path = Path.Combine(RepoRoot, "control-plane", "ZeroTrustMesh.Cli", "bin", Metadata("Configuration"), "net10.0", "ztmctl.dll");
+            return File.Exists(path) ? path : throw new FileNotFoundException($"ztmctl is not built at {path}");
+        }
+    }
+
     public IReadOnlyList<string> Lines
     {
         get

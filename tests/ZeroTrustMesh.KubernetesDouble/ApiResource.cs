@@ -8,6 +8,12 @@ public sealed record ApiResource(string Group, string Version, string Plural, st
     /// <summary>Whether DELETE answers with the deleted object (pods do), rather than a <c>Status</c> of Success.</summary>
     public bool ReturnsDeletedObject { get; init; }
 
+    /// <summary>
+    /// Whether the kind has the <c>status</c> subresource (as a CRD with <c>subresources: {status: {}}</c>): writes to the
+    /// object keep its status, and bump <c>metadata.generation</c> only when the spec changes; <c>/status</c> writes only the status.
+    /// </summary>
+    public bool StatusSubresource { get; init; }
+
     /// <summary>What the double serves from the start; <see cref="KubernetesApiDouble.Register"/> adds more (custom resources).</summary>
     public static IReadOnlyList<ApiResource> Builtin { get; } =
     [
@@ -26,4 +32,8 @@ public sealed record ApiResource(string Group, string Version, string Plural, st
 }
 
 /// <summary>One request the double received, for tests that check what a client did.</summary>
-public sealed record RecordedRequest(string Method, string Path, string? ContentType, int Status);
+public sealed record RecordedRequest(string Method, string Path, string? ContentType, int Status)
+{
+    /// <summary>The query string (<c>?watch=true&amp;resourceVersion=…</c>), recorded for watches.</summary>
+    public string Query { get; init; } = "";
+}

@@ -27,7 +27,12 @@ namespace ZeroTrustMesh.KubernetesDouble;
 /// (<c>authentication.k8s.io/v1</c>, create only) answers for the service-account tokens the double issued
 /// (<see cref="IssuePodToken"/>, <see cref="IssueToken"/>, <see cref="IssueLegacyToken"/>) as the API server would, or as
 /// a test says (<see cref="AnswerReview"/>); <see cref="Stall"/> holds requests unanswered.
-/// Not yet: watch, subresources (status), field selectors, server-side apply.
+/// Watch (<c>?watch=true</c> on a list): a JSON-lines stream of <c>{"type":"ADDED|MODIFIED|DELETED|BOOKMARK|ERROR","object":…}</c>
+/// from the given resourceVersion, with the history a test may expire (<see cref="ExpireHistory"/>: the next watch from an
+/// older version gets an ERROR event with a <c>Status</c> of code 410, as the API server sends it), bookmarks on request
+/// (<see cref="SendBookmarks"/>) and streams a test may cut (<see cref="DropWatches"/>). The <c>status</c> subresource
+/// (PUT, PATCH) for kinds registered with <see cref="ApiResource.StatusSubresource"/>.
+/// Not yet: field selectors, server-side apply, other subresources.
 /// </summary>
 public sealed partial class KubernetesApiDouble : IAsyncDisposable
 {
@@ -41,7 +46,16 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
     private readonly ConcurrentQueue<RecordedRequest> _requests = new();
     private readonly List<Fault> _faults = [];
     private long _resourceVersion = 1000;
+    private readonly List<WatchEvent> _history = [];
+    private readonly List<OpenWatch> _watches = [];
+    private long _oldestWatchable;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>One change, kept for watches: the resourceVersion it made, where, and the event line.</summary>
+    private sealed record WatchEvent(long Version, string Group, string Plural, string? Namespace, string Line);
+
+    /// <summary>A watch being streamed: what it follows and its queue of lines (completed to cut the stream).</summary>
+    private sealed record OpenWatch(string Group, string Plural, string? Namespace, System.Threading.Channels.Channel<string> Lines);
 
     private sealed class Fault(Func<HttpRequest, bool> match, int remaining, int code, string reason)
     {
@@ -203,6 +217,86 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
     /// </summary>
     public void Stall(Func<HttpRequest, bool> match, int count) => Fail(match, count, 0, "Stalled");
 
+    /// <summary>Forgets every failure <see cref="Fail"/> or <see cref="Stall"/> armed and has not used yet (the API server heals).</summary>
+    public void Heal()
+    {
+        lock (_gate)
+        {
+            _faults.Clear();
+        }
+    }
+
+    /// <summary>Watches being streamed now.</summary>
+    public int OpenWatches
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _watches.Count;
+            }
+        }
+    }
+
+    /// <summary>The store's resourceVersion now (the last change's).</summary>
+    public string ResourceVersion
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _resourceVersion.ToString(CultureInfo.InvariantCulture);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Forgets the change history (etcd compaction): a watch from a resourceVersion older than now is answered with an
+    /// ERROR event holding a <c>Status</c> of code 410 (Expired), and the client must list again. Open watches end (as
+    /// an API server restart would end them), so that their clients' next watch meets the expired history.
+    /// </summary>
+    public void ExpireHistory()
+    {
+        lock (_gate)
+        {
+            _history.Clear();
+            _oldestWatchable = _resourceVersion;
+        }
+        DropWatches();
+    }
+
+    /// <summary>Sends a BOOKMARK (the current resourceVersion, nothing else) on every open watch.</summary>
+    public void SendBookmarks()
+    {
+        lock (_gate)
+        {
+            foreach (var watch in _watches)
+            {
+                var resource = _resources[(watch.Group, watch.Plural)];
+                watch.Lines.Writer.TryWrite(EventLine("BOOKMARK", new JsonObject
+                {
+                    ["apiVersion"] = resource.ApiVersion,
+                    ["kind"] = resource.Kind,
+                    ["metadata"] = new JsonObject { ["resourceVersion"] = _resourceVersion.ToString(CultureInfo.InvariantCulture) },
+                }));
+            }
+        }
+    }
+
+    /// <summary>Ends every open watch stream (the response completes), as a dropped connection or a server-side timeout does.</summary>
+    public void DropWatches()
+    {
+        lock (_gate)
+        {
+            foreach (var watch in _watches)
+            {
+                watch.Lines.Writer.TryComplete();
+            }
+            _watches.Clear();
+            Changed();
+        }
+    }
+
     /// <summary>Completes once <paramref name="condition"/> holds, checked now, after every change to the store and after every request answered.</summary>
     public async Task WaitForAsync(Func<KubernetesApiDouble, bool> condition, TimeSpan timeout)
     {
@@ -263,6 +357,11 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         {
             (status, body) = Error(fault.Code, fault.Reason, $"injected failure ({fault.Code} {fault.Reason})");
         }
+        else if (request.Method == "GET" && request.Query["watch"].ToString() is "true" or "1")
+        {
+            await WatchAsync(context);
+            return;
+        }
         else
         {
             string text;
@@ -272,7 +371,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             }
             (status, body) = Serve(request.Method, request.Path.Value ?? "/", request.Query, request.ContentType, text);
         }
-        _requests.Enqueue(new RecordedRequest(request.Method, request.Path.Value ?? "", request.ContentType, status));
+        _requests.Enqueue(new RecordedRequest(request.Method, request.Path.Value ?? "", request.ContentType, status) { Query = request.QueryString.Value ?? "" });
         lock (_gate)
         {
             Changed(); // a request answered is something a test may wait for, too
@@ -301,7 +400,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         {
             return Error(404, "NotFound", "the server could not find the requested resource");
         }
-        var (resource, ns, name) = route;
+        var (resource, ns, name, subresource) = route;
         if (method == "PATCH" && !PatchTypes.Contains(contentType?.Split(';', 2)[0].Trim() ?? ""))
         {
             return Error(415, "UnsupportedMediaType", $"the body of the request was in an unknown format - accepted media types include: {string.Join(", ", PatchTypes)} (got {contentType})");
@@ -326,6 +425,16 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
                     ? Review(review)
                     : Error(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
             }
+            if (subresource is not null)
+            {
+                return (method, input) switch
+                {
+                    ("GET", _) => Read(resource, ns, name!),
+                    ("PUT", JsonObject replaced) => WriteStatus(resource, ns, name!, stored => replaced),
+                    ("PATCH", _) => WriteStatus(resource, ns, name!, stored => PatchOf(stored, contentType, input)),
+                    _ => Error(405, "MethodNotAllowed", $"{method} is not supported on {path}"),
+                };
+            }
             return (method, name) switch
             {
                 ("GET", null) => List(resource, ns, query["labelSelector"].ToString()),
@@ -342,7 +451,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
     }
 
     /// <summary>/api/v1[/namespaces/NS]/PLURAL[/NAME] and /apis/GROUP/VERSION[/namespaces/NS]/PLURAL[/NAME].</summary>
-    private (ApiResource Resource, string? Namespace, string? Name)? Route(string path)
+    private (ApiResource Resource, string? Namespace, string? Name, string? Subresource)? Route(string path)
     {
         var parts = path.Trim('/').Split('/');
         string group, version;
@@ -365,9 +474,15 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             ns = rest[1];
             rest = rest[2..];
         }
+        string? subresource = null;
+        if (rest.Length == 3 && rest[2] == "status")
+        {
+            subresource = "status";
+            rest = rest[..2];
+        }
         if (rest.Length is < 1 or > 2)
         {
-            return null; // subresources are not served
+            return null; // other subresources are not served
         }
         lock (_gate)
         {
@@ -379,7 +494,11 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             {
                 return null; // a namespaced object is addressed through its namespace
             }
-            return (resource, ns, rest.Length == 2 ? rest[1] : null);
+            if (subresource is not null && !resource.StatusSubresource)
+            {
+                return null;
+            }
+            return (resource, ns, rest.Length == 2 ? rest[1] : null, subresource);
         }
     }
 
@@ -444,6 +563,11 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         if (ns is not null)
         {
             metadata["namespace"] = ns;
+        }
+        if (resource.StatusSubresource)
+        {
+            metadata["generation"] = 1L;
+            body.Remove("status"); // written only through /status
         }
         metadata["uid"] = Guid.NewGuid().ToString();
         metadata["creationTimestamp"] = DateTimeOffset.UtcNow.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
@@ -513,8 +637,60 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         {
             metadata[kept] = storedMetadata[kept]?.DeepClone();
         }
+        if (resource.StatusSubresource)
+        {
+            // The status is the /status subresource's; the generation counts changes of everything else (the spec).
+            body.Remove("status");
+            if (stored["status"] is { } status)
+            {
+                body["status"] = status.DeepClone();
+            }
+            var generation = long.TryParse(storedMetadata["generation"]?.ToJsonString(), NumberStyles.None, CultureInfo.InvariantCulture, out var g) ? g : 1;
+            metadata["generation"] = JsonNode.DeepEquals(body["spec"], stored["spec"]) ? generation : generation + 1;
+        }
         return Store(key, body, 200);
     }
+
+    /// <summary>A write of the status subresource: only <c>status</c> of <paramref name="write"/>'s result is kept.</summary>
+    private (int, JsonObject) WriteStatus(ApiResource resource, string? ns, string name, Func<JsonObject, JsonNode?> write)
+    {
+        var key = Key(resource.Group, resource.Plural, ns, name);
+        if (!_objects.TryGetValue(key, out var stored))
+        {
+            return NotFound(resource, name);
+        }
+        JsonNode? written;
+        try
+        {
+            written = write((JsonObject)stored.DeepClone());
+        }
+        catch (PatchException e) when (e.Malformed)
+        {
+            return Error(400, "BadRequest", e.Message);
+        }
+        catch (PatchException e)
+        {
+            return Invalid(resource, name, e.Message);
+        }
+        if (written is not JsonObject result)
+        {
+            return Error(400, "BadRequest", "the body is not an object");
+        }
+        if (Text(result["metadata"]?["resourceVersion"]) is { Length: > 0 } version && version != Text(stored["metadata"]?["resourceVersion"]))
+        {
+            return Error(409, "Conflict", $"Operation cannot be fulfilled on {resource.Plural}.{resource.Group} \"{name}\": the object has been modified; please apply your changes to the latest version and try again", resource, name);
+        }
+        var next = (JsonObject)stored.DeepClone();
+        next.Remove("status");
+        if (result["status"] is { } status)
+        {
+            next["status"] = status.DeepClone();
+        }
+        return Store(key, next, 200);
+    }
+
+    private static JsonNode? PatchOf(JsonObject stored, string? contentType, JsonNode? patch) =>
+        contentType?.Split(';', 2)[0].Trim() == "application/json-patch+json" ? JsonPatch.Apply(stored, patch) : JsonPatch.Merge(stored, patch);
 
     private (int, JsonObject) Delete(ApiResource resource, string? ns, string name)
     {
@@ -523,6 +699,9 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         {
             return NotFound(resource, name);
         }
+        var deletedAt = ++_resourceVersion;
+        ((JsonObject)removed["metadata"]!)["resourceVersion"] = deletedAt.ToString(CultureInfo.InvariantCulture);
+        Emit(deletedAt, resource, ns, "DELETED", removed);
         Changed();
         if (resource.ReturnsDeletedObject)
         {
@@ -543,8 +722,110 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         var version = ++_resourceVersion;
         ((JsonObject)body["metadata"]!)["resourceVersion"] = version.ToString(CultureInfo.InvariantCulture);
         _objects[key] = body;
+        var parts = key.Split('|');
+        if (_resources.TryGetValue((parts[0], parts[1]), out var resource))
+        {
+            Emit(version, resource, parts[2].Length > 0 ? parts[2] : null, status == 201 ? "ADDED" : "MODIFIED", body);
+        }
         Changed();
         return (status, (JsonObject)body.DeepClone());
+    }
+
+    /// <summary>Keeps the change for later watches and sends it to the open ones that follow its kind (and namespace).</summary>
+    private void Emit(long version, ApiResource resource, string? ns, string type, JsonObject body)
+    {
+        var line = EventLine(type, body);
+        _history.Add(new WatchEvent(version, resource.Group, resource.Plural, ns, line));
+        foreach (var watch in _watches)
+        {
+            if (watch.Group == resource.Group && watch.Plural == resource.Plural && (watch.Namespace is null || watch.Namespace == ns))
+            {
+                watch.Lines.Writer.TryWrite(line);
+            }
+        }
+    }
+
+    private static string EventLine(string type, JsonObject body) =>
+        new JsonObject { ["type"] = type, ["object"] = body.DeepClone() }.ToJsonString();
+
+    /// <summary>
+    /// A watch: HTTP 200 and one JSON line per event, flushed as it happens, until the client goes, the test drops the
+    /// stream, or the server stops. From resourceVersion "" or "0": every current object as ADDED first (as the API
+    /// server does); from an older version than the history holds: one ERROR event with a 410 Status, then the end.
+    /// </summary>
+    private async Task WatchAsync(HttpContext context)
+    {
+        var request = context.Request;
+        var path = request.Path.Value ?? "/";
+        if (Route(path) is not { Name: null, Subresource: null } route)
+        {
+            var (code, error) = Error(404, "NotFound", "the server could not find the requested resource");
+            _requests.Enqueue(new RecordedRequest("WATCH", path, null, code));
+            context.Response.StatusCode = code;
+            context.Response.ContentType = "application/json";
+            await context.Response.WriteAsync(error.ToJsonString(), context.RequestAborted);
+            return;
+        }
+        var (resource, ns, _, _) = route;
+        var from = request.Query["resourceVersion"].ToString();
+        var lines = System.Threading.Channels.Channel.CreateUnbounded<string>();
+        var watch = new OpenWatch(resource.Group, resource.Plural, ns, lines);
+        lock (_gate)
+        {
+            if (from is "" or "0")
+            {
+                var prefix = resource.Namespaced && ns is not null ? Key(resource.Group, resource.Plural, ns, "") : $"{resource.Group}|{resource.Plural}|";
+                foreach (var (key, value) in _objects.Where(o => o.Key.StartsWith(prefix, StringComparison.Ordinal)))
+                {
+                    lines.Writer.TryWrite(EventLine("ADDED", value));
+                }
+                _watches.Add(watch);
+            }
+            else if (!long.TryParse(from, NumberStyles.None, CultureInfo.InvariantCulture, out var version) || version < _oldestWatchable)
+            {
+                var (_, gone) = Error(410, "Expired", $"too old resource version: {from} ({_oldestWatchable})");
+                lines.Writer.TryWrite(EventLine("ERROR", gone));
+                lines.Writer.TryComplete();
+            }
+            else
+            {
+                foreach (var change in _history.Where(e => e.Version > version && e.Group == resource.Group && e.Plural == resource.Plural && (ns is null || e.Namespace == ns)))
+                {
+                    lines.Writer.TryWrite(change.Line);
+                }
+                _watches.Add(watch);
+            }
+            Changed();
+        }
+        _requests.Enqueue(new RecordedRequest("WATCH", path, null, 200) { Query = request.QueryString.Value ?? "" });
+        context.Response.StatusCode = 200;
+        context.Response.ContentType = "application/json";
+        using var stopping = CancellationTokenSource.CreateLinkedTokenSource(context.RequestAborted, _app.Lifetime.ApplicationStopping);
+        try
+        {
+            await context.Response.StartAsync(stopping.Token);
+            await foreach (var line in lines.Reader.ReadAllAsync(stopping.Token))
+            {
+                await context.Response.WriteAsync(line + "\n", stopping.Token);
+                await context.Response.Body.FlushAsync(stopping.Token);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            // the client went, or the server stops
+        }
+        catch (IOException)
+        {
+            // the connection is gone
+        }
+        finally
+        {
+            lock (_gate)
+            {
+                _watches.Remove(watch);
+                Changed();
+            }
+        }
     }
 
     private void Changed()

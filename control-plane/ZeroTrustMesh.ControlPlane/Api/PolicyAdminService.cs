@@ -40,6 +40,10 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
             ControlPlaneLog.PolicyRefused(logger, Operator, errors.Replace('\n', ';'));
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"{e.Errors.Count} error(s), nothing applied:\n{errors}"));
         }
+        catch (PolicySourceException e)
+        {
+            throw new RpcException(new Status(e.NotServed ? StatusCode.Unimplemented : StatusCode.FailedPrecondition, e.Message));
+        }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new RpcException(new Status(StatusCode.Internal, $"the policy could not be stored: {e.Message}"));
@@ -60,7 +64,7 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
         }
         catch (PolicySourceException e)
         {
-            throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message));
+            throw new RpcException(new Status(e.NotServed ? StatusCode.Unimplemented : StatusCode.FailedPrecondition, e.Message));
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {

@@ -1,8 +1,8 @@
 namespace ZeroTrustMesh.ControlPlane.Coordination;
 
 /// <summary>
-/// The one seam for work that only one control-plane replica may do (pruning revocations now; status writes and CA
-/// rotation later). Standalone there is one replica and it always leads; in Kubernetes a <c>coordination.k8s.io</c>
+/// The one seam for work that only one control-plane replica may do (pruning revocations, the policy status writes of
+/// KubernetesPolicySource; CA rotation later). Standalone there is one replica and it always leads; in Kubernetes a <c>coordination.k8s.io</c>
 /// Lease decides, and an implementation of this interface is all that changes.
 /// </summary>
 internal interface IReplicaLeadership

@@ -11,12 +11,20 @@ internal sealed record PolicyChange(ImmutableDictionary<ResourceKey, StoredResou
 internal sealed record PolicyApplyResult(IReadOnlyList<string> Outcomes, bool Changed);
 
 /// <summary>A change this source cannot make (the message says why and what to do instead).</summary>
-internal sealed class PolicySourceException(string message) : Exception(message);
+/// <param name="notServed">
+/// The source takes no changes through the control plane at all (custom resources in Kubernetes: kubectl writes them),
+/// rather than refusing this one change; the API answers <c>UNIMPLEMENTED</c> and ztmctl exits with its usage code.
+/// </param>
+internal sealed class PolicySourceException(string message, bool notServed = false) : Exception(message)
+{
+    public bool NotServed { get; } = notServed;
+}
 
 /// <summary>
 /// Where policy resources live: a watched directory standalone (<see cref="DirectoryPolicySource"/>), custom resources
-/// in Kubernetes next. The source validates every change as a whole set and keeps the last good set when what it
-/// reads is invalid; <see cref="ConfigStore"/> versions what it publishes.
+/// in Kubernetes (<see cref="KubernetesPolicySource"/>). The source validates what it reads and never publishes an
+/// invalid resource (the directory: as a whole set, keeping the last good set; Kubernetes: each resource on its own);
+/// <see cref="ConfigStore"/> versions what it publishes.
 /// </summary>
 internal interface IPolicySource
 {
@@ -29,6 +37,7 @@ internal interface IPolicySource
     /// <summary>Validates the documents of <paramref name="yaml"/> together with the rest of the set and stores them.</summary>
     /// <exception cref="ZeroTrustMesh.Policy.Validation.PolicyValidationException">Nothing was stored; every error is listed, each naming its source.</exception>
     /// <exception cref="IOException">The set could not be stored.</exception>
+    /// <exception cref="PolicySourceException">The source takes no changes through the control plane (<see cref="PolicySourceException.NotServed"/>).</exception>
     PolicyApplyResult Apply(string source, string yaml, string actor);
 
     /// <summary>Removes one resource; false if there is none with that key.</summary>

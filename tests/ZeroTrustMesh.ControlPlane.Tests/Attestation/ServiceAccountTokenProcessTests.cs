@@ -14,7 +14,11 @@ public sealed class ServiceAccountTokenProcessTests(ITestOutputHelper output) : 
     private readonly string _dir = Directory.CreateTempSubdirectory("ztm-psat-process-").FullName;
     private KubernetesApiDouble _api = null!;
 
-    public async Task InitializeAsync() => _api = await KubernetesApiDouble.StartAsync();
+    public async Task InitializeAsync()
+    {
+        _api = await KubernetesApiDouble.StartAsync();
+        Policy.PolicyCustomResources.Register(_api); // --kubernetes reads policy from these
+    }
 
     public async Task DisposeAsync()
     {

@@ -19,7 +19,11 @@ public sealed partial class ControlPlaneProcessTests(ITestOutputHelper output) :
     private readonly string _dir = Directory.CreateTempSubdirectory("ztm-cp-k8s-").FullName;
     private KubernetesApiDouble _api = null!;
 
-    public async Task InitializeAsync() => _api = await KubernetesApiDouble.StartAsync();
+    public async Task InitializeAsync()
+    {
+        _api = await KubernetesApiDouble.StartAsync();
+        Policy.PolicyCustomResources.Register(_api); // --kubernetes reads policy from these
+    }
 
     public async Task DisposeAsync()
     {

@@ -129,6 +129,70 @@ public sealed class KubernetesApiDoubleTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_watch_streams_json_lines_from_its_resourceVersion_and_an_expired_one_gets_an_error_event_with_410()
+    {
+        await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("before", "1"), "shop");
+        var from = _api.ResourceVersion;
+        await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("after", "2"), "shop");
+        await _client.CoreV1.DeleteNamespacedConfigMapAsync("before", "shop");
+        using var http = new HttpClient(new HttpClientHandler { ServerCertificateCustomValidationCallback = (_, certificate, _, _) => certificate is not null });
+        http.DefaultRequestHeaders.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", _api.Token);
+
+        async Task<List<JsonObject>> WatchAsync(string resourceVersion, int count)
+        {
+            using var response = await http.GetAsync(new Uri(_api.Address, $"/api/v1/namespaces/shop/configmaps?watch=true&resourceVersion={resourceVersion}&allowWatchBookmarks=true"), HttpCompletionOption.ResponseHeadersRead);
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+            using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
+            var events = new List<JsonObject>();
+            while (events.Count < count && await reader.ReadLineAsync().WaitAsync(TimeSpan.FromSeconds(10)) is { } line)
+            {
+                events.Add(JsonNode.Parse(line)!.AsObject());
+                if (events.Count == 2)
+                {
+                    _api.SendBookmarks();
+                }
+            }
+            return events;
+        }
+
+        var events = await WatchAsync(from, 3);
+        Assert.Equal(["ADDED", "DELETED", "BOOKMARK"], events.Select(e => e["type"]!.GetValue<string>()));
+        Assert.Equal("after", events[0]["object"]!["metadata"]!["name"]!.GetValue<string>());
+        Assert.Equal("before", events[1]["object"]!["metadata"]!["name"]!.GetValue<string>());
+        Assert.Equal(_api.ResourceVersion, events[1]["object"]!["metadata"]!["resourceVersion"]!.GetValue<string>()); // a delete is a new version
+        Assert.Equal(_api.ResourceVersion, events[2]["object"]!["metadata"]!["resourceVersion"]!.GetValue<string>());
+
+        _api.ExpireHistory();
+        var expired = Assert.Single(await WatchAsync(from, 1));
+        Assert.Equal("ERROR", expired["type"]!.GetValue<string>());
+        Assert.Equal(("Status", 410, "Expired"), (expired["object"]!["kind"]!.GetValue<string>(), expired["object"]!["code"]!.GetValue<int>(), expired["object"]!["reason"]!.GetValue<string>()));
+    }
+
+    [Fact]
+    public async Task The_status_subresource_writes_only_status_and_a_spec_change_is_a_new_generation()
+    {
+        _api.Register(new ApiResource("security.ztm.dev", "v1", "authorizationpolicies", "AuthorizationPolicy", true) { StatusSubresource = true });
+        _api.Seed(JsonNode.Parse("""{"apiVersion":"security.ztm.dev/v1","kind":"AuthorizationPolicy","metadata":{"name":"p","namespace":"shop"},"spec":{"action":"ALLOW"},"status":{"ignored":true}}""")!.AsObject());
+        Assert.Null(_api.Get("security.ztm.dev/v1", "authorizationpolicies", "shop", "p")!["status"]);
+
+        await _client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(new V1Patch("""{"status":{"observedGeneration":1},"spec":{"action":"DENY"}}""", V1Patch.PatchType.MergePatch),
+            "security.ztm.dev", "v1", "shop", "authorizationpolicies", "p");
+        var stored = _api.Get("security.ztm.dev/v1", "authorizationpolicies", "shop", "p")!;
+        Assert.Equal(1, stored["status"]!["observedGeneration"]!.GetValue<long>());
+        Assert.Equal("ALLOW", stored["spec"]!["action"]!.GetValue<string>()); // /status writes nothing else
+        Assert.Equal(1, stored["metadata"]!["generation"]!.GetValue<long>());
+
+        await _client.CustomObjects.PatchNamespacedCustomObjectAsync(new V1Patch("""{"metadata":{"labels":{"a":"b"}},"status":{"observedGeneration":9}}""", V1Patch.PatchType.MergePatch),
+            "security.ztm.dev", "v1", "shop", "authorizationpolicies", "p");
+        stored = _api.Get("security.ztm.dev/v1", "authorizationpolicies", "shop", "p")!;
+        Assert.Equal((1L, 1L), (stored["metadata"]!["generation"]!.GetValue<long>(), stored["status"]!["observedGeneration"]!.GetValue<long>()));
+
+        await _client.CustomObjects.PatchNamespacedCustomObjectAsync(new V1Patch("""{"spec":{"action":"DENY"}}""", V1Patch.PatchType.MergePatch),
+            "security.ztm.dev", "v1", "shop", "authorizationpolicies", "p");
+        Assert.Equal(2, _api.Get("security.ztm.dev/v1", "authorizationpolicies", "shop", "p")!["metadata"]!["generation"]!.GetValue<long>());
+    }
+
+    [Fact]
     public async Task Injected_failures_answer_with_the_status_asked_for_then_stop()
     {
         _api.Fail(r => r.Method == "GET", 1, 503, "ServiceUnavailable");

@@ -1,0 +1,574 @@
+using System.Collections.Immutable;
+using System.Globalization;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using k8s;
+using k8s.Autorest;
+using k8s.Models;
+using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.ControlPlane.Coordination;
+using ZeroTrustMesh.Hosting;
+using ZeroTrustMesh.Policy.Kinds;
+using ZeroTrustMesh.Policy.Model;
+using ZeroTrustMesh.Policy.Validation;
+
+namespace ZeroTrustMesh.ControlPlane.Policy;
+
+/// <summary>
+/// The policy source in Kubernetes (<c>--kubernetes</c>, registered instead of <see cref="DirectoryPolicySource"/>):
+/// the custom resources of every builtin kind (<c>security.ztm.dev/v1</c>), in every namespace. The cluster is the
+/// store, so policy is written with kubectl (or GitOps) and <see cref="Apply"/>/<see cref="Delete"/> refuse.
+/// 1. Each kind is listed, then watched from the list's resourceVersion with bookmarks; a watch that ends is resumed
+///    from the last resourceVersion seen (events or bookmarks), one that fails is resumed after a backoff
+///    (0.5 s doubling to 30 s, with jitter), and a 410 Gone (history expired) lists the kind again: the list replaces
+///    what the source held of that kind, so nothing is lost or counted twice.
+/// 2. Each resource is read as the standalone mode reads a file: only what the policy reader knows is kept
+///    (<c>apiVersion</c>, <c>kind</c>, <c>spec</c>, and of <c>metadata</c> name, namespace, labels and annotations but
+///    kubectl's last-applied copy); <c>status</c> and the server's metadata are the cluster's. It is read with its
+///    kind's reader and checked with <see cref="PolicyValidator"/>.
+/// 3. Unlike the directory, a change is not all or nothing: each custom resource is its own object, written on its own
+///    (kubectl cannot apply a set atomically), so one invalid resource must not hold back the others or take away what
+///    is in force. An invalid resource is left out — it never reaches a sidecar — and its status says why; the valid
+///    rest is published. Only a limit across the whole set (e.g. the number of authorization rules) keeps the last
+///    good set, as standalone. Nothing is published until every kind has been listed once (sidecars wait with no
+///    policy: deny), so a half-listed cluster is never pushed.
+/// 4. The replica that leads writes the condition <c>Accepted</c> on each resource through the status subresource
+///    (True/Valid, or False/Invalid with every error and its path) with <c>observedGeneration</c>, only when it differs
+///    from what the resource shows, so its own status writes (which come back as MODIFIED events) cause no more writes.
+/// </summary>
+internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, IDisposable
+{
+    public const string Group = "security.ztm.dev";
+    public const string Version = "v1";
+    public const string ConditionType = "Accepted";
+
+    /// <summary>kubectl's copy of what was applied: an annotation the size of the resource, for kubectl only.</summary>
+    private const string LastApplied = "kubectl.kubernetes.io/last-applied-configuration";
+
+    /// <summary>What a condition message may hold (the CRD's <c>maxLength</c>).</summary>
+    private const int MaxMessage = 32768;
+
+    private static readonly TimeSpan MinBackoff = TimeSpan.FromMilliseconds(500);
+    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long start waits for the first lists before the control plane serves without them.</summary>
+    private static readonly TimeSpan FirstListWait = TimeSpan.FromSeconds(10);
+
+    private readonly IKubernetes _client;
+    private readonly IReplicaLeadership _leadership;
+    private readonly TimeProvider _time;
+    private readonly ILogger<KubernetesPolicySource> _logger;
+    private readonly PolicyKinds _kinds;
+    private readonly LogRateLimiter _logLimit;
+    private readonly LogRateLimiter _eventLogLimit;
+    private readonly Lock _gate = new();
+    private readonly Dictionary<ResourceKey, Entry> _entries = [];
+    private readonly HashSet<PolicyKind> _listed = [];
+    private readonly Dictionary<ResourceKey, (string ResourceVersion, Condition Condition)> _written = [];
+    private readonly TaskCompletionSource _allListed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly SemaphoreSlim _statusWake = new(0, 1);
+    private readonly List<Task> _running = [];
+    private int _disposed;
+    private bool _following;
+    private ImmutableDictionary<ResourceKey, StoredResource> _resources = ImmutableDictionary<ResourceKey, StoredResource>.Empty;
+
+    public KubernetesPolicySource(IKubernetes client, IReplicaLeadership leadership, TimeProvider time, ILogger<KubernetesPolicySource> logger, PolicyKinds? kinds = null)
+    {
+        _client = client;
+        _leadership = leadership;
+        _time = time;
+        _logger = logger;
+        _kinds = kinds ?? PolicyKinds.Builtin;
+        _logLimit = new LogRateLimiter(time, 5, TimeSpan.FromMinutes(1));
+        _eventLogLimit = new LogRateLimiter(time, 50, TimeSpan.FromSeconds(10)); // a GitOps sync of many resources stays readable
+    }
+
+    public string Location => $"the cluster's {Group}/{Version} custom resources ({_client.BaseUri.GetLeftPart(UriPartial.Authority)})";
+
+    public ImmutableDictionary<ResourceKey, StoredResource> Resources => Volatile.Read(ref _resources);
+
+    public event Action<PolicyChange>? Changed;
+
+    /// <summary>The plural of a kind's custom resources (<c>authorizationpolicies</c>), as the chart's CRDs name them.</summary>
+    public static string PluralOf(PolicyKind kind)
+    {
+        var name = kind.Name.ToLowerInvariant();
+        return name.EndsWith('y') ? name[..^1] + "ies" : name.EndsWith('s') ? name + "es" : name + "s";
+    }
+
+    public PolicyApplyResult Apply(string source, string yaml, string actor) => throw ManagedWithKubectl();
+
+    public bool Delete(ResourceKey key, string actor) => throw ManagedWithKubectl();
+
+    private static PolicySourceException ManagedWithKubectl() =>
+        new($"policy is managed with kubectl in Kubernetes: the control plane reads the {Group} custom resources " +
+            "(kubectl apply -f policy.yaml, kubectl delete …; kubectl get ztm -A shows whether each is Accepted)", notServed: true);
+
+    /// <summary>
+    /// Starts following the cluster (once) and waits up to <see cref="FirstListWait"/> for every kind's first list;
+    /// false when it did not come. <see cref="ConfigStore"/> is built after this (<c>AddKubernetesPolicy</c>), so its
+    /// first version holds the cluster's policy: a restart with the same resources keeps the version, as standalone.
+    /// </summary>
+    public bool WaitForFirstList()
+    {
+        EnsureFollowing();
+        return _allListed.Task.Wait(FirstListWait);
+    }
+
+    private void EnsureFollowing()
+    {
+        lock (_gate)
+        {
+            if (_following)
+            {
+                return;
+            }
+            _following = true;
+            foreach (var kind in _kinds.All)
+            {
+                _running.Add(Task.Run(() => FollowAsync(kind, _stopping.Token), CancellationToken.None));
+            }
+        }
+    }
+
+    public async Task StartAsync(CancellationToken cancellationToken)
+    {
+        EnsureFollowing();
+        lock (_gate)
+        {
+            _running.Add(_leadership.RunWhileLeadingAsync(WriteStatusesAsync, _stopping.Token));
+        }
+        try
+        {
+            await _allListed.Task.WaitAsync(FirstListWait, _time, cancellationToken);
+        }
+        catch (TimeoutException)
+        {
+            ControlPlaneLog.PolicyNotListedYet(_logger, (int)FirstListWait.TotalSeconds);
+        }
+    }
+
+    public async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await _stopping.CancelAsync();
+        try
+        {
+            Task[] running;
+            lock (_gate)
+            {
+                running = [.. _running];
+            }
+            await Task.WhenAll(running).WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // stopped, or the host gave up waiting
+        }
+    }
+
+    /// <summary>Lists one kind, then watches it; never throws but when stopping.</summary>
+    private async Task FollowAsync(PolicyKind kind, CancellationToken stopping)
+    {
+        var plural = PluralOf(kind);
+        var backoff = MinBackoff;
+        string? version = null; // null: list (again)
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                if (version is null)
+                {
+                    var list = JsonNode.Parse((await _client.CustomObjects.ListClusterCustomObjectAsync<JsonElement>(Group, Version, plural, cancellationToken: stopping)).GetRawText());
+                    var items = (list?["items"] as JsonArray ?? []).OfType<JsonObject>().ToList();
+                    version = list?["metadata"]?["resourceVersion"]?.GetValue<string>() ?? "";
+                    Listed(kind, items);
+                    ControlPlaneLog.PolicyListed(_logger, kind.Name, items.Count, version);
+                }
+                Exception? failure = null;
+                var events = 0;
+                var watch = _client.CustomObjects.WatchListClusterCustomObjectAsync(
+                    Group, Version, plural, allowWatchBookmarks: true, resourceVersion: version, onError: e => failure ??= e, cancellationToken: stopping);
+                await foreach (var (type, item) in watch)
+                {
+                    events++;
+                    backoff = MinBackoff; // the stream works
+                    if (JsonNode.Parse(item is JsonElement element ? element.GetRawText() : KubernetesJson.Serialize(item)) is not JsonObject node)
+                    {
+                        continue;
+                    }
+                    if (node["metadata"]?["resourceVersion"]?.GetValue<string>() is { Length: > 0 } seen)
+                    {
+                        version = seen;
+                    }
+                    switch (type)
+                    {
+                        case WatchEventType.Added or WatchEventType.Modified:
+                            Upsert(kind, node, type == WatchEventType.Added ? "added" : "modified");
+                            break;
+                        case WatchEventType.Deleted:
+                            Remove(kind, node);
+                            break;
+                    }
+                }
+                if (failure is KubernetesException { Status.Code: (int)HttpStatusCode.Gone })
+                {
+                    ControlPlaneLog.PolicyRelist(_logger, kind.Name, version ?? "");
+                    version = null;
+                    continue;
+                }
+                if (failure is not null)
+                {
+                    throw failure;
+                }
+                if (events == 0)
+                {
+                    // Ended at once with nothing: do not spin on a server that closes every watch.
+                    await Task.Delay(Jitter(backoff), _time, stopping);
+                    backoff = Next(backoff);
+                }
+            }
+            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
+            {
+                return;
+            }
+            catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.Gone)
+            {
+                ControlPlaneLog.PolicyRelist(_logger, kind.Name, version ?? "");
+                version = null;
+            }
+#pragma warning disable CA1031 // a watch loop outlives every failure of the API and retries
+            catch (Exception e)
+#pragma warning restore CA1031
+            {
+                if (_logLimit.TryAcquire("watch:" + kind.Name, out var suppressed, out _))
+                {
+                    ControlPlaneLog.PolicyWatchFailed(_logger, kind.Name, backoff.TotalSeconds, Describe(e), suppressed);
+                }
+                try
+                {
+                    await Task.Delay(Jitter(backoff), _time, stopping);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+                backoff = Next(backoff);
+            }
+        }
+    }
+
+    private static TimeSpan Next(TimeSpan backoff) => backoff * 2 > MaxBackoff ? MaxBackoff : backoff * 2;
+
+    private static TimeSpan Jitter(TimeSpan backoff) => backoff * (0.8 + (0.4 * Random.Shared.NextDouble()));
+
+    private static string Describe(Exception e) => e switch
+    {
+        HttpOperationException h => $"the API answered {(int)h.Response.StatusCode} {h.Response.StatusCode}: {h.Response.Content}",
+        KubernetesException k => $"the watch ended with {k.Status?.Code} {k.Status?.Reason}: {k.Status?.Message}",
+        _ => e.Message,
+    };
+
+    /// <summary>A list of one kind: what it holds replaces what the source held of that kind.</summary>
+    private void Listed(PolicyKind kind, IReadOnlyList<JsonObject> items)
+    {
+        lock (_gate)
+        {
+            foreach (var key in _entries.Keys.Where(k => k.Kind == kind.Name).ToList())
+            {
+                _entries.Remove(key);
+            }
+            foreach (var item in items)
+            {
+                var entry = Read(kind, item);
+                _entries[entry.Key] = entry;
+            }
+            _listed.Add(kind);
+            Publish("list");
+        }
+    }
+
+    private void Upsert(PolicyKind kind, JsonObject item, string what)
+    {
+        lock (_gate)
+        {
+            var entry = Read(kind, item);
+            var before = _entries.GetValueOrDefault(entry.Key);
+            _entries[entry.Key] = entry;
+            if ((before is null || before.Wire != entry.Wire || before.Generation != entry.Generation) && _eventLogLimit.TryAcquire("event", out var suppressed, out _))
+            {
+                ControlPlaneLog.PolicyResourceEvent(_logger, what, entry.KeyText, entry.Generation, entry.Errors.Count == 0 ? "valid" : $"invalid ({entry.Errors.Count} error(s))", suppressed);
+            }
+            Publish("watch");
+        }
+    }
+
+    private void Remove(PolicyKind kind, JsonObject item)
+    {
+        var key = new ResourceKey(kind.Name, item["metadata"]?["namespace"]?.GetValue<string>() ?? "", item["metadata"]?["name"]?.GetValue<string>() ?? "");
+        lock (_gate)
+        {
+            if (_entries.Remove(key, out var removed))
+            {
+                _written.Remove(key);
+                if (_eventLogLimit.TryAcquire("event", out var suppressed, out _))
+                {
+                    ControlPlaneLog.PolicyResourceEvent(_logger, "deleted", removed.KeyText, removed.Generation, "removed", suppressed);
+                }
+                Publish("watch");
+            }
+        }
+    }
+
+    /// <summary>Publishes the valid resources when they differ from what is in force; wakes the status writer. Under the lock.</summary>
+    private void Publish(string action)
+    {
+        WakeStatusWriter();
+        if (_listed.Count < _kinds.All.Count)
+        {
+            return; // not every kind listed yet: a part of the cluster's policy is never pushed
+        }
+        _allListed.TrySetResult();
+        var next = _entries.Values.Where(e => e.Resource is not null).ToImmutableDictionary(e => e.Key, e => e.Resource!);
+        var setErrors = PolicyValidator.Validate(next.Values.Select(r => r.Document), _kinds);
+        if (setErrors.Length > 0)
+        {
+            ControlPlaneLog.PolicySetRefused(_logger, string.Join("; ", setErrors));
+            return;
+        }
+        var current = Resources;
+        var changed = next.Keys.Union(current.Keys)
+            .Where(k => !next.TryGetValue(k, out var n) || !current.TryGetValue(k, out var o) || n.Yaml != o.Yaml)
+            .Select(k => $"{k.Kind}/{k.Namespace}/{k.Name}")
+            .Order(StringComparer.Ordinal)
+            .ToList();
+        if (changed.Count == 0)
+        {
+            return;
+        }
+        Volatile.Write(ref _resources, next);
+        Changed?.Invoke(new PolicyChange(next, action, "kubernetes", changed));
+    }
+
+    /// <summary>One custom resource read: its key, generation, what its status shows, and the resource or its errors.</summary>
+    private Entry Read(PolicyKind kind, JsonObject item)
+    {
+        var metadata = item["metadata"] as JsonObject;
+        var name = Text(metadata?["name"]) ?? "";
+        var ns = Text(metadata?["namespace"]) ?? "";
+        var key = new ResourceKey(kind.Name, ns, name);
+        var generation = metadata?["generation"] is JsonValue g && g.TryGetValue<long>(out var n) ? n : 0;
+        var resourceVersion = Text(metadata?["resourceVersion"]) ?? "";
+        var shown = ShownCondition(item);
+
+        // What the policy reader reads: the document as an operator wrote it, without what the API server adds.
+        var document = new JsonObject
+        {
+            ["apiVersion"] = item["apiVersion"]?.DeepClone(),
+            ["kind"] = item["kind"]?.DeepClone(),
+        };
+        var kept = new JsonObject { ["name"] = name, ["namespace"] = ns };
+        if (metadata?["labels"] is JsonObject labels)
+        {
+            kept["labels"] = labels.DeepClone();
+        }
+        if (metadata?["annotations"] is JsonObject annotations)
+        {
+            var copy = (JsonObject)annotations.DeepClone();
+            copy.Remove(LastApplied);
+            if (copy.Count > 0)
+            {
+                kept["annotations"] = copy;
+            }
+        }
+        document["metadata"] = kept;
+        if (item.ContainsKey("spec"))
+        {
+            document["spec"] = item["spec"]?.DeepClone();
+        }
+
+        var errors = new List<PolicyError>();
+        var resource = ResourceReader.Read(_kinds, document, new ErrorSink(errors, ""));
+        var keyText = $"{key.Kind}/{key.Namespace}/{key.Name}";
+        if (resource is not null)
+        {
+            errors.AddRange(PolicyValidator.Validate([new PolicyDocument("", 0, resource)], _kinds));
+        }
+        if (resource is null || errors.Count > 0)
+        {
+            return new Entry(key, keyText, PluralOf(kind), generation, resourceVersion, shown, null, [.. errors.Select(e => e with { Location = e.Location.Trim() })], document.ToJsonString());
+        }
+        // Sidecars get the canonical JSON of the validated model. It is also the text `ztmctl get -o yaml` shows (JSON is
+        // YAML), ended by a newline as a YAML document is, so that documents joined with "---" stay apart.
+        var wire = Encoding.UTF8.GetString(kind.ToWire(resource));
+        var stored = new StoredResource(new PolicyDocument(keyText, 0, resource) { Text = wire + "\n" }, wire + "\n");
+        return new Entry(key, keyText, PluralOf(kind), generation, resourceVersion, shown, stored, [], wire);
+    }
+
+    private static Condition? ShownCondition(JsonObject item)
+    {
+        if (item["status"]?["conditions"] is not JsonArray conditions)
+        {
+            return null;
+        }
+        var accepted = conditions.OfType<JsonObject>().FirstOrDefault(c => Text(c["type"]) == ConditionType);
+        return accepted is null ? null : new Condition(
+            Text(accepted["status"]) ?? "",
+            Text(accepted["reason"]) ?? "",
+            Text(accepted["message"]) ?? "",
+            accepted["observedGeneration"] is JsonValue g && g.TryGetValue<long>(out var n) ? n : -1,
+            Text(accepted["lastTransitionTime"]));
+    }
+
+    private static string? Text(JsonNode? node) => node is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
+
+    /// <summary>The condition a resource should show.</summary>
+    private static Condition Desired(Entry entry)
+    {
+        if (entry.Errors.Count == 0)
+        {
+            return new Condition("True", "Valid", "the resource is valid and is pushed to the sidecars it selects", entry.Generation, null);
+        }
+        var message = new StringBuilder($"{entry.Errors.Count} error(s); not pushed to any sidecar: ");
+        for (var i = 0; i < entry.Errors.Count; i++)
+        {
+            var error = entry.Errors[i];
+            var line = (i > 0 ? "; " : "") + (error.Location.Length > 0 ? $"{error.Location}: {error.Message}" : error.Message);
+            if (message.Length + line.Length > MaxMessage - 40)
+            {
+                message.Append(CultureInfo.InvariantCulture, $"; … and {entry.Errors.Count - i} more");
+                break;
+            }
+            message.Append(line);
+        }
+        return new Condition("False", "Invalid", message.ToString(), entry.Generation, null);
+    }
+
+    private void WakeStatusWriter()
+    {
+        try
+        {
+            _statusWake.Release();
+        }
+        catch (SemaphoreFullException)
+        {
+            // already awake
+        }
+    }
+
+    /// <summary>The leader's work: the condition <c>Accepted</c> on every resource whose status does not show it yet.</summary>
+    private async Task WriteStatusesAsync(CancellationToken leading)
+    {
+        var backoff = MinBackoff;
+        while (!leading.IsCancellationRequested)
+        {
+            List<(Entry Entry, Condition Condition)> pending;
+            lock (_gate)
+            {
+                pending = [.. _entries.Values
+                    .Select(e => (Entry: e, Condition: Desired(e)))
+                    .Where(x => !x.Condition.SameAs(x.Entry.Shown)
+                        && !(_written.TryGetValue(x.Entry.Key, out var w) && w.ResourceVersion == x.Entry.ResourceVersion && w.Condition.SameAs(x.Condition)))];
+            }
+            var failed = false;
+            foreach (var (entry, condition) in pending)
+            {
+                try
+                {
+                    await WriteStatusAsync(entry, condition, leading);
+                    lock (_gate)
+                    {
+                        _written[entry.Key] = (entry.ResourceVersion, condition);
+                    }
+                    ControlPlaneLog.PolicyStatusWritten(_logger, entry.KeyText, condition.Status, condition.Reason, entry.Generation);
+                }
+                catch (OperationCanceledException) when (leading.IsCancellationRequested)
+                {
+                    return;
+                }
+                catch (HttpOperationException e) when (e.Response.StatusCode is HttpStatusCode.NotFound or HttpStatusCode.Conflict)
+                {
+                    // Deleted, or changed since it was read: the watch brings the news, and the next round decides.
+                }
+#pragma warning disable CA1031 // the status writer retries whatever the API answers
+                catch (Exception e)
+#pragma warning restore CA1031
+                {
+                    failed = true;
+                    if (_logLimit.TryAcquire("status", out var suppressed, out _))
+                    {
+                        ControlPlaneLog.PolicyStatusFailed(_logger, entry.KeyText, backoff.TotalSeconds, Describe(e), suppressed);
+                    }
+                }
+            }
+            try
+            {
+                if (failed)
+                {
+                    await Task.Delay(Jitter(backoff), _time, leading);
+                    backoff = Next(backoff);
+                }
+                else
+                {
+                    backoff = MinBackoff;
+                    await _statusWake.WaitAsync(leading);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    private async Task WriteStatusAsync(Entry entry, Condition condition, CancellationToken cancellation)
+    {
+        // The transition time moves only when the status does (as metav1.Condition means it).
+        var since = entry.Shown is { } shown && shown.Status == condition.Status && shown.LastTransitionTime is { } kept
+            ? kept
+            : _time.GetUtcNow().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", CultureInfo.InvariantCulture);
+        var patch = new JsonObject
+        {
+            ["status"] = new JsonObject
+            {
+                ["observedGeneration"] = entry.Generation,
+                ["conditions"] = new JsonArray(new JsonObject
+                {
+                    ["type"] = ConditionType,
+                    ["status"] = condition.Status,
+                    ["reason"] = condition.Reason,
+                    ["message"] = condition.Message,
+                    ["observedGeneration"] = entry.Generation,
+                    ["lastTransitionTime"] = since,
+                }),
+            },
+        };
+        await _client.CustomObjects.PatchNamespacedCustomObjectStatusAsync(
+            new V1Patch(patch.ToJsonString(), V1Patch.PatchType.MergePatch), Group, Version, entry.Key.Namespace, entry.Plural, entry.Key.Name,
+            cancellationToken: cancellation);
+    }
+
+    /// <summary>Idempotent: the container disposes the one instance once per registration (source and hosted service).</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
+        _stopping.Cancel();
+        _stopping.Dispose();
+        _statusWake.Dispose();
+    }
+
+    private sealed record Entry(
+        ResourceKey Key, string KeyText, string Plural, long Generation, string ResourceVersion, Condition? Shown,
+        StoredResource? Resource, IReadOnlyList<PolicyError> Errors, string Wire);
+
+    private sealed record Condition(string Status, string Reason, string Message, long ObservedGeneration, string? LastTransitionTime)
+    {
+        public bool SameAs(Condition? other) =>
+            other is not null && other.Status == Status && other.Reason == Reason && other.Message == Message && other.ObservedGeneration == ObservedGeneration;
+    }
+}

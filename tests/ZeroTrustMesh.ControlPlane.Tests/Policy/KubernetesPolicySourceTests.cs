@@ -1,0 +1,354 @@
+using k8s;
+using System.Text.Json.Nodes;
+using Microsoft.Extensions.DependencyInjection;
+using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.ControlPlane.Coordination;
+using ZeroTrustMesh.ControlPlane.Policy;
+using ZeroTrustMesh.KubernetesDouble;
+using ZeroTrustMesh.Policy.Kinds;
+using ZeroTrustMesh.Policy.Model;
+
+namespace ZeroTrustMesh.ControlPlane.Tests.Policy;
+
+/// <summary>The chart's four policy CRDs (<c>security.ztm.dev/v1</c>, with the status subresource), for the API double.</summary>
+internal static class PolicyCustomResources
+{
+    public static void Register(KubernetesApiDouble api)
+    {
+        foreach (var kind in PolicyKinds.Builtin.All)
+        {
+            api.Register(new ApiResource(KubernetesPolicySource.Group, KubernetesPolicySource.Version, KubernetesPolicySource.PluralOf(kind), kind.Name, true) { StatusSubresource = true });
+        }
+    }
+}
+
+/// <summary>
+/// Policy as custom resources, against the Kubernetes API double through KubernetesClient and the control plane's parts
+/// (ConfigStore versions what the source publishes): list, watch, 410 Gone, dropped streams, bookmarks, and the
+/// <c>Accepted</c> status the leader writes.
+/// </summary>
+public sealed class KubernetesPolicySourceTests : IAsyncLifetime
+{
+    private const string ApiVersion = "security.ztm.dev/v1";
+    private const string AuthorizationPolicies = "authorizationpolicies";
+    private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
+
+    private readonly string _dataDir = Directory.CreateTempSubdirectory("ztm-k8s-policy-").FullName;
+    private readonly CollectingLogs _logs = new();
+    private readonly GatedLeadership _leadership = new();
+    private KubernetesApiDouble _api = null!;
+
+    public async Task InitializeAsync()
+    {
+        _api = await KubernetesApiDouble.StartAsync();
+        PolicyCustomResources.Register(_api);
+    }
+
+    public async Task DisposeAsync()
+    {
+        await _api.DisposeAsync();
+        Directory.Delete(_dataDir, recursive: true);
+    }
+
+    [Fact]
+    public async Task The_first_list_of_every_namespace_is_published_and_each_resource_is_accepted()
+    {
+        _leadership.Lead();
+        Seed(Allow("shop", "orders-from-frontend", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        Seed(Allow("billing", "invoices-from-orders", "invoices", "spiffe://cluster.local/ns/shop/sa/orders"));
+        Seed(new JsonObject
+        {
+            ["apiVersion"] = ApiVersion,
+            ["kind"] = "PeerAuthentication",
+            ["metadata"] = new JsonObject { ["name"] = "strict", ["namespace"] = "shop" },
+            ["spec"] = new JsonObject { ["mode"] = "STRICT" },
+        });
+
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+
+        var state = await WaitForConfigAsync(store, s => s.Resources.Count == 3);
+        Assert.Equal(
+            ["AuthorizationPolicy/billing/invoices-from-orders", "AuthorizationPolicy/shop/orders-from-frontend", "PeerAuthentication/shop/strict"],
+            state.Resources.Values.Select(r => r.KeyText).Order(StringComparer.Ordinal));
+        // What sidecars receive is the validated model's canonical JSON: nothing of the API server's metadata.
+        var sent = state.Resources[new ResourceKey("AuthorizationPolicy", "shop", "orders-from-frontend")].Yaml;
+        Assert.DoesNotContain("resourceVersion", sent, StringComparison.Ordinal);
+        Assert.DoesNotContain("uid", sent, StringComparison.Ordinal);
+
+        await _api.WaitForAsync(_ => Accepted(AuthorizationPolicies, "shop", "orders-from-frontend")?["status"]?.GetValue<string>() == "True"
+            && Accepted(AuthorizationPolicies, "billing", "invoices-from-orders") is not null
+            && Accepted("peerauthentications", "shop", "strict") is not null, Timeout);
+        var condition = Accepted(AuthorizationPolicies, "shop", "orders-from-frontend")!;
+        Assert.Equal("Valid", condition["reason"]!.GetValue<string>());
+        Assert.Equal(1, condition["observedGeneration"]!.GetValue<long>());
+        Assert.NotNull(condition["lastTransitionTime"]);
+    }
+
+    [Fact]
+    public async Task A_restart_with_the_same_resources_keeps_the_config_version()
+    {
+        _leadership.Lead();
+        Seed(Allow("shop", "orders-from-frontend", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        string version;
+        await using (var first = await StartAsync())
+        {
+            version = (await WaitForConfigAsync(first.Get<ConfigStore>(), s => s.Resources.Count == 1)).Version;
+        }
+
+        await using var restarted = await StartAsync();
+
+        var state = restarted.Get<ConfigStore>().Current;
+        Assert.Equal((version, 1), (state.Version, state.Resources.Count));
+    }
+
+    [Fact]
+    public async Task Added_modified_and_deleted_resources_each_make_a_new_config_version()
+    {
+        _leadership.Lead();
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+        var empty = store.Current.Version;
+        var key = new ResourceKey("AuthorizationPolicy", "shop", "orders-from-frontend");
+
+        Seed(Allow("shop", "orders-from-frontend", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        var added = await WaitForConfigAsync(store, s => s.Resources.ContainsKey(key));
+        Assert.NotEqual(empty, added.Version);
+
+        await PatchAsync(AuthorizationPolicies, "shop", "orders-from-frontend",
+            """{"spec":{"rules":[{"from":[{"source":{"principals":["spiffe://cluster.local/ns/shop/sa/checkout"]}}]}]}}""");
+        var modified = await WaitForConfigAsync(store, s => s.Resources.TryGetValue(key, out var r) && r.Yaml.Contains("sa/checkout", StringComparison.Ordinal));
+        Assert.NotEqual(added.Version, modified.Version);
+        await _api.WaitForAsync(_ => Accepted(AuthorizationPolicies, "shop", "orders-from-frontend")?["observedGeneration"]?.GetValue<long>() == 2, Timeout);
+
+        using (var client = _api.CreateClient())
+        {
+            await client.CustomObjects.DeleteNamespacedCustomObjectAsync(KubernetesPolicySource.Group, KubernetesPolicySource.Version, "shop", AuthorizationPolicies, "orders-from-frontend");
+        }
+        var deleted = await WaitForConfigAsync(store, s => !s.Resources.ContainsKey(key));
+        Assert.NotEqual(modified.Version, deleted.Version);
+        Assert.Contains(_logs.Lines, l => l.StartsWith("policy deleted AuthorizationPolicy/shop/orders-from-frontend", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task An_invalid_resource_is_refused_with_every_error_and_path_while_the_valid_ones_are_published()
+    {
+        _leadership.Lead();
+        Seed(Allow("shop", "good", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        var bad = Allow("shop", "bad", "orders", "frontend");
+        bad["spec"]!["action"] = "MAYBE";
+        Seed(bad);
+
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+
+        await _api.WaitForAsync(_ => Accepted(AuthorizationPolicies, "shop", "bad") is not null && Accepted(AuthorizationPolicies, "shop", "good") is not null, Timeout);
+        Assert.Equal(["AuthorizationPolicy/shop/good"], store.Current.Resources.Values.Select(r => r.KeyText));
+        var refused = Accepted(AuthorizationPolicies, "shop", "bad")!;
+        Assert.Equal("False", refused["status"]!.GetValue<string>());
+        Assert.Equal("Invalid", refused["reason"]!.GetValue<string>());
+        var message = refused["message"]!.GetValue<string>();
+        Assert.StartsWith("2 error(s); not pushed to any sidecar: ", message, StringComparison.Ordinal);
+        Assert.Contains("spec.action: ", message, StringComparison.Ordinal);
+        Assert.Contains("spec.rules[0].from[0].source.principals[0]: ", message, StringComparison.Ordinal);
+        Assert.Equal("True", Accepted(AuthorizationPolicies, "shop", "good")!["status"]!.GetValue<string>());
+
+        // Fixed: published, and accepted at its new generation.
+        await PatchAsync(AuthorizationPolicies, "shop", "bad",
+            """{"spec":{"action":"ALLOW","rules":[{"from":[{"source":{"principals":["spiffe://cluster.local/ns/shop/sa/frontend"]}}]}]}}""");
+        await WaitForConfigAsync(store, s => s.Resources.Count == 2);
+        await _api.WaitForAsync(_ => Accepted(AuthorizationPolicies, "shop", "bad") is { } c && c["status"]!.GetValue<string>() == "True" && c["observedGeneration"]!.GetValue<long>() == 2, Timeout);
+    }
+
+    [Fact]
+    public async Task After_410_Gone_the_kind_is_listed_again_without_losing_or_duplicating_a_change()
+    {
+        _leadership.Lead();
+        Seed(Allow("shop", "kept", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        Seed(Allow("shop", "deleted-meanwhile", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+        await WaitForConfigAsync(store, s => s.Resources.Count == 2);
+        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+
+        // The watch cannot come back while the cluster changes, and then the history it would resume from is gone.
+        _api.Fail(r => r.Query["watch"] == "true", 10_000, 503, "ServiceUnavailable");
+        _api.DropWatches();
+        await _api.WaitForAsync(api => api.Requests.Any(r => r.Status == 503 && r.Path.EndsWith(AuthorizationPolicies, StringComparison.Ordinal)), Timeout);
+        Seed(Allow("shop", "added-meanwhile", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        using (var client = _api.CreateClient())
+        {
+            await client.CustomObjects.DeleteNamespacedCustomObjectAsync(KubernetesPolicySource.Group, KubernetesPolicySource.Version, "shop", AuthorizationPolicies, "deleted-meanwhile");
+        }
+        _api.ExpireHistory();
+        _api.Heal();
+
+        var state = await WaitForConfigAsync(store, s => s.Resources.ContainsKey(new ResourceKey("AuthorizationPolicy", "shop", "added-meanwhile")));
+        Assert.Equal(["AuthorizationPolicy/shop/added-meanwhile", "AuthorizationPolicy/shop/kept"], state.Resources.Values.Select(r => r.KeyText).Order(StringComparer.Ordinal));
+        await _logs.WaitForAsync(l => l.StartsWith("policy watch of AuthorizationPolicy expired at resourceVersion", StringComparison.Ordinal), 1, Timeout);
+        Assert.Equal(2, _api.Requests.Count(r => r.Method == "GET" && r.Status == 200 && r.Path.EndsWith(AuthorizationPolicies, StringComparison.Ordinal)));
+        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+    }
+
+    [Fact]
+    public async Task A_dropped_watch_stream_is_resumed_from_its_resourceVersion_without_a_new_list()
+    {
+        _leadership.Lead();
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+
+        _api.DropWatches();
+        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+        Seed(Allow("shop", "after-the-drop", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+
+        await WaitForConfigAsync(store, s => s.Resources.Count == 1);
+        Assert.Equal(4, _api.Requests.Count(r => r.Method == "GET" && r.Status == 200)); // one list per kind, at start only
+        Assert.Equal(8, _api.Requests.Count(r => r.Method == "WATCH" && r.Status == 200));
+    }
+
+    [Fact]
+    public async Task A_bookmark_moves_the_resourceVersion_a_watch_resumes_from()
+    {
+        _leadership.Lead();
+        await using var parts = await StartAsync();
+        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+        // Changes of another kind move the cluster's resourceVersion on; the AuthorizationPolicy watch sees none of them.
+        for (var i = 0; i < 3; i++)
+        {
+            Seed(new JsonObject
+            {
+                ["apiVersion"] = ApiVersion,
+                ["kind"] = "PeerAuthentication",
+                ["metadata"] = new JsonObject { ["name"] = $"p{i}", ["namespace"] = "shop" },
+                ["spec"] = new JsonObject { ["mode"] = "STRICT" },
+            });
+        }
+        var current = _api.ResourceVersion;
+
+        _api.SendBookmarks();
+        _api.DropWatches();
+
+        await _api.WaitForAsync(api => api.Requests.Any(r => r.Method == "WATCH" && r.Path.EndsWith(AuthorizationPolicies, StringComparison.Ordinal)
+            && r.Query.Contains($"resourceVersion={current}", StringComparison.Ordinal)), Timeout);
+        Assert.Contains("allowWatchBookmarks=true", _api.Requests.First(r => r.Method == "WATCH").Query, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Status_is_written_only_by_the_leader_and_only_when_it_changes()
+    {
+        Seed(Allow("shop", "good", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        var bad = Allow("shop", "bad", "orders", "frontend");
+        Seed(bad);
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+        await WaitForConfigAsync(store, s => s.Resources.Count == 1);
+
+        // Not leading: policy is served, but no status is written.
+        Seed(Allow("shop", "later", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        await WaitForConfigAsync(store, s => s.Resources.Count == 2);
+        Assert.DoesNotContain(_api.Requests, IsStatusWrite);
+
+        _leadership.Lead();
+        await _api.WaitForAsync(api => api.Requests.Count(IsStatusWrite) == 3, Timeout);
+
+        // A label (no new generation, the same verdict) changes what sidecars get, but not the status.
+        await PatchAsync(AuthorizationPolicies, "shop", "good", """{"metadata":{"labels":{"team":"shop"}}}""");
+        await WaitForConfigAsync(store, s => s.Resources.Values.Any(r => r.Yaml.Contains("\"team\"", StringComparison.Ordinal)));
+        // A new generation of one resource is one more write; the writes' own MODIFIED events cause none.
+        await PatchAsync(AuthorizationPolicies, "shop", "later", """{"spec":{"action":"DENY"}}""");
+        await _api.WaitForAsync(_ => Accepted(AuthorizationPolicies, "shop", "later")?["observedGeneration"]?.GetValue<long>() == 2, Timeout);
+        await PatchAsync(AuthorizationPolicies, "shop", "bad", """{"metadata":{"labels":{"team":"shop"}}}""");
+        await _logs.WaitForAsync(l => l.StartsWith("policy modified AuthorizationPolicy/shop/bad", StringComparison.Ordinal), 1, Timeout);
+
+        Assert.Equal(4, _api.Requests.Count(IsStatusWrite));
+        Assert.All(_api.Requests.Where(IsStatusWrite), r => Assert.Equal("application/merge-patch+json", r.ContentType?.Split(';')[0]));
+    }
+
+    private static bool IsStatusWrite(RecordedRequest request) =>
+        request.Method is "PATCH" or "PUT" && request.Path.EndsWith("/status", StringComparison.Ordinal);
+
+    private async Task<ControlPlaneParts> StartAsync() =>
+        await ControlPlaneParts.StartAsync(_dataDir, TimeProvider.System, services =>
+        {
+            services.AddSingleton<IReplicaLeadership>(_leadership);
+            services.AddKubernetesPolicy(_ => _api.CreateClient());
+        }, _logs);
+
+    private void Seed(JsonObject resource) => _api.Seed(resource);
+
+    private async Task PatchAsync(string plural, string ns, string name, string mergePatch)
+    {
+        using var client = _api.CreateClient();
+        await client.CustomObjects.PatchNamespacedCustomObjectAsync(
+            new k8s.Models.V1Patch(mergePatch, k8s.Models.V1Patch.PatchType.MergePatch), KubernetesPolicySource.Group, KubernetesPolicySource.Version, ns, plural, name);
+    }
+
+    private JsonObject? Accepted(string plural, string ns, string name) =>
+        (_api.Get(ApiVersion, plural, ns, name)?["status"]?["conditions"] as JsonArray)?
+            .OfType<JsonObject>().FirstOrDefault(c => c["type"]?.GetValue<string>() == "Accepted");
+
+    private static JsonObject Allow(string ns, string name, string service, string principal) => new()
+    {
+        ["apiVersion"] = ApiVersion,
+        ["kind"] = "AuthorizationPolicy",
+        ["metadata"] = new JsonObject
+        {
+            ["name"] = name,
+            ["namespace"] = ns,
+            ["annotations"] = new JsonObject { ["kubectl.kubernetes.io/last-applied-configuration"] = "{\"a\":\"copy\"}" },
+        },
+        ["spec"] = new JsonObject
+        {
+            ["selector"] = new JsonObject { ["service"] = service },
+            ["action"] = "ALLOW",
+            ["rules"] = new JsonArray(new JsonObject
+            {
+                ["from"] = new JsonArray(new JsonObject { ["source"] = new JsonObject { ["principals"] = new JsonArray(principal) } }),
+            }),
+        },
+    };
+
+    private static async Task<ConfigState> WaitForConfigAsync(ConfigStore store, Func<ConfigState, bool> condition)
+    {
+        var reached = new TaskCompletionSource<ConfigState>(TaskCreationOptions.RunContinuationsAsynchronously);
+        void OnChanged(ConfigState state)
+        {
+            if (condition(state))
+            {
+                reached.TrySetResult(state);
+            }
+        }
+        store.Changed += OnChanged;
+        try
+        {
+            var current = store.Current;
+            return condition(current) ? current : await reached.Task.WaitAsync(Timeout);
+        }
+        finally
+        {
+            store.Changed -= OnChanged;
+        }
+    }
+
+    /// <summary>Leadership a test hands out: nothing leader-only runs until <see cref="Lead"/>.</summary>
+    private sealed class GatedLeadership : IReplicaLeadership
+    {
+        private readonly TaskCompletionSource _leading = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        public void Lead() => _leading.TrySetResult();
+
+        public async Task RunWhileLeadingAsync(Func<CancellationToken, Task> work, CancellationToken stopping)
+        {
+            try
+            {
+                await _leading.Task.WaitAsync(stopping);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+            await work(stopping);
+        }
+    }
+}
