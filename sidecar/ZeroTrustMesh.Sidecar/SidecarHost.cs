@@ -125,14 +125,15 @@ internal static class SidecarHost
         await using var app = builder.Build();
         var inbound = app.Services.GetRequiredService<InboundProxy>();
         var outbound = app.Services.GetRequiredService<OutboundProxy>();
-        var health = app.Services.GetRequiredService<Health.HealthPort>();
+        // Only with a health port: its probe client is not built for sidecars that have none.
+        var health = options.HealthPort is null ? null : app.Services.GetRequiredService<Health.HealthPort>();
         app.Use((context, next) =>
         {
             var role = context.Features.Get<ListenerRole>();
             return role == ListenerRole.Inbound ? inbound.HandleAsync(context)
                 : role == ListenerRole.Outbound ? outbound.HandleAsync(context)
                 : role == ListenerRole.Admin ? next(context)
-                : role == ListenerRole.Health ? health.HandleAsync(context)
+                : role == ListenerRole.Health ? health!.HandleAsync(context)
                 : throw new InvalidOperationException("a request from no known listener");
         });
         // Routing after the dispatch, so only admin requests are matched against routes: without this call the web

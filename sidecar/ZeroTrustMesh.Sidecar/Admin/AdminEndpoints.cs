@@ -13,11 +13,7 @@ internal static class AdminEndpoints
     {
         app.MapGet("/healthz/ready", (Health.Readiness readiness) => readiness.Answer());
 
-        app.MapGet("/metrics", async (HttpContext context, Telemetry.SidecarMetrics metrics) =>
-        {
-            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-            await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
-        });
+        app.MapGet("/metrics", (HttpContext context, Telemetry.SidecarMetrics metrics) => metrics.WriteAsync(context));
 
         app.MapGet("/config_dump", (IdentityState state, Inbound.InboundSnapshotState inbound, Health.Readiness readiness, TimeProvider time) =>
         {

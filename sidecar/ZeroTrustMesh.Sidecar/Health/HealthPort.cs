@@ -21,8 +21,7 @@ internal sealed class HealthPort(Readiness readiness, AppProbes probes, AppProbe
         }
         else if (path == "/metrics")
         {
-            context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-            await metrics.Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
+            await metrics.WriteAsync(context);
         }
         else if (probes.ByPath.TryGetValue(path, out var probe))
         {

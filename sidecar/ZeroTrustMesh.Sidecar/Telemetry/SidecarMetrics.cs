@@ -58,6 +58,13 @@ internal sealed class SidecarMetrics
 
     public CollectorRegistry Registry { get; }
 
+    /// <summary>Answers a Prometheus scrape (admin port and health port alike).</summary>
+    public Task WriteAsync(HttpContext context)
+    {
+        context.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+        return Registry.CollectAndExportAsTextAsync(context.Response.Body, context.RequestAborted);
+    }
+
     /// <summary>Status codes as label values, formatted once rather than per request.</summary>
     private static readonly string[] StatusCodes = [.. Enumerable.Range(0, 600).Select(c => c.ToString(System.Globalization.CultureInfo.InvariantCulture))];
 
