@@ -33,6 +33,9 @@ internal static class DemoHost
             kestrel.AddServerHeader = false;
             // Large-body tests stream gigabytes through the mesh; the app counts, never buffers.
             kestrel.Limits.MaxRequestBodySize = null;
+            // An L4 TLS terminator in front (the benchmarks' floor relay) passes the client's HTTP/2 `:scheme https` through
+            // to this cleartext port; Kestrel refuses that mismatch unless told it is expected.
+            kestrel.AllowAlternateSchemes = true;
             // HTTP/1.1 and h2c prior knowledge on one cleartext port: see ProtocolDetection for why and how.
             kestrel.Listen(ProtocolDetection.Http1, listen => listen.Protocols = HttpProtocols.Http1);
             kestrel.Listen(ProtocolDetection.Http2, listen => listen.Protocols = HttpProtocols.Http2);

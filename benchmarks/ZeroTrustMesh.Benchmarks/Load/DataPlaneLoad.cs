@@ -46,11 +46,12 @@ internal static class DataPlaneLoad
         var sidecars = new Option<string>("--propagation-sidecars") { Description = "policy-propagation --sidecars (full run)", DefaultValueFactory = _ => "1000,5000" };
         var identities = new Option<int>("--propagation-identities") { Description = "policy-propagation --identities (full run)", DefaultValueFactory = _ => 50 };
         var bareProxy = new Option<string?>("--bare-proxy") { Description = "ztm-bare-proxy published with NativeAOT (benchmarks/ZeroTrustMesh.BareProxy): run idle beside the sidecars as the bare stack's memory floor, and as a pair (bare-stack-pair) doing the sidecar pair's job as the stack's capacity floor; without it both are skipped (a .dll: the pair runs, the memory row is skipped)" };
+        var floorRelay = new Option<string?>("--floor-relay") { Description = "ztm-floor-relay published with NativeAOT (benchmarks/ZeroTrustMesh.FloorRelay): run as a pair (floor-relay-pair), the runtime's floor for the sidecar pair (issue 20); without it the pair is skipped" };
         var sidecarEnv = new Option<string[]>("--sidecar-env") { Description = "KEY=VALUE set in both sidecars' environment, to compare variants (e.g. DOTNET_GCgen0size=0x400000); repeatable" };
         var command = new RootCommand("dataplane-load: direct vs the ZeroTrustMesh sidecar pair vs HAProxy and nginx mTLS pairs, side by side, plus the control plane")
         {
             quick, repetitions, capacity, connections, rateDuration, rate, h2Duration, h2Clients, h2Streams, newConnDuration, newConnWorkers,
-            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, bareProxy,
+            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, bareProxy, floorRelay,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -69,13 +70,14 @@ internal static class DataPlaneLoad
                 Path.GetFullPath(result.GetValue(results) ?? Path.Combine(LoadHost.RepoRoot, "results")), result.GetValue(noHaproxy), result.GetValue(noNginx),
                 result.GetValue(noControlPlane), result.GetValue(sidecars)!, result.GetValue(identities),
                 (result.GetValue(sidecarEnv) ?? []).Select(e => e.Split('=', 2)).Where(kv => kv.Length == 2).ToDictionary(kv => kv[0], kv => kv[1]),
-                result.GetValue(bareProxy) is { } bare ? Path.GetFullPath(bare) : null);
+                result.GetValue(bareProxy) is { } bare ? Path.GetFullPath(bare) : null,
+                result.GetValue(floorRelay) is { } floor ? Path.GetFullPath(floor) : null);
             if (settings.Repetitions < 1 || settings.Connections < 1 || settings.Rate < 1 || settings.H2Clients < 1 || settings.H2Streams < 1 || settings.NewConnectionWorkers < 1)
             {
                 Console.Error.WriteLine("dataplane-load: --repetitions, --connections, --rate, --h2-clients, --h2-streams and --newconn-workers must be at least 1");
                 return CommandLineOptions.UsageError;
             }
-            foreach (var file in new[] { settings.ControlPlane, settings.Sidecar, settings.DemoApp, settings.BareProxy }.OfType<string>())
+            foreach (var file in new[] { settings.ControlPlane, settings.Sidecar, settings.DemoApp, settings.BareProxy, settings.FloorRelay }.OfType<string>())
             {
                 if (!File.Exists(file))
                 {
@@ -83,10 +85,10 @@ internal static class DataPlaneLoad
                     return 1;
                 }
             }
-            // The whole run is bounded: (warm-up + repetitions) × 4 targets × every phase, start-ups, the control plane, slack.
+            // The whole run is bounded: (warm-up + repetitions) × 6 targets × every phase, start-ups, the control plane, slack.
             var perTarget = settings.Capacity + settings.H2Duration * 2 + settings.NewConnectionDuration + settings.RateDuration + settings.Warmup + TimeSpan.FromSeconds(15);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-            timeout.CancelAfter(perTarget * 4 * (settings.Repetitions + 1) + TimeSpan.FromMinutes(settings.NoControlPlane ? 3 : q ? 6 : 15));
+            timeout.CancelAfter(perTarget * 6 * (settings.Repetitions + 1) + TimeSpan.FromMinutes(settings.NoControlPlane ? 3 : q ? 6 : 15));
             return await RunAsync(settings, timeout.Token);
         });
         return command;
@@ -106,13 +108,14 @@ internal static class DataPlaneLoad
             : settings.BareProxy.EndsWith(".dll", StringComparison.OrdinalIgnoreCase) ? "--bare-proxy is a .dll (JIT): only a NativeAOT build is the floor being measured" : null;
         // The bare-stack pair measures the stack's capacity, not a memory floor: a JIT build (the tests' --quick) is kept, and the report says which.
         var barePairSkipped = settings.BareProxy is null ? "no --bare-proxy given (benchmarks/run publishes ztm-bare-proxy with NativeAOT and passes it)" : null;
+        var floorPairSkipped = settings.FloorRelay is null ? "no --floor-relay given (benchmarks/run publishes ztm-floor-relay with NativeAOT and passes it)" : null;
         var h2loadSkipped = LoadHost.Which("h2load") is null ? "h2load is not installed (Debian nghttp2-client; benchmarks/run installs it when run as root)" : null;
         var wrk = LoadHost.Which("wrk");
         var capacityClient = wrk is not null ? $"wrk -t{settings.WrkThreads}" : "in-process HttpClient closed loop (wrk is not installed)";
         var dir = Path.Combine(settings.ResultsDir, date.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture));
         Directory.CreateDirectory(dir);
 
-        var measured = await DataPlaneRun.MeasureAsync(settings, haproxySkipped, nginxSkipped, h2loadSkipped, bareSkipped, barePairSkipped, wrk is not null, capacityClient, StartTimeout, cancellation);
+        var measured = await DataPlaneRun.MeasureAsync(settings, haproxySkipped, nginxSkipped, h2loadSkipped, bareSkipped, barePairSkipped, floorPairSkipped, wrk is not null, capacityClient, StartTimeout, cancellation);
 
         ControlPlaneFiguresJson? controlPlaneFigures = null;
         if (!settings.NoControlPlane)
@@ -121,6 +124,8 @@ internal static class DataPlaneLoad
                 settings.PropagationSidecars, settings.PropagationIdentities), cancellation);
         }
 
+        var measuredRuns = measured.Runs.Where(r => r.Repetition > 0).ToList();
+        var runtimeFloor = DataPlaneSummary.Floor(measuredRuns, DataPlaneReport.FloorPair);
         var machine = new MachineFactsJson(Environment.ProcessorCount, LoadHost.CpuModel(), LoadHost.Kernel(),
             RuntimeInformation.FrameworkDescription, LoadHost.FirstLine("dotnet", "--version"), GCSettings.IsServerGC ? "server" : $"workstation, {GCSettings.LatencyMode}",
             LoadHost.SidecarGc(), LoadHost.FirstLine("openssl", "version"), haproxySkipped is null ? LoadHost.FirstLine("haproxy", "-v") : "haproxy: not used",
@@ -144,15 +149,18 @@ internal static class DataPlaneLoad
                 BareProxy = settings.BareProxy,
                 BareProxySkipped = bareSkipped,
                 BarePairSkipped = barePairSkipped,
+                FloorRelay = settings.FloorRelay,
+                FloorPairSkipped = floorPairSkipped,
             },
-            measured.Targets, DataPlaneSummary.Checks(measured.Targets, measured.Phases, measured.Startup, controlPlaneFigures, settings.Rate),
+            measured.Targets, DataPlaneSummary.Checks(measured.Targets, measured.Phases, measured.Startup, runtimeFloor, controlPlaneFigures, settings.Rate),
             measured.Runs, DataPlaneSummary.Notes(settings, haproxySkipped, nginxSkipped, barePairSkipped))
         {
             Phases = measured.Phases,
             Startup = measured.Startup,
             IdleMemory = measured.IdleMemory,
             StartupRuns = measured.StartupRuns,
-            StackFloor = DataPlaneSummary.StackFloor(measured.Runs.Where(r => r.Repetition > 0).ToList()),
+            StackFloor = DataPlaneSummary.Floor(measuredRuns, DataPlaneReport.BarePair),
+            RuntimeFloor = runtimeFloor,
             ControlPlane = controlPlaneFigures,
             ControlPlaneSkipped = settings.NoControlPlane ? "--no-control-plane was given" : null,
         };

@@ -71,6 +71,10 @@ internal sealed record DataPlaneSettingsJson(bool Quick, int Repetitions, double
     public string? BareProxySkipped { get; init; }
 
     public string? BarePairSkipped { get; init; }
+
+    public string? FloorRelay { get; init; }
+
+    public string? FloorPairSkipped { get; init; }
 }
 
 /// <summary>
@@ -90,10 +94,11 @@ internal sealed record PhaseSummaryJson(string Phase, string Target, string? Ski
     Stat Errors, Stat P50VsHaproxy, IReadOnlyList<ProcessPhaseJson> Processes);
 
 /// <summary>
-/// The sidecar pair against the bare-stack pair in one phase: the per-repetition ratio of requests per second, and each
-/// pair's CPU (its processes' user+system seconds added up) per 1,000 requests, HAProxy's beside them.
+/// The sidecar pair against a floor pair (the bare stack, or the runtime's floor relay) in one phase: the per-repetition
+/// ratios of requests per second and of CPU per request, and each pair's CPU (its processes' user+system seconds added
+/// up) per 1,000 requests, HAProxy's beside them.
 /// </summary>
-internal sealed record StackFloorJson(string Phase, Stat SidecarVsBare, Stat SidecarPairCpu, Stat BarePairCpu, Stat HaproxyPairCpu);
+internal sealed record FloorComparisonJson(string Phase, Stat SidecarVsFloor, Stat SidecarPairCpu, Stat FloorPairCpu, Stat HaproxyPairCpu, Stat CpuVsFloor);
 
 /// <summary>One start of a fresh proxy instance: milliseconds from exec to <paramref name="Ready"/>.</summary>
 internal sealed record StartupRunJson(int Repetition, string Target, string Process, double ExecToReadyMs, string Ready);
@@ -109,6 +114,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
     public const string Nginx = "nginx-pair";
     public const string Bare = "bare-stack";
     public const string BarePair = "bare-stack-pair";
+    public const string FloorPair = "floor-relay-pair";
 
     public IReadOnlyList<PhaseSummaryJson> Phases { get; init; } = [];
 
@@ -118,7 +124,9 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
 
     public IReadOnlyList<IdleMemoryJson> IdleMemory { get; init; } = [];
 
-    public IReadOnlyList<StackFloorJson> StackFloor { get; init; } = [];
+    public IReadOnlyList<FloorComparisonJson> StackFloor { get; init; } = [];
+
+    public IReadOnlyList<FloorComparisonJson> RuntimeFloor { get; init; } = [];
 
     public ControlPlaneFiguresJson? ControlPlane { get; init; }
 
@@ -173,6 +181,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         }
         ReportSections.AppendProtocols(md, this);
         ReportSections.AppendStackFloor(md, this);
+        ReportSections.AppendRuntimeFloor(md, this);
         ReportSections.AppendStartup(md, this);
         md.AppendLine();
         md.AppendLine("## Proxy processes");

@@ -20,7 +20,7 @@ internal static class DataPlaneRun
     public const string NewConnection = "newconn";
     public const string Rate = "rate";
 
-    public static async Task<MeasuredDataPlane> MeasureAsync(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped, string? h2loadSkipped, string? bareSkipped, string? barePairSkipped, bool useWrk,
+    public static async Task<MeasuredDataPlane> MeasureAsync(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped, string? h2loadSkipped, string? bareSkipped, string? barePairSkipped, string? floorPairSkipped, bool useWrk,
         string capacityClient, TimeSpan startTimeout, CancellationToken cancellation)
     {
         var processes = new List<LoadProcess>();
@@ -113,6 +113,8 @@ internal static class DataPlaneRun
                     "client → nginx (HTTP in, TLS 1.3 + client SVID out, HTTP/1.1 keep-alive; gRPC over HTTP/2) → nginx (ssl_verify_client on, HTTP/1.1 out) → demo app"),
                 (DataPlaneReport.BarePair, barePairSkipped, () => BareStackPair.StartAsync(setup, settings.BareProxy!, cancellation),
                     "client → ztm-bare-proxy (Kestrel + YARP, HTTP in, TLS 1.3 + client SVID out, HTTP/2) → ztm-bare-proxy (client certificate chained to the CA, HTTP/1.1 out) → demo app: the stack without our code"),
+                (DataPlaneReport.FloorPair, floorPairSkipped, () => FloorRelayPair.StartAsync(setup, settings.FloorRelay!, cancellation),
+                    "client → ztm-floor-relay (plaintext in, TLS 1.3 + client SVID out, bytes) → ztm-floor-relay (client certificate chained to the CA, bytes out) → demo app: .NET's sockets and TLS, nothing parsed"),
             })
             {
                 if (skipped is not null)

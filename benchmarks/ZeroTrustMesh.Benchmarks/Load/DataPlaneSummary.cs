@@ -48,15 +48,20 @@ internal static class DataPlaneSummary
             Compare(runs, phase, target.Name, DataPlaneReport.Haproxy, (a, b) => a.P50Ms / b.P50Ms), processes);
     }
 
-    /// <summary>The sidecar pair against the bare-stack pair, phase by phase; empty when the bare pair did not run.</summary>
-    public static List<StackFloorJson> StackFloor(List<RunJson> runs)
+    /// <summary>The sidecar pair against <paramref name="floor"/> (a pair's target name), phase by phase; empty when that pair did not run.</summary>
+    public static List<FloorComparisonJson> Floor(List<RunJson> runs, string floor)
     {
-        Stat PairCpu(string phase, string target) => Stat.Of(runs.Where(r => r.Phase == phase && r.Target == target).Select(r => r.Processes.Sum(p => p.CpuSecondsPer1000Requests)));
+        static double PairCpu(RunJson run) => run.Processes.Sum(p => p.CpuSecondsPer1000Requests);
+        Stat Cpu(string phase, string target) => Stat.Of(runs.Where(r => r.Phase == phase && r.Target == target).Select(PairCpu));
+        Stat CpuRatio(string phase) => Stat.Of(runs.Select(r => r.Repetition).Distinct().Order().Select(rep =>
+            runs.FirstOrDefault(r => r.Repetition == rep && r.Phase == phase && r.Target == DataPlaneReport.Ztm) is { } mine
+            && runs.FirstOrDefault(r => r.Repetition == rep && r.Phase == phase && r.Target == floor) is { } theirs
+                ? PairCpu(mine) / PairCpu(theirs) : double.NaN));
         return [.. new[] { DataPlaneRun.Capacity, DataPlaneRun.Http2, DataPlaneRun.Grpc, DataPlaneRun.NewConnection, DataPlaneRun.Rate }
-            .Where(phase => runs.Any(r => r.Phase == phase && r.Target == DataPlaneReport.BarePair) && runs.Any(r => r.Phase == phase && r.Target == DataPlaneReport.Ztm))
-            .Select(phase => new StackFloorJson(phase,
-                Compare(runs, phase, DataPlaneReport.Ztm, DataPlaneReport.BarePair, (a, b) => a.PerSecond / b.PerSecond),
-                PairCpu(phase, DataPlaneReport.Ztm), PairCpu(phase, DataPlaneReport.BarePair), PairCpu(phase, DataPlaneReport.Haproxy)))];
+            .Where(phase => runs.Any(r => r.Phase == phase && r.Target == floor) && runs.Any(r => r.Phase == phase && r.Target == DataPlaneReport.Ztm))
+            .Select(phase => new FloorComparisonJson(phase,
+                Compare(runs, phase, DataPlaneReport.Ztm, floor, (a, b) => a.PerSecond / b.PerSecond),
+                Cpu(phase, DataPlaneReport.Ztm), Cpu(phase, floor), Cpu(phase, DataPlaneReport.Haproxy), CpuRatio(phase)))];
     }
 
     public static List<StartupSummaryJson> SummarizeStartup(List<StartupRunJson> runs) =>
@@ -70,7 +75,7 @@ internal static class DataPlaneSummary
     }
 
     public static List<CheckJson> Checks(IReadOnlyList<TargetSummaryJson> targets, IReadOnlyList<PhaseSummaryJson> phases, IReadOnlyList<StartupSummaryJson> startup,
-        ControlPlaneFiguresJson? controlPlane, int rate)
+        IReadOnlyList<FloorComparisonJson> runtimeFloor, ControlPlaneFiguresJson? controlPlane, int rate)
     {
         var inv = CultureInfo.InvariantCulture;
         var checks = new List<CheckJson>();
@@ -106,6 +111,7 @@ internal static class DataPlaneSummary
                     p.CpuSecondsPer1000RequestsAtRate.Median <= 0.05, string.Create(inv, $"{p.CpuSecondsPer1000RequestsAtRate.Median / 0.05:0.0}× the budget")));
             }
         }
+        checks.AddRange(RuntimeFloorChecks(ztm, runtimeFloor, rate));
         foreach (var s in startup.Where(s => s.Target == DataPlaneReport.Ztm))
         {
             checks.Add(new("ztm-sidecar exec → ready ≤ 300 ms", "issue 6", s.ExecToReadyMs.Format("0") + " ms (" + s.Ready + ")", s.ExecToReadyMs.Median <= 300,
@@ -122,6 +128,45 @@ internal static class DataPlaneSummary
                 Spare(level.P99Ms.Max, 1000, "ms (worst change)")));
         }
         return checks;
+    }
+
+    /// <summary>Issue 20's targets: the sidecar pair against the runtime's floor, and the latency and memory it must not give up on the way.</summary>
+    private static IEnumerable<CheckJson> RuntimeFloorChecks(TargetSummaryJson ztm, IReadOnlyList<FloorComparisonJson> runtimeFloor, int rate)
+    {
+        var inv = CultureInfo.InvariantCulture;
+        if (runtimeFloor.FirstOrDefault(f => f.Phase == DataPlaneRun.Capacity) is { } capacity)
+        {
+            yield return new("sidecar pair HTTP/1.1 capacity ≥ 0.90× the floor-relay pair", "issue 20", capacity.SidecarVsFloor.Format("0.00") + "×",
+                capacity.SidecarVsFloor.Median >= 0.90, string.Create(inv, $"{capacity.SidecarVsFloor.Median - 0.90:+0.00;-0.00}"));
+            yield return new("sidecar pair CPU per request at capacity ≤ 1.1× the floor-relay pair's", "issue 20", capacity.CpuVsFloor.Format("0.00") + "×",
+                capacity.CpuVsFloor.Median <= 1.1, string.Create(inv, $"{capacity.CpuVsFloor.Median - 1.1:+0.00;-0.00}"));
+        }
+        if (rate == 1000 && runtimeFloor.FirstOrDefault(f => f.Phase == DataPlaneRun.Rate) is { } atRate)
+        {
+            yield return new("sidecar pair vCPU at 1000 req/s ≤ 1.05× the floor-relay pair's", "issue 20", atRate.CpuVsFloor.Format("0.00") + "×",
+                atRate.CpuVsFloor.Median <= 1.05, string.Create(inv, $"{atRate.CpuVsFloor.Median - 1.05:+0.00;-0.00}"));
+            if (atRate.HaproxyPairCpu.N > 0)
+            {
+                var vsHaproxy = atRate.SidecarPairCpu.Median / atRate.HaproxyPairCpu.Median;
+                yield return new("sidecar pair vCPU at 1000 req/s ≤ 1.5× the HAProxy pair's", "issue 20", string.Create(inv, $"{vsHaproxy:0.00}× (ratio of medians)"),
+                    vsHaproxy <= 1.5, string.Create(inv, $"{vsHaproxy - 1.5:+0.00;-0.00}"));
+            }
+        }
+        if (rate == 1000)
+        {
+            yield return new("added p99 ≤ +1.0 ms at 1000 req/s", "issue 20", ztm.AddedP99Ms.Format("+0.000;-0.000") + " ms", ztm.AddedP99Ms.Median <= 1.0,
+                Spare(ztm.AddedP99Ms.Median, 1.0, "ms"));
+        }
+        foreach (var p in ztm.Processes)
+        {
+            yield return new($"{p.Process} RSS idle ≤ 22 MiB", "issue 20", string.Create(inv, $"{p.IdleRssMb:0.0} MiB"), p.IdleRssMb <= 22,
+                string.Create(inv, $"{p.IdleRssMb - 22:+0.0;-0.0} MiB"));
+            if (rate == 1000)
+            {
+                yield return new($"{p.Process} peak RSS at 1000 req/s ≤ 35 MiB", "issue 20", p.PeakRssAtRateMb.Format("0.0") + " MiB", p.PeakRssAtRateMb.Median <= 35,
+                    string.Create(inv, $"{p.PeakRssAtRateMb.Median - 35:+0.0;-0.0} MiB"));
+            }
+        }
     }
 
     private static string Spare(double value, double limit, string unit) => value <= limit
@@ -157,6 +202,14 @@ internal static class DataPlaneSummary
         else
         {
             notes.Add("The bare-stack pair (ztm-bare-proxy × 2) verifies certificate chains against the same CA both ways but no SPIFFE ID, authorizes nothing and logs nothing: it is the stack the sidecar is built on, doing the transport part of its job.");
+        }
+        if (settings.FloorRelay is null)
+        {
+            notes.Add("floor-relay pair skipped (no --floor-relay): no comparison with the runtime's floor.");
+        }
+        else
+        {
+            notes.Add("The floor-relay pair (ztm-floor-relay × 2) relays bytes: one TLS connection between the pair per client connection, so each wrk connection is one kept-alive mTLS connection end to end, and the app sees the client's own HTTP/1.1 or h2c. It verifies chains against the same CA both ways, no SPIFFE ID, and parses, authorizes and logs nothing.");
         }
         if (barePairSkipped is null && settings.BareProxy!.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
         {

@@ -44,23 +44,32 @@ internal static class ReportSections
     }
 
     /// <summary>The sidecar pair against the same stack without our code: how much of the gap to HAProxy is the stack's.</summary>
-    public static void AppendStackFloor(StringBuilder md, DataPlaneReport report)
+    public static void AppendStackFloor(StringBuilder md, DataPlaneReport report) => AppendFloor(md, "The sidecar pair against its own stack (bare-stack pair)",
+        "`bare-stack-pair` is two `ztm-bare-proxy` processes doing the pair's job with Kestrel, YARP's forwarder, SocketsHttpHandler (HTTP/2 + TLS 1.3 between them, client certificates chained to the mesh CA), a Polly timeout and a prometheus-net counter, and none of our code: no SPIFFE ID check, registry, authorization, rate limits, JWT, metrics per identity or access log. Requests/s of the sidecar pair ÷ the bare pair's (per repetition), and each pair's CPU (its processes added up; new connections: the server side only) per 1,000 requests.",
+        "bare pair", report.StackFloor, report.Settings.BarePairSkipped);
+
+    /// <summary>The sidecar pair against the runtime's floor: the cheapest .NET mTLS relay (issue 20).</summary>
+    public static void AppendRuntimeFloor(StringBuilder md, DataPlaneReport report) => AppendFloor(md, "The sidecar pair against the runtime's floor (floor-relay pair)",
+        "`floor-relay-pair` is two `ztm-floor-relay` processes (`benchmarks/ZeroTrustMesh.FloorRelay`, NativeAOT, the sidecar's GC settings): plaintext in, `Socket` + `SslStream` (TLS 1.3, client SVID, chain checked against the mesh CA once per connection) between them, bytes copied out to the app, one connection out per connection in, nothing parsed. It is the least any .NET program pays here for the transport part of the pair's job; it serves HTTP/1.1 capacity, the 1000 req/s rate, HTTP/2 (h2c bytes relayed to the app's protocol-detecting port) and new connections, not gRPC (one upstream port). Ratios per repetition, then median (min..max): requests/s and CPU per request of the sidecar pair ÷ the floor pair's; at the rate phase CPU per 1,000 requests is vCPU.",
+        "floor pair", report.RuntimeFloor, report.Settings.FloorPairSkipped);
+
+    private static void AppendFloor(StringBuilder md, string title, string explain, string floorName, IReadOnlyList<FloorComparisonJson> rows, string? skipped)
     {
         md.AppendLine();
-        md.AppendLine("## The sidecar pair against its own stack (bare-stack pair)");
+        md.AppendLine(Inv, $"## {title}");
         md.AppendLine();
-        if (report.StackFloor.Count == 0)
+        if (rows.Count == 0)
         {
-            md.AppendLine(Inv, $"Not measured: {report.Settings.BarePairSkipped ?? "the bare-stack pair or the sidecar pair has no runs"}.");
+            md.AppendLine(Inv, $"Not measured: {skipped ?? $"the {floorName} or the sidecar pair has no runs"}.");
             return;
         }
-        md.AppendLine("`bare-stack-pair` is two `ztm-bare-proxy` processes doing the pair's job with Kestrel, YARP's forwarder, SocketsHttpHandler (HTTP/2 + TLS 1.3 between them, client certificates chained to the mesh CA), a Polly timeout and a prometheus-net counter, and none of our code: no SPIFFE ID check, registry, authorization, rate limits, JWT, metrics per identity or access log. Requests/s of the sidecar pair ÷ the bare pair's (per repetition), and each pair's CPU (its processes added up; new connections: the server side only) per 1,000 requests.");
+        md.AppendLine(explain);
         md.AppendLine();
-        md.AppendLine("| phase | sidecar pair × bare pair, req/s | CPU s/1000 req: sidecar pair | bare pair | HAProxy pair | sidecar ÷ bare CPU |");
+        md.AppendLine(Inv, $"| phase | sidecar pair × {floorName}, req/s | CPU s/1000 req: sidecar pair | {floorName} | HAProxy pair | sidecar ÷ {floorName} CPU per request |");
         md.AppendLine("|---|---:|---:|---:|---:|---:|");
-        foreach (var f in report.StackFloor)
+        foreach (var f in rows)
         {
-            md.AppendLine(Inv, $"| {f.Phase} | {f.SidecarVsBare.Format("0.00")} | {f.SidecarPairCpu.Format("0.000")} | {f.BarePairCpu.Format("0.000")} | {f.HaproxyPairCpu.Format("0.000")} | {f.SidecarPairCpu.Median / f.BarePairCpu.Median:0.00} |");
+            md.AppendLine(Inv, $"| {f.Phase} | {f.SidecarVsFloor.Format("0.00")} | {f.SidecarPairCpu.Format("0.000")} | {f.FloorPairCpu.Format("0.000")} | {f.HaproxyPairCpu.Format("0.000")} | {f.CpuVsFloor.Format("0.00")} |");
         }
     }
 

@@ -23,6 +23,8 @@ internal static class Executables
     /// <summary><c>ztm-bare-proxy</c>: the sidecar's stack without our code, for the harness's bare-stack pair.</summary>
     public static string BareProxy => Dll("benchmarks/ZeroTrustMesh.BareProxy", "ztm-bare-proxy");
 
+    public static string FloorRelay => Dll("benchmarks/ZeroTrustMesh.FloorRelay", "ztm-floor-relay");
+
     private static string Dll(string project, string name)
     {
         var path = Path.Combine(RepoRoot, project, "bin", Configuration, "net10.0", name + ".dll");
