@@ -12,6 +12,10 @@ if (args is ["policy-propagation", .. var propagationArgs])
 {
     return CommandLineOptions.Run(PolicyPropagation.Command(), propagationArgs);
 }
+if (args is ["discovery-accuracy", .. var discoveryArgs])
+{
+    return CommandLineOptions.Run(ZeroTrustMesh.Benchmarks.Discovery.TemplateAccuracy.Command(), discoveryArgs);
+}
 if (args is ["dataplane-load", .. var dataPlaneArgs])
 {
     return CommandLineOptions.Run(DataPlaneLoad.Command(), dataPlaneArgs);
