@@ -53,6 +53,9 @@ internal static class ControlPlaneServices
         services.TryAddSingleton<ConfigDistributor>();
         services.TryAddSingleton<Revoker>();
         services.AddHostedService<RevocationPruner>(); // leader-only
+        services.TryAddSingleton<CaRotation>();
+        services.TryAddSingleton<CaRotationService>();
+        services.AddHostedService(sp => sp.GetRequiredService<CaRotationService>()); // leader-only
         return services;
     }
 
