@@ -62,6 +62,12 @@ internal sealed class ControlPlaneOptions
     /// <summary>Clock skew allowed between hosts: the previous root is retired this long after its last leaf expired.</summary>
     public TimeSpan CaRotationSkew { get; init; } = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// After this process starts, how long a rotation step that waits for sidecars waits first: the sidecars connected to
+    /// the control plane before are not known again until they reconnect (their backoff is at most 30 s).
+    /// </summary>
+    public TimeSpan CaRotationReconnectGrace { get; init; } = TimeSpan.FromMinutes(1);
+
     /// <summary>How often the leader checks whether a rotation step's gate is open (and whether the root nears expiry).</summary>
     public TimeSpan CaRotationPoll { get; init; } = TimeSpan.FromSeconds(5);
 
@@ -98,13 +104,14 @@ internal sealed class ControlPlaneOptions
         var caRotateBefore = CommandLineOptions.Duration("--ca-rotate-before", "Start a CA root rotation by itself when the root has less than this left", "365d");
         var caRotationSkew = CommandLineOptions.Duration("--ca-rotation-skew", "Clock skew allowed: the old root leaves the bundle this long after its last leaf expired", "1m");
         var caRotationPoll = CommandLineOptions.Duration("--ca-rotation-poll", "How often the leading replica checks whether the next rotation step may run", "5s");
+        var caReconnectGrace = CommandLineOptions.Duration("--ca-rotation-reconnect-grace", "After a start, how long rotation steps wait for sidecars to reconnect before counting them", "1m");
         var tokenAudience = new Option<string?>("--token-audience") { Description = $"With --kubernetes: the audience of the sidecars' service-account tokens (default the injection config's tokenAudience, else {DefaultTokenAudience})" };
 
         var command = new RootCommand("ZeroTrustMesh control plane: the mesh CA and identity issuance over gRPC")
         {
             dataDir, listen, port, metricsPort, trustDomain, svidTtl, tokenTtl, operatorConfig, caCert, caKey, caBundle, caChain,
             webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration, kubernetes, tokenAudience,
-            caRootLifetime, caRotateBefore, caRotationSkew, caRotationPoll,
+            caRootLifetime, caRotateBefore, caRotationSkew, caRotationPoll, caReconnectGrace,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -164,6 +171,7 @@ internal sealed class ControlPlaneOptions
                 CaRotateBefore = result.GetValue(caRotateBefore),
                 CaRotationSkew = result.GetValue(caRotationSkew),
                 CaRotationPoll = result.GetValue(caRotationPoll),
+                CaRotationReconnectGrace = result.GetValue(caReconnectGrace),
             };
             return options.Validate() is { } error ? Fail(error) : run(options, cancellation);
         });

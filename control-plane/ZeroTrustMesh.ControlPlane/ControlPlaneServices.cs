@@ -54,8 +54,7 @@ internal static class ControlPlaneServices
         services.TryAddSingleton<Revoker>();
         services.AddHostedService<RevocationPruner>(); // leader-only
         services.TryAddSingleton<CaRotation>();
-        services.TryAddSingleton<CaRotationService>();
-        services.AddHostedService(sp => sp.GetRequiredService<CaRotationService>()); // leader-only
+        services.AddHostedService<CaRotationService>(); // leader-only
         return services;
     }
 

@@ -21,7 +21,7 @@ internal sealed record RotationGate(string WaitingFor, IReadOnlyList<string> Blo
 /// 1. prepare (<see cref="Start"/>): a new root is created and added to the trust bundle, which goes to every sidecar in
 ///    its config stream (and to the bundle file, the <c>ztm-ca-root</c> ConfigMaps and the webhook's caBundle);
 /// 2. activate, once every sidecar that is connected, or was and still holds a live certificate, follows a bundle with
-///    the new root: new leaves are signed by it, and the control plane's own certificates are issued again from it;
+///    the new root (and not before sidecars had time to reconnect after this process started): new leaves are signed by it, and the control plane's own certificates are issued again from it;
 /// 3. retire, once every leaf the old root signed has expired (activation + the SVID lifetime, then the clock skew):
 ///    the old root leaves the bundle;
 /// 4. done, once every such sidecar follows that bundle: the old root is forgotten.
@@ -40,6 +40,7 @@ internal sealed class CaRotation
     private readonly TimeProvider _time;
     private readonly ILogger<CaRotation> _logger;
     private readonly Lock _gate = new();
+    private readonly DateTimeOffset _reconnectedBy;
     private volatile CaRotationState _state;
     private string _lastWait = "";
 
@@ -55,6 +56,7 @@ internal sealed class CaRotation
         _metrics = metrics;
         _time = time;
         _logger = logger;
+        _reconnectedBy = time.GetUtcNow() + options.CaRotationReconnectGrace;
         _state = (IsPlugIn ? null : store.LoadRotation()) ?? CaRotationState.Initial(ca.SigningCertificate);
         if (!IsPlugIn)
         {
@@ -193,6 +195,11 @@ internal sealed class CaRotation
 
     private RotationGate FollowersGate(ulong sequence, DateTimeOffset now, string waitingFor)
     {
+        if (now < _reconnectedBy)
+        {
+            // A sidecar known before a restart is known again only once it reconnects.
+            return new RotationGate($"sidecars to reconnect to this control plane (started recently) before counting who follows bundle {sequence}", [], _reconnectedBy);
+        }
         var blockers = new List<string>();
         foreach (var session in _sidecars.Sessions)
         {

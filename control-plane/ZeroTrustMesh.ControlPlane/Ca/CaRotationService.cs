@@ -10,9 +10,6 @@ namespace ZeroTrustMesh.ControlPlane.Ca;
 internal sealed class CaRotationService(CaRotation rotation, ControlPlaneOptions options, TimeProvider time, IReplicaLeadership leadership, ILogger<CaRotationService> logger)
     : LeaderOnlyService(leadership)
 {
-    /// <summary>Raised after each check, with the gate it stopped at (tests wait on it).</summary>
-    public event Action<RotationGate>? Checked;
-
     protected override async Task RunAsync(CancellationToken leading)
     {
         if (rotation.IsPlugIn)
@@ -25,7 +22,7 @@ internal sealed class CaRotationService(CaRotation rotation, ControlPlaneOptions
             {
                 try
                 {
-                    Checked?.Invoke(rotation.Advance());
+                    rotation.Advance();
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException or RotationRefusedException)
                 {
