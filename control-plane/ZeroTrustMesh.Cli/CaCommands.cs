@@ -30,7 +30,7 @@ internal static class CaCommands
             }
             var next = response.Roots.First(r => r.Role == "next");
             Console.WriteLine($"CA rotation started: root {Short(next.Fingerprint)} (not after {Time(next.NotAfter)}) is in trust bundle {response.BundleSequence}");
-            Console.WriteLine($"it signs once {response.WaitingFor.Replace(" before it signs", "", StringComparison.Ordinal)}; follow it with: ztmctl ca status");
+            Console.WriteLine($"it signs once every sidecar follows bundle {response.BundleSequence}; ztmctl ca status shows who does and what each step waits for");
             return 0;
         }, cancellation));
 
@@ -71,10 +71,10 @@ internal static class CaCommands
             Console.WriteLine($"blocked by:    {blocker}");
         }
         Console.WriteLine();
-        Console.WriteLine($"{"ROOT",-9} {"FINGERPRINT (SHA-256)",-17} {"NOT AFTER",-20} {"IN BUNDLE",-9}  SUBJECT");
+        Console.WriteLine($"{"ROOT",-9} {"FINGERPRINT (SHA-256)",-21} {"NOT AFTER",-20} {"IN BUNDLE",-9}  SUBJECT");
         foreach (var root in response.Roots)
         {
-            Console.WriteLine($"{root.Role,-9} {Short(root.Fingerprint),-17} {Time(root.NotAfter),-20} {(root.InBundle ? "yes" : "no"),-9}  {root.Subject}");
+            Console.WriteLine($"{root.Role,-9} {Short(root.Fingerprint),-21} {Time(root.NotAfter),-20} {(root.InBundle ? "yes" : "no"),-9}  {root.Subject}");
         }
         Console.WriteLine();
         Console.WriteLine($"{"SIDECAR",-60} {"CONNECTED",-9} {"BUNDLE",-6} {"CERT ROOT",-9} CERT EXPIRES");

@@ -56,6 +56,7 @@ internal static class ControlPlaneHost
         if (options.Kubernetes)
         {
             services.AddKubernetesAttestation(_ => KubernetesAccess.CreateClient());
+            services.AddHostedService<CaRotationFollower>(); // replicas share the CA store: follow the leader's rotation steps
         }
         if (options.WebhookConfiguration is { } webhookConfiguration)
         {

@@ -111,10 +111,10 @@ internal static partial class ControlPlaneLog
 
     [LoggerMessage(EventId = 140, Level = LogLevel.Information,
         Message = "ca rotation {Step} phase={Phase} bundle_sequence={Sequence} signing_root={Signing} roots={Roots} by={By}: {Detail}")]
-    public static partial void CaRotationStep(ILogger logger, string step, RotationPhase phase, ulong sequence, string signing, string roots, string by, string detail);
+    public static partial void CaRotationStep(ILogger logger, string step, string phase, ulong sequence, string signing, string roots, string by, string detail);
 
     [LoggerMessage(EventId = 141, Level = LogLevel.Information, Message = "ca rotation {Phase} waits: {Reason}")]
-    public static partial void CaRotationWaiting(ILogger logger, RotationPhase phase, string reason);
+    public static partial void CaRotationWaiting(ILogger logger, string phase, string reason);
 
     [LoggerMessage(EventId = 142, Level = LogLevel.Warning, Message = "ca rotation step not taken, retried in {RetrySeconds:0.#}s: {Reason}")]
     public static partial void CaRotationFailed(ILogger logger, double retrySeconds, string reason);

@@ -53,7 +53,7 @@ public sealed class CaRotationEndToEndTests(ITestOutputHelper output) : IAsyncLi
         Assert.Equal(1, again.Stderr.Count(c => c == '\n'));
 
         // Activation waits for billing, and ca status says so.
-        await controlPlane.Process.WaitForLineAsync(l => l.Contains("ca rotation Prepared waits: ", StringComparison.Ordinal) && l.Contains(BillingId, StringComparison.Ordinal),
+        await controlPlane.Process.WaitForLineAsync(l => l.Contains("ca rotation prepared waits: ", StringComparison.Ordinal) && l.Contains(BillingId, StringComparison.Ordinal),
             "activation blocked by billing");
         var blocked = await StatusAsync();
         Assert.Equal("prepared", blocked.GetProperty("phase").GetString());

@@ -147,12 +147,39 @@ internal sealed class CaRotation
                     if (wait != _lastWait)
                     {
                         _lastWait = wait;
-                        ControlPlaneLog.CaRotationWaiting(_logger, state.Phase, wait);
+                        ControlPlaneLog.CaRotationWaiting(_logger, Name(state.Phase), wait);
                     }
                     return gate;
                 }
                 Next(state);
             }
+        }
+    }
+
+    /// <summary>
+    /// Follows a step another replica took (it saved it in the shared store): the signer, the bundle and a config version
+    /// for this replica's sidecars, as if the step were taken here. Nothing when the store holds what this replica has.
+    /// </summary>
+    /// <exception cref="IOException">The record cannot be read.</exception>
+    /// <exception cref="InvalidDataException">The record does not parse.</exception>
+    public void Refresh()
+    {
+        if (IsPlugIn || _store.LoadRotation() is not { } stored)
+        {
+            return;
+        }
+        lock (_gate)
+        {
+            var held = _state;
+            if (stored.Phase == held.Phase && stored.BundleSequence == held.BundleSequence && stored.Current.Thumbprint == held.Current.Thumbprint)
+            {
+                return;
+            }
+            _state = stored;
+            _lastWait = "";
+            TakeEffect(stored);
+            ControlPlaneLog.CaRotationStep(_logger, "followed", Name(stored.Phase), stored.BundleSequence, RootFingerprint.Short(stored.Current),
+                string.Join(",", stored.Roots.Select(RootFingerprint.Short)), stored.StartedBy ?? "", "a step another replica took");
         }
     }
 
@@ -260,7 +287,7 @@ internal sealed class CaRotation
         _state = next;
         _lastWait = "";
         TakeEffect(next);
-        ControlPlaneLog.CaRotationStep(_logger, step, next.Phase, next.BundleSequence, RootFingerprint.Short(next.Current),
+        ControlPlaneLog.CaRotationStep(_logger, step, Name(next.Phase), next.BundleSequence, RootFingerprint.Short(next.Current),
             string.Join(",", next.Roots.Select(RootFingerprint.Short)), next.StartedBy ?? "", detail);
     }
 

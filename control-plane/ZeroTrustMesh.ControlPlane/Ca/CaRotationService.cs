@@ -37,3 +37,34 @@ internal sealed class CaRotationService(CaRotation rotation, ControlPlaneOptions
         }
     }
 }
+
+/// <summary>
+/// With several replicas (Kubernetes): every replica follows the steps the leading one saves in the shared CA store
+/// (<see cref="CaRotation.Refresh"/>), every <c>--ca-rotation-poll</c>, so its signer and the bundle its sidecars get stay
+/// those of the phase. A rotation started on any replica (<c>ztmctl ca rotate</c>) reaches the leader the same way.
+/// </summary>
+internal sealed class CaRotationFollower(CaRotation rotation, ControlPlaneOptions options, TimeProvider time, ILogger<CaRotationFollower> logger) : BackgroundService
+{
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        try
+        {
+            while (!stoppingToken.IsCancellationRequested)
+            {
+                await Task.Delay(options.CaRotationPoll, time, stoppingToken);
+                try
+                {
+                    rotation.Refresh();
+                }
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
+                {
+                    ControlPlaneLog.CaRotationFailed(logger, options.CaRotationPoll.TotalSeconds, $"cannot read the rotation record: {e.Message}");
+                }
+            }
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+            // stopping
+        }
+    }
+}

@@ -33,7 +33,7 @@ public sealed class CaRotationTests : IAsyncLifetime
         Directory.Delete(_dataDir, recursive: true);
     }
 
-    private ControlPlaneOptions Options(TimeSpan? rootLifetime = null, TimeSpan? rotateBefore = null, TimeSpan? reconnectGrace = null)
+    private ControlPlaneOptions Options(TimeSpan? rootLifetime = null, TimeSpan? rotateBefore = null, TimeSpan? reconnectGrace = null, PlugInCa? plugIn = null)
     {
         var defaults = ControlPlaneParts.Options(_dataDir);
         return new ControlPlaneOptions
@@ -49,6 +49,7 @@ public sealed class CaRotationTests : IAsyncLifetime
             CaRootLifetime = rootLifetime ?? FileCaStore.RootLifetime,
             CaRotateBefore = rotateBefore ?? TimeSpan.FromDays(365),
             CaRotationReconnectGrace = reconnectGrace ?? TimeSpan.Zero,
+            PlugInCa = plugIn,
         };
     }
 
@@ -288,6 +289,49 @@ public sealed class CaRotationTests : IAsyncLifetime
         var servingNow = credentials.ServingCertificate.TargetCertificate;
         Assert.NotEqual(serving.Thumbprint, servingNow.Thumbprint);
         Assert.Equal(KeyIds.Subject(prepared.Next!), KeyIds.Authority(servingNow));
+    }
+
+    [Fact]
+    public async Task A_plug_in_CA_is_never_rotated_here_and_rotate_says_the_operator_rotates_it()
+    {
+        await _parts.DisposeAsync();
+        using var root = FileCaStore.CreateRoot(SpiffeId.DefaultTrustDomain, _time, TimeSpan.FromDays(2));
+        var certPath = Path.Combine(_dataDir, "plugin.crt");
+        var keyPath = Path.Combine(_dataDir, "plugin.key");
+        File.WriteAllText(certPath, root.ExportCertificatePem());
+        File.WriteAllText(keyPath, Pem.PrivateKeyPem(root));
+        _parts = await StartAsync(Options(rotateBefore: TimeSpan.FromDays(1), plugIn: new PlugInCa(certPath, keyPath, null, null)));
+
+        var refused = Assert.Throws<RotationRefusedException>(() => Rotation.Start("operator"));
+        Assert.StartsWith("the CA is the operator's own (--ca-cert): rotate it yourself", refused.Message, StringComparison.Ordinal);
+        _time.Advance(TimeSpan.FromDays(1) + TimeSpan.FromHours(1)); // past the threshold: still nothing by itself
+        Rotation.Advance();
+        Assert.Equal(RotationPhase.None, Rotation.State.Phase);
+        Assert.Equal(root.Thumbprint, Ca.SigningCertificate.Thumbprint);
+        Assert.False(File.Exists(Path.Combine(_dataDir, "ca", "rotation.json")));
+        Assert.True(CaAdminService.StatusOf(Rotation).PlugIn);
+    }
+
+    [Fact]
+    public async Task Another_replica_on_the_same_store_follows_each_step_with_its_signer_bundle_and_config()
+    {
+        await using var other = await ControlPlaneParts.StartAsync(_dataDir, _time, options: Options());
+        var otherRotation = other.Get<CaRotation>();
+
+        var prepared = Rotation.Start("operator");
+        otherRotation.Refresh();
+
+        Assert.Equal(RotationPhase.Prepared, otherRotation.State.Phase);
+        Assert.Equal(2, other.Get<CertificateAuthority>().Bundle.Roots.Count);
+        Assert.Equal(2ul, other.Get<ConfigStore>().Current.Bundle.Sequence);
+        Assert.Equal(prepared.Current.Thumbprint, other.Get<CertificateAuthority>().SigningCertificate.Thumbprint);
+
+        Rotation.Advance(); // no sidecar here: active
+        otherRotation.Refresh();
+
+        Assert.Equal(RotationPhase.Active, otherRotation.State.Phase);
+        Assert.Equal(prepared.Next!.Thumbprint, other.Get<CertificateAuthority>().SigningCertificate.Thumbprint);
+        Assert.True(other.Get<CertificateAuthority>().SigningCertificate.HasPrivateKey);
     }
 
     [Fact]
