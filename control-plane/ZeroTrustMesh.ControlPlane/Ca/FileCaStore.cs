@@ -38,7 +38,9 @@ internal interface ICaStore
 
     /// <summary>
     /// Saves the record (<see cref="CaRotationState.ToBytes"/>) as a whole, replacing the last one, before the step it
-    /// records takes effect; and publishes its trust bundle where <see cref="BundleLocation"/> says.
+    /// records takes effect. A store whose bundle is a file (<see cref="BundleLocation"/>) rewrites it from the record; in
+    /// Kubernetes the bundle reaches the ConfigMaps and the webhook through <see cref="TrustBundleFeed"/>, so a Secret-backed
+    /// store only writes the blob (one more key of the CA Secret, with the Secret's resourceVersion).
     /// </summary>
     /// <exception cref="IOException">The record cannot be written: the step does not happen.</exception>
     void SaveRotation(CaRotationState state);
