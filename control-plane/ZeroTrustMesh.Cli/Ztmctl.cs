@@ -39,6 +39,7 @@ internal static class Ztmctl
         OutputOption.AcceptOnlyFromAmong("table", "json", "token", "yaml");
         var root = new RootCommand("ztmctl: operate a ZeroTrustMesh control plane") { ConfigOption, OutputOption };
         root.Subcommands.Add(TokenCommands.Command());
+        root.Subcommands.Add(CaCommands.Command());
         foreach (var command in PolicyCommands.Commands())
         {
             root.Subcommands.Add(command);

@@ -31,6 +31,7 @@ internal static class ControlPlaneHost
         try
         {
             (ca, origin) = caStore.LoadOrCreate();
+            CaRotation.Resume(ca, caStore, options);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or CryptographicException)
         {
@@ -55,6 +56,7 @@ internal static class ControlPlaneHost
         if (options.Kubernetes)
         {
             services.AddKubernetesAttestation(_ => KubernetesAccess.CreateClient());
+            services.AddHostedService<CaRotationFollower>(); // replicas share the CA store: follow the leader's rotation steps
         }
         if (options.WebhookConfiguration is { } webhookConfiguration)
         {
@@ -71,6 +73,7 @@ internal static class ControlPlaneHost
             o.EnableDetailedErrors = false;
         })
             .AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
+            .AddServiceOptions<CaAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<PolicyAdminService>(o =>
             {
                 o.Interceptors.Add<OperatorOnlyInterceptor>();
@@ -114,6 +117,7 @@ internal static class ControlPlaneHost
         app.UseMetricsPort(() => metricsListener!, app.Services.GetRequiredService<ControlPlaneMetrics>().Registry);
         app.MapGrpcService<IdentityService>();
         app.MapGrpcService<IdentityAdminService>();
+        app.MapGrpcService<CaAdminService>();
         app.MapGrpcService<RegistryService>();
         app.MapGrpcService<MeshConfigService>();
         app.MapGrpcService<PolicyAdminService>();
@@ -142,10 +146,15 @@ internal static class ControlPlaneHost
         var operatorConfig = app.Services.GetRequiredService<ControlPlaneCredentials>().EnsureOperatorCredential(address);
         var config = app.Services.GetRequiredService<ConfigStore>().Current;
         app.Services.GetRequiredService<ConfigDistributor>(); // follows config changes and renewals from the start
+        var rotation = app.Services.GetRequiredService<CaRotation>().State;
         var policySource = app.Services.GetRequiredService<IPolicySource>();
 
         Console.Out.WriteLine($"ztm-controlplane: CA {origin.ToString().ToLowerInvariant()} in {caStore.Location} (trust domain {options.TrustDomain})");
         Console.Out.WriteLine($"ztm-controlplane: trust bundle {caStore.BundleLocation}");
+        if (rotation.Phase != RotationPhase.None)
+        {
+            Console.Out.WriteLine($"ztm-controlplane: CA rotation {CaRotation.Name(rotation.Phase)} since {rotation.PhaseSince:O} (bundle {rotation.BundleSequence}): resumed; ztmctl ca status shows what it waits for");
+        }
         Console.Out.WriteLine($"ztm-controlplane: operator config {options.OperatorConfigPath} (credential {operatorConfig.CertificatePath})");
         Console.Out.WriteLine($"ztm-controlplane: config {config.Version}: {config.Resources.Count} policy resource(s) from {policySource.Location}, {config.Revocations.Count} revocation(s)");
         Console.Out.WriteLine($"ztm-controlplane: listening on {address}");

@@ -108,4 +108,17 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(EventId = 301, Level = LogLevel.Warning,
         Message = "connection refused peer={Peer} reason=FrameTimeout total={Total} suppressed={Suppressed}: an HTTP/2 frame did not arrive whole within {Seconds:0} s of its first byte; connection closed")]
     public static partial void FrameTimedOut(ILogger logger, string peer, double seconds, long total, long suppressed);
+
+    [LoggerMessage(EventId = 140, Level = LogLevel.Information,
+        Message = "ca rotation {Step} phase={Phase} bundle_sequence={Sequence} signing_root={Signing} roots={Roots} by={By}: {Detail}")]
+    public static partial void CaRotationStep(ILogger logger, string step, string phase, ulong sequence, string signing, string roots, string by, string detail);
+
+    [LoggerMessage(EventId = 141, Level = LogLevel.Information, Message = "ca rotation {Phase} waits: {Reason}")]
+    public static partial void CaRotationWaiting(ILogger logger, string phase, string reason);
+
+    [LoggerMessage(EventId = 142, Level = LogLevel.Warning, Message = "ca rotation step not taken, retried in {RetrySeconds:0.#}s: {Reason}")]
+    public static partial void CaRotationFailed(ILogger logger, double retrySeconds, string reason);
+
+    [LoggerMessage(EventId = 143, Level = LogLevel.Warning, Message = "ca rotation refused: {Reason}")]
+    public static partial void CaRotationRefused(ILogger logger, string reason);
 }

@@ -53,6 +53,24 @@ internal sealed class ControlPlaneOptions
     /// <summary>The audience a service-account token must have been issued for (<c>--token-audience</c>); the TokenReview asks for it.</summary>
     public string TokenAudience { get; init; } = DefaultTokenAudience;
 
+    /// <summary>Lifetime of a root the control plane creates (the first one, and each one a rotation prepares).</summary>
+    public TimeSpan CaRootLifetime { get; init; } = Ca.FileCaStore.RootLifetime;
+
+    /// <summary>A rotation starts by itself once the signing root has less than this left to live.</summary>
+    public TimeSpan CaRotateBefore { get; init; } = TimeSpan.FromDays(365);
+
+    /// <summary>Clock skew allowed between hosts: the previous root is retired this long after its last leaf expired.</summary>
+    public TimeSpan CaRotationSkew { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>
+    /// After this process starts, how long a rotation step that waits for sidecars waits first: the sidecars connected to
+    /// the control plane before are not known again until they reconnect (their backoff is at most 30 s).
+    /// </summary>
+    public TimeSpan CaRotationReconnectGrace { get; init; } = TimeSpan.FromMinutes(1);
+
+    /// <summary>How often the leader checks whether a rotation step's gate is open (and whether the root nears expiry).</summary>
+    public TimeSpan CaRotationPoll { get; init; } = TimeSpan.FromSeconds(5);
+
     /// <summary>Largest gRPC message accepted; a CSR is a few hundred bytes.</summary>
     public int MaxRequestBytes { get; init; } = 64 * 1024;
 
@@ -82,12 +100,18 @@ internal sealed class ControlPlaneOptions
         var ns = new Option<string?>("--namespace") { Description = "The control plane's own namespace, never injected (default $POD_NAMESPACE)" };
         var webhookConfiguration = new Option<string?>("--webhook-configuration") { Description = "MutatingWebhookConfiguration whose caBundle to keep current through the Kubernetes API (in-cluster or $KUBECONFIG); implies --kubernetes" };
         var kubernetes = new Option<bool>("--kubernetes") { Description = "Use the Kubernetes API ($KUBECONFIG when set, else the pod's service account): sidecars prove who they are with a projected service-account token, checked with a TokenReview" };
+        var caRootLifetime = CommandLineOptions.Duration("--ca-root-lifetime", "Lifetime of a CA root the control plane creates", "3650d");
+        var caRotateBefore = CommandLineOptions.Duration("--ca-rotate-before", "Start a CA root rotation by itself when the root has less than this left", "365d");
+        var caRotationSkew = CommandLineOptions.Duration("--ca-rotation-skew", "Clock skew allowed: the old root leaves the bundle this long after its last leaf expired", "1m");
+        var caRotationPoll = CommandLineOptions.Duration("--ca-rotation-poll", "How often the leading replica checks whether the next rotation step may run", "5s");
+        var caReconnectGrace = CommandLineOptions.Duration("--ca-rotation-reconnect-grace", "After a start, how long rotation steps wait for sidecars to reconnect before counting them", "1m");
         var tokenAudience = new Option<string?>("--token-audience") { Description = $"With --kubernetes: the audience of the sidecars' service-account tokens (default the injection config's tokenAudience, else {DefaultTokenAudience})" };
 
         var command = new RootCommand("ZeroTrustMesh control plane: the mesh CA and identity issuance over gRPC")
         {
             dataDir, listen, port, metricsPort, trustDomain, svidTtl, tokenTtl, operatorConfig, caCert, caKey, caBundle, caChain,
             webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration, kubernetes, tokenAudience,
+            caRootLifetime, caRotateBefore, caRotationSkew, caRotationPoll, caReconnectGrace,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -143,6 +167,11 @@ internal sealed class ControlPlaneOptions
                 WebhookConfiguration = configurationName,
                 Kubernetes = useKubernetes,
                 TokenAudience = audience,
+                CaRootLifetime = result.GetValue(caRootLifetime),
+                CaRotateBefore = result.GetValue(caRotateBefore),
+                CaRotationSkew = result.GetValue(caRotationSkew),
+                CaRotationPoll = result.GetValue(caRotationPoll),
+                CaRotationReconnectGrace = result.GetValue(caReconnectGrace),
             };
             return options.Validate() is { } error ? Fail(error) : run(options, cancellation);
         });
@@ -163,6 +192,14 @@ internal sealed class ControlPlaneOptions
         if (JoinTokenTtl > MaxJoinTokenTtl)
         {
             return $"--join-token-ttl must be at most {Durations.Format(MaxJoinTokenTtl)}";
+        }
+        if (CaRotateBefore >= CaRootLifetime)
+        {
+            return $"--ca-rotate-before ({Durations.Format(CaRotateBefore)}) must be shorter than --ca-root-lifetime ({Durations.Format(CaRootLifetime)}), or every new root would rotate at once";
+        }
+        if (CaRotateBefore < SvidTtl + CaRotationSkew)
+        {
+            return $"--ca-rotate-before ({Durations.Format(CaRotateBefore)}) must leave room for a rotation: at least --svid-ttl + --ca-rotation-skew ({Durations.Format(SvidTtl + CaRotationSkew)})";
         }
         if (MetricsPort is < 0 or > 65535)
         {

@@ -53,6 +53,8 @@ internal static class ControlPlaneServices
         services.TryAddSingleton<ConfigDistributor>();
         services.TryAddSingleton<Revoker>();
         services.AddHostedService<RevocationPruner>(); // leader-only
+        services.TryAddSingleton<CaRotation>();
+        services.AddHostedService<CaRotationService>(); // leader-only
         return services;
     }
 

@@ -30,11 +30,12 @@ internal sealed class ControlPlaneParts : IAsyncDisposable
         OperatorConfigPath = Path.Combine(dataDir, "config"),
     };
 
-    public static async Task<ControlPlaneParts> StartAsync(string dataDir, TimeProvider time, Action<IServiceCollection>? replace = null, ILoggerProvider? logs = null)
+    public static async Task<ControlPlaneParts> StartAsync(string dataDir, TimeProvider time, Action<IServiceCollection>? replace = null, ILoggerProvider? logs = null, ControlPlaneOptions? options = null)
     {
-        var options = Options(dataDir);
+        options ??= Options(dataDir);
         var caStore = new FileCaStore(options, time);
         var (ca, _) = caStore.LoadOrCreate();
+        CaRotation.Resume(ca, caStore, options);
         var services = new ServiceCollection();
         services.AddLogging(l =>
         {

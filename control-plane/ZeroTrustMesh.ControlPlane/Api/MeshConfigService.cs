@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Grpc.Core;
+using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.Identity;
@@ -38,7 +39,8 @@ internal abstract class MeshConfigStreamBase
 /// The per-sidecar config stream:
 /// 1. the caller is a workload with an unrevoked SVID; it gets the resources of its own workload only, and every revocation;
 /// 2. a snapshot goes out at once, then again whenever what concerns the workload changes (versioned, with a nonce);
-/// 3. every answer is an ACK (the version now enforced) or a NACK (the error; the sidecar keeps its last good version);
+/// 3. every answer is an ACK (the version now enforced) or a NACK (the error; the sidecar keeps its last good version),
+///    and says which trust bundle the sidecar follows (CA rotation waits on it);
 /// 4. a revocation that covers the sidecar's certificate ends the stream with PERMISSION_DENIED naming it.
 /// </summary>
 internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor distributor, ControlPlaneMetrics metrics, TimeProvider time, ILogger<MeshConfigService> logger) : MeshConfigStreamBase
@@ -48,7 +50,7 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
         var (id, certificate, _, _) = caller.Require(context);
         id.TryGetWorkload(out var ns, out var sa);
         var session = distributor.Open(id, new WorkloadRef(ns!, sa!),
-            new SessionCertificate(RevocationList.NormalizedSerial(certificate!), certificate!.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime()));
+            new SessionCertificate(RevocationList.NormalizedSerial(certificate!), certificate!.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime(), KeyIds.Authority(certificate)));
         session.LastSeen = time.GetUtcNow();
         ControlPlaneLog.ConfigStreamOpened(logger, id.Value);
 
@@ -97,8 +99,13 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
                 var request = requests.Current;
                 session.LastSeen = time.GetUtcNow();
                 session.VersionApplied = request.VersionApplied;
+                session.Follows(request.TrustBundleSequence);
                 if (request.ResponseNonce.Length > 0 && request.ResponseNonce == session.LastNonce)
                 {
+                    if (request.Error.Length == 0 && session.LastSent is { } acked && acked.Nonce == request.ResponseNonce)
+                    {
+                        session.Follows(acked.BundleSequence); // a sidecar that does not say which bundle it follows
+                    }
                     session.NackError = request.Error;
                     if (request.Error.Length > 0)
                     {

@@ -8,7 +8,8 @@ namespace ZeroTrustMesh.ControlPlane.Ca;
 /// <summary>
 /// The control plane's own certificates, both issued by its CA: the gRPC serving certificate
 /// (<c>spiffe://td/ztm/controlplane</c>, renewed in memory at half-life and picked up on the next handshake)
-/// and the operator credential (<c>spiffe://td/ztm/operator</c>, files 0600 in the data directory).
+/// and the operator credential (<c>spiffe://td/ztm/operator</c>, files 0600 in the data directory). Both are issued
+/// again as soon as a CA rotation changes the signer, so neither depends on a root that is about to leave the bundle.
 /// </summary>
 internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ICaStore caStore, ControlPlaneOptions options)
 {
@@ -16,7 +17,8 @@ internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ICaStore 
     public static readonly TimeSpan OperatorLifetime = TimeSpan.FromDays(7);
 
     private readonly Lock _gate = new();
-    private (SslStreamCertificateContext Context, DateTimeOffset RenewAt)? _serving;
+    private (SslStreamCertificateContext Context, DateTimeOffset RenewAt, X509Certificate2 Signer)? _serving;
+    private string? _address;
 
     public SpiffeId ServerId { get; } = SpiffeId.ForMesh(options.TrustDomain, "controlplane");
 
@@ -28,17 +30,18 @@ internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ICaStore 
         get
         {
             var current = _serving;
-            if (current is { } c && ca.Time.GetUtcNow() < c.RenewAt)
+            if (current is { } c && ca.Time.GetUtcNow() < c.RenewAt && ReferenceEquals(c.Signer, ca.SigningCertificate))
             {
                 return c.Context;
             }
             lock (_gate)
             {
-                if (_serving is not { } s || ca.Time.GetUtcNow() >= s.RenewAt)
+                if (_serving is not { } s || ca.Time.GetUtcNow() >= s.RenewAt || !ReferenceEquals(s.Signer, ca.SigningCertificate))
                 {
+                    var signer = ca.SigningCertificate;
                     var certificate = IssueWithNewKey(ServerId, ServingLifetime, ["localhost", "127.0.0.1", "::1", options.ListenAddress.ToString()]);
                     var context = SslStreamCertificateContext.Create(certificate, [.. ca.ChainAfterLeaf], offline: true);
-                    _serving = (context, RotationSchedule.RenewAt(certificate.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime(), 0.5));
+                    _serving = (context, RotationSchedule.RenewAt(certificate.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime(), 0.5), signer);
                 }
                 return _serving.Value.Context;
             }
@@ -51,6 +54,7 @@ internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ICaStore 
     /// </summary>
     public OperatorConfig EnsureOperatorCredential(string address)
     {
+        _address = address;
         var dir = Path.Combine(options.DataDir, "operator");
         var certPath = Path.Combine(dir, "operator.crt");
         var keyPath = Path.Combine(dir, "operator.key");
@@ -65,6 +69,18 @@ internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ICaStore 
         return config;
     }
 
+    /// <summary>
+    /// After a CA rotation changed the signer: the operator credential is issued again from it (its config keeps the
+    /// address it was written with). Nothing to do before the control plane has written one.
+    /// </summary>
+    public void RenewFromCurrentSigner()
+    {
+        if (_address is { } address)
+        {
+            EnsureOperatorCredential(address);
+        }
+    }
+
     private bool IsCurrent(string certPath, string keyPath)
     {
         if (!File.Exists(certPath) || !File.Exists(keyPath))
@@ -77,6 +93,7 @@ internal sealed class ControlPlaneCredentials(CertificateAuthority ca, ICaStore 
             var now = ca.Time.GetUtcNow();
             var verified = SvidVerifier.Verify(certificate, ca.ChainAfterLeaf, ca.Bundle, now);
             return verified.IsValid && verified.Id == OperatorId
+                && KeyIds.Authority(certificate) == KeyIds.Subject(ca.SigningCertificate)
                 && now < RotationSchedule.RenewAt(certificate.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime(), 0.5);
         }
         catch (CryptographicException)

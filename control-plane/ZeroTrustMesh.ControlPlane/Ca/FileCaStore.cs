@@ -19,21 +19,48 @@ internal interface ICaStore
     /// <summary>Where the trust bundle workloads and operators are given is published (a PEM file standalone).</summary>
     string BundleLocation { get; }
 
-    /// <summary>The CA to sign with: loaded, created on first start, or the operator's own (plug-in CA).</summary>
+    /// <summary>
+    /// The CA to sign with: loaded, created on first start, or the operator's own (plug-in CA). After a root rotation the
+    /// rotation record (<see cref="LoadRotation"/>) says which root signs; the caller applies it.
+    /// </summary>
     /// <exception cref="IOException">The material cannot be read or written.</exception>
     /// <exception cref="InvalidDataException">The material is not a usable CA.</exception>
     /// <exception cref="CryptographicException">A certificate or key does not parse.</exception>
     (CertificateAuthority Ca, CaOrigin Origin) LoadOrCreate();
+
+    /// <summary>
+    /// The CA rotation record (<see cref="CaRotationState.FromBytes"/>): the roots, their roles and the phase, one blob
+    /// (a file standalone; one more key of the CA Secret in Kubernetes). Null when no rotation was ever started.
+    /// </summary>
+    /// <exception cref="IOException">The record cannot be read.</exception>
+    /// <exception cref="InvalidDataException">The record does not parse.</exception>
+    CaRotationState? LoadRotation();
+
+    /// <summary>
+    /// Saves the record (<see cref="CaRotationState.ToBytes"/>) as a whole, replacing the last one, before the step it
+    /// records takes effect. A store whose bundle is a file (<see cref="BundleLocation"/>) rewrites it from the record; in
+    /// Kubernetes the bundle reaches the ConfigMaps and the webhook through <see cref="TrustBundleFeed"/>, so a Secret-backed
+    /// store only writes the blob (one more key of the CA Secret, with the Secret's resourceVersion).
+    /// </summary>
+    /// <exception cref="IOException">The record cannot be written: the step does not happen.</exception>
+    void SaveRotation(CaRotationState state);
 }
 
 /// <summary>
 /// Creates the mesh CA on first start, or loads it from the data directory, or takes the operator's own
 /// (plug-in CA). Files: <c>ca/ca.crt</c>, <c>ca/ca.key</c> (0600) and <c>bundle.pem</c>, the trust bundle
-/// that workloads and operators are given. A restart keeps the same CA and so the same trust bundle.
+/// that workloads and operators are given. A restart keeps the same CA and so the same trust bundle. A root rotation
+/// keeps its record in <c>ca/rotation.json</c> (0600) and keeps <c>ca/ca.crt</c> and <c>ca/ca.key</c> the root that signs.
 /// </summary>
 internal sealed class FileCaStore(ControlPlaneOptions options, TimeProvider time) : ICaStore
 {
     public static readonly TimeSpan RootLifetime = TimeSpan.FromDays(3650);
+
+    private string CertPath => Path.Combine(options.DataDir, "ca", "ca.crt");
+
+    private string KeyPath => Path.Combine(options.DataDir, "ca", "ca.key");
+
+    private string RotationPath => Path.Combine(options.DataDir, "ca", "rotation.json");
 
     public static string BundlePath(string dataDir) => Path.Combine(dataDir, "bundle.pem");
 
@@ -59,8 +86,8 @@ internal sealed class FileCaStore(ControlPlaneOptions options, TimeProvider time
         }
         else
         {
-            var certPath = Path.Combine(dataDir, "ca", "ca.crt");
-            var keyPath = Path.Combine(dataDir, "ca", "ca.key");
+            var certPath = CertPath;
+            var keyPath = KeyPath;
             X509Certificate2 root;
             if (File.Exists(certPath) && File.Exists(keyPath))
             {
@@ -69,7 +96,7 @@ internal sealed class FileCaStore(ControlPlaneOptions options, TimeProvider time
             }
             else
             {
-                root = CreateRoot(options.TrustDomain, time);
+                root = CreateRoot(options.TrustDomain, time, options.CaRootLifetime);
                 AtomicFile.WriteOwnerOnly(keyPath, Pem.PrivateKeyPem(root));
                 AtomicFile.WriteReadable(certPath, root.ExportCertificatePem() + "\n");
                 origin = CaOrigin.Created;
@@ -77,27 +104,52 @@ internal sealed class FileCaStore(ControlPlaneOptions options, TimeProvider time
             ca = new CertificateAuthority(root, [], new TrustBundle(options.TrustDomain, [X509CertificateLoader.LoadCertificate(root.RawData)], 1), time);
         }
 
-        var bundlePem = ca.Bundle.ToPem();
-        var bundlePath = BundlePath(dataDir);
+        var rotation = origin == CaOrigin.PlugIn ? null : LoadRotation();
+        PublishBundle(rotation?.Bundle(options.TrustDomain) ?? ca.Bundle);
+        return (ca, origin);
+    }
+
+    public CaRotationState? LoadRotation() =>
+        File.Exists(RotationPath) ? CaRotationState.FromBytes(File.ReadAllBytes(RotationPath), RotationPath) : null;
+
+    public void SaveRotation(CaRotationState state)
+    {
+        AtomicFile.WriteOwnerOnly(RotationPath, System.Text.Encoding.UTF8.GetString(state.ToBytes()));
+        // The files name the root that signs, as before any rotation; the record alone is read back.
+        if (File.ReadAllText(CertPath) != state.Current.ExportCertificatePem() + "\n")
+        {
+            AtomicFile.WriteOwnerOnly(KeyPath, Pem.PrivateKeyPem(state.Current));
+            AtomicFile.WriteReadable(CertPath, state.Current.ExportCertificatePem() + "\n");
+        }
+        PublishBundle(state.Bundle(options.TrustDomain));
+    }
+
+    private void PublishBundle(TrustBundle bundle)
+    {
+        var bundlePem = bundle.ToPem();
+        var bundlePath = BundlePath(options.DataDir);
         if (!File.Exists(bundlePath) || File.ReadAllText(bundlePath) != bundlePem)
         {
             AtomicFile.WriteReadable(bundlePath, bundlePem);
         }
-        return (ca, origin);
     }
 
-    /// <summary>A self-signed ECDSA P-256 root: cA=true, keyCertSign + cRLSign, and no SPIFFE ID path.</summary>
-    public static X509Certificate2 CreateRoot(string trustDomain, TimeProvider time)
+    /// <summary>
+    /// A self-signed ECDSA P-256 root: cA=true, keyCertSign + cRLSign, and no SPIFFE ID path. A root made by a rotation
+    /// carries its creation time in its name (<paramref name="generation"/>), so two roots of one trust domain are told apart.
+    /// </summary>
+    public static X509Certificate2 CreateRoot(string trustDomain, TimeProvider time, TimeSpan? lifetime = null, bool generation = false)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-        var request = new CertificateRequest($"O=ZeroTrustMesh, CN=ZeroTrustMesh CA {trustDomain}", key, HashAlgorithmName.SHA256);
+        var name = generation ? $"ZeroTrustMesh CA {trustDomain} {time.GetUtcNow():yyyy-MM-ddTHH:mm:ssZ}" : $"ZeroTrustMesh CA {trustDomain}";
+        var request = new CertificateRequest($"O=ZeroTrustMesh, CN={name}", key, HashAlgorithmName.SHA256);
         request.CertificateExtensions.Add(new X509BasicConstraintsExtension(true, false, 0, true));
         request.CertificateExtensions.Add(new X509KeyUsageExtension(X509KeyUsageFlags.KeyCertSign | X509KeyUsageFlags.CrlSign, true));
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
         // The trust domain's own ID (no path) names which trust domain this root anchors.
         request.CertificateExtensions.Add(SubjectAltNames.ForUri(SpiffeId.ForTrustDomain(trustDomain).Value));
         var now = time.GetUtcNow();
-        return request.CreateSelfSigned(now - Revocation.IssuanceBackdate, now + RootLifetime);
+        return request.CreateSelfSigned(now - Revocation.IssuanceBackdate, now + (lifetime ?? RootLifetime));
     }
 
     private static CertificateAuthority LoadPlugIn(PlugInCa plugIn, string trustDomain, TimeProvider time)

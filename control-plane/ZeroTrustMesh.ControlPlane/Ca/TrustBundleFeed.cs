@@ -4,13 +4,19 @@ namespace ZeroTrustMesh.ControlPlane.Ca;
 
 /// <summary>
 /// The mesh's current trust bundle, for what publishes it outside the control plane (the webhook configuration's
-/// <c>caBundle</c>, the <c>ztm-ca-root</c> ConfigMaps). It starts as the CA's bundle; CA rotation publishes the next one.
+/// <c>caBundle</c>, the <c>ztm-ca-root</c> ConfigMaps). It follows the CA's bundle, which a CA rotation changes.
 /// </summary>
-internal sealed class TrustBundleFeed(CertificateAuthority ca)
+internal sealed class TrustBundleFeed
 {
     private readonly Lock _gate = new();
-    private TrustBundle _current = ca.Bundle;
+    private TrustBundle _current;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    public TrustBundleFeed(CertificateAuthority ca)
+    {
+        _current = ca.Bundle;
+        ca.Changed += () => Publish(ca.Bundle);
+    }
 
     public TrustBundle Current
     {

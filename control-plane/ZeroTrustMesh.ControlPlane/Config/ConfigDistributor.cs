@@ -16,8 +16,8 @@ using Revocation = ZeroTrustMesh.Identity.Revocation;
 
 namespace ZeroTrustMesh.ControlPlane.Config;
 
-/// <summary>A certificate as a session knows it: serial (normalized, as revocations name it) and validity.</summary>
-internal sealed record SessionCertificate(string Serial, DateTimeOffset NotBefore, DateTimeOffset NotAfter);
+/// <summary>A certificate as a session knows it: serial (normalized, as revocations name it), validity, and which CA key signed it (<see cref="KeyIds"/>).</summary>
+internal sealed record SessionCertificate(string Serial, DateTimeOffset NotBefore, DateTimeOffset NotAfter, string SignerKeyId = "");
 
 /// <summary>What the control plane knows of one sidecar's config stream; <c>ztmctl status</c> shows it.</summary>
 internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionCertificate opened)
@@ -53,6 +53,29 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionC
     public string NackError { get; set; } = "";
 
     public string LastNonce { get; set; } = "";
+
+    private long _bundleSequence;
+
+    /// <summary>
+    /// The sequence of the trust bundle the sidecar follows, as it last said (in any answer, ACK or NACK: it applies the
+    /// bundle before the policy), or of the last snapshot it ACKed; 0 until it says. CA rotation steps wait on it.
+    /// </summary>
+    public ulong BundleSequence => (ulong)Interlocked.Read(ref _bundleSequence);
+
+    /// <summary>The sidecar follows bundle <paramref name="sequence"/> (or a newer one): never goes back.</summary>
+    public void Follows(ulong sequence)
+    {
+        long seen;
+        do
+        {
+            seen = Interlocked.Read(ref _bundleSequence);
+            if ((long)sequence <= seen)
+            {
+                return;
+            }
+        }
+        while (Interlocked.CompareExchange(ref _bundleSequence, (long)sequence, seen) != seen);
+    }
 
     /// <summary>A snapshot with <paramref name="nonce"/> goes out now (<see cref="TimeProvider.GetTimestamp"/>); its answer measures push-to-ACK.</summary>
     public void Pushing(string nonce, long timestamp) => Volatile.Write(ref _pending, new PendingPush(nonce, timestamp));
@@ -92,9 +115,12 @@ internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionC
 /// stream it concerns (thousands of sidecars of one namespace share one). The nonce is per snapshot, not per stream: a
 /// stream answers the nonce it was last sent, and never gets the same snapshot twice.
 /// </summary>
-internal sealed class PreparedSnapshot(string version, string nonce, byte[] bytes, UInt128 content)
+internal sealed class PreparedSnapshot(string version, string nonce, byte[] bytes, UInt128 content, ulong bundleSequence = 0)
 {
     public string Version { get; } = version;
+
+    /// <summary>The sequence of the trust bundle it carries.</summary>
+    public ulong BundleSequence { get; } = bundleSequence;
 
     public string Nonce { get; } = nonce;
 
@@ -129,15 +155,13 @@ internal sealed class ConfigDistributor : IDisposable
     private readonly ConditionalWeakTable<ConfigState, ConcurrentDictionary<ConfigKey, PreparedSnapshot>> _snapshots = new();
 
     private readonly ConfigStore _store;
-    private readonly CertificateAuthority _ca;
     private readonly ITimer _debounce;
     private RevocationList _revocations;
     private BundleProto? _bundle;
 
-    public ConfigDistributor(ConfigStore store, CertificateAuthority ca, SvidIssuer issuer, ControlPlaneMetrics metrics, TimeProvider time)
+    public ConfigDistributor(ConfigStore store, SvidIssuer issuer, ControlPlaneMetrics metrics, TimeProvider time)
     {
         _store = store;
-        _ca = ca;
         _revocations = store.Current.Revocations;
         _debounce = time.CreateTimer(_ => Push(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         store.Changed += OnChanged;
@@ -190,7 +214,7 @@ internal sealed class ConfigDistributor : IDisposable
 
     private PreparedSnapshot Build(ConfigState state, ConfigKey key)
     {
-        var snapshot = new ConfigSnapshot { TrustBundle = TrustBundleProto(_ca.Bundle) };
+        var snapshot = new ConfigSnapshot { TrustBundle = TrustBundleProto(state.Bundle) };
         // Validated here once; sidecars read the typed model, never the operator's YAML.
         snapshot.Resources.AddRange(state.For(key.Namespace, key.Service).Select(r => r.Document.Resource.ToProto(PolicyKinds.Builtin)));
         snapshot.Revocations.AddRange(state.Revocations.Entries.Select(e => e.ToProto()));
@@ -198,7 +222,7 @@ internal sealed class ConfigDistributor : IDisposable
         var digest = SHA256.HashData(snapshot.ToByteArray());
         snapshot.Version = state.Version;
         snapshot.Nonce = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(16));
-        return new PreparedSnapshot(state.Version, snapshot.Nonce, snapshot.ToByteArray(), BinaryPrimitives.ReadUInt128LittleEndian(digest));
+        return new PreparedSnapshot(state.Version, snapshot.Nonce, snapshot.ToByteArray(), BinaryPrimitives.ReadUInt128LittleEndian(digest), state.Bundle.Sequence);
     }
 
     /// <summary>The trust bundle as sent in snapshots, converted once per bundle rather than once per stream and push.</summary>
@@ -249,7 +273,7 @@ internal sealed class ConfigDistributor : IDisposable
     /// <summary>A sidecar renewed with the certificate its stream knows: status and revocation checks follow the new one.</summary>
     private void OnRenewed(string previousSerial, SignedCertificate renewed)
     {
-        var next = new SessionCertificate(Revocation.NormalizeSerial(renewed.Serial), renewed.NotBefore, renewed.NotAfter);
+        var next = new SessionCertificate(Revocation.NormalizeSerial(renewed.Serial), renewed.NotBefore, renewed.NotAfter, renewed.SignerKeyId);
         foreach (var session in _connected.Keys.Where(s => s.Current.Serial == previousSerial))
         {
             session.Current = next;

@@ -17,10 +17,10 @@ internal sealed record StoredResource(PolicyDocument Document, string Yaml)
 internal readonly record struct ConfigKey(string Namespace, string? Service);
 
 /// <summary>
-/// The config at one version: the policy resources and the revocations in force; immutable, replaced as a whole.
-/// (The trust bundle, the third part of every snapshot, changes only with the CA.)
+/// The config at one version: the policy resources, the revocations in force and the trust bundle (which changes only
+/// with a CA rotation); immutable, replaced as a whole.
 /// </summary>
-internal sealed record ConfigState(string Version, ImmutableDictionary<ResourceKey, StoredResource> Resources, RevocationList Revocations)
+internal sealed record ConfigState(string Version, ImmutableDictionary<ResourceKey, StoredResource> Resources, RevocationList Revocations, TrustBundle Bundle)
 {
     /// <summary>The resources that apply to one workload (its namespace, selected by service or by no selector).</summary>
     public IReadOnlyList<StoredResource> For(WorkloadRef workload) => For(workload.Namespace, workload.Service);
@@ -52,5 +52,6 @@ internal sealed record ConfigState(string Version, ImmutableDictionary<ResourceK
         Version = original.Version;
         Resources = original.Resources;
         Revocations = original.Revocations;
+        Bundle = original.Bundle;
     }
 }

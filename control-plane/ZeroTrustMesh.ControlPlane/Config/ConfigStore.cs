@@ -20,6 +20,7 @@ namespace ZeroTrustMesh.ControlPlane.Config;
 ///    edited while the control plane was stopped, another CA) moves on to the next.
 /// 2. Every change is appended to <c>policy-audit.log</c> (<see cref="AuditLog"/>) with its version, then published.
 /// 3. <see cref="Changed"/> is raised after each swap, in version order.
+/// A CA rotation changes the trust bundle (<see cref="PublishBundle"/>): a new version like any other change.
 /// </summary>
 internal sealed class ConfigStore
 {
@@ -27,7 +28,6 @@ internal sealed class ConfigStore
     private readonly string _versionPath;
     private readonly TimeProvider _time;
     private readonly ILogger<ConfigStore> _logger;
-    private readonly byte[] _bundleDigest;
     private readonly Lock _gate = new();
     private ConfigState _state;
     private long _version;
@@ -38,13 +38,12 @@ internal sealed class ConfigStore
         _versionPath = Path.Combine(options.DataDir, "config-version.json");
         _time = time;
         _logger = logger;
-        _bundleDigest = SHA256.HashData(ca.Bundle.Roots.SelectMany(r => r.RawData).ToArray());
         lock (_gate)
         {
             // Subscribed before the first read: a change in between waits on the lock instead of being lost.
-            policies.Changed += change => Publish(change.Resources, null, change.Action, change.Actor, change.Keys, null);
-            revocations.Changed += change => Publish(null, change.List, change.Action, change.Actor, change.Subjects, change.Reason);
-            _state = new ConfigState("", policies.Resources, revocations.Current);
+            policies.Changed += change => Publish(change.Resources, null, null, change.Action, change.Actor, change.Keys, null);
+            revocations.Changed += change => Publish(null, change.List, null, change.Action, change.Actor, change.Subjects, change.Reason);
+            _state = new ConfigState("", policies.Resources, revocations.Current, ca.Bundle);
             var digest = Digest(_state);
             var stored = LoadVersion();
             if (stored is null)
@@ -72,12 +71,26 @@ internal sealed class ConfigStore
     /// <summary>Raised after every change with the new state, in version order; handlers must be quick (they run under the store's lock).</summary>
     public event Action<ConfigState>? Changed;
 
-    private void Publish(ImmutableDictionary<ResourceKey, StoredResource>? resources, RevocationList? revocations, string action, string actor, IReadOnlyList<string> keys, string? reason)
+    /// <summary>A CA rotation step changed the roots of the trust bundle: a new version carries it to every sidecar.</summary>
+    public ConfigState PublishBundle(TrustBundle bundle, string action, string reason)
+    {
+        lock (_gate)
+        {
+            if (Current.Bundle.SameRootsAs(bundle) && Current.Bundle.Sequence == bundle.Sequence)
+            {
+                return Current;
+            }
+            Publish(null, null, bundle, action, "controlplane", [$"trust bundle {bundle.Sequence}"], reason);
+            return Current;
+        }
+    }
+
+    private void Publish(ImmutableDictionary<ResourceKey, StoredResource>? resources, RevocationList? revocations, TrustBundle? bundle, string action, string actor, IReadOnlyList<string> keys, string? reason)
     {
         lock (_gate)
         {
             var current = Current;
-            var next = new ConfigState(Format(_version + 1), resources ?? current.Resources, revocations ?? current.Revocations);
+            var next = new ConfigState(Format(_version + 1), resources ?? current.Resources, revocations ?? current.Revocations, bundle ?? current.Bundle);
             _audit.Append(new AuditEntry(_time.GetUtcNow(), next.Version, action, actor, keys, string.IsNullOrEmpty(reason) ? null : reason));
             _version++;
             SaveVersion(Digest(next));
@@ -90,7 +103,7 @@ internal sealed class ConfigStore
     private static string Format(long version) => "v" + version.ToString(CultureInfo.InvariantCulture);
 
     /// <summary>A digest of everything a snapshot carries but its version: resources, revocations, trust bundle.</summary>
-    private string Digest(ConfigState state)
+    private static string Digest(ConfigState state)
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         foreach (var resource in state.Resources.Values.OrderBy(r => r.KeyText, StringComparer.Ordinal))
@@ -101,7 +114,7 @@ internal sealed class ConfigStore
         {
             hash.AppendData(Encoding.UTF8.GetBytes($"{entry.Subject}|{entry.RevokedAt:O}|{entry.ExpiresAt:O}|{entry.Reason}\0"));
         }
-        hash.AppendData(_bundleDigest);
+        hash.AppendData(SHA256.HashData(state.Bundle.Roots.SelectMany(r => r.RawData).ToArray()));
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 

@@ -35,6 +35,8 @@ internal sealed class ControlPlaneMetrics
     private readonly Gauge _sidecarsNotSynced;
     private readonly Gauge _configVersion;
     private readonly Gauge _revocations;
+    private readonly Gauge _rotationPhase;
+    private readonly Gauge _bundleSequence;
 
     public ControlPlaneMetrics()
     {
@@ -63,6 +65,10 @@ internal sealed class ControlPlaneMetrics
         _caExpiry = factory.CreateGauge("ztm_ca_certificate_expiry_timestamp_seconds",
             "Unix time at which a certificate of the mesh CA expires, by role (signing: the CA certificate that signs SVIDs; intermediate; root: a root of the trust bundle) and serial.",
             "role", "serial");
+
+        _rotationPhase = factory.CreateGauge("ztm_ca_rotation_phase",
+            "CA root rotation phase: 1 for the phase the rotation is in (none, prepared, active, retiring), 0 for the others.", "phase");
+        _bundleSequence = factory.CreateGauge("ztm_ca_trust_bundle_sequence", "Sequence of the trust bundle sent to sidecars; raised by every change of its roots.");
 
         foreach (var outcome in InjectionOutcomes)
         {
@@ -113,9 +119,13 @@ internal sealed class ControlPlaneMetrics
         }
     }
 
-    /// <summary>The CA's certificates: the signing certificate, the intermediates above it, the roots of the bundle.</summary>
+    /// <summary>The CA's certificates: the signing certificate, the intermediates above it, the roots of the bundle (those of a bundle before are dropped).</summary>
     public void CaCertificates(CertificateAuthority ca)
     {
+        foreach (var labels in _caExpiry.GetAllLabelValues().ToList())
+        {
+            _caExpiry.RemoveLabelled(labels);
+        }
         SetExpiry("signing", ca.SigningCertificate);
         foreach (var intermediate in ca.Intermediates)
         {
@@ -141,6 +151,20 @@ internal sealed class ControlPlaneMetrics
             _connectedSidecars.Set(sessions.Count);
             _sidecarsNotSynced.Set(sessions.Count(s => s.VersionSent.Length == 0 || s.VersionApplied != s.VersionSent));
         });
+
+    /// <summary>The rotation's phase and bundle sequence, read at each scrape.</summary>
+    public void ObserveCaRotation(Func<RotationPhase> phase, Func<ulong> bundleSequence)
+    {
+        Registry.AddBeforeCollectCallback(() =>
+        {
+            var current = phase();
+            foreach (var each in Enum.GetValues<RotationPhase>())
+            {
+                _rotationPhase.WithLabels(CaRotation.Name(each)).Set(each == current ? 1 : 0);
+            }
+            _bundleSequence.Set(bundleSequence());
+        });
+    }
 
     private void SetExpiry(string role, X509Certificate2 certificate) =>
         _caExpiry.WithLabels(role, certificate.SerialNumber.ToLowerInvariant()).Set(new DateTimeOffset(certificate.NotAfter.ToUniversalTime()).ToUnixTimeSeconds());

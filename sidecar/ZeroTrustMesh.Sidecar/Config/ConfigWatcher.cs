@@ -10,7 +10,8 @@ namespace ZeroTrustMesh.Sidecar.Config;
 
 /// <summary>
 /// Follows the control plane's config stream for this workload (policies, revocations, trust bundle):
-/// 1. once the sidecar has its certificate, open the stream (mTLS) and say which version it enforces;
+/// 1. once the sidecar has its certificate, open the stream (mTLS) and say which version it enforces (and, in every
+///    answer, which trust bundle it follows: a CA rotation activates a new root only once every sidecar trusts it);
 /// 2. for every snapshot: apply the revocation list first, and even when the rest is NACKed (it only ever refuses more
 ///    peers, and a policy error must not keep a revoked peer in); read each resource's typed model with the kind this
 ///    sidecar enforces it with (a kind it does not know is NACKed); compile the inbound stages for this workload
@@ -54,7 +55,7 @@ internal sealed class ConfigWatcher(
             try
             {
                 using var call = client.Stream(cancellationToken: stopping);
-                await call.RequestStream.WriteAsync(new ConfigRequest { VersionApplied = snapshots.Current.Version }, stopping);
+                await call.RequestStream.WriteAsync(new ConfigRequest { VersionApplied = snapshots.Current.Version, TrustBundleSequence = state.Bundle?.Sequence ?? 0 }, stopping);
                 while (await call.ResponseStream.MoveNext(stopping))
                 {
                     attempt = 1;
@@ -65,6 +66,7 @@ internal sealed class ConfigWatcher(
                         VersionApplied = snapshots.Current.Version,
                         ResponseNonce = snapshot.Nonce,
                         Error = error ?? "",
+                        TrustBundleSequence = state.Bundle?.Sequence ?? 0, // a CA rotation waits for every sidecar to follow its bundle
                     }, stopping);
                 }
             }

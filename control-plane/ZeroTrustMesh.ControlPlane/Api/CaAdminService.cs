@@ -1,0 +1,96 @@
+using System.Security.Cryptography.X509Certificates;
+using Google.Protobuf.WellKnownTypes;
+using Grpc.Core;
+using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.Proto.V1;
+
+namespace ZeroTrustMesh.ControlPlane.Api;
+
+/// <summary>Operator calls on the CA's roots (<c>ztmctl ca status|rotate</c>); <see cref="OperatorOnlyInterceptor"/> has authenticated the caller.</summary>
+internal sealed class CaAdminService(CaRotation rotation, ILogger<CaAdminService> logger) : CaAdmin.CaAdminBase
+{
+    public override Task<CaStatusResponse> Status(CaStatusRequest request, ServerCallContext context) => Task.FromResult(StatusOf(rotation));
+
+    public override Task<CaStatusResponse> Rotate(CaRotateRequest request, ServerCallContext context)
+    {
+        try
+        {
+            rotation.Start("operator");
+        }
+        catch (RotationRefusedException e)
+        {
+            ControlPlaneLog.CaRotationRefused(logger, e.Message);
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, e.Message));
+        }
+        catch (IOException e)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, $"the new root could not be saved, nothing changed: {e.Message}"));
+        }
+        return Task.FromResult(StatusOf(rotation));
+    }
+
+    public static CaStatusResponse StatusOf(CaRotation rotation)
+    {
+        var state = rotation.State;
+        var gate = rotation.Gate();
+        var response = new CaStatusResponse
+        {
+            Phase = CaRotation.Name(state.Phase),
+            StartedBy = state.StartedBy ?? "",
+            BundleSequence = state.BundleSequence,
+            WaitingFor = state.Phase == RotationPhase.None ? "" : gate.WaitingFor,
+            PlugIn = rotation.IsPlugIn,
+        };
+        if (state.PhaseSince is { } since)
+        {
+            response.PhaseSince = Timestamp.FromDateTimeOffset(since);
+        }
+        if (gate.OpensAt is { } opensAt)
+        {
+            response.NextStepAt = Timestamp.FromDateTimeOffset(opensAt);
+        }
+        if (!rotation.IsPlugIn)
+        {
+            response.AutoRotateAt = Timestamp.FromDateTimeOffset(rotation.AutoRotateAt);
+        }
+        response.BlockedBy.AddRange(gate.Blockers);
+        var inBundle = state.Roots.Select(RootFingerprint.Of).ToHashSet(StringComparer.Ordinal);
+        response.Roots.Add(Root("current", state.Current, inBundle));
+        if (state.Next is { } next)
+        {
+            response.Roots.Add(Root("next", next, inBundle));
+        }
+        if (state.Previous is { } previous)
+        {
+            response.Roots.Add(Root("previous", previous, inBundle));
+        }
+        foreach (var session in rotation.Sidecars)
+        {
+            response.Sidecars.Add(new CaSidecar
+            {
+                SpiffeId = session.Id.Value,
+                Connected = session.Connected,
+                BundleSequence = session.BundleSequence,
+                CertificateSerial = session.Current.Serial,
+                CertificateExpiresAt = Timestamp.FromDateTimeOffset(session.Current.NotAfter),
+                CertificateRoot = rotation.RoleOfSigner(session),
+                LastSeen = Timestamp.FromDateTimeOffset(session.LastSeen),
+            });
+        }
+        return response;
+    }
+
+    private static CaRoot Root(string role, X509Certificate2 certificate, HashSet<string> inBundle)
+    {
+        var fingerprint = RootFingerprint.Of(certificate);
+        return new CaRoot
+        {
+            Role = role,
+            Fingerprint = fingerprint,
+            Subject = certificate.Subject,
+            NotBefore = Timestamp.FromDateTimeOffset(certificate.NotBefore.ToUniversalTime()),
+            NotAfter = Timestamp.FromDateTimeOffset(certificate.NotAfter.ToUniversalTime()),
+            InBundle = inBundle.Contains(fingerprint),
+        };
+    }
+}
