@@ -157,7 +157,8 @@ internal static class ControlPlaneHost
         }
         if (options.Kubernetes)
         {
-            Console.Out.WriteLine($"ztm-controlplane: Kubernetes API {KubernetesAccess.Location(app.Services.GetRequiredService<k8s.IKubernetes>())}: sidecars may prove who they are with a projected service-account token for audience '{options.TokenAudience}' (TokenReview); the registry follows Services, EndpointSlices and Pods");
+            Console.Out.WriteLine($"ztm-controlplane: Kubernetes API {KubernetesAccess.Location(app.Services.GetRequiredService<k8s.IKubernetes>())}: sidecars may prove who they are with a projected service-account token for audience '{options.TokenAudience}' (TokenReview)");
+            Console.Out.WriteLine("ztm-controlplane: service registry: the cluster's Services, EndpointSlices and Pods (sidecars' registrations are heartbeats only)");
         }
         if (options.WebhookConfiguration is { } name)
         {
