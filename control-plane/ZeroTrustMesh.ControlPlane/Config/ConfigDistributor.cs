@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
@@ -16,8 +17,15 @@ using Revocation = ZeroTrustMesh.Identity.Revocation;
 
 namespace ZeroTrustMesh.ControlPlane.Config;
 
-/// <summary>A certificate as a session knows it: serial (normalized, as revocations name it) and validity.</summary>
-internal sealed record SessionCertificate(string Serial, DateTimeOffset NotBefore, DateTimeOffset NotAfter);
+/// <summary>
+/// A certificate as a session knows it: serial (normalized, as revocations name it), validity, and the key identifier
+/// of its issuer (its authority key identifier, hex), which says which root it chains to.
+/// </summary>
+internal sealed record SessionCertificate(string Serial, DateTimeOffset NotBefore, DateTimeOffset NotAfter, string? IssuerKeyId)
+{
+    public static SessionCertificate Of(X509Certificate2 certificate) => new(
+        RevocationList.NormalizedSerial(certificate), certificate.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime(), CertificateRoots.IssuerKeyIdOf(certificate));
+}
 
 /// <summary>What the control plane knows of one sidecar's config stream; <c>ztmctl status</c> shows it.</summary>
 internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionCertificate opened)
@@ -249,7 +257,8 @@ internal sealed class ConfigDistributor : IDisposable
     /// <summary>A sidecar renewed with the certificate its stream knows: status and revocation checks follow the new one.</summary>
     private void OnRenewed(string previousSerial, SignedCertificate renewed)
     {
-        var next = new SessionCertificate(Revocation.NormalizeSerial(renewed.Serial), renewed.NotBefore, renewed.NotAfter);
+        using var certificate = X509CertificateLoader.LoadCertificate(renewed.Der);
+        var next = SessionCertificate.Of(certificate);
         foreach (var session in _connected.Keys.Where(s => s.Current.Serial == previousSerial))
         {
             session.Current = next;

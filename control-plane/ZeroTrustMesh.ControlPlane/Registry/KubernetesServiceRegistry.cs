@@ -80,7 +80,7 @@ internal sealed class KubernetesServiceRegistry :
     public TimeSpan Ttl => LocalServiceRegistry.DefaultTtl;
 
     /// <summary>Raised after a list or watch event changed what the registry follows (its answers are rebuilt on the next call).</summary>
-    public event Action? Changed;
+    public event Action? Updated;
 
     /// <summary>Whether every resource has been listed once (before that, nothing resolves).</summary>
     public bool Synced => _allListed.Task.IsCompleted;
@@ -237,7 +237,7 @@ internal sealed class KubernetesServiceRegistry :
             }
         }
         ControlPlaneLog.RegistryListed(_logger, resource, count, resourceVersion);
-        Changed?.Invoke();
+        Updated?.Invoke();
     }
 
     private void Apply<T>(Dictionary<(string, string), T> held, WatchEventType type, (string, string) key, T value)
@@ -254,7 +254,7 @@ internal sealed class KubernetesServiceRegistry :
             }
             _answers = null;
         }
-        Changed?.Invoke();
+        Updated?.Invoke();
     }
 
     private static (string, string) Key(V1ObjectMeta? metadata) => (metadata?.NamespaceProperty ?? "", metadata?.Name ?? "");

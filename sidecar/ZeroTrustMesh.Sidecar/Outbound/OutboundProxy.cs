@@ -77,7 +77,7 @@ internal sealed class OutboundProxy(
         }
         if (destinations.Count == 0)
         {
-            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "unknown service", $"no endpoints for '{target}' in the mesh", self, target, started);
+            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "unknown service", $"no endpoints for '{target}' in the mesh (nothing is sent to a pod without a sidecar: the mesh sends no plaintext)", self, target, started);
             return;
         }
         var service = destinations[0].Service;

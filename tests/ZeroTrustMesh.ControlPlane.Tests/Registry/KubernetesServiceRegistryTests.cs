@@ -189,14 +189,19 @@ public sealed class KubernetesServiceRegistryTests : IAsyncLifetime
         await using var registry = await StartAsync();
         Assert.Empty(registry.Value.ResolveName("orders.shop"));
 
-        // The watches break and the history they would resume from is gone: each resource is listed again (410 Gone).
-        _api.ExpireHistory();
+        // The watches cannot come back while the cluster changes, and then the history they would resume from is gone:
+        // each resource is listed again (410 Gone), and the list holds what changed meanwhile.
+        _api.Fail(r => r.Query["watch"] == "true", 10_000, 503, "ServiceUnavailable");
         _api.DropWatches();
-        var relisted = _logs.WaitForAsync(l => l.Contains("registry watch of endpointslices expired", StringComparison.Ordinal), 1, Timeout);
+        await _api.WaitForAsync(api => api.Requests.Any(r => r.Status == 503 && r.Path.EndsWith("/endpointslices", StringComparison.Ordinal)), Timeout);
         _api.Seed(Slice("orders-abcde", "orders", [("http", 8080)], ("10.1.0.5", "orders-1")));
-        await relisted;
+        _api.ExpireHistory();
+        _api.Heal();
+
         await registry.WaitUntilAsync(r => r.ResolveName("orders.shop").Count == 1);
         Assert.Equal([Orders], registry.Value.ResolveName("orders.shop").Select(e => e.Identity!.Value.Value));
+        await _logs.WaitForAsync(l => l.StartsWith("registry watch of endpointslices expired at resourceVersion", StringComparison.Ordinal), 1, Timeout);
+        Assert.Equal(2, _api.Requests.Count(r => r.Method == "GET" && r.Status == 200 && r.Path.EndsWith("/endpointslices", StringComparison.Ordinal)));
     }
 
     private async Task<StartedRegistry> StartAsync()
@@ -263,7 +268,7 @@ public sealed class KubernetesServiceRegistryTests : IAsyncLifetime
 #pragma warning disable CA2000 // see finally
 #pragma warning restore CA2000
             void OnChanged() => changed.Release();
-            Value.Changed += OnChanged;
+            Value.Updated += OnChanged;
             try
             {
                 using var timeout = new CancellationTokenSource(Timeout);
@@ -278,7 +283,7 @@ public sealed class KubernetesServiceRegistryTests : IAsyncLifetime
             }
             finally
             {
-                Value.Changed -= OnChanged; // not disposed: a change being raised now may still release it
+                Value.Updated -= OnChanged; // not disposed: a change being raised now may still release it
             }
         }
 
