@@ -49,7 +49,7 @@ internal static class CheckCommand
             }
             var cluster = parse.GetValue(kubernetes) || parse.GetValue(kubeconfig) is not null;
             return Ztmctl.CallAsync(parse, (channel, ct) => RunAsync(
-                new PolicyAdmin.PolicyAdminClient(channel), channel.Target, cluster ? parse.GetValue(kubeconfig) ?? "" : null,
+                new PolicyAdmin.PolicyAdminClient(channel), $"https://{channel.Target}", cluster ? parse.GetValue(kubeconfig) ?? "" : null,
                 parse.GetValue(webhook)!, parse.GetValue(minDays), ct), cancellation);
         });
         return command;
@@ -104,7 +104,7 @@ internal static class CheckCommand
         {
             return new(false, "CA root valid", "the control plane sent no trust bundle", "upgrade ztm-controlplane to this ztmctl's version");
         }
-        var lines = roots.Select(r => $"{r.Subject}: not after {r.NotAfter.ToUniversalTime():yyyy-MM-dd'T'HH:mm:ss'Z'} ({DaysLeft(r, now)})").ToList();
+        var lines = roots.Select(r => $"{r.Subject}, not after {r.NotAfter.ToUniversalTime():yyyy-MM-dd'T'HH:mm:ss'Z'} ({DaysLeft(r, now)})").ToList();
         var latest = roots.MaxBy(r => r.NotAfter)!;
         var expired = roots.Where(r => r.NotAfter.ToUniversalTime() <= now).ToList();
         var left = latest.NotAfter.ToUniversalTime() - now;
