@@ -86,6 +86,13 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
         Assert.Contains(lines, l => l.StartsWith("✔ CRDs installed and served: ", StringComparison.Ordinal)
             && l.Contains("authorizationpolicies", StringComparison.Ordinal) && l.EndsWith(" (security.ztm.dev/v1)", StringComparison.Ordinal));
         Assert.Contains($"✔ webhook caBundle current: {Webhook} (2 webhook(s))", lines);
+
+        // ztmctl status names the root each sidecar's certificate chains to.
+        await using var status = ExecutableProcess.Start("ztmctl-status", ExecutableProcess.Ztmctl, ["status", "-o", "json", "--config", Path.Combine(_dir, "config")], _environment, output);
+        Assert.Equal(0, await status.Exited.WaitAsync(ExecutableProcess.Timeout));
+        using var root = X509Certificate2.CreateFromPem(await File.ReadAllTextAsync(Path.Combine(_dir, "data", "bundle.pem")));
+        var sidecars = JsonNode.Parse(string.Join('\n', status.Lines))!["sidecars"]!.AsArray();
+        Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(root.RawData)), Assert.Single(sidecars)!["certificateRoot"]!.GetValue<string>());
     }
 
     [Fact]
