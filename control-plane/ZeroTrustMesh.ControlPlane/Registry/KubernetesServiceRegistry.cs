@@ -67,6 +67,7 @@ internal sealed class KubernetesServiceRegistry :
     private readonly CancellationTokenSource _stopping = new();
     private readonly List<Task> _running = [];
     private Answers? _answers; // null: rebuild on the next call
+    private int _disposed;
 
     public KubernetesServiceRegistry(IKubernetes client, ControlPlaneOptions options, TimeProvider time, ILogger<KubernetesServiceRegistry> logger)
     {
@@ -379,8 +380,13 @@ internal sealed class KubernetesServiceRegistry :
             : (address.Trim('[', ']'), null);
     }
 
+    /// <summary>Idempotent: the container disposes the one instance once per registration (registry and hosted service).</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
         _stopping.Cancel();
         _stopping.Dispose();
     }
