@@ -141,7 +141,8 @@ internal static class PolicyCommands
         {
             var response = await new PolicyAdmin.PolicyAdminClient(channel).StatusAsync(new StatusRequest(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: ct);
             var rows = response.Sidecars.Select(s => new SidecarOutput(s.SpiffeId, s.Service, s.Connected, s.VersionApplied, s.VersionSent,
-                s.NackError.Length > 0 ? s.NackError : null, s.CertificateExpiresAt.ToDateTimeOffset(), s.LastSeen.ToDateTimeOffset(), s.Serial)).ToList();
+                s.NackError.Length > 0 ? s.NackError : null, s.CertificateExpiresAt.ToDateTimeOffset(), s.LastSeen.ToDateTimeOffset(), s.Serial,
+                s.CertificateRoot.Length > 0 ? s.CertificateRoot : null)).ToList();
             if (parse.GetValue(Ztmctl.OutputOption) == "json")
             {
                 Console.WriteLine(JsonSerializer.Serialize(new StatusOutput(response.Version, rows, (int)response.Revocations), PolicyJson.Default.StatusOutput));
@@ -222,7 +223,8 @@ internal sealed record ResourceOutput(string Key, string Yaml);
 
 internal sealed record ListOutput(string Version, IReadOnlyList<ResourceOutput> Resources);
 
-internal sealed record SidecarOutput(string SpiffeId, string Service, bool Connected, string Applied, string Sent, string? Nack, DateTimeOffset CertificateExpiresAt, DateTimeOffset LastSeen, string Serial);
+/// <param name="CertificateRoot">The SHA-256 fingerprint of the current bundle's root the certificate chains to; null: none.</param>
+internal sealed record SidecarOutput(string SpiffeId, string Service, bool Connected, string Applied, string Sent, string? Nack, DateTimeOffset CertificateExpiresAt, DateTimeOffset LastSeen, string Serial, string? CertificateRoot);
 
 internal sealed record StatusOutput(string Version, IReadOnlyList<SidecarOutput> Sidecars, int Revocations);
 

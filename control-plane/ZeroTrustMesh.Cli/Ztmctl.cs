@@ -11,7 +11,7 @@ namespace ZeroTrustMesh.Cli;
 /// <c>ztmctl</c>: the operator CLI. It talks only to the control plane's gRPC admin API, over mTLS with the
 /// operator credential named by the config (<c>--config</c>, else <c>$ZTM_CONFIG</c>, else <c>~/.ztm/config</c>).
 /// Exit codes: 0 done, 1 the control plane refused, 2 bad command line, 3 no config or control plane unreachable,
-/// 4 <c>policy test</c> says the request would be denied.
+/// 4 <c>policy test</c> says the request would be denied. <c>check</c> exits 1 when a check fails.
 /// </summary>
 internal static class Ztmctl
 {
@@ -40,6 +40,7 @@ internal static class Ztmctl
         var root = new RootCommand("ztmctl: operate a ZeroTrustMesh control plane") { ConfigOption, OutputOption };
         root.Subcommands.Add(TokenCommands.Command());
         root.Subcommands.Add(CaCommands.Command());
+        root.Subcommands.Add(CheckCommand.Command());
         foreach (var command in PolicyCommands.Commands())
         {
             root.Subcommands.Add(command);

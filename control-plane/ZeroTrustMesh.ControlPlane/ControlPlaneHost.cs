@@ -50,6 +50,7 @@ internal static class ControlPlaneHost
         if (options.Kubernetes)
         {
             services.AddKubernetesPolicy(_ => KubernetesAccess.CreateClient()); // before the standalone state: instead of the policy directory
+            services.AddKubernetesRegistry(_ => KubernetesAccess.CreateClient()); // and instead of the sidecars' registrations
         }
         services.AddStandaloneState(options);
         services.AddControlPlane();
@@ -166,6 +167,7 @@ internal static class ControlPlaneHost
         if (options.Kubernetes)
         {
             Console.Out.WriteLine($"ztm-controlplane: Kubernetes API {KubernetesAccess.Location(app.Services.GetRequiredService<k8s.IKubernetes>())}: sidecars may prove who they are with a projected service-account token for audience '{options.TokenAudience}' (TokenReview)");
+            Console.Out.WriteLine("ztm-controlplane: service registry: the cluster's Services, EndpointSlices and Pods (sidecars' registrations are heartbeats only)");
         }
         if (options.WebhookConfiguration is { } name)
         {

@@ -47,6 +47,22 @@ internal static partial class ControlPlaneLog
         Message = "endpoint registered service={Service} spiffe_id={SpiffeId} inbound={Inbound}")]
     public static partial void EndpointRegistered(ILogger logger, string service, string spiffeId, string inbound);
 
+    [LoggerMessage(EventId = 133, Level = LogLevel.Debug,
+        Message = "registry heartbeat spiffe_id={SpiffeId} inbound={Inbound}: not recorded, endpoints come from the Kubernetes API")]
+    public static partial void HeartbeatOnly(ILogger logger, string spiffeId, string inbound);
+
+    [LoggerMessage(EventId = 134, Level = LogLevel.Information, Message = "registry listed {Resource} count={Count} resourceVersion={ResourceVersion}")]
+    public static partial void RegistryListed(ILogger logger, string resource, int count, string resourceVersion);
+
+    [LoggerMessage(EventId = 135, Level = LogLevel.Information, Message = "registry watch of {Resource} expired at resourceVersion {ResourceVersion} (410 Gone): listing again")]
+    public static partial void RegistryRelist(ILogger logger, string resource, string resourceVersion);
+
+    [LoggerMessage(EventId = 136, Level = LogLevel.Warning, Message = "registry watch of {Resource} failed, retrying in {RetrySeconds:0.#}s (suppressed={Suppressed}): {Reason}")]
+    public static partial void RegistryWatchFailed(ILogger logger, string resource, double retrySeconds, string reason, long suppressed);
+
+    [LoggerMessage(EventId = 137, Level = LogLevel.Warning, Message = "registry: Services, EndpointSlices and Pods not listed within {Seconds}s of start: destinations resolve to nothing until they are; still trying")]
+    public static partial void RegistryNotListedYet(ILogger logger, int seconds);
+
     [LoggerMessage(EventId = 131, Level = LogLevel.Warning, Message = "registry could not be saved to {Path} (kept in memory; retried at the next change): {Reason}")]
     public static partial void RegistryNotSaved(ILogger logger, string path, string reason);
 

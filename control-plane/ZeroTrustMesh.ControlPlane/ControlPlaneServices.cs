@@ -85,6 +85,20 @@ internal static class ControlPlaneServices
         return services;
     }
 
+    /// <summary>
+    /// With <c>--kubernetes</c>, the registry is the cluster's Services, EndpointSlices and Pods
+    /// (<see cref="KubernetesServiceRegistry"/>), registered before <see cref="AddStandaloneState"/> so the sidecars'
+    /// own registrations are not the source: their Register calls are heartbeats only.
+    /// </summary>
+    public static IServiceCollection AddKubernetesRegistry(this IServiceCollection services, Func<IServiceProvider, k8s.IKubernetes> client)
+    {
+        services.TryAddSingleton(client);
+        services.AddSingleton<KubernetesServiceRegistry>();
+        services.AddSingleton<IServiceRegistry>(sp => sp.GetRequiredService<KubernetesServiceRegistry>());
+        services.AddHostedService(sp => sp.GetRequiredService<KubernetesServiceRegistry>()); // lists and watches
+        return services;
+    }
+
     public static IServiceCollection AddKubernetesAttestation(this IServiceCollection services, Func<IServiceProvider, k8s.IKubernetes> client)
     {
         services.TryAddSingleton(client);

@@ -12,7 +12,7 @@ public sealed class RbacTests
     ];
 
     [HelmFact]
-    public async Task The_control_plane_may_only_patch_its_webhook_configuration_keep_ztm_ca_root_current_review_tokens_get_pods_and_read_policy()
+    public async Task The_control_plane_may_only_patch_its_webhook_configuration_keep_ztm_ca_root_current_review_tokens_follow_the_registry_and_read_policy()
     {
         var chart = await Renders.Default;
         var role = chart.Get<V1ClusterRole>("ClusterRole", "ztm-controlplane");
@@ -23,7 +23,9 @@ public sealed class RbacTests
             "|configmaps|get,list,watch,update,patch|ztm-ca-root",
             "|namespaces|get,list,watch|",
             "authentication.k8s.io|tokenreviews|create|", // attestation (--kubernetes): a sidecar's token
-            "|pods|get|",                                  // and the pod it is bound to; no list or watch
+            "|pods|get,list,watch|",                       // the pod a token is bound to; the registry's pods
+            "|services|list,watch|",                       // the registry: Services
+            "discovery.k8s.io|endpointslices|list,watch|", // and their endpoints
             "security.ztm.dev|authorizationpolicies,requestauthentications,peerauthentications,ratelimitpolicies|list,watch|", // policy
             "security.ztm.dev|authorizationpolicies/status,requestauthentications/status,peerauthentications/status,ratelimitpolicies/status|update,patch|", // Accepted
         ], Describe(role.Rules));

@@ -21,12 +21,14 @@ public sealed record ApiResource(string Group, string Version, string Plural, st
         new("", "v1", "configmaps", "ConfigMap", true),
         new("", "v1", "secrets", "Secret", true),
         new("", "v1", "pods", "Pod", true) { ReturnsDeletedObject = true },
-        new("", "v1", "services", "Service", true),
+        new("", "v1", "services", "Service", true) { ReturnsDeletedObject = true },
         new("", "v1", "serviceaccounts", "ServiceAccount", true),
+        new("discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", true),
         new("apps", "v1", "deployments", "Deployment", true),
         new("coordination.k8s.io", "v1", "leases", "Lease", true),
         new("admissionregistration.k8s.io", "v1", "mutatingwebhookconfigurations", "MutatingWebhookConfiguration", false),
         new("admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", false),
+        new("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", false),
         new("authentication.k8s.io", "v1", "tokenreviews", "TokenReview", false), // create only: answered, never stored
     ];
 }

@@ -12,7 +12,9 @@ namespace ZeroTrustMesh.Pods.Tests;
 /// containerd, <c>helm install</c>, then a labelled namespace whose pod the real API server sends to the webhook, and
 /// which becomes ready only once its sidecar has attested with the pod's projected token (a real TokenReview) and holds
 /// its policy. Runs wherever the k3s image can be had; here no registry is reachable, so it is skipped with that reason.
-/// Two meshed pods calling each other through a Service need the registry to follow Services (issue 17).
+/// Then a second meshed pod calls the first through its Service (ClusterIP, captured by iptables): the control plane's
+/// registry follows the Service, its EndpointSlice and the pods' service accounts, and the caller's sidecar reaches the
+/// orders pod's sidecar with orders' identity checked, under an AuthorizationPolicy custom resource.
 /// </summary>
 public sealed class K3sInstallTests(ITestOutputHelper output)
 {
@@ -28,7 +30,7 @@ public sealed class K3sInstallTests(ITestOutputHelper output)
         var archive = Path.Combine(Path.GetTempPath(), $"ztm-images-{Guid.NewGuid():N}.tar");
         try
         {
-            await RunAsync("docker", "save", "-o", archive, MeshImages.Sidecar, MeshImages.ControlPlane, MeshImages.DemoApp);
+            await RunAsync("docker", "save", "-o", archive, MeshImages.Sidecar, MeshImages.ControlPlane, MeshImages.DemoApp, MeshImages.Tools);
             await k3s.CopyAsync(await File.ReadAllBytesAsync(archive), "/tmp/ztm-images.tar");
         }
         finally
@@ -60,11 +62,16 @@ public sealed class K3sInstallTests(ITestOutputHelper output)
             }
 
             await client.CoreV1.CreateNamespaceAsync(new V1Namespace { Metadata = new V1ObjectMeta { Name = "shop", Labels = new Dictionary<string, string> { ["ztm.dev/inject"] = "enabled" } } });
+            foreach (var account in (string[])["orders", "frontend"])
+            {
+                await client.CoreV1.CreateNamespacedServiceAccountAsync(new V1ServiceAccount { Metadata = new V1ObjectMeta { Name = account } }, "shop");
+            }
             var pod = await client.CoreV1.CreateNamespacedPodAsync(new V1Pod
             {
                 Metadata = new V1ObjectMeta { Name = "orders", Labels = new Dictionary<string, string> { ["app"] = "orders" } },
                 Spec = new V1PodSpec
                 {
+                    ServiceAccountName = "orders",
                     Containers =
                     [
                         new V1Container
@@ -83,19 +90,85 @@ public sealed class K3sInstallTests(ITestOutputHelper output)
 
             // Ready: the sidecar got its certificate through a TokenReview of the pod's token and its first policy (its
             // startup probe), and kubelet's rewritten readiness probe reached the app through the sidecar's health port.
+            await WaitForReadyAsync(client, "orders", timeout.Token);
+
+            // Issue 17: frontend calls orders through the Service. Its curl's connection to the ClusterIP is captured, its
+            // sidecar resolves ClusterIP:80 through the control plane's registry (Service → EndpointSlice → orders' pod,
+            // service account orders, injected) and sends to orders' sidecar on podIP:15006, which checks the policy.
+            await client.CoreV1.CreateNamespacedServiceAsync(new V1Service
+            {
+                Metadata = new V1ObjectMeta { Name = "orders" },
+                Spec = new V1ServiceSpec
+                {
+                    Selector = new Dictionary<string, string> { ["app"] = "orders" },
+                    Ports = [new V1ServicePort { Name = "http", Port = 80, TargetPort = 8080 }],
+                },
+            }, "shop");
+            await client.CustomObjects.CreateNamespacedCustomObjectAsync(new Dictionary<string, object>
+            {
+                ["apiVersion"] = "security.ztm.dev/v1",
+                ["kind"] = "AuthorizationPolicy",
+                ["metadata"] = new Dictionary<string, object> { ["name"] = "orders-from-frontend" },
+                ["spec"] = new Dictionary<string, object>
+                {
+                    ["selector"] = new Dictionary<string, object> { ["service"] = "orders" },
+                    ["action"] = "ALLOW",
+                    ["rules"] = new object[] { new Dictionary<string, object> { ["from"] = new object[] { new Dictionary<string, object> { ["source"] = new Dictionary<string, object> { ["principals"] = new[] { Frontend } } } } } },
+                },
+            }, "security.ztm.dev", "v1", "shop", "authorizationpolicies");
+            await client.CoreV1.CreateNamespacedPodAsync(new V1Pod
+            {
+                Metadata = new V1ObjectMeta { Name = "frontend", Labels = new Dictionary<string, string> { ["app"] = "frontend" } },
+                Spec = new V1PodSpec
+                {
+                    ServiceAccountName = "frontend",
+                    Containers =
+                    [
+                        new V1Container
+                        {
+                            Name = "app", Image = MeshImages.Tools, ImagePullPolicy = "Never", Command = ["sleep", "infinity"],
+                            SecurityContext = new V1SecurityContext { RunAsUser = 1000, RunAsGroup = 1000 },
+                        },
+                    ],
+                },
+            }, "shop");
+            await WaitForReadyAsync(client, "frontend", timeout.Token);
+
+            // The policy and the EndpointSlice reach the sidecars within moments: the call is made until it succeeds.
+            string last;
             while (true)
             {
-                pod = await client.CoreV1.ReadNamespacedPodAsync("orders", "shop", cancellationToken: timeout.Token);
-                if (pod.Status?.Conditions?.Any(c => c.Type == "Ready" && c.Status == "True") == true)
+                var call = await k3s.ExecAsync(["kubectl", "exec", "-n", "shop", "frontend", "-c", "app", "--",
+                    "curl", "-sS", "-m", "5", "-w", "\n%{http_code}", "http://orders.shop.svc.cluster.local/hello"]);
+                last = $"exit {call.ExitCode}: {call.Stdout} {call.Stderr}";
+                if (call.ExitCode == 0 && call.Stdout.EndsWith("\n200", StringComparison.Ordinal))
                 {
+                    Assert.Contains($"\"caller\":\"{Frontend}\"", call.Stdout, StringComparison.Ordinal);
                     break;
                 }
-                await Task.Delay(TimeSpan.FromSeconds(1), timeout.Token); // polling the API server: no event to wait on
+                Assert.False(timeout.IsCancellationRequested, $"frontend never reached orders through its Service; last: {last}");
+                await Task.Delay(TimeSpan.FromSeconds(1), timeout.Token); // no event to wait on inside the cluster
             }
+            output.WriteLine($"frontend → orders through the Service: {last}");
         }
         finally
         {
             File.Delete(kubeconfig);
+        }
+    }
+
+    private const string Frontend = "spiffe://cluster.local/ns/shop/sa/frontend";
+
+    private static async Task WaitForReadyAsync(Kubernetes client, string name, CancellationToken timeout)
+    {
+        while (true)
+        {
+            var pod = await client.CoreV1.ReadNamespacedPodAsync(name, "shop", cancellationToken: timeout);
+            if (pod.Status?.Conditions?.Any(c => c.Type == "Ready" && c.Status == "True") == true)
+            {
+                return;
+            }
+            await Task.Delay(TimeSpan.FromSeconds(1), timeout); // polling the API server: no event to wait on
         }
     }
 

@@ -50,7 +50,7 @@ internal sealed class MeshConfigService(WorkloadCaller caller, ConfigDistributor
         var (id, certificate, _, _) = caller.Require(context);
         id.TryGetWorkload(out var ns, out var sa);
         var session = distributor.Open(id, new WorkloadRef(ns!, sa!),
-            new SessionCertificate(RevocationList.NormalizedSerial(certificate!), certificate!.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime(), KeyIds.Authority(certificate)));
+            SessionCertificate.Of(certificate!));
         session.LastSeen = time.GetUtcNow();
         ControlPlaneLog.ConfigStreamOpened(logger, id.Value);
 

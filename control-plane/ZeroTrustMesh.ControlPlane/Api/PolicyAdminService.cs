@@ -2,6 +2,7 @@ using System.Net;
 using System.Text;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
+using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.Identity;
@@ -15,7 +16,7 @@ using ZeroTrustMesh.Proto.V1;
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>Operator policy calls; <see cref="OperatorOnlyInterceptor"/> has authenticated the caller.</summary>
-internal sealed class PolicyAdminService(ConfigStore store, IPolicySource policies, ConfigDistributor distributor, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
+internal sealed class PolicyAdminService(ConfigStore store, IPolicySource policies, ConfigDistributor distributor, CertificateAuthority ca, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
 {
     private const string Operator = "operator";
 
@@ -89,7 +90,7 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
     {
         var state = store.Current;
-        var response = new StatusResponse { Version = state.Version, Revocations = (uint)state.Revocations.Count };
+        var response = new StatusResponse { Version = state.Version, Revocations = (uint)state.Revocations.Count, TrustBundle = IdentityService.ToProto(ca.Bundle) };
         response.Sidecars.AddRange(distributor.Sessions.Select(s => new SidecarStatus
         {
             SpiffeId = s.Id.Value,
@@ -102,6 +103,7 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
             LastSeen = Timestamp.FromDateTimeOffset(s.LastSeen),
             Connected = s.Connected,
             Serial = s.Serial,
+            CertificateRoot = CertificateRoots.RootOf(s.Current.SignerKeyId, ca) ?? "",
         }));
         return Task.FromResult(response);
     }

@@ -35,7 +35,15 @@ internal sealed class RegistryService(IServiceRegistry registry, WorkloadCaller 
 
         var registered = registry.Register(identity, endpoint.InboundAddress, [.. endpoint.HttpPorts.Select(p => (int)p)], [.. endpoint.TcpPorts.Select(p => (int)p)],
             endpoint.ServiceAddress.Length > 0 ? endpoint.ServiceAddress : null);
-        ControlPlaneLog.EndpointRegistered(logger, registered.Service, identity.Value, registered.InboundAddress);
+        if (registered is not null)
+        {
+            ControlPlaneLog.EndpointRegistered(logger, registered.Service, identity.Value, registered.InboundAddress);
+        }
+        else
+        {
+            // Kubernetes: a heartbeat, answered so that sidecars keep no error state; the API server says where pods are.
+            ControlPlaneLog.HeartbeatOnly(logger, identity.Value, endpoint.InboundAddress);
+        }
         return Task.FromResult(new RegisterResponse { TtlSeconds = (uint)registry.Ttl.TotalSeconds });
     }
 
@@ -54,12 +62,16 @@ internal sealed class RegistryService(IServiceRegistry registry, WorkloadCaller 
             var proto = new ServiceEndpoint
             {
                 Service = e.Service,
-                SpiffeId = e.Identity.Value,
+                SpiffeId = e.Identity?.Value ?? "",
                 InboundAddress = e.InboundAddress,
                 ServiceAddress = e.ServiceAddress ?? "",
             };
             proto.HttpPorts.AddRange(e.HttpPorts.Select(p => (uint)p));
             proto.TcpPorts.AddRange(e.TcpPorts.Select(p => (uint)p));
+            foreach (var (servicePort, targetPort) in e.ServicePorts)
+            {
+                proto.ServicePorts[(uint)servicePort] = (uint)targetPort;
+            }
             return proto;
         }));
         return Task.FromResult(response);

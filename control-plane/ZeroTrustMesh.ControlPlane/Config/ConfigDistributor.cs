@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Buffers.Binary;
 using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
+using System.Security.Cryptography.X509Certificates;
 using System.Threading.Channels;
 using Google.Protobuf;
 using Grpc.Core;
@@ -16,8 +17,15 @@ using Revocation = ZeroTrustMesh.Identity.Revocation;
 
 namespace ZeroTrustMesh.ControlPlane.Config;
 
-/// <summary>A certificate as a session knows it: serial (normalized, as revocations name it), validity, and which CA key signed it (<see cref="KeyIds"/>).</summary>
-internal sealed record SessionCertificate(string Serial, DateTimeOffset NotBefore, DateTimeOffset NotAfter, string SignerKeyId = "");
+/// <summary>
+/// A certificate as a session knows it: serial (normalized, as revocations name it), validity, and the key identifier
+/// of the CA certificate that signed it (<see cref="KeyIds"/>): which root it chains to, during a rotation and in status.
+/// </summary>
+internal sealed record SessionCertificate(string Serial, DateTimeOffset NotBefore, DateTimeOffset NotAfter, string SignerKeyId = "")
+{
+    public static SessionCertificate Of(X509Certificate2 certificate) => new(
+        RevocationList.NormalizedSerial(certificate), certificate.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime(), KeyIds.Authority(certificate));
+}
 
 /// <summary>What the control plane knows of one sidecar's config stream; <c>ztmctl status</c> shows it.</summary>
 internal sealed class SidecarSession(SpiffeId id, WorkloadRef workload, SessionCertificate opened)

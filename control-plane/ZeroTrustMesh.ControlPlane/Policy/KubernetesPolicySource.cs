@@ -9,6 +9,7 @@ using k8s.Autorest;
 using k8s.Models;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Coordination;
+using ZeroTrustMesh.ControlPlane.Kubernetes;
 using ZeroTrustMesh.Hosting;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
@@ -20,10 +21,9 @@ namespace ZeroTrustMesh.ControlPlane.Policy;
 /// The policy source in Kubernetes (<c>--kubernetes</c>, registered instead of <see cref="DirectoryPolicySource"/>):
 /// the custom resources of every builtin kind (<c>security.ztm.dev/v1</c>), in every namespace. The cluster is the
 /// store, so policy is written with kubectl (or GitOps) and <see cref="Apply"/>/<see cref="Delete"/> refuse.
-/// 1. Each kind is listed, then watched from the list's resourceVersion with bookmarks; a watch that ends is resumed
-///    from the last resourceVersion seen (events or bookmarks), one that fails is resumed after a backoff
-///    (0.5 s doubling to 30 s, with jitter), and a 410 Gone (history expired) lists the kind again: the list replaces
-///    what the source held of that kind, so nothing is lost or counted twice.
+/// 1. Each kind is followed by a <see cref="KubernetesInformer"/> (list, watch from its resourceVersion with bookmarks,
+///    resume, backoff, relist on 410 Gone): a list replaces what the source held of that kind, so nothing is lost or
+///    counted twice.
 /// 2. Each resource is read as the standalone mode reads a file: only what the policy reader knows is kept
 ///    (<c>apiVersion</c>, <c>kind</c>, <c>spec</c>, and of <c>metadata</c> name, namespace, labels and annotations but
 ///    kubectl's last-applied copy); <c>status</c> and the server's metadata are the cluster's. It is read with its
@@ -49,9 +49,6 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
 
     /// <summary>What a condition message may hold (the CRD's <c>maxLength</c>).</summary>
     private const int MaxMessage = 32768;
-
-    private static readonly TimeSpan MinBackoff = TimeSpan.FromMilliseconds(500);
-    private static readonly TimeSpan MaxBackoff = TimeSpan.FromSeconds(30);
 
     /// <summary>How long start waits for the first lists before the control plane serves without them.</summary>
     private static readonly TimeSpan FirstListWait = TimeSpan.FromSeconds(10);
@@ -169,107 +166,65 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         }
     }
 
-    /// <summary>Lists one kind, then watches it; never throws but when stopping.</summary>
-    private async Task FollowAsync(PolicyKind kind, CancellationToken stopping)
+    /// <summary>Lists one kind, then watches it (<see cref="KubernetesInformer"/>); never throws.</summary>
+    private Task FollowAsync(PolicyKind kind, CancellationToken stopping)
     {
         var plural = PluralOf(kind);
-        var backoff = MinBackoff;
-        string? version = null; // null: list (again)
-        while (!stopping.IsCancellationRequested)
+        var source = new InformerSource<JsonObject>(
+            kind.Name,
+            async cancellation =>
+            {
+                var list = JsonNode.Parse((await _client.CustomObjects.ListClusterCustomObjectAsync<JsonElement>(Group, Version, plural, cancellationToken: cancellation)).GetRawText());
+                return ((list?["items"] as JsonArray ?? []).OfType<JsonObject>().ToList(), list?["metadata"]?["resourceVersion"]?.GetValue<string>() ?? "");
+            },
+            (version, onError, cancellation) => Objects(_client.CustomObjects.WatchListClusterCustomObjectAsync(
+                Group, Version, plural, allowWatchBookmarks: true, resourceVersion: version, onError: onError, cancellationToken: cancellation)),
+            item => item["metadata"]?["resourceVersion"]?.GetValue<string>());
+        return KubernetesInformer.RunAsync(source, new KindHandler(this, kind), _time, stopping);
+    }
+
+    private static async IAsyncEnumerable<(WatchEventType, JsonObject)> Objects(IAsyncEnumerable<(WatchEventType, object)> watch)
+    {
+        await foreach (var (type, item) in watch)
         {
-            try
+            if (JsonNode.Parse(item is JsonElement element ? element.GetRawText() : KubernetesJson.Serialize(item)) is JsonObject node)
             {
-                if (version is null)
-                {
-                    var list = JsonNode.Parse((await _client.CustomObjects.ListClusterCustomObjectAsync<JsonElement>(Group, Version, plural, cancellationToken: stopping)).GetRawText());
-                    var items = (list?["items"] as JsonArray ?? []).OfType<JsonObject>().ToList();
-                    version = list?["metadata"]?["resourceVersion"]?.GetValue<string>() ?? "";
-                    Listed(kind, items);
-                    ControlPlaneLog.PolicyListed(_logger, kind.Name, items.Count, version);
-                }
-                Exception? failure = null;
-                var events = 0;
-                var watch = _client.CustomObjects.WatchListClusterCustomObjectAsync(
-                    Group, Version, plural, allowWatchBookmarks: true, resourceVersion: version, onError: e => failure ??= e, cancellationToken: stopping);
-                await foreach (var (type, item) in watch)
-                {
-                    events++;
-                    backoff = MinBackoff; // the stream works
-                    if (JsonNode.Parse(item is JsonElement element ? element.GetRawText() : KubernetesJson.Serialize(item)) is not JsonObject node)
-                    {
-                        continue;
-                    }
-                    if (node["metadata"]?["resourceVersion"]?.GetValue<string>() is { Length: > 0 } seen)
-                    {
-                        version = seen;
-                    }
-                    switch (type)
-                    {
-                        case WatchEventType.Added or WatchEventType.Modified:
-                            Upsert(kind, node, type == WatchEventType.Added ? "added" : "modified");
-                            break;
-                        case WatchEventType.Deleted:
-                            Remove(kind, node);
-                            break;
-                    }
-                }
-                if (failure is KubernetesException { Status.Code: (int)HttpStatusCode.Gone })
-                {
-                    ControlPlaneLog.PolicyRelist(_logger, kind.Name, version ?? "");
-                    version = null;
-                    continue;
-                }
-                if (failure is not null)
-                {
-                    throw failure;
-                }
-                if (events == 0)
-                {
-                    // Ended at once with nothing: do not spin on a server that closes every watch.
-                    await Task.Delay(Jitter(backoff), _time, stopping);
-                    backoff = Next(backoff);
-                }
-            }
-            catch (OperationCanceledException) when (stopping.IsCancellationRequested)
-            {
-                return;
-            }
-            catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.Gone)
-            {
-                ControlPlaneLog.PolicyRelist(_logger, kind.Name, version ?? "");
-                version = null;
-            }
-#pragma warning disable CA1031 // a watch loop outlives every failure of the API and retries
-            catch (Exception e)
-#pragma warning restore CA1031
-            {
-                if (_logLimit.TryAcquire("watch:" + kind.Name, out var suppressed, out _))
-                {
-                    ControlPlaneLog.PolicyWatchFailed(_logger, kind.Name, backoff.TotalSeconds, Describe(e), suppressed);
-                }
-                try
-                {
-                    await Task.Delay(Jitter(backoff), _time, stopping);
-                }
-                catch (OperationCanceledException)
-                {
-                    return;
-                }
-                backoff = Next(backoff);
+                yield return (type, node);
             }
         }
     }
 
-    private static TimeSpan Next(TimeSpan backoff) => backoff * 2 > MaxBackoff ? MaxBackoff : backoff * 2;
-
-    private static TimeSpan Jitter(TimeSpan backoff) => backoff * (0.8 + (0.4 * Random.Shared.NextDouble()));
-
-    private static string Describe(Exception e) => e switch
+    /// <summary>One kind's informer events, into the source.</summary>
+    private sealed class KindHandler(KubernetesPolicySource source, PolicyKind kind) : IInformerHandler<JsonObject>
     {
-        HttpOperationException h => $"the API answered {(int)h.Response.StatusCode} {h.Response.StatusCode}: {h.Response.Content}",
-        KubernetesException k => $"the watch ended with {k.Status?.Code} {k.Status?.Reason}: {k.Status?.Message}",
-        _ => e.Message,
-    };
+        public void Listed(string resource, IReadOnlyList<JsonObject> items, string resourceVersion)
+        {
+            source.Listed(kind, items);
+            ControlPlaneLog.PolicyListed(source._logger, kind.Name, items.Count, resourceVersion);
+        }
+
+        public void Changed(string resource, WatchEventType type, JsonObject item)
+        {
+            if (type == WatchEventType.Deleted)
+            {
+                source.Remove(kind, item);
+            }
+            else
+            {
+                source.Upsert(kind, item, type == WatchEventType.Added ? "added" : "modified");
+            }
+        }
+
+        public void Relisting(string resource, string resourceVersion) => ControlPlaneLog.PolicyRelist(source._logger, kind.Name, resourceVersion);
+
+        public void Failed(string resource, TimeSpan retryIn, string reason)
+        {
+            if (source._logLimit.TryAcquire("watch:" + kind.Name, out var suppressed, out _))
+            {
+                ControlPlaneLog.PolicyWatchFailed(source._logger, kind.Name, retryIn.TotalSeconds, reason, suppressed);
+            }
+        }
+    }
 
     /// <summary>A list of one kind: what it holds replaces what the source held of that kind.</summary>
     private void Listed(PolicyKind kind, IReadOnlyList<JsonObject> items)
@@ -461,7 +416,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
     /// <summary>The leader's work: the condition <c>Accepted</c> on every resource whose status does not show it yet.</summary>
     private async Task WriteStatusesAsync(CancellationToken leading)
     {
-        var backoff = MinBackoff;
+        var backoff = KubernetesInformer.MinBackoff;
         while (!leading.IsCancellationRequested)
         {
             List<(Entry Entry, Condition Condition)> pending;
@@ -499,7 +454,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
                     failed = true;
                     if (_logLimit.TryAcquire("status", out var suppressed, out _))
                     {
-                        ControlPlaneLog.PolicyStatusFailed(_logger, entry.KeyText, backoff.TotalSeconds, Describe(e), suppressed);
+                        ControlPlaneLog.PolicyStatusFailed(_logger, entry.KeyText, backoff.TotalSeconds, KubernetesInformer.Describe(e), suppressed);
                     }
                 }
             }
@@ -507,12 +462,12 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
             {
                 if (failed)
                 {
-                    await Task.Delay(Jitter(backoff), _time, leading);
-                    backoff = Next(backoff);
+                    await Task.Delay(KubernetesInformer.Jitter(backoff), _time, leading);
+                    backoff = KubernetesInformer.Next(backoff);
                 }
                 else
                 {
-                    backoff = MinBackoff;
+                    backoff = KubernetesInformer.MinBackoff;
                     await _statusWake.WaitAsync(leading);
                 }
             }

@@ -39,7 +39,7 @@ internal sealed class LocalServiceRegistry : IServiceRegistry, IHostedService, I
 
     public TimeSpan Ttl => DefaultTtl;
 
-    public RegisteredEndpoint Register(SpiffeId identity, string inboundAddress, IReadOnlyList<int> httpPorts, IReadOnlyList<int> tcpPorts, string? serviceAddress)
+    public RegisteredEndpoint? Register(SpiffeId identity, string inboundAddress, IReadOnlyList<int> httpPorts, IReadOnlyList<int> tcpPorts, string? serviceAddress)
     {
         var service = RegisteredEndpoint.ServiceOf(identity) ?? throw new ArgumentException($"'{identity}' is not a workload identity");
         var endpoint = new RegisteredEndpoint(service, identity, inboundAddress, httpPorts, tcpPorts, serviceAddress, _time.GetUtcNow() + Ttl + Ttl);
@@ -115,8 +115,8 @@ internal sealed class LocalServiceRegistry : IServiceRegistry, IHostedService, I
             try
             {
                 var records = _endpoints.Values
-                    .OrderBy(e => e.Identity.Value, StringComparer.Ordinal).ThenBy(e => e.InboundAddress, StringComparer.Ordinal)
-                    .Select(e => new EndpointRecord(e.Identity.Value, e.InboundAddress, [.. e.HttpPorts], [.. e.TcpPorts], e.ServiceAddress))
+                    .OrderBy(e => e.Identity!.Value.Value, StringComparer.Ordinal).ThenBy(e => e.InboundAddress, StringComparer.Ordinal)
+                    .Select(e => new EndpointRecord(e.Identity!.Value.Value, e.InboundAddress, [.. e.HttpPorts], [.. e.TcpPorts], e.ServiceAddress))
                     .ToList();
                 AtomicFile.WriteOwnerOnly(_path, JsonSerializer.Serialize(records, RegistryJson.Default.ListEndpointRecord));
             }

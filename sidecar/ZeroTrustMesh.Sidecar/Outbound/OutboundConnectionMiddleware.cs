@@ -13,7 +13,7 @@ namespace ZeroTrustMesh.Sidecar.Outbound;
 
 /// <summary>
 /// Decides what a connection from the local app is, before HTTP parsing:
-/// 1. redirected by iptables to a service's declared TCP port → opaque TCP relay;
+/// 1. redirected by iptables to a service's declared TCP port (or a Kubernetes Service port that maps to one) → opaque TCP relay;
 /// 2. <c>CONNECT host:port</c> (the sidecar as HTTP proxy) → opaque TCP relay to that service's declared TCP port;
 /// 3. the HTTP/2 connection preface (h2c prior knowledge, as gRPC clients send) → Kestrel's HTTP/2;
 /// 4. anything else → Kestrel's HTTP/1.1.
@@ -46,9 +46,9 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
                 SidecarLog.ConnectionRefused(logger, "outbound", $"{original}: {e.Message}");
                 return;
             }
-            if (destinations.Count > 0 && destinations[0].TcpPorts.Contains(original.Port))
+            if (destinations.Count > 0 && destinations[0].TcpPortFor(original.Port) is { } tcpPort)
             {
-                await tcp.RelayAsync(connection, destinations, original.Port);
+                await tcp.RelayAsync(connection, destinations, tcpPort);
                 return;
             }
         }
@@ -131,13 +131,13 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
             await RespondAsync(output, "503 Service Unavailable", $"no endpoints for service '{service}'");
             return;
         }
-        if (!destinations[0].TcpPorts.Contains(port))
+        if (destinations[0].TcpPortFor(port) is not { } target)
         {
             metrics.Rejected("outbound", "tcp port not declared");
             await RespondAsync(output, "403 Forbidden", $"port {port} is not a declared TCP port of '{destinations[0].Service}'");
             return;
         }
-        await tcp.RelayAsync(connection, destinations, port, onConnected: () => RespondAsync(output, "200 Connection Established", null));
+        await tcp.RelayAsync(connection, destinations, target, onConnected: () => RespondAsync(output, "200 Connection Established", null));
     }
 
     private static async Task RespondAsync(PipeWriter output, string status, string? reason)

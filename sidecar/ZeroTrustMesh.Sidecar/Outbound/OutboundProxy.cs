@@ -19,8 +19,9 @@ internal sealed class OutboundRouteFeature(int port)
 /// 1. fail closed without a valid certificate;
 /// 2. framing two parsers could read differently is refused (<see cref="RequestFraming"/>: 400, connection closed);
 /// 3. the destination is the captured original address (iptables) or the request's authority
-///    (absolute-form as an HTTP proxy, or the Host header), resolved through the control plane's registry;
-/// 4. the app port must be one the service declares;
+///    (absolute-form as an HTTP proxy, or the Host header; an IP there is an address, like a captured one), resolved
+///    through the control plane's registry;
+/// 4. the app port must be one the service declares (in Kubernetes: the target of the Service port dialled);
 /// 5. YARP forwards it over mTLS, multiplexed on HTTP/2, to an endpoint whose server identity is checked at the
 ///    handshake; a connect failure of an idempotent request without a body is retried on another endpoint (as many
 ///    times as the destination's settings allow), and each endpoint's circuit breaker ejects it after repeated failures;
@@ -59,11 +60,14 @@ internal sealed class OutboundProxy(
         IReadOnlyList<Destination> destinations;
         int? requestedPort;
         string target;
-        var original = context.Features.Get<OriginalDestinationFeature>()?.Destination;
-        (target, requestedPort) = original is not null ? (original.ToString(), original.Port) : (context.Request.Host.Host, context.Request.Host.Port);
+        // An address: the captured original destination, or an authority that is an IP (a ClusterIP the app dialled
+        // through the sidecar as its HTTP proxy); a name otherwise.
+        var address = context.Features.Get<OriginalDestinationFeature>()?.Destination
+            ?? (IPAddress.TryParse(context.Request.Host.Host, out var literal) ? new IPEndPoint(literal, context.Request.Host.Port ?? 80) : null);
+        (target, requestedPort) = address is not null ? (address.ToString(), address.Port) : (context.Request.Host.Host, context.Request.Host.Port);
         try
         {
-            destinations = original is not null ? await registry.ResolveAddressAsync(original, context.RequestAborted)
+            destinations = address is not null ? await registry.ResolveAddressAsync(address, context.RequestAborted)
                 : string.IsNullOrEmpty(target) ? [] : await registry.ResolveServiceAsync(target, context.RequestAborted);
         }
         catch (RegistryUnavailableException e)
@@ -73,7 +77,7 @@ internal sealed class OutboundProxy(
         }
         if (destinations.Count == 0)
         {
-            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "unknown service", $"no endpoints for '{target}' in the mesh", self, target, started);
+            await Refuse(context, StatusCodes.Status503ServiceUnavailable, "unknown service", $"no endpoints for '{target}' in the mesh (nothing is sent to a pod without a sidecar: the mesh sends no plaintext)", self, target, started);
             return;
         }
         var service = destinations[0].Service;

@@ -1,3 +1,4 @@
+using System.Collections.Frozen;
 using System.Net;
 using Grpc.Core;
 using Grpc.Net.Client;
@@ -128,7 +129,10 @@ internal sealed class MeshRegistryClient : BackgroundService
     private static Destination? ToDestination(ServiceEndpoint e) =>
         SpiffeId.TryParse(e.SpiffeId, out var id) && IPEndPoint.TryParse(e.InboundAddress, out var inbound)
             ? new Destination(e.Service, id, inbound, [.. e.HttpPorts.Select(p => (int)p)], [.. e.TcpPorts.Select(p => (int)p)])
-            : null;
+            {
+                ServicePorts = e.ServicePorts.ToFrozenDictionary(p => (int)p.Key, p => (int)p.Value),
+            }
+            : null; // no identity: an endpoint without a sidecar, never sent to (the mesh sends no plaintext)
 
     public override void Dispose()
     {

@@ -106,7 +106,7 @@ public sealed class ConfigDistributorTests : IAsyncLifetime
 
     private static SidecarSession Open(ConfigDistributor distributor, X509Certificate2 certificate) =>
         distributor.Open(Orders, new WorkloadRef("shop", "orders"),
-            new SessionCertificate(RevocationList.NormalizedSerial(certificate), certificate.NotBefore.ToUniversalTime(), certificate.NotAfter.ToUniversalTime()));
+            SessionCertificate.Of(certificate));
 
     /// <summary>Reads what the session was notified of so far (the state at open).</summary>
     private static async Task Drain(SidecarSession session) => await session.Changes.ReadAsync();
