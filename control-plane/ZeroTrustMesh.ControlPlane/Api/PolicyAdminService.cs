@@ -3,6 +3,7 @@ using System.Text;
 using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.ControlPlane.Coordination;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Authorization;
@@ -15,7 +16,7 @@ using ZeroTrustMesh.Proto.V1;
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>Operator policy calls; <see cref="OperatorOnlyInterceptor"/> has authenticated the caller.</summary>
-internal sealed class PolicyAdminService(ConfigStore store, IPolicySource policies, ConfigDistributor distributor, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
+internal sealed class PolicyAdminService(ConfigStore store, IPolicySource policies, ConfigDistributor distributor, IReplicaLeadership leadership, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
 {
     private const string Operator = "operator";
 
@@ -89,7 +90,13 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
     {
         var state = store.Current;
-        var response = new StatusResponse { Version = state.Version, Revocations = (uint)state.Revocations.Count };
+        var response = new StatusResponse
+        {
+            Version = state.Version,
+            Revocations = (uint)state.Revocations.Count,
+            Replica = leadership.Identity,
+            Leader = leadership.Leader ?? "",
+        };
         response.Sidecars.AddRange(distributor.Sessions.Select(s => new SidecarStatus
         {
             SpiffeId = s.Id.Value,
