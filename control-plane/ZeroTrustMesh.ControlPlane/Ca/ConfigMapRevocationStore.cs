@@ -39,6 +39,7 @@ internal sealed class ConfigMapRevocationStore : IRevocationStore, IHostedServic
     private readonly ILogger<ConfigMapRevocationStore> _logger;
     private readonly Lock _gate = new();
     private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
     private RevocationList _current = RevocationList.Empty;
     private string? _resourceVersion; // of the ConfigMap Current was read from or written as; null: there is none
     private Task _watching = Task.CompletedTask;
@@ -306,8 +307,13 @@ internal sealed class ConfigMapRevocationStore : IRevocationStore, IHostedServic
         }
     }
 
+    /// <summary>Idempotent: the container disposes the one instance once per registration (store or leadership, and hosted service).</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
         _stopping.Cancel();
         _stopping.Dispose();
     }

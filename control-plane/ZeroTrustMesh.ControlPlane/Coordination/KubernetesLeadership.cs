@@ -27,6 +27,7 @@ internal sealed class KubernetesLeadership : IReplicaLeadership, IHostedService,
     private readonly ILogger<KubernetesLeadership> _logger;
     private readonly LeaderElector _elector;
     private readonly CancellationTokenSource _stopping = new();
+    private int _disposed;
     private readonly Lock _gate = new();
     private CancellationTokenSource? _term;
     private TaskCompletionSource _termStarted = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -222,8 +223,13 @@ internal sealed class KubernetesLeadership : IReplicaLeadership, IHostedService,
         }
     }
 
+    /// <summary>Idempotent: the container disposes the one instance once per registration (store or leadership, and hosted service).</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) == 1)
+        {
+            return;
+        }
         _stopping.Cancel();
         _stopping.Dispose();
         lock (_gate)
