@@ -22,9 +22,12 @@ internal sealed record LeaderElectionOptions(string LeaseName, string Identity, 
 {
     public const string DefaultLeaseName = "ztm-controlplane-leader";
 
-    /// <summary>This replica's name in the Lease: the pod's (<c>$POD_NAME</c>, from the downward API), else the host's.</summary>
+    /// <summary>
+    /// This replica's name in the Lease: the pod's (<c>$POD_NAME</c>, from the downward API), else the host's and the
+    /// process's — two processes on one host must never both think they hold the Lease.
+    /// </summary>
     public static string DefaultIdentity =>
-        Environment.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } pod ? pod : Environment.MachineName;
+        Environment.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } pod ? pod : $"{Environment.MachineName}-{Environment.ProcessId}";
 
     /// <summary>The first thing wrong with these timings, or null.</summary>
     public string? Validate()

@@ -50,6 +50,11 @@ internal sealed class KubernetesLeadership : IReplicaLeadership, IHostedService,
         _elector.OnStoppedLeading += EndTerm;
         _elector.OnNewLeader += leader =>
         {
+            if (string.IsNullOrEmpty(leader))
+            {
+                _leader = null; // released: nobody leads until a replica takes it
+                return;
+            }
             _leader = leader;
             CoordinationLog.LeaderObserved(_logger, leader, _namespace, _options.LeaseName);
             if (leader != _options.Identity)
@@ -73,7 +78,7 @@ internal sealed class KubernetesLeadership : IReplicaLeadership, IHostedService,
     }
 
     /// <summary>The holder of the Lease as last seen: this replica while it leads, else the one its last try found.</summary>
-    public string? Leader => IsLeading ? _options.Identity : _leader ?? _elector.GetLeader();
+    public string? Leader => IsLeading ? _options.Identity : _leader;
 
     public Task StartAsync(CancellationToken cancellationToken)
     {
