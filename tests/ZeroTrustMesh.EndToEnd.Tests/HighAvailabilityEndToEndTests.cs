@@ -33,6 +33,9 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
     private static readonly TimeSpan RetryPeriod = TimeSpan.FromSeconds(1);
     private static readonly string[] LeaderFlags = ["--leader-lease-duration", "3s", "--leader-renew-deadline", "2s", "--leader-retry-period", "1s"];
 
+    // One-minute certificates: the sidecars renew (sign) every half minute or so, through whichever replica is live.
+    private static readonly string[] SvidFlags = ["--svid-ttl", "1m"];
+
     private readonly TestMesh _mesh = new(output);
     private KubernetesApiDouble _api = null!;
     private ServiceForwarder _service = null!;
@@ -116,6 +119,7 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         await frontend.Process.WaitForLineAsync("\"status\":200");
 
         // 1. Kill A: the leader, and the replica every sidecar's streams reach.
+        var renewalMarks = new[] { ordersSidecar, frontend }.Select(s => s.Process.LineCount).ToArray();
         var takeover1 = await KillAndWaitForTakeoverAsync(a, b, [ordersSidecar, frontend], version);
         registry.Remove(a);
 
@@ -124,6 +128,10 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         await c.Process.WaitForLineAsync("leader is controlplane-b ");
         registry.Add(c);
         var takeover2 = await KillAndWaitForTakeoverAsync(b, c, [ordersSidecar, frontend], version);
+
+        // Certificates renewed after A was killed were signed by B or C (the same CA, from the Secret).
+        await ordersSidecar.Process.WaitForLineAsync(l => l.Contains("svid renewed ", StringComparison.Ordinal), "a renewal after the first kill", TimeSpan.FromSeconds(90), renewalMarks[0]);
+        await frontend.Process.WaitForLineAsync(l => l.Contains("svid renewed ", StringComparison.Ordinal), "a renewal after the first kill", TimeSpan.FromSeconds(90), renewalMarks[1]);
 
         // Requests keep flowing through C for a while (registrations, resolves and renewals on it).
         Volatile.Write(ref target, Volatile.Read(ref served) + 400);
@@ -186,7 +194,7 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
             ["ZTM_CONFIG"] = Path.Combine(dataDir, "operator", "config"),
         };
         var process = _mesh.Track(MeshProcess.Start(name, Executables.ControlPlane,
-            ["--kubernetes", "--data-dir", dataDir, "--listen", "127.0.0.1", "--port", "0", "--metrics-port", "0", .. LeaderFlags], output, environment));
+            ["--kubernetes", "--data-dir", dataDir, "--listen", "127.0.0.1", "--port", "0", "--metrics-port", "0", .. LeaderFlags, .. SvidFlags], output, environment));
         var listening = await process.WaitForLineAsync("ztm-controlplane: listening on ");
         var address = new Uri(listening[listening.IndexOf("https://", StringComparison.Ordinal)..].Trim());
         var metrics = await process.WaitForLineAsync("ztm-controlplane: metrics listening on ");
