@@ -109,6 +109,19 @@ public sealed class SharedStateTests : IAsyncLifetime
         Assert.DoesNotContain(b.Logs.Lines, l => l.Contains("revocation(s) dropped", StringComparison.Ordinal));
         Assert.DoesNotContain(b.Logs.Lines, l => l.StartsWith("leading: ", StringComparison.Ordinal));
         Assert.Equal(a.Get<ConfigStore>().Current.Version, b.Get<ConfigStore>().Current.Version);
+
+        // Who leads, as Prometheus sees it.
+        Assert.Contains("\nztm_controlplane_leader 1\n", await ScrapeAsync(a), StringComparison.Ordinal);
+        Assert.Contains("\nztm_controlplane_leader 0\n", await ScrapeAsync(b), StringComparison.Ordinal);
+        Assert.Equal("controlplane-a", a.Get<IReplicaLeadership>().Leader);
+        await _api.WaitForAsync(_ => b.Get<IReplicaLeadership>().Leader == "controlplane-a", Timeout); // at B's next try
+    }
+
+    private static async Task<string> ScrapeAsync(KubernetesReplicaParts replica)
+    {
+        using var text = new MemoryStream();
+        await replica.Get<ZeroTrustMesh.ControlPlane.Telemetry.ControlPlaneMetrics>().Registry.CollectAndExportAsTextAsync(text);
+        return System.Text.Encoding.UTF8.GetString(text.ToArray());
     }
 
     [Fact]
