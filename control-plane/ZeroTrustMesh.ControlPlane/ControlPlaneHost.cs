@@ -15,6 +15,7 @@ using ZeroTrustMesh.ControlPlane.Kubernetes;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.CommandLine;
+using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Proto;
 
 namespace ZeroTrustMesh.ControlPlane;
@@ -25,7 +26,9 @@ internal static class ControlPlaneHost
     public static async Task<int> RunAsync(ControlPlaneOptions options, CancellationToken cancellation)
     {
         var time = TimeProvider.System;
-        var caStore = new FileCaStore(options, time);
+        var kubernetes = options.Kubernetes ? KubernetesAccess.CreateClient() : null;
+        var ownNamespace = options.Namespace ?? (options.Kubernetes ? KubernetesAccess.DefaultNamespace() : null);
+        ICaStore caStore = kubernetes is not null ? new SecretCaStore(kubernetes, ownNamespace!, options, time) : new FileCaStore(options, time);
         CertificateAuthority ca;
         CaOrigin origin;
         try
@@ -47,16 +50,17 @@ internal static class ControlPlaneHost
         services.AddSingleton(time);
         services.AddSingleton<ICaStore>(caStore);
         services.AddSingleton(ca);
-        if (options.Kubernetes)
+        if (kubernetes is not null)
         {
-            services.AddKubernetesPolicy(_ => KubernetesAccess.CreateClient()); // before the standalone state: instead of the policy directory
-            services.AddKubernetesRegistry(_ => KubernetesAccess.CreateClient()); // and instead of the sidecars' registrations
+            services.AddKubernetesState(kubernetes, ownNamespace!, options); // first: the Lease is released last
+            services.AddKubernetesPolicy(_ => kubernetes); // before the standalone state: instead of the policy directory
+            services.AddKubernetesRegistry(_ => kubernetes); // and instead of the sidecars' registrations
         }
         services.AddStandaloneState(options);
         services.AddControlPlane();
         if (options.Kubernetes)
         {
-            services.AddKubernetesAttestation(_ => KubernetesAccess.CreateClient());
+            services.AddKubernetesAttestation(_ => kubernetes!);
             services.AddHostedService<CaRotationFollower>(); // replicas share the CA store: follow the leader's rotation steps
         }
         if (options.WebhookConfiguration is { } webhookConfiguration)
@@ -167,6 +171,7 @@ internal static class ControlPlaneHost
         if (options.Kubernetes)
         {
             Console.Out.WriteLine($"ztm-controlplane: Kubernetes API {KubernetesAccess.Location(app.Services.GetRequiredService<k8s.IKubernetes>())}: sidecars may prove who they are with a projected service-account token for audience '{options.TokenAudience}' (TokenReview)");
+            Console.Out.WriteLine($"ztm-controlplane: replica {options.LeaderElection.Identity}: singleton work while holding Lease {ownNamespace}/{options.LeaderElection.LeaseName} (lease {Durations.Format(options.LeaderElection.LeaseDuration)}, renew deadline {Durations.Format(options.LeaderElection.RenewDeadline)}, retry {Durations.Format(options.LeaderElection.RetryPeriod)}); revocations in ConfigMap {ownNamespace}/{ConfigMapRevocationStore.Name}");
             Console.Out.WriteLine("ztm-controlplane: service registry: the cluster's Services, EndpointSlices and Pods (sidecars' registrations are heartbeats only)");
         }
         if (options.WebhookConfiguration is { } name)

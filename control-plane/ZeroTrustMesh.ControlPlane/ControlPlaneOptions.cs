@@ -13,6 +13,39 @@ internal sealed record PlugInCa(string CertificatePath, string KeyPath, string? 
 /// <summary>The injection webhook: its HTTPS port, the serving certificate's DNS names, and what it injects.</summary>
 internal sealed record WebhookOptions(int Port, IReadOnlyList<string> DnsNames, string InjectionConfigPath, InjectionConfig Injection);
 
+/// <summary>
+/// How the replicas elect the one that does singleton work (<c>--kubernetes</c>): a <c>coordination.k8s.io/v1</c> Lease,
+/// with client-go's timing (a holder that has not renewed for <see cref="LeaseDuration"/> may be replaced; the holder
+/// gives up when it cannot renew within <see cref="RenewDeadline"/>; every <see cref="RetryPeriod"/> a replica tries).
+/// </summary>
+internal sealed record LeaderElectionOptions(string LeaseName, string Identity, TimeSpan LeaseDuration, TimeSpan RenewDeadline, TimeSpan RetryPeriod)
+{
+    public const string DefaultLeaseName = "ztm-controlplane-leader";
+
+    /// <summary>
+    /// This replica's name in the Lease: the pod's (<c>$POD_NAME</c>, from the downward API), else the host's and the
+    /// process's — two processes on one host must never both think they hold the Lease.
+    /// </summary>
+    public static string DefaultIdentity =>
+        Environment.GetEnvironmentVariable("POD_NAME") is { Length: > 0 } pod ? pod : $"{Environment.MachineName}-{Environment.ProcessId}";
+
+    /// <summary>The first thing wrong with these timings, or null.</summary>
+    public string? Validate()
+    {
+        if (LeaseDuration < TimeSpan.FromSeconds(1) || LeaseDuration.Ticks % TimeSpan.TicksPerSecond != 0)
+        {
+            return $"--leader-lease-duration must be a whole number of seconds, at least 1s (a Lease counts in seconds), not {Durations.Format(LeaseDuration)}";
+        }
+        if (RenewDeadline <= TimeSpan.Zero || RenewDeadline >= LeaseDuration)
+        {
+            return $"--leader-renew-deadline ({Durations.Format(RenewDeadline)}) must be shorter than --leader-lease-duration ({Durations.Format(LeaseDuration)}): the leader must stop before another may take over";
+        }
+        return RetryPeriod <= TimeSpan.Zero || RetryPeriod >= RenewDeadline
+            ? $"--leader-retry-period ({Durations.Format(RetryPeriod)}) must be shorter than --leader-renew-deadline ({Durations.Format(RenewDeadline)})"
+            : null;
+    }
+}
+
 /// <summary>Everything the control plane is configured with; parsed and validated once at start.</summary>
 internal sealed class ControlPlaneOptions
 {
@@ -49,6 +82,15 @@ internal sealed class ControlPlaneOptions
     /// who they are with a projected service-account token, checked with a TokenReview.
     /// </summary>
     public bool Kubernetes { get; init; }
+
+    /// <summary>With <see cref="Kubernetes"/>: the Lease that elects the replica doing singleton work.</summary>
+    public LeaderElectionOptions LeaderElection { get; init; } = new(
+        LeaderElectionOptions.DefaultLeaseName, LeaderElectionOptions.DefaultIdentity, TimeSpan.FromSeconds(15), TimeSpan.FromSeconds(10), TimeSpan.FromSeconds(2));
+
+    /// <summary>With <see cref="Kubernetes"/>: the Secret that holds the CA (<c>--ca-secret</c>), created by the first replica or supplied by the operator.</summary>
+    public string CaSecret { get; init; } = DefaultCaSecret;
+
+    public const string DefaultCaSecret = "ztm-ca";
 
     /// <summary>The audience a service-account token must have been issued for (<c>--token-audience</c>); the TokenReview asks for it.</summary>
     public string TokenAudience { get; init; } = DefaultTokenAudience;
@@ -105,6 +147,10 @@ internal sealed class ControlPlaneOptions
         var caRotationSkew = CommandLineOptions.Duration("--ca-rotation-skew", "Clock skew allowed: the old root leaves the bundle this long after its last leaf expired", "1m");
         var caRotationPoll = CommandLineOptions.Duration("--ca-rotation-poll", "How often the leading replica checks whether the next rotation step may run", "5s");
         var caReconnectGrace = CommandLineOptions.Duration("--ca-rotation-reconnect-grace", "After a start, how long rotation steps wait for sidecars to reconnect before counting them", "1m");
+        var leaseDuration = CommandLineOptions.Duration("--leader-lease-duration", "With --kubernetes: how long the leader's Lease holds without renewal before another replica may take it", "15s");
+        var renewDeadline = CommandLineOptions.Duration("--leader-renew-deadline", "With --kubernetes: the leader stops its singleton work when it cannot renew the Lease within this", "10s");
+        var retryPeriod = CommandLineOptions.Duration("--leader-retry-period", "With --kubernetes: how often replicas try to take or renew the Lease", "2s");
+        var caSecret = new Option<string>("--ca-secret") { Description = $"With --kubernetes: the Secret (in --namespace) holding the CA: created by the first replica, or yours in the cert-manager shape (tls.crt, tls.key, ca.crt)", DefaultValueFactory = _ => DefaultCaSecret };
         var tokenAudience = new Option<string?>("--token-audience") { Description = $"With --kubernetes: the audience of the sidecars' service-account tokens (default the injection config's tokenAudience, else {DefaultTokenAudience})" };
 
         var command = new RootCommand("ZeroTrustMesh control plane: the mesh CA and identity issuance over gRPC")
@@ -112,6 +158,7 @@ internal sealed class ControlPlaneOptions
             dataDir, listen, port, metricsPort, trustDomain, svidTtl, tokenTtl, operatorConfig, caCert, caKey, caBundle, caChain,
             webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration, kubernetes, tokenAudience,
             caRootLifetime, caRotateBefore, caRotationSkew, caRotationPoll, caReconnectGrace,
+            leaseDuration, renewDeadline, retryPeriod, caSecret,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -151,6 +198,21 @@ internal sealed class ControlPlaneOptions
             {
                 return Fail(audienceError);
             }
+            if (!KubernetesNames.IsSubdomain(result.GetValue(caSecret)!))
+            {
+                return Fail($"--ca-secret '{result.GetValue(caSecret)}' is not a Kubernetes object name (lower-case DNS subdomain)");
+            }
+            if (useKubernetes && plugIn is not null)
+            {
+                return Fail("--ca-cert goes without --kubernetes: in Kubernetes the CA lives in a Secret (--ca-secret); put your CA there in the cert-manager shape (tls.crt, tls.key, ca.crt)");
+            }
+            var election = new LeaderElectionOptions(
+                LeaderElectionOptions.DefaultLeaseName, LeaderElectionOptions.DefaultIdentity,
+                result.GetValue(leaseDuration), result.GetValue(renewDeadline), result.GetValue(retryPeriod));
+            if (election.Validate() is { } electionError)
+            {
+                return Fail(electionError);
+            }
             var options = new ControlPlaneOptions
             {
                 DataDir = Path.GetFullPath(result.GetValue(dataDir) ?? DefaultDataDir),
@@ -172,6 +234,8 @@ internal sealed class ControlPlaneOptions
                 CaRotationSkew = result.GetValue(caRotationSkew),
                 CaRotationPoll = result.GetValue(caRotationPoll),
                 CaRotationReconnectGrace = result.GetValue(caReconnectGrace),
+                LeaderElection = election,
+                CaSecret = result.GetValue(caSecret)!,
             };
             return options.Validate() is { } error ? Fail(error) : run(options, cancellation);
         });

@@ -99,6 +99,27 @@ internal static class ControlPlaneServices
         return services;
     }
 
+    /// <summary>
+    /// With <c>--kubernetes</c>, the state the replicas share lives in the cluster, in <paramref name="namespace"/>:
+    /// leadership is a Lease (<see cref="KubernetesLeadership"/>), revocations a ConfigMap
+    /// (<see cref="ConfigMapRevocationStore"/>), config versions another (<see cref="SharedConfigVersions"/>); the CA's
+    /// Secret is read before the container is built (<see cref="SecretCaStore"/>). Registered before
+    /// <see cref="AddStandaloneState"/> and before every leader-only service: hosted services stop in reverse order, so
+    /// the Lease is released only after the singleton work has stopped.
+    /// </summary>
+    public static IServiceCollection AddKubernetesState(this IServiceCollection services, k8s.IKubernetes client, string @namespace, ControlPlaneOptions options)
+    {
+        services.TryAddSingleton(client);
+        services.AddSingleton(sp => new KubernetesLeadership(client, @namespace, options.LeaderElection, sp.GetRequiredService<ILogger<KubernetesLeadership>>()));
+        services.AddSingleton<IReplicaLeadership>(sp => sp.GetRequiredService<KubernetesLeadership>());
+        services.AddHostedService(sp => sp.GetRequiredService<KubernetesLeadership>());
+        services.AddSingleton(sp => new ConfigMapRevocationStore(client, @namespace, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<ConfigMapRevocationStore>>()));
+        services.AddSingleton<IRevocationStore>(sp => sp.GetRequiredService<ConfigMapRevocationStore>());
+        services.AddHostedService(sp => sp.GetRequiredService<ConfigMapRevocationStore>()); // follows other replicas' changes
+        services.AddSingleton(new SharedConfigVersions(client, @namespace));
+        return services;
+    }
+
     public static IServiceCollection AddKubernetesAttestation(this IServiceCollection services, Func<IServiceProvider, k8s.IKubernetes> client)
     {
         services.TryAddSingleton(client);

@@ -17,11 +17,13 @@ public sealed class ControlPlaneTests
             "--webhook-port", "15017", "--webhook-dns", "ztm-controlplane.ztm-system.svc",
             "--webhook-dns", "ztm-controlplane.ztm-system.svc.cluster.local",
             "--injection-config", "/etc/ztm/injection/config.json", "--webhook-configuration", "ztm-sidecar-injector",
-            "--kubernetes", "--token-audience", "ztm-controlplane",
+            "--kubernetes", "--token-audience", "ztm-controlplane", "--ca-secret", "ztm-ca",
         ], container.Args);
         Assert.Equal(["/usr/local/bin/ztm-controlplane"], container.Command); // k8s-contract: binaries in images
         var ns = container.Env.Single(e => e.Name == "POD_NAMESPACE");
         Assert.Equal("metadata.namespace", ns.ValueFrom.FieldRef.FieldPath);
+        // The replica's identity in the leader Lease.
+        Assert.Equal("metadata.name", container.Env.Single(e => e.Name == "POD_NAME").ValueFrom.FieldRef.FieldPath);
         Assert.Equal("/var/lib/ztm/operator/config", container.Env.Single(e => e.Name == "ZTM_CONFIG").Value);
     }
 
@@ -76,20 +78,25 @@ public sealed class ControlPlaneTests
     {
         var chart = await Renders.Default;
         var deployment = chart.Get<V1Deployment>("Deployment", "ztm-controlplane");
-        Assert.Equal(1, deployment.Spec.Replicas);
+        Assert.Equal(2, deployment.Spec.Replicas); // highly available by default
         var requests = deployment.Spec.Template.Spec.Containers.Single().Resources.Requests;
         Assert.Equal(("100m", "128Mi"), (requests["cpu"].ToString(), requests["memory"].ToString()));
         var soft = Assert.Single(deployment.Spec.Template.Spec.Affinity.PodAntiAffinity.PreferredDuringSchedulingIgnoredDuringExecution);
         Assert.Equal("kubernetes.io/hostname", soft.PodAffinityTerm.TopologyKey);
         Assert.True(LabelSelectors.Matches(soft.PodAffinityTerm.LabelSelector, deployment.Spec.Template.Metadata.Labels.AsReadOnly()));
         var budget = chart.Get<V1PodDisruptionBudget>("PodDisruptionBudget", "ztm-controlplane");
-        Assert.Equal("1", budget.Spec.MaxUnavailable.Value.ToString());
+        Assert.Equal("1", budget.Spec.MinAvailable.Value.ToString());
+        Assert.Null(budget.Spec.MaxUnavailable);
         Assert.True(LabelSelectors.Matches(budget.Spec.Selector, deployment.Spec.Template.Metadata.Labels.AsReadOnly()));
 
         var three = await RenderedChart.RenderAsync(Helm.ChartDirectory, valuesYaml: "controlPlane: {replicas: 3, antiAffinity: hard}");
         var spread = three.Get<V1Deployment>("Deployment", "ztm-controlplane");
         Assert.Equal(3, spread.Spec.Replicas);
         Assert.Equal("kubernetes.io/hostname", Assert.Single(spread.Spec.Template.Spec.Affinity.PodAntiAffinity.RequiredDuringSchedulingIgnoredDuringExecution).TopologyKey);
+
+        // One replica: no budget, which would block every node drain.
+        var one = await RenderedChart.RenderAsync(Helm.ChartDirectory, valuesYaml: "controlPlane: {replicas: 1}");
+        Assert.Empty(one.OfKind("PodDisruptionBudget"));
 
         var none = await RenderedChart.RenderAsync(Helm.ChartDirectory, valuesYaml: "controlPlane: {antiAffinity: none, podDisruptionBudget: {enabled: false}}");
         Assert.Null(none.Get<V1Deployment>("Deployment", "ztm-controlplane").Spec.Template.Spec.Affinity);
@@ -105,6 +112,7 @@ public sealed class ControlPlaneTests
         var container = pod.Containers.Single();
         Assert.Equal(("registry.example/ztm-controlplane:0.1.0-rc1", "Always"), (container.Image, container.ImagePullPolicy));
         Assert.Equal(["--svid-ttl", "30m"], container.Args.TakeLast(2));
+        Assert.Equal("mesh-ca", container.Args[container.Args.IndexOf("--ca-secret") + 1]);
         Assert.Contains("ztm-controlplane.ztm-system.svc.k8s.example", container.Args);
         Assert.Equal("mesh.example", container.Args[container.Args.IndexOf("--trust-domain") + 1]);
         Assert.Equal("registry-credentials", pod.ImagePullSecrets.Single().Name);

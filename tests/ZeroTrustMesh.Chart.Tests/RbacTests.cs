@@ -29,8 +29,6 @@ public sealed class RbacTests
             "security.ztm.dev|authorizationpolicies,requestauthentications,peerauthentications,ratelimitpolicies|list,watch|", // policy
             "security.ztm.dev|authorizationpolicies/status,requestauthentications/status,peerauthentications/status,ratelimitpolicies/status|update,patch|", // Accepted
         ], Describe(role.Rules));
-        Assert.Empty(chart.OfKind("Role"));
-        Assert.Empty(chart.OfKind("RoleBinding"));
 
         var binding = chart.Get<V1ClusterRoleBinding>("ClusterRoleBinding", "ztm-controlplane");
         Assert.Equal(("ClusterRole", "ztm-controlplane"), (binding.RoleRef.Kind, binding.RoleRef.Name));
@@ -40,11 +38,10 @@ public sealed class RbacTests
     }
 
     [HelmFact]
-    public async Task The_lease_and_secret_rules_come_only_with_rbac_kubernetesBackend_and_stay_in_the_release_namespace()
+    public async Task The_lease_the_ca_secret_and_the_shared_configmaps_are_reached_in_the_release_namespace_only()
     {
-        var chart = await Renders.AllFeatures;
+        var chart = await Renders.Default;
         var cluster = Describe(chart.Get<V1ClusterRole>("ClusterRole", "ztm-controlplane").Rules);
-        Assert.Equal(Describe((await Renders.Default).Get<V1ClusterRole>("ClusterRole", "ztm-controlplane").Rules), cluster); // nothing cluster-wide added
         Assert.DoesNotContain(cluster, r => r.Contains("secrets", StringComparison.Ordinal) || r.Contains("leases", StringComparison.Ordinal));
 
         var role = chart.Get<V1Role>("Role", "ztm-controlplane");
@@ -52,12 +49,17 @@ public sealed class RbacTests
         Assert.Equal(
         [
             "coordination.k8s.io|leases|create|",
-            "coordination.k8s.io|leases|get,watch,update,patch|ztm-controlplane-leader",
+            "coordination.k8s.io|leases|get,watch,update,patch|ztm-controlplane-leader", // leader election
             "|secrets|create|",
-            "|secrets|get,watch,update,patch|ztm-ca",
+            "|secrets|get|ztm-ca",                                                       // the CA: created once, then read
+            "|configmaps|get,list,watch,update,patch|ztm-revocations,ztm-config-versions", // shared revocations and versions
         ], Describe(role.Rules));
         var binding = chart.Get<V1RoleBinding>("RoleBinding", "ztm-controlplane");
         Assert.Equal(("Role", "ztm-controlplane"), (binding.RoleRef.Kind, binding.RoleRef.Name));
+        Assert.Equal(("ServiceAccount", "ztm-controlplane", "ztm-system"), (binding.Subjects.Single().Kind, binding.Subjects.Single().Name, binding.Subjects.Single().NamespaceProperty));
+
+        // Another CA Secret name is the one the control plane may read.
+        Assert.Contains("|secrets|get|mesh-ca", Describe((await Renders.AllFeatures).Get<V1Role>("Role", "ztm-controlplane").Rules));
     }
 
     [HelmTheory]

@@ -48,7 +48,7 @@ public sealed class RenderTests
             "CustomResourceDefinition authorizationpolicies.security.ztm.dev", "CustomResourceDefinition peerauthentications.security.ztm.dev",
             "CustomResourceDefinition ratelimitpolicies.security.ztm.dev", "CustomResourceDefinition requestauthentications.security.ztm.dev",
             "Deployment ztm-controlplane", "MutatingWebhookConfiguration ztm-sidecar-injector", "PodDisruptionBudget ztm-controlplane",
-            "Service ztm-controlplane", "ServiceAccount ztm-controlplane",
+            "Role ztm-controlplane", "RoleBinding ztm-controlplane", "Service ztm-controlplane", "ServiceAccount ztm-controlplane",
         };
         // Dashboards ship in the chart's dashboards/ folder (on by default): one ConfigMap each, whatever is there.
         var actual = chart.Objects.Where(o => !o.Name.StartsWith("ztm-dashboard-", StringComparison.Ordinal))
@@ -59,7 +59,7 @@ public sealed class RenderTests
     }
 
     [HelmFact]
-    public async Task Every_feature_on_adds_the_monitors_the_rule_the_dashboards_the_volume_and_the_issue_17_rbac()
+    public async Task Every_feature_on_adds_the_monitors_the_rule_the_dashboards_and_the_volume()
     {
         var chart = await Renders.AllFeatures;
         foreach (var (kind, name) in new[]
@@ -74,7 +74,7 @@ public sealed class RenderTests
     }
 
     [HelmFact]
-    public async Task The_notes_say_how_to_label_a_namespace_apply_policy_and_warn_about_several_replicas()
+    public async Task The_notes_say_how_to_label_a_namespace_apply_policy_find_the_leader_and_warn_about_one_replica()
     {
         var one = await RenderNotesAsync("mesh-ops", null);
         Assert.Contains("kubectl -n mesh-ops rollout status deploy/ztm-controlplane", one, StringComparison.Ordinal);
@@ -82,11 +82,13 @@ public sealed class RenderTests
         Assert.Contains("namespace mesh-ops and kube-system are never injected", one, StringComparison.Ordinal);
         Assert.Contains("kubectl apply -f policy.yaml", one, StringComparison.Ordinal);
         Assert.Contains("2 dashboard ConfigMaps", one, StringComparison.Ordinal);
+        Assert.Contains("2 control-plane replica(s) share the CA (Secret ztm-ca)", one, StringComparison.Ordinal);
+        Assert.Contains("kubectl -n mesh-ops get lease ztm-controlplane-leader", one, StringComparison.Ordinal);
         Assert.DoesNotContain("WARNING", one, StringComparison.Ordinal);
         Assert.DoesNotContain("ServiceMonitor", one, StringComparison.Ordinal);
 
-        var three = await RenderNotesAsync("ztm-system", "controlPlane: {replicas: 3}\nmonitoring: {serviceMonitor: {enabled: true}}\ncrds: {install: false}");
-        Assert.Contains("WARNING: controlPlane.replicas is 3", three, StringComparison.Ordinal);
+        var three = await RenderNotesAsync("ztm-system", "controlPlane: {replicas: 1}\nmonitoring: {serviceMonitor: {enabled: true}}\ncrds: {install: false}");
+        Assert.Contains("WARNING: controlPlane.replicas is 1", three, StringComparison.Ordinal);
         Assert.Contains("ServiceMonitor ztm-controlplane", three, StringComparison.Ordinal);
         Assert.Contains("install the CRDs yourself", three, StringComparison.Ordinal);
     }

@@ -23,7 +23,9 @@ public sealed class ValuesSchemaTests
     [InlineData("webhook: {failurePolicy: Ignore}", "webhook: Additional property failurePolicy is not allowed")]
     [InlineData("webhook: {excludeNamespaces: [Kube_System]}", "webhook.excludeNamespaces.0: Does not match pattern")]
     [InlineData("crds: {install: 1}", "crds.install: Invalid type. Expected: boolean, given: integer")]
-    [InlineData("rbac: {create: true}", "rbac: Additional property create is not allowed")]
+    [InlineData("rbac: {kubernetesBackend: true}", "(root): Additional property rbac is not allowed")] // always on since the replicas share state
+    [InlineData("controlPlane: {caSecret: Mesh_CA}", "controlPlane.caSecret: Does not match pattern")]
+    [InlineData("controlPlane: {podDisruptionBudget: {maxUnavailable: 1}}", "controlPlane.podDisruptionBudget: Additional property maxUnavailable is not allowed")]
     [InlineData("monitoring: {serviceMonitor: {interval: 30}}", "monitoring.serviceMonitor.interval: Invalid type. Expected: string, given: integer")]
     [InlineData("monitoring: {prometheusRule: {enabled: true, labels: {release: 1}}}", "monitoring.prometheusRule.labels.release: Invalid type. Expected: string, given: integer")]
     [InlineData("monitoring: {grafana: {enabled: true}}", "monitoring: Additional property grafana is not allowed")]

@@ -32,7 +32,8 @@ namespace ZeroTrustMesh.KubernetesDouble;
 /// older version gets an ERROR event with a <c>Status</c> of code 410, as the API server sends it), bookmarks on request
 /// (<see cref="SendBookmarks"/>) and streams a test may cut (<see cref="DropWatches"/>). The <c>status</c> subresource
 /// (PUT, PATCH) for kinds registered with <see cref="ApiResource.StatusSubresource"/>.
-/// Not yet: field selectors, server-side apply, other subresources.
+/// Selectors: label selectors (equality-based) and the field selectors <c>metadata.name</c> and <c>metadata.namespace</c>
+/// (<c>=</c>, <c>==</c>, <c>!=</c>), on lists and watches. Not yet: other field selectors, server-side apply, other subresources.
 /// </summary>
 public sealed partial class KubernetesApiDouble : IAsyncDisposable
 {
@@ -51,11 +52,11 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
     private long _oldestWatchable;
     private TaskCompletionSource _changed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>One change, kept for watches: the resourceVersion it made, where, and the event line.</summary>
-    private sealed record WatchEvent(long Version, string Group, string Plural, string? Namespace, string Line);
+    /// <summary>One change, kept for watches: the resourceVersion it made, where, the object (for selectors), and the event line.</summary>
+    private sealed record WatchEvent(long Version, string Group, string Plural, string? Namespace, JsonObject Object, string Line);
 
     /// <summary>A watch being streamed: what it follows and its queue of lines (completed to cut the stream).</summary>
-    private sealed record OpenWatch(string Group, string Plural, string? Namespace, System.Threading.Channels.Channel<string> Lines);
+    private sealed record OpenWatch(string Group, string Plural, string? Namespace, Func<JsonObject, bool> Selects, System.Threading.Channels.Channel<string> Lines);
 
     private sealed class Fault(Func<HttpRequest, bool> match, int remaining, int code, string reason)
     {
@@ -437,7 +438,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             }
             return (method, name) switch
             {
-                ("GET", null) => List(resource, ns, query["labelSelector"].ToString()),
+                ("GET", null) => List(resource, ns, query["labelSelector"].ToString(), query["fieldSelector"].ToString()),
                 ("GET", _) => Read(resource, ns, name),
                 ("POST", null) when input is JsonObject created => Create(resource, ns, created),
                 ("POST", null) => Error(400, "BadRequest", "the body is not an object"),
@@ -507,18 +508,17 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             ? (200, (JsonObject)stored.DeepClone())
             : NotFound(resource, name);
 
-    private (int, JsonObject) List(ApiResource resource, string? ns, string labelSelector)
+    private (int, JsonObject) List(ApiResource resource, string? ns, string labelSelector, string fieldSelector)
     {
         var prefix = resource.Namespaced && ns is not null ? Key(resource.Group, resource.Plural, ns, "") : $"{resource.Group}|{resource.Plural}|";
-        var selector = ParseSelector(labelSelector);
-        if (selector is null)
+        if (Selector(labelSelector, fieldSelector, out var error) is not { } selects)
         {
-            return Error(400, "BadRequest", $"unable to parse requirement: labelSelector '{labelSelector}'");
+            return Error(400, "BadRequest", error!);
         }
         var items = new JsonArray();
         foreach (var (key, value) in _objects)
         {
-            if (key.StartsWith(prefix, StringComparison.Ordinal) && Matches(value, selector))
+            if (key.StartsWith(prefix, StringComparison.Ordinal) && selects(value))
             {
                 items.Add(value.DeepClone());
             }
@@ -735,10 +735,10 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
     private void Emit(long version, ApiResource resource, string? ns, string type, JsonObject body)
     {
         var line = EventLine(type, body);
-        _history.Add(new WatchEvent(version, resource.Group, resource.Plural, ns, line));
+        _history.Add(new WatchEvent(version, resource.Group, resource.Plural, ns, body, line));
         foreach (var watch in _watches)
         {
-            if (watch.Group == resource.Group && watch.Plural == resource.Plural && (watch.Namespace is null || watch.Namespace == ns))
+            if (watch.Group == resource.Group && watch.Plural == resource.Plural && (watch.Namespace is null || watch.Namespace == ns) && watch.Selects(body))
             {
                 watch.Lines.Writer.TryWrite(line);
             }
@@ -768,14 +768,23 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         }
         var (resource, ns, _, _) = route;
         var from = request.Query["resourceVersion"].ToString();
+        if (Selector(request.Query["labelSelector"].ToString(), request.Query["fieldSelector"].ToString(), out var selectorError) is not { } selects)
+        {
+            var (code, error) = Error(400, "BadRequest", selectorError!);
+            _requests.Enqueue(new RecordedRequest("WATCH", path, null, code));
+            context.Response.StatusCode = code;
+            context.Response.ContentType = "application/json";
+            await context.Response.WriteAsync(error.ToJsonString(), context.RequestAborted);
+            return;
+        }
         var lines = System.Threading.Channels.Channel.CreateUnbounded<string>();
-        var watch = new OpenWatch(resource.Group, resource.Plural, ns, lines);
+        var watch = new OpenWatch(resource.Group, resource.Plural, ns, selects, lines);
         lock (_gate)
         {
             if (from is "" or "0")
             {
                 var prefix = resource.Namespaced && ns is not null ? Key(resource.Group, resource.Plural, ns, "") : $"{resource.Group}|{resource.Plural}|";
-                foreach (var (key, value) in _objects.Where(o => o.Key.StartsWith(prefix, StringComparison.Ordinal)))
+                foreach (var (key, value) in _objects.Where(o => o.Key.StartsWith(prefix, StringComparison.Ordinal) && selects(o.Value)))
                 {
                     lines.Writer.TryWrite(EventLine("ADDED", value));
                 }
@@ -789,7 +798,7 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
             }
             else
             {
-                foreach (var change in _history.Where(e => e.Version > version && e.Group == resource.Group && e.Plural == resource.Plural && (ns is null || e.Namespace == ns)))
+                foreach (var change in _history.Where(e => e.Version > version && e.Group == resource.Group && e.Plural == resource.Plural && (ns is null || e.Namespace == ns) && selects(e.Object)))
                 {
                     lines.Writer.TryWrite(change.Line);
                 }
@@ -864,6 +873,30 @@ public sealed partial class KubernetesApiDouble : IAsyncDisposable
         }
         status["code"] = code;
         return (code, status);
+    }
+
+    /// <summary>What a label selector and a field selector together select; null (and why) when one does not parse.</summary>
+    private static Func<JsonObject, bool>? Selector(string labelSelector, string fieldSelector, out string? error)
+    {
+        error = null;
+        var labels = ParseSelector(labelSelector);
+        if (labels is null)
+        {
+            error = $"unable to parse requirement: labelSelector '{labelSelector}'";
+            return null;
+        }
+        var fields = ParseSelector(fieldSelector);
+        if (fields is null || fields.Any(f => f.Value is null))
+        {
+            error = $"invalid field selector: '{fieldSelector}'";
+            return null;
+        }
+        if (fields.FirstOrDefault(f => f.Key is not ("metadata.name" or "metadata.namespace")) is { Key: { } unknown })
+        {
+            error = $"field label not supported: {unknown}";
+            return null;
+        }
+        return item => Matches(item, labels) && fields.All(f => (Text(item["metadata"]?[f.Key["metadata.".Length..]]) == f.Value) == f.Equal);
     }
 
     /// <summary>Equality-based selectors: <c>k=v</c>, <c>k==v</c>, <c>k!=v</c>, <c>k</c>, <c>!k</c>, comma-joined; null when one does not parse.</summary>

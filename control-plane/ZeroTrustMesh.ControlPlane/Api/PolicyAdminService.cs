@@ -4,6 +4,7 @@ using Google.Protobuf.WellKnownTypes;
 using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.ControlPlane.Coordination;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Authorization;
@@ -16,7 +17,7 @@ using ZeroTrustMesh.Proto.V1;
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>Operator policy calls; <see cref="OperatorOnlyInterceptor"/> has authenticated the caller.</summary>
-internal sealed class PolicyAdminService(ConfigStore store, IPolicySource policies, ConfigDistributor distributor, CertificateAuthority ca, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
+internal sealed class PolicyAdminService(ConfigStore store, IPolicySource policies, ConfigDistributor distributor, CertificateAuthority ca, IReplicaLeadership leadership, ILogger<PolicyAdminService> logger) : PolicyAdmin.PolicyAdminBase
 {
     private const string Operator = "operator";
 
@@ -90,7 +91,14 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
     public override Task<StatusResponse> Status(StatusRequest request, ServerCallContext context)
     {
         var state = store.Current;
-        var response = new StatusResponse { Version = state.Version, Revocations = (uint)state.Revocations.Count, TrustBundle = IdentityService.ToProto(ca.Bundle) };
+        var response = new StatusResponse
+        {
+            Version = state.Version,
+            Revocations = (uint)state.Revocations.Count,
+            TrustBundle = IdentityService.ToProto(ca.Bundle),
+            Replica = leadership.Identity,
+            Leader = leadership.Leader ?? "",
+        };
         response.Sidecars.AddRange(distributor.Sessions.Select(s => new SidecarStatus
         {
             SpiffeId = s.Id.Value,

@@ -192,7 +192,7 @@ internal sealed class FileCaStore(ControlPlaneOptions options, TimeProvider time
         return ca;
     }
 
-    private static void CheckChainsToBundle(CertificateAuthority ca, string path)
+    internal static void CheckChainsToBundle(CertificateAuthority ca, string path)
     {
         using var chain = new X509Chain();
         chain.ChainPolicy.TrustMode = X509ChainTrustMode.CustomRootTrust;

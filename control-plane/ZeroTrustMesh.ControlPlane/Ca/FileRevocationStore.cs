@@ -39,22 +39,26 @@ internal sealed class FileRevocationStore : IRevocationStore
         }
     }
 
-    private static RevocationList Load(string path)
+    private static RevocationList Load(string path) => File.Exists(path) ? Parse(File.ReadAllText(path), path) : RevocationList.Empty;
+
+    private void Save(RevocationList list) => AtomicFile.WriteOwnerOnly(Path, Serialize(list));
+
+    /// <summary>A revocation list as stored (JSON); the Kubernetes store keeps the same text in its ConfigMap.</summary>
+    public static string Serialize(RevocationList list) =>
+        JsonSerializer.Serialize(
+            [.. list.Entries.Select(e => new RevocationRecord(e.Serial, e.Id?.Value, e.IssuedBefore, e.RevokedAt, e.ExpiresAt, e.Reason))],
+            RevocationJson.Default.ListRevocationRecord);
+
+    /// <summary>Reads what <see cref="Serialize"/> wrote.</summary>
+    /// <exception cref="JsonException">Not the JSON of a revocation list.</exception>
+    /// <exception cref="InvalidDataException">Empty.</exception>
+    public static RevocationList Parse(string json, string source = "the revocation list")
     {
-        if (!File.Exists(path))
-        {
-            return RevocationList.Empty;
-        }
-        var records = JsonSerializer.Deserialize(File.ReadAllText(path), RevocationJson.Default.ListRevocationRecord)
-            ?? throw new InvalidDataException($"{path} is empty");
+        var records = JsonSerializer.Deserialize(json, RevocationJson.Default.ListRevocationRecord)
+            ?? throw new InvalidDataException($"{source} is empty");
         return new RevocationList(records.Select(r => new Revocation(
             r.Serial, r.SpiffeId is null ? null : SpiffeId.Parse(r.SpiffeId), r.IssuedBefore, r.RevokedAt, r.ExpiresAt, r.Reason ?? "")));
     }
-
-    private void Save(RevocationList list) =>
-        AtomicFile.WriteOwnerOnly(Path, JsonSerializer.Serialize(
-            [.. list.Entries.Select(e => new RevocationRecord(e.Serial, e.Id?.Value, e.IssuedBefore, e.RevokedAt, e.ExpiresAt, e.Reason))],
-            RevocationJson.Default.ListRevocationRecord));
 }
 
 internal sealed record RevocationRecord(string? Serial, string? SpiffeId, DateTimeOffset? IssuedBefore, DateTimeOffset RevokedAt, DateTimeOffset ExpiresAt, string? Reason);

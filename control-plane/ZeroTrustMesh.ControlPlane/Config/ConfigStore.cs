@@ -21,6 +21,8 @@ namespace ZeroTrustMesh.ControlPlane.Config;
 /// 2. Every change is appended to <c>policy-audit.log</c> (<see cref="AuditLog"/>) with its version, then published.
 /// 3. <see cref="Changed"/> is raised after each swap, in version order.
 /// A CA rotation changes the trust bundle (<see cref="PublishBundle"/>): a new version like any other change.
+/// 4. With several replicas (<see cref="SharedConfigVersions"/>) the number comes from the cluster instead, by content
+///    digest, so that every replica gives the same content the same version.
 /// </summary>
 internal sealed class ConfigStore
 {
@@ -28,12 +30,16 @@ internal sealed class ConfigStore
     private readonly string _versionPath;
     private readonly TimeProvider _time;
     private readonly ILogger<ConfigStore> _logger;
+    private readonly SharedConfigVersions? _shared;
     private readonly Lock _gate = new();
     private ConfigState _state;
     private long _version;
 
-    public ConfigStore(IPolicySource policies, IRevocationStore revocations, CertificateAuthority ca, ControlPlaneOptions options, TimeProvider time, ILogger<ConfigStore> logger)
+    public ConfigStore(
+        IPolicySource policies, IRevocationStore revocations, CertificateAuthority ca, ControlPlaneOptions options, TimeProvider time, ILogger<ConfigStore> logger,
+        SharedConfigVersions? shared = null)
     {
+        _shared = shared;
         _audit = new AuditLog(options.DataDir);
         _versionPath = Path.Combine(options.DataDir, "config-version.json");
         _time = time;
@@ -59,6 +65,10 @@ internal sealed class ConfigStore
             {
                 _version = stored.Version + 1;
                 _audit.Append(new AuditEntry(time.GetUtcNow(), Format(_version), "start", "controlplane", [], "the config changed while the control plane was stopped"));
+            }
+            if (_shared is not null)
+            {
+                _version = SharedVersion(digest, _version);
             }
             _state = _state with { Version = Format(_version) };
             SaveVersion(digest);
@@ -90,13 +100,29 @@ internal sealed class ConfigStore
         lock (_gate)
         {
             var current = Current;
-            var next = new ConfigState(Format(_version + 1), resources ?? current.Resources, revocations ?? current.Revocations, bundle ?? current.Bundle);
+            var next = new ConfigState("", resources ?? current.Resources, revocations ?? current.Revocations, bundle ?? current.Bundle);
+            var digest = Digest(next);
+            _version = _shared is null ? _version + 1 : SharedVersion(digest, _version + 1);
+            next = next with { Version = Format(_version) };
             _audit.Append(new AuditEntry(_time.GetUtcNow(), next.Version, action, actor, keys, string.IsNullOrEmpty(reason) ? null : reason));
-            _version++;
-            SaveVersion(Digest(next));
+            SaveVersion(digest);
             Volatile.Write(ref _state, next);
             ControlPlaneLog.ConfigChanged(_logger, next.Version, action, actor, string.Join(", ", keys));
             Changed?.Invoke(next);
+        }
+    }
+
+    /// <summary>The version the replicas agreed on for this content; when the cluster cannot be asked, this replica's own count.</summary>
+    private long SharedVersion(string digest, long local)
+    {
+        try
+        {
+            return _shared!.VersionOf(digest, local);
+        }
+        catch (IOException e)
+        {
+            Coordination.CoordinationLog.ConfigVersionNotShared(_logger, SharedConfigVersions.Name, e.Message, Format(local));
+            return local;
         }
     }
 

@@ -13,6 +13,15 @@ internal interface IReplicaLeadership
     /// after <paramref name="stopping"/>.
     /// </summary>
     Task RunWhileLeadingAsync(Func<CancellationToken, Task> work, CancellationToken stopping);
+
+    /// <summary>This replica's name among the replicas (the pod's name in Kubernetes).</summary>
+    string Identity => Environment.MachineName;
+
+    /// <summary>Whether this replica leads now (the metric <c>ztm_controlplane_leader</c>).</summary>
+    bool IsLeading => true;
+
+    /// <summary>The replica that leads, as this one knows it; null while no leader is known.</summary>
+    string? Leader => Identity;
 }
 
 /// <summary>One process, one replica: it always leads, from start to stop.</summary>

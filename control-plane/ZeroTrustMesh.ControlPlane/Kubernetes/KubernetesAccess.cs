@@ -26,11 +26,16 @@ internal static class KubernetesAccess
     public static string Location(IKubernetes client) =>
         $"{client.BaseUri.GetLeftPart(UriPartial.Authority)} ({(Environment.GetEnvironmentVariable("KUBECONFIG") is { Length: > 0 } ? "$KUBECONFIG" : "in-cluster service account")})";
 
-    public static IKubernetes CreateClient()
-    {
-        var config = Environment.GetEnvironmentVariable("KUBECONFIG") is { Length: > 0 }
+    public static IKubernetes CreateClient() => new k8s.Kubernetes(Configuration());
+
+    /// <summary>
+    /// The namespace the client is configured for, when <c>--namespace</c> and <c>$POD_NAMESPACE</c> say none: the
+    /// kubeconfig context's, or the pod's (its service account's namespace file); else <c>default</c>.
+    /// </summary>
+    public static string DefaultNamespace() => Configuration().Namespace is { Length: > 0 } ns ? ns : "default";
+
+    private static KubernetesClientConfiguration Configuration() =>
+        Environment.GetEnvironmentVariable("KUBECONFIG") is { Length: > 0 }
             ? KubernetesClientConfiguration.BuildDefaultConfig()
             : KubernetesClientConfiguration.InClusterConfig();
-        return new k8s.Kubernetes(config);
-    }
 }

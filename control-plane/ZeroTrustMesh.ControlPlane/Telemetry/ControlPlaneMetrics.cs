@@ -4,6 +4,7 @@ using Prometheus;
 using ZeroTrustMesh.ControlPlane.Attestation;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.ControlPlane.Coordination;
 
 namespace ZeroTrustMesh.ControlPlane.Telemetry;
 
@@ -37,6 +38,7 @@ internal sealed class ControlPlaneMetrics
     private readonly Gauge _revocations;
     private readonly Gauge _rotationPhase;
     private readonly Gauge _bundleSequence;
+    private readonly Gauge _leader;
 
     public ControlPlaneMetrics()
     {
@@ -62,6 +64,8 @@ internal sealed class ControlPlaneMetrics
             new HistogramConfiguration { Buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
         _configVersion = factory.CreateGauge("ztm_config_version", "The config version in force (the N of vN), raised by every policy or revocation change.");
         _revocations = factory.CreateGauge("ztm_revocations", "Revocations in force (certificates and identities every sidecar refuses).");
+        _leader = factory.CreateGauge("ztm_controlplane_leader",
+            "1 while this control-plane replica leads (holds the Lease in Kubernetes; always standalone) and does the singleton work, else 0.");
         _caExpiry = factory.CreateGauge("ztm_ca_certificate_expiry_timestamp_seconds",
             "Unix time at which a certificate of the mesh CA expires, by role (signing: the CA certificate that signs SVIDs; intermediate; root: a root of the trust bundle) and serial.",
             "role", "serial");
@@ -91,6 +95,10 @@ internal sealed class ControlPlaneMetrics
     /// <summary>With the CA in force: its certificates' expiry is known from the start.</summary>
     public ControlPlaneMetrics(CertificateAuthority ca)
         : this() => CaCertificates(ca);
+
+    /// <summary>With the CA and the replica's leadership, read at each scrape.</summary>
+    public ControlPlaneMetrics(CertificateAuthority ca, IReplicaLeadership leadership)
+        : this(ca) => Registry.AddBeforeCollectCallback(() => _leader.Set(leadership.IsLeading ? 1 : 0));
 
     public CollectorRegistry Registry { get; }
 

@@ -55,6 +55,43 @@ public sealed class KubernetesApiDoubleTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Field_selectors_on_name_select_lists_and_watches_and_an_unknown_field_is_400()
+    {
+        await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("ztm-revocations", "a"), "ztm-system");
+        await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("other", "b"), "ztm-system");
+        var list = await _client.CoreV1.ListNamespacedConfigMapAsync("ztm-system", fieldSelector: "metadata.name=ztm-revocations");
+        Assert.Equal("ztm-revocations", Assert.Single(list.Items).Metadata.Name);
+        Assert.Single((await _client.CoreV1.ListNamespacedConfigMapAsync("ztm-system", fieldSelector: "metadata.name!=ztm-revocations")).Items);
+
+        // A watch from the list's version sees changes of the selected object only.
+        using var watching = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+        var seen = new List<string>();
+        var watch = Task.Run(async () =>
+        {
+            await foreach (var (type, map) in _client.CoreV1.WatchListNamespacedConfigMapAsync("ztm-system", fieldSelector: "metadata.name=ztm-revocations",
+                resourceVersion: list.Metadata.ResourceVersion, cancellationToken: watching.Token))
+            {
+                seen.Add($"{type} {map.Metadata.Name} {map.Data["root-cert.pem"]}");
+                if (seen.Count == 1)
+                {
+                    return;
+                }
+            }
+        });
+        var other = await _client.CoreV1.ReadNamespacedConfigMapAsync("other", "ztm-system");
+        other.Data["root-cert.pem"] = "b2";
+        await _client.CoreV1.ReplaceNamespacedConfigMapAsync(other, "other", "ztm-system");
+        var selected = await _client.CoreV1.ReadNamespacedConfigMapAsync("ztm-revocations", "ztm-system");
+        selected.Data["root-cert.pem"] = "a2";
+        await _client.CoreV1.ReplaceNamespacedConfigMapAsync(selected, "ztm-revocations", "ztm-system");
+        await watch.WaitAsync(watching.Token);
+        Assert.Equal(["Modified ztm-revocations a2"], seen);
+
+        var unknown = await Assert.ThrowsAsync<HttpOperationException>(() => _client.CoreV1.ListNamespacedConfigMapAsync("ztm-system", fieldSelector: "spec.nodeName=a"));
+        AssertStatus(unknown, HttpStatusCode.BadRequest, "BadRequest", "field label not supported: spec.nodeName");
+    }
+
+    [Fact]
     public async Task Creating_twice_is_409_AlreadyExists_and_a_stale_resourceVersion_is_409_Conflict()
     {
         var first = await _client.CoreV1.CreateNamespacedConfigMapAsync(ConfigMap("settings", "a"), "shop");
