@@ -24,8 +24,8 @@ public sealed class RbacTests
             "|namespaces|get,list,watch|",
             "authentication.k8s.io|tokenreviews|create|", // attestation (--kubernetes): a sidecar's token
             "|pods|get|",                                  // and the pod it is bound to; no list or watch
-            "security.ztm.dev|authorizationpolicies,requestauthentications,peerauthentications,ratelimitpolicies|list,watch|", // policy
-            "security.ztm.dev|authorizationpolicies/status,requestauthentications/status,peerauthentications/status,ratelimitpolicies/status|update,patch|", // Accepted
+            "security.ztm.dev|authorizationpolicies,requestauthentications,peerauthentications,ratelimitpolicies,apispecs|list,watch|", // policy
+            "security.ztm.dev|authorizationpolicies/status,requestauthentications/status,peerauthentications/status,ratelimitpolicies/status,apispecs/status|update,patch|", // Accepted
         ], Describe(role.Rules));
         Assert.Empty(chart.OfKind("Role"));
         Assert.Empty(chart.OfKind("RoleBinding"));
