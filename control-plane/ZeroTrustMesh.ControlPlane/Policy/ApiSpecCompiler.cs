@@ -149,10 +149,15 @@ internal static class ApiSpecCompiler
             errors.Add("spec.openapi", $"OpenAPI {version} is not supported: use 3.0 or 3.1");
             return null;
         }
+        // The reader reports some rule breaks too: each error once.
+        var reported = (read.Diagnostic?.Errors ?? []).Select(e => (At(e.Pointer), e.Message)).ToHashSet();
         foreach (var error in document.Validate(ValidationRuleSet.GetDefaultRuleSet()) ?? [])
         {
             found = true;
-            errors.Add(At(error.Pointer), error.Message);
+            if (reported.Add((At(error.Pointer), error.Message)))
+            {
+                errors.Add(At(error.Pointer), error.Message);
+            }
         }
         if (found)
         {
