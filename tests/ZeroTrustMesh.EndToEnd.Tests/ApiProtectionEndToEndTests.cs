@@ -229,4 +229,45 @@ public sealed class ApiProtectionEndToEndTests(ITestOutputHelper output) : IAsyn
         var metrics = await Mesh.MetricsAsync(_sidecar);
         Assert.Equal(3, Mesh.Sample(metrics, "ztm_api_validation_total", ("policy", "shop/bookshop-api"), ("result", "object_denied")));
     }
+
+    [Fact]
+    public async Task Passwords_and_undeclared_fields_are_removed_from_responses_nested_and_in_arrays_and_counted()
+    {
+        await ApplyApiSpecAsync("""
+              mode: Enforce
+              redaction:
+                - operations: [getUser, listUsers]
+                  status: "200"
+                  remove: [/password, /users/*/password]
+                  mask: [/email, /users/*/email]
+                  removeUndeclared: true
+
+            """);
+
+        var (status, body) = await SendAsync(HttpMethod.Get, "/users/alice", token: Token("alice"));
+        Assert.True(status == HttpStatusCode.OK, body);
+        var user = JsonNode.Parse(body)!.AsObject();
+        Assert.Equal(["id", "name", "email", "role", "address"], user.Select(p => p.Key));
+        Assert.Equal("****", (string?)user["email"]);
+        Assert.Equal(["street", "city"], user["address"]!.AsObject().Select(p => p.Key)); // internalRoute: undeclared, nested
+
+        (status, body) = await SendAsync(HttpMethod.Get, "/users");
+        Assert.True(status == HttpStatusCode.OK, body);
+        var list = JsonNode.Parse(body)!.AsObject();
+        Assert.Equal(["users"], list.Select(p => p.Key)); // total: undeclared
+        Assert.All(list["users"]!.AsArray(), u =>
+        {
+            Assert.Equal(["id", "name", "email", "role", "address"], u!.AsObject().Select(p => p.Key));
+            Assert.Equal("****", (string?)u["email"]);
+        });
+        Assert.DoesNotContain("hunter2", body, StringComparison.Ordinal);
+        Assert.DoesNotContain("078-05-1120", body, StringComparison.Ordinal);
+
+        // Operations without redaction are untouched.
+        Assert.Contains("\"title\"", (await SendAsync(HttpMethod.Get, "/books/7")).Body, StringComparison.Ordinal);
+
+        var metrics = await Mesh.MetricsAsync(_sidecar);
+        // alice: password, email, ssn, isAdmin, internalRoute = 5; the list: 2 x 5 + total = 11.
+        Assert.Equal(16, Mesh.Sample(metrics, "ztm_api_redactions_total", ("policy", "shop/bookshop-api")));
+    }
 }

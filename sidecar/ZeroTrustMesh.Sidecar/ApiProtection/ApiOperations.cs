@@ -68,7 +68,11 @@ internal sealed class CompiledOperation
         BodyRequired = operation.Body?.Required == true;
         Rules = [.. spec.ObjectAuthorization.Where(r => OperationSelector.Any(r.Operations, operation)).Select(r => new ObjectRule(policy, r))];
         RuleSegments = [.. Rules.Select(r => Array.IndexOf(names, r.Parameter))];
+        Redactions = ApiRedactions.Compile(operation, spec.Redaction);
     }
+
+    /// <summary>How its responses are redacted; null: not at all.</summary>
+    public ApiRedactions? Redactions { get; }
 
     public ApiOperation Operation { get; }
 

@@ -4,6 +4,7 @@ using System.Text.Json;
 using ZeroTrustMesh.Policy.Authorization;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
+using ZeroTrustMesh.Sidecar.ApiProtection.Redaction;
 using ZeroTrustMesh.Sidecar.Inbound;
 using ZeroTrustMesh.Sidecar.Telemetry;
 
@@ -18,7 +19,10 @@ namespace ZeroTrustMesh.Sidecar.ApiProtection;
 /// deeper than <see cref="MaxDepth"/>: 400). Every error is reported, as <c>where/pointer: reason</c>.</item>
 /// <item>Object rules: the path parameter must equal the caller's attribute (403 naming policy, rule and parameter).</item>
 /// </list>
-/// Enforce answers the refusal; DryRun lets the request pass and logs the same verdict. Either way it is counted in
+/// In Enforce, responses of operations a <c>redaction</c> entry selects stream through <see cref="JsonRedactionTransform"/>
+/// (counted in <c>ztm_api_redactions_total{policy}</c>; a response that is not valid JSON ends where it goes wrong and is
+/// counted as <c>result="invalid_response"</c>).
+/// Enforce answers the refusal; DryRun lets the request pass, logs the same verdict and leaves responses untouched. Either way it is counted in
 /// <c>ztm_api_validation_total{policy,result}</c>. Requests of workloads without an ApiSpec never reach this stage.
 /// </summary>
 internal sealed class ApiProtectionStage : IInboundStage
@@ -35,6 +39,8 @@ internal sealed class ApiProtectionStage : IInboundStage
     private readonly ApiOperations _operations;
     private readonly SidecarMetrics _metrics;
     private readonly ILogger _logger;
+    private readonly Action<int> _redacted;
+    private readonly Action _invalidResponse;
 
     public ApiProtectionStage(ApiSpec spec, SidecarMetrics metrics, ILogger logger)
     {
@@ -44,6 +50,8 @@ internal sealed class ApiProtectionStage : IInboundStage
         _operations = new ApiOperations(spec, Policy);
         _metrics = metrics;
         _logger = logger;
+        _redacted = count => metrics.ApiRedacted(Policy, count);
+        _invalidResponse = () => metrics.ApiValidation(Policy, "invalid_response");
     }
 
     /// <summary><c>namespace/name</c> of the ApiSpec.</summary>
@@ -90,6 +98,10 @@ internal sealed class ApiProtectionStage : IInboundStage
             }
         }
         _metrics.ApiValidation(Policy, "valid");
+        if (operation.Redactions is { } redactions && _spec.Mode == ApiMode.Enforce)
+        {
+            request.TransformResponse(new JsonRedactionTransform(redactions.For, _redacted, _invalidResponse));
+        }
         return StageResult.Continue;
     }
 
