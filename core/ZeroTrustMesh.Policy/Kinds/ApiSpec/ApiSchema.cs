@@ -47,7 +47,17 @@ public sealed class ApiSchema
     /// <summary>Whether <paramref name="instance"/> is valid; adds every error to <paramref name="errors"/>.</summary>
     public bool Validate(JsonElement instance, List<SchemaError>? errors)
     {
-        var results = _schema.Evaluate(instance, Evaluation);
+        EvaluationResults results;
+        try
+        {
+            results = _schema.Evaluate(instance, Evaluation);
+        }
+        catch (RefResolutionException e)
+        {
+            // References resolve when first followed; a schema compiled by the control plane has none that do not.
+            errors?.Add(new SchemaError("", $"the schema has a reference that cannot be resolved: {e.Message}"));
+            return false;
+        }
         if (results.IsValid || errors is null)
         {
             return results.IsValid;

@@ -22,6 +22,7 @@ public static class OpenApi30Schema
 
     public static JsonNode? ToDraft202012(JsonNode? schema) => Adapt(schema?.DeepClone());
 
+    /// <summary>Rewrites <paramref name="node"/> in place (it is a copy) and returns it.</summary>
     private static JsonNode? Adapt(JsonNode? node)
     {
         if (node is not JsonObject schema)
@@ -56,9 +57,9 @@ public static class OpenApi30Schema
         {
             if (schema[map] is JsonObject members)
             {
-                foreach (var name in members.Select(p => p.Key).ToList())
+                foreach (var (_, member) in members)
                 {
-                    members[name] = Adapt(members[name]);
+                    Adapt(member);
                 }
             }
         }
@@ -66,9 +67,9 @@ public static class OpenApi30Schema
         {
             if (schema[list] is JsonArray items)
             {
-                for (var i = 0; i < items.Count; i++)
+                foreach (var item in items)
                 {
-                    items[i] = Adapt(items[i]);
+                    Adapt(item);
                 }
             }
         }
@@ -76,7 +77,7 @@ public static class OpenApi30Schema
         {
             if (schema[value] is JsonObject child)
             {
-                schema[value] = Adapt(child);
+                Adapt(child);
             }
         }
         return schema;
