@@ -228,6 +228,18 @@ public sealed class ApiProtectionEndToEndTests(ITestOutputHelper output) : IAsyn
 
         var metrics = await Mesh.MetricsAsync(_sidecar);
         Assert.Equal(3, Mesh.Sample(metrics, "ztm_api_validation_total", ("policy", "shop/bookshop-api"), ("result", "object_denied")));
+
+        // ztmctl policy test reaches the verdicts the sidecar reached.
+        foreach (var (path, token, allowed) in new[] { ("/users/alice/orders/1", Token("alice"), true), ("/users/bob/orders/1", Token("alice"), false), ("/users/bob/orders/1", Token("carol", role: "admin"), true) })
+        {
+            var (exit, verdict, _) = await _mesh.ZtmctlAsync("policy", "test", "--from", "spiffe://cluster.local/ns/shop/sa/frontend", "--to", "bookshop.shop",
+                "--method", "GET", "--path", path, "--jwt", token);
+            Assert.True((allowed ? 0 : 4) == exit, verdict);
+            if (!allowed)
+            {
+                Assert.Contains("object rule 'own-user-data': path parameter userId 'bob'", verdict, StringComparison.Ordinal);
+            }
+        }
     }
 
     [Fact]

@@ -21,7 +21,7 @@ internal sealed class ApiOperations
     {
         ArgumentNullException.ThrowIfNull(spec);
         _operations = [.. spec.Spec.Operations.Select(o => new CompiledOperation(o, spec.Spec, policy))
-            .OrderByDescending(o => o.LiteralSegments).ThenBy(o => o.Segments.Length)];
+            .OrderByDescending(o => o.Template.LiteralSegments)];
     }
 
     public int Count => _operations.Length;
@@ -34,13 +34,13 @@ internal sealed class ApiOperations
         string? declaredMethods = null;
         foreach (var operation in _operations)
         {
-            if (!operation.MatchesPath(segments))
+            if (!operation.Template.Matches(segments))
             {
                 continue;
             }
             if (operation.Operation.Method == method || (method == "HEAD" && operation.Operation.Method == "GET" && !HasHead(segments)))
             {
-                return new OperationMatch(operation, operation.PathValues(segments), null);
+                return new OperationMatch(operation, segments, null);
             }
             declaredMethods = declaredMethods is null ? operation.Operation.Method : $"{declaredMethods}, {operation.Operation.Method}";
         }
@@ -49,7 +49,7 @@ internal sealed class ApiOperations
             : $"{method} {path} is not an operation of the API (the path allows {declaredMethods})");
     }
 
-    private bool HasHead(string[] segments) => _operations.Any(o => o.Operation.Method == "HEAD" && o.MatchesPath(segments));
+    private bool HasHead(string[] segments) => _operations.Any(o => o.Operation.Method == "HEAD" && o.Template.Matches(segments));
 }
 
 internal readonly record struct OperationMatch(CompiledOperation? Operation, string[]? PathValues, string? Unknown);
@@ -60,14 +60,12 @@ internal sealed class CompiledOperation
     public CompiledOperation(ApiOperation operation, ApiSpecSpec spec, string policy)
     {
         Operation = operation;
-        Segments = [.. operation.Path.Split('/').Select(s => s.Length > 2 && s[0] == '{' && s[^1] == '}' ? null : s)];
-        var names = operation.Path.Split('/').Select(s => s.Length > 2 && s[0] == '{' && s[^1] == '}' ? s[1..^1] : null).ToArray();
-        LiteralSegments = Segments.Count(s => s is not null);
-        Parameters = [.. operation.Parameters.Select(p => new CompiledParameter(p, p.In == ParameterLocation.Path ? Array.IndexOf(names, p.Name) : -1))];
+        Template = new ApiPathTemplate(operation.Path);
+        Parameters = [.. operation.Parameters.Select(p => new CompiledParameter(p, p.In == ParameterLocation.Path ? Template.IndexOf(p.Name) : -1))];
         Body = operation.Body?.Schema is { } body ? Compile(body, $"operation {operation.Id} body") : null;
         BodyRequired = operation.Body?.Required == true;
         Rules = [.. spec.ObjectAuthorization.Where(r => OperationSelector.Any(r.Operations, operation)).Select(r => new ObjectRule(policy, r))];
-        RuleSegments = [.. Rules.Select(r => Array.IndexOf(names, r.Parameter))];
+        RuleSegments = [.. Rules.Select(r => Template.IndexOf(r.Parameter))];
         Redactions = ApiRedactions.Compile(operation, spec.Redaction);
     }
 
@@ -76,10 +74,7 @@ internal sealed class CompiledOperation
 
     public ApiOperation Operation { get; }
 
-    /// <summary>The template's segments; null where a parameter stands.</summary>
-    public string?[] Segments { get; }
-
-    public int LiteralSegments { get; }
+    public ApiPathTemplate Template { get; }
 
     public CompiledParameter[] Parameters { get; }
 
@@ -92,35 +87,6 @@ internal sealed class CompiledOperation
 
     /// <summary>For each rule, the segment index of its parameter.</summary>
     public int[] RuleSegments { get; }
-
-    public bool MatchesPath(string[] segments)
-    {
-        if (segments.Length != Segments.Length)
-        {
-            return false;
-        }
-        for (var i = 0; i < segments.Length; i++)
-        {
-            if (Segments[i] is { } literal ? literal != segments[i] : segments[i].Length == 0)
-            {
-                return false;
-            }
-        }
-        return true;
-    }
-
-    /// <summary>The request's segments decoded, indexed as the template's (only parameter positions are read).</summary>
-    public string[] PathValues(string[] segments)
-    {
-        for (var i = 0; i < segments.Length; i++)
-        {
-            if (Segments[i] is null && segments[i].Contains('%', StringComparison.Ordinal))
-            {
-                segments[i] = Uri.UnescapeDataString(segments[i]);
-            }
-        }
-        return segments;
-    }
 
     internal static ApiSchema Compile(string schema, string what)
     {

@@ -75,7 +75,7 @@ internal sealed class ApiProtectionStage : IInboundStage
         {
             parameter.Check(parameter.Parameter.In switch
             {
-                ParameterLocation.Path => match.PathValues![parameter.Segment],
+                ParameterLocation.Path => ApiPathTemplate.Value(match.PathValues!, parameter.Segment),
                 ParameterLocation.Header => request.Headers[parameter.Parameter.Name],
                 _ => request.Http.Request.Query[parameter.Parameter.Name],
             }, errors);
@@ -91,7 +91,7 @@ internal sealed class ApiProtectionStage : IInboundStage
         for (var i = 0; i < operation.Rules.Length; i++)
         {
             var rule = operation.Rules[i];
-            var value = match.PathValues![operation.RuleSegments[i]];
+            var value = ApiPathTemplate.Value(match.PathValues!, operation.RuleSegments[i]);
             if (!rule.Allows(Attributes(request), value))
             {
                 return Verdict(request, "object_denied", new Refusal(StatusCodes.Status403Forbidden, "api_object_denied", rule.Denial(value)), log: true);
