@@ -18,7 +18,10 @@ public readonly record struct SchemaError(string Location, string Reason)
 /// </summary>
 public sealed class ApiSchema
 {
-    private static readonly EvaluationOptions Evaluation = new() { OutputFormat = OutputFormat.List };
+    // A valid request (the common case) is decided with the flag output, which stops at the first failure and collects
+    // no annotations; only an invalid one is evaluated again for the list of every error.
+    private static readonly EvaluationOptions Verdict = new() { OutputFormat = OutputFormat.Flag };
+    private static readonly EvaluationOptions Errors = new() { OutputFormat = OutputFormat.List };
 
     private readonly JsonSchema _schema;
 
@@ -50,7 +53,11 @@ public sealed class ApiSchema
         EvaluationResults results;
         try
         {
-            results = _schema.Evaluate(instance, Evaluation);
+            results = _schema.Evaluate(instance, Verdict);
+            if (!results.IsValid && errors is not null)
+            {
+                results = _schema.Evaluate(instance, Errors);
+            }
         }
         catch (RefResolutionException e)
         {
