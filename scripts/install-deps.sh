@@ -4,7 +4,9 @@
 # iproute2 and iptables for the transparent-capture tests (network namespaces, run as root); docker.io (the engine),
 # clang-14 and zlib1g-dev (NativeAOT) for the container images and the pod tests (scripts/build-images.sh); Debian's
 # prometheus (the prometheus and promtool binaries) for the dashboards-and-alerts test, which only runs them, never the
-# service; helm for the chart tests.
+# service; helm for the chart tests; the official JSON-Schema-Test-Suite (Debian ships it in
+# libtest-json-schema-acceptance-perl, under /usr/share/perl5/auto/share/dist/Test-JSON-Schema-Acceptance/tests) for the
+# ApiSpec schema conformance tests.
 set -euo pipefail
 
 if ! command -v dotnet >/dev/null 2>&1; then
@@ -20,6 +22,7 @@ if [ "$(id -u)" = 0 ]; then
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14)
   dpkg-query -W -f='${Status}' zlib1g-dev 2>/dev/null | grep -q 'ok installed' || missing+=(zlib1g-dev)
+  dpkg-query -W -f='${Status}' libtest-json-schema-acceptance-perl 2>/dev/null | grep -q 'ok installed' || missing+=(libtest-json-schema-acceptance-perl)
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then

@@ -69,4 +69,8 @@ internal static partial class SidecarLog
 
     [LoggerMessage(EventId = 501, Level = LogLevel.Warning, Message = "jwks {Uri} could not be fetched ({Reason}); {Consequence}")]
     public static partial void JwksFetchFailed(ILogger logger, string uri, string reason, string consequence);
+
+    [LoggerMessage(EventId = 600, Level = LogLevel.Warning,
+        Message = "api {Policy} {Outcome} result={Result} {Method} {Path} caller={Caller}: {Reason}")]
+    public static partial void ApiVerdict(ILogger logger, string policy, string outcome, string result, string method, string path, string caller, string reason);
 }

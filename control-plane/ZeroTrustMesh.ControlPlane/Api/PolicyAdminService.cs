@@ -179,6 +179,44 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
         {
             response.Trail.Add($"no AuthorizationPolicy selects {workload.Service}.{workload.Namespace}");
         }
+        // Then the workload's ApiSpec object rules (BOLA), as its sidecar checks them after authorization.
+        var query = path.IndexOf('?', StringComparison.Ordinal);
+        var segments = (query < 0 ? path : path[..query]).Split('/');
+        var attributes = new RequestAttributes
+        {
+            Caller = caller,
+            CallerNamespace = caller is { } c && c.TryGetWorkload(out var callerNs, out _) ? callerNs : null,
+            Method = method,
+            Path = path,
+            Port = (int)request.Port,
+            Headers = headers,
+            Claims = claims,
+            SourceAddress = source,
+            Now = DateTimeOffset.UtcNow,
+        };
+        foreach (var spec in state.For(workload).Select(r => r.Document.Resource).OfType<ApiSpec>().Where(s => s.IsCompiled))
+        {
+            var name = $"{spec.Metadata.Namespace}/{spec.Metadata.Name}";
+            if (ApiPathTemplate.Find(spec.Spec.Operations, method, segments) is not { } operation)
+            {
+                response.Trail.Add($"ApiSpec {name}: {method} {path} is not an operation of the API (unknownOperations: {spec.Spec.UnknownOperations})");
+                continue;
+            }
+            var template = new ApiPathTemplate(operation.Path);
+            foreach (var rule in spec.Spec.ObjectAuthorization.Where(r => OperationSelector.Any(r.Operations, operation)).Select(r => new ObjectRule(name, r)))
+            {
+                var value = ApiPathTemplate.Value(segments, template.IndexOf(rule.Parameter));
+                var allowed = rule.Allows(attributes, value);
+                response.Trail.Add($"ApiSpec {name} object rule '{rule.Name}' on {operation.Id}: {(allowed ? "passed" : "denied")}");
+                if (!allowed && response.Allowed)
+                {
+                    response.Allowed = spec.Spec.Mode != ApiMode.Enforce;
+                    response.Policy = name;
+                    response.Rule = -1;
+                    response.Reason = spec.Spec.Mode == ApiMode.Enforce ? rule.Denial(value) : $"{rule.Denial(value)} (DryRun: logged, not refused)";
+                }
+            }
+        }
         return Task.FromResult(response);
     }
 

@@ -81,7 +81,7 @@ internal sealed class DirectoryPolicySource : IPolicySource, IHostedService, IDi
 
     public PolicyApplyResult Apply(string source, string yaml, string actor)
     {
-        var read = PolicyFileReader.Read(source, yaml);
+        var read = PolicyFileReader.Read(source, yaml, ReadDocumentFile);
         if (read.Errors.Count > 0)
         {
             // Structure errors, plus whatever else validation finds in the same documents: every error at once.
@@ -206,13 +206,26 @@ internal sealed class DirectoryPolicySource : IPolicySource, IHostedService, IDi
                 errors.Add(new PolicyError(name, $"cannot be read: {e.Message}"));
                 continue;
             }
-            var read = PolicyFileReader.Read(name, text);
+            var read = PolicyFileReader.Read(name, text, ReadDocumentFile);
             errors.AddRange(read.Errors);
             resources.AddRange(read.Resources);
         }
         errors.AddRange(ValidateSet(resources));
         var byKey = resources.GroupBy(r => r.Key).ToImmutableDictionary(g => g.Key, g => g.Last());
         return (byKey, errors);
+    }
+
+    /// <summary>
+    /// A file a policy names (an ApiSpec's OpenAPI document), relative to the directory and inside it: a subdirectory
+    /// such as <c>openapi/</c> keeps it apart from the policy files, which are every <c>*.yaml</c> at the top.
+    /// </summary>
+    private string ReadDocumentFile(string name)
+    {
+        var root = Path.GetFullPath(_directory) + Path.DirectorySeparatorChar;
+        var path = Path.GetFullPath(Path.Combine(root, name));
+        return path.StartsWith(root, StringComparison.Ordinal)
+            ? File.ReadAllText(path)
+            : throw new ArgumentException($"it is outside the policy directory {_directory}");
     }
 
     private static bool IsPolicyFile(string path) =>
@@ -247,7 +260,7 @@ internal sealed class DirectoryPolicySource : IPolicySource, IHostedService, IDi
                 return ImmutableDictionary<ResourceKey, StoredResource>.Empty;
             }
             var saved = JsonSerializer.Deserialize(File.ReadAllText(_lastGoodPath), LastGoodJson.Default.ListLastGoodResource) ?? [];
-            var reads = saved.Select(s => PolicyFileReader.Read(s.Source, s.Yaml)).ToList();
+            var reads = saved.Select(s => PolicyFileReader.Read(s.Source, s.Yaml, ReadDocumentFile)).ToList();
             var errors = reads.SelectMany(r => r.Errors).Concat(ValidateSet(reads.SelectMany(r => r.Resources))).ToList();
             if (errors.Count > 0)
             {

@@ -350,6 +350,11 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         if (resource is not null)
         {
             errors.AddRange(PolicyValidator.Validate([new PolicyDocument("", 0, resource)], _kinds));
+            if (errors.Count == 0 && resource is ApiSpec spec)
+            {
+                // The OpenAPI document is compiled here; sidecars and `ztmctl get` see the compiled form.
+                resource = ApiSpecCompiler.Compile(spec, readFile: null, new ErrorSink(errors, ""));
+            }
         }
         if (resource is null || errors.Count > 0)
         {

@@ -1,4 +1,5 @@
 using ZeroTrustMesh.ControlPlane.Config;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
 using ZeroTrustMesh.Policy.Yaml;
@@ -15,14 +16,21 @@ internal sealed record PolicyFileRead(IReadOnlyList<PolicyDocument> Documents, I
 /// </summary>
 internal static class PolicyFileReader
 {
-    public static PolicyFileRead Read(string source, string text)
+    /// <param name="readFile">Reads a file an ApiSpec names (<c>spec.openapi.file</c>); null where files are not served.</param>
+    public static PolicyFileRead Read(string source, string text, Func<string, string>? readFile = null)
     {
         try
         {
             var read = PolicyYaml.Read(source, text);
-            return read.Errors.Length > 0
-                ? new PolicyFileRead(read.Documents, [], read.Errors)
-                : new PolicyFileRead(read.Documents, [.. read.Documents.Select(d => new StoredResource(d, d.Text!))], []);
+            if (read.Errors.Length > 0)
+            {
+                return new PolicyFileRead(read.Documents, [], read.Errors);
+            }
+            var errors = new List<PolicyError>();
+            var documents = read.Documents.Select(d => Compile(d, readFile, errors)).ToList();
+            return errors.Count > 0
+                ? new PolicyFileRead(documents, [], errors)
+                : new PolicyFileRead(documents, [.. documents.Select(d => new StoredResource(d, d.Text!))], []);
         }
 #pragma warning disable CA1031 // the last line of defence of a timer callback and an RPC: the file is refused, never the process
         catch (Exception e)
@@ -31,4 +39,13 @@ internal static class PolicyFileReader
             return new PolicyFileRead([], [], [new PolicyError(source, $"cannot be read: {e.Message}")]);
         }
     }
+
+    /// <summary>
+    /// An ApiSpec's OpenAPI document is compiled here, once per read, so that what is stored and sent to sidecars is the
+    /// compiled form while the text kept (and shown by <c>ztmctl get</c>) is what the operator wrote.
+    /// </summary>
+    private static PolicyDocument Compile(PolicyDocument document, Func<string, string>? readFile, List<PolicyError> errors) =>
+        document.Resource is ApiSpec spec && ApiSpecCompiler.Compile(spec, readFile, new ErrorSink(errors, document.Location)) is { } compiled
+            ? document with { Resource = compiled }
+            : document;
 }

@@ -16,6 +16,7 @@ public sealed class PolicyKinds
         RequestAuthenticationKind.Instance,
         PeerAuthenticationKind.Instance,
         RateLimitPolicyKind.Instance,
+        ApiSpecKind.Instance,
     ]);
 
     private readonly FrozenDictionary<string, PolicyKind> _byName;

@@ -156,6 +156,11 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
                 proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.ClientIdentity, peer.Id.Value);
             }
             proxyRequest.Headers.Host = httpContext.Request.Host.Value;
+            if (transforms is not null)
+            {
+                // A transform rewrites the body as it comes: the app must not compress it (the hop is loopback anyway).
+                proxyRequest.Headers.Remove(HeaderNames.AcceptEncoding);
+            }
         }
 
         public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)

@@ -136,5 +136,6 @@ internal static class InboundStageKinds
         .AddInboundStageKind<PeerAuthentication.PeerAuthenticationStageKind>()
         .AddInboundStageKind<Authentication.RequestAuthenticationStageKind>()
         .AddInboundStageKind<Authorization.AuthorizationStageKind>()
-        .AddInboundStageKind<RateLimiting.RateLimitStageKind>();
+        .AddInboundStageKind<RateLimiting.RateLimitStageKind>()
+        .AddInboundStageKind<ApiProtection.ApiProtectionStageKind>();
 }

@@ -19,6 +19,8 @@ internal sealed class SidecarMetrics
     private readonly Counter _decisions;
     private readonly Counter _authentication;
     private readonly Counter _rateLimited;
+    private readonly Counter _apiValidation;
+    private readonly Counter _apiRedactions;
     private readonly Counter _inboundConnections;
     private readonly Counter _memoryTrims;
     private readonly Counter _accessLogDropped;
@@ -45,6 +47,9 @@ internal sealed class SidecarMetrics
         _decisions = factory.CreateCounter("ztm_authorization_decisions_total", "Authorization decisions on inbound requests, by decision and the policy that decided (none: no ALLOW policy matched).",
             "decision", "policy");
         _authentication = factory.CreateCounter("ztm_jwt_authentication_total", "Inbound requests that carried a bearer token, by outcome (valid, invalid).", "outcome");
+        _apiValidation = factory.CreateCounter("ztm_api_validation_total",
+            "Inbound requests checked by an ApiSpec, by policy and result (valid, invalid, too_large, unknown, object_denied); DryRun and Enforce count the same verdicts.", "policy", "result");
+        _apiRedactions = factory.CreateCounter("ztm_api_redactions_total", "Response values removed or masked by an ApiSpec's redaction, by policy.", "policy");
         _rateLimited = factory.CreateCounter("ztm_rate_limited_total", "Inbound requests refused with 429 by a RateLimitPolicy, by policy.", "policy");
         _inboundConnections = factory.CreateCounter("ztm_inbound_connections_total",
             "HTTP connections accepted on the inbound port, by security: mtls, or plaintext (a PERMISSIVE workload).", "security");
@@ -81,6 +86,10 @@ internal sealed class SidecarMetrics
     public void Decision(bool allowed, string? policy) => _decisions.WithLabels(allowed ? "allow" : "deny", policy ?? "none").Inc();
 
     public void Authenticated(bool valid) => _authentication.WithLabels(valid ? "valid" : "invalid").Inc();
+
+    public void ApiValidation(string policy, string result) => _apiValidation.WithLabels(policy, result).Inc();
+
+    public void ApiRedacted(string policy, int values) => _apiRedactions.WithLabels(policy).Inc(values);
 
     public void RateLimited(string policy) => _rateLimited.WithLabels(policy).Inc();
 

@@ -29,6 +29,9 @@ internal static class PolicyCustomResources
 /// </summary>
 public sealed class KubernetesPolicySourceTests : IAsyncLifetime
 {
+    /// <summary>The policy kinds the source lists and watches, one list and one watch each.</summary>
+    private static readonly int KindCount = ZeroTrustMesh.Policy.Kinds.PolicyKinds.Builtin.All.Count;
+
     private const string ApiVersion = "security.ztm.dev/v1";
     private const string AuthorizationPolicies = "authorizationpolicies";
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
@@ -169,7 +172,7 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
         await using var parts = await StartAsync();
         var store = parts.Get<ConfigStore>();
         await WaitForConfigAsync(store, s => s.Resources.Count == 2);
-        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+        await _api.WaitForAsync(api => api.OpenWatches == KindCount, Timeout);
 
         // The watch cannot come back while the cluster changes, and then the history it would resume from is gone.
         _api.Fail(r => r.Query["watch"] == "true", 10_000, 503, "ServiceUnavailable");
@@ -187,7 +190,7 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
         Assert.Equal(["AuthorizationPolicy/shop/added-meanwhile", "AuthorizationPolicy/shop/kept"], state.Resources.Values.Select(r => r.KeyText).Order(StringComparer.Ordinal));
         await _logs.WaitForAsync(l => l.StartsWith("policy watch of AuthorizationPolicy expired at resourceVersion", StringComparison.Ordinal), 1, Timeout);
         Assert.Equal(2, _api.Requests.Count(r => r.Method == "GET" && r.Status == 200 && r.Path.EndsWith(AuthorizationPolicies, StringComparison.Ordinal)));
-        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+        await _api.WaitForAsync(api => api.OpenWatches == KindCount, Timeout);
     }
 
     [Fact]
@@ -196,15 +199,15 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
         _leadership.Lead();
         await using var parts = await StartAsync();
         var store = parts.Get<ConfigStore>();
-        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+        await _api.WaitForAsync(api => api.OpenWatches == KindCount, Timeout);
 
         _api.DropWatches();
-        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+        await _api.WaitForAsync(api => api.OpenWatches == KindCount, Timeout);
         Seed(Allow("shop", "after-the-drop", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
 
         await WaitForConfigAsync(store, s => s.Resources.Count == 1);
-        Assert.Equal(4, _api.Requests.Count(r => r.Method == "GET" && r.Status == 200)); // one list per kind, at start only
-        Assert.Equal(8, _api.Requests.Count(r => r.Method == "WATCH" && r.Status == 200));
+        Assert.Equal(KindCount, _api.Requests.Count(r => r.Method == "GET" && r.Status == 200)); // one list per kind, at start only
+        Assert.Equal(2 * KindCount, _api.Requests.Count(r => r.Method == "WATCH" && r.Status == 200));
     }
 
     [Fact]
@@ -212,7 +215,7 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
     {
         _leadership.Lead();
         await using var parts = await StartAsync();
-        await _api.WaitForAsync(api => api.OpenWatches == 4, Timeout);
+        await _api.WaitForAsync(api => api.OpenWatches == KindCount, Timeout);
         // Changes of another kind move the cluster's resourceVersion on; the AuthorizationPolicy watch sees none of them.
         for (var i = 0; i < 3; i++)
         {

@@ -22,7 +22,7 @@ internal sealed class TestJwtIssuer(string issuer, string kid = "k1") : IDisposa
         }
     }
 
-    public string Token(string subject, string audience, string? scope, TimeSpan lifetime, DateTimeOffset? issuedAt = null)
+    public string Token(string subject, string audience, string? scope, TimeSpan lifetime, DateTimeOffset? issuedAt = null, IReadOnlyDictionary<string, string>? more = null)
     {
         var now = issuedAt ?? DateTimeOffset.UtcNow;
         var header = JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string> { ["alg"] = "ES256", ["typ"] = "JWT", ["kid"] = kid });
@@ -38,6 +38,10 @@ internal sealed class TestJwtIssuer(string issuer, string kid = "k1") : IDisposa
         if (scope is not null)
         {
             claims["scope"] = scope;
+        }
+        foreach (var (name, value) in more ?? new Dictionary<string, string>())
+        {
+            claims[name] = value;
         }
         var signed = Base64Url(header) + "." + Base64Url(JsonSerializer.SerializeToUtf8Bytes(claims));
         return signed + "." + Base64Url(_key.SignData(Encoding.ASCII.GetBytes(signed), HashAlgorithmName.SHA256));

@@ -150,7 +150,8 @@ internal sealed class InboundTestHost : IAsyncDisposable
     }
 
     /// <summary>
-    /// The app: <c>POST /echo</c> answers the body it received; <c>GET /secret</c> a text holding "hunter2"; any other path
+    /// The app: <c>POST /echo</c> answers the body it received; <c>POST /respond?status=&amp;type=&amp;length</c> too, with that
+    /// status, content type and framing; <c>GET /secret</c> a text holding "hunter2"; any other path
     /// answers with the path and the request headers it received, one per line.
     /// </summary>
     private static async Task<WebApplication> StartAppAsync()
@@ -169,6 +170,26 @@ internal sealed class InboundTestHost : IAsyncDisposable
             {
                 using var reader = new StreamReader(context.Request.Body);
                 await context.Response.WriteAsync(await reader.ReadToEndAsync());
+                return;
+            }
+            if (context.Request.Path == "/respond")
+            {
+                // The request body back, with the status and content type the query asks for, in 1000-byte writes,
+                // with a Content-Length when ?length is given (else chunked, or HTTP/2 DATA frames without one).
+                using var body = new MemoryStream();
+                await context.Request.Body.CopyToAsync(body);
+                var bytes = body.ToArray();
+                context.Response.StatusCode = int.TryParse(context.Request.Query["status"], out var status) ? status : 200;
+                context.Response.ContentType = context.Request.Query["type"];
+                if (context.Request.Query.ContainsKey("length"))
+                {
+                    context.Response.ContentLength = bytes.Length;
+                }
+                for (var offset = 0; offset < bytes.Length; offset += 1000)
+                {
+                    await context.Response.Body.WriteAsync(bytes.AsMemory(offset, Math.Min(1000, bytes.Length - offset)));
+                    await context.Response.Body.FlushAsync();
+                }
                 return;
             }
             if (context.Request.Path == "/secret")

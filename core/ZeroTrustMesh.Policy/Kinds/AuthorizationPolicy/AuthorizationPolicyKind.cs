@@ -96,7 +96,8 @@ public sealed class AuthorizationPolicyKind : PolicyKind<AuthorizationPolicy>
             reader.List(map, "ports", path, (n, p) => reader.Number(n, p) ?? 0));
     }
 
-    private static RuleCondition ReadCondition(SpecReader reader, JsonNode? node, string path)
+    /// <summary>One <c>when</c> condition; shared with ApiSpec's object rules (<c>unless</c>).</summary>
+    internal static RuleCondition ReadCondition(SpecReader reader, JsonNode? node, string path)
     {
         if (reader.Mapping(node, path) is not { } map)
         {
@@ -141,15 +142,17 @@ public sealed class AuthorizationPolicyKind : PolicyKind<AuthorizationPolicy>
                 }
                 json.WriteEndObject();
             });
-            ResourceWriter.Objects(json, "when", rule.When, static (json, condition) =>
-            {
-                json.WriteString("key", condition.Key);
-                ResourceWriter.Strings(json, "values", condition.Values);
-                ResourceWriter.Strings(json, "notValues", condition.NotValues);
-                ResourceWriter.Optional(json, "timeZone", condition.TimeZone);
-                ResourceWriter.Strings(json, "days", condition.Days);
-            });
+            ResourceWriter.Objects(json, "when", rule.When, WriteCondition);
         });
+    }
+
+    internal static void WriteCondition(Utf8JsonWriter json, RuleCondition condition)
+    {
+        json.WriteString("key", condition.Key);
+        ResourceWriter.Strings(json, "values", condition.Values);
+        ResourceWriter.Strings(json, "notValues", condition.NotValues);
+        ResourceWriter.Optional(json, "timeZone", condition.TimeZone);
+        ResourceWriter.Strings(json, "days", condition.Days);
     }
 
     protected override void Validate(AuthorizationPolicy resource, ErrorSink errors)
@@ -207,7 +210,7 @@ public sealed class AuthorizationPolicyKind : PolicyKind<AuthorizationPolicy>
         Checks.Ports(operation.Ports, $"{path}.ports", errors);
     }
 
-    private static void ValidateCondition(RuleCondition condition, string path, ErrorSink errors)
+    internal static void ValidateCondition(RuleCondition condition, string path, ErrorSink errors)
     {
         if (string.IsNullOrEmpty(condition.Key))
         {
