@@ -58,6 +58,52 @@ public sealed class SecretCaStoreTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task The_rotation_record_is_one_more_key_of_the_Secret_that_every_replica_reads_back()
+    {
+        var leader = Store("a");
+        var (ca, _) = await leader.LoadOrCreateAsync(CancellationToken.None);
+        Assert.Null(leader.LoadRotation());
+        using var next = FileCaStore.CreateRoot("cluster.local", TimeProvider.System, generation: true);
+        var prepared = CaRotationState.Initial(ca.SigningCertificate) with
+        {
+            Phase = RotationPhase.Prepared, Next = next, BundleSequence = 2, PhaseSince = DateTimeOffset.UtcNow, StartedBy = "operator",
+        };
+
+        leader.SaveRotation(prepared);
+
+        var secret = _api.Get<V1Secret>("v1", "secrets", Namespace, "ztm-ca")!;
+        Assert.Equal(["ca.crt", "rotation.json", "tls.crt", "tls.key"], secret.Data.Keys.Order(StringComparer.Ordinal));
+        var follower = Store("b").LoadRotation()!;
+        Assert.Equal(RotationPhase.Prepared, follower.Phase);
+        Assert.Equal(next.Thumbprint, follower.Next!.Thumbprint);
+        Assert.True(follower.Next.HasPrivateKey);
+        Assert.Equal([ca.SigningCertificate.Thumbprint, next.Thumbprint], follower.Roots.Select(r => r.Thumbprint));
+        // The copy of the bundle for ztmctl follows the record: both roots while prepared.
+        Assert.Equal(prepared.Bundle("cluster.local").ToPem(), File.ReadAllText(leader.BundleLocation));
+        // The update carried the resourceVersion it read (optimistic concurrency), and the CA material is untouched.
+        Assert.Contains(_api.Requests, r => r.Method == "PUT" && r.Path.Value!.EndsWith("/secrets/ztm-ca", StringComparison.Ordinal) && r.Status == 200);
+        Assert.Equal(ca.SigningCertificate.Thumbprint, X509Certificate2.CreateFromPem(Encoding.ASCII.GetString(secret.Data["tls.crt"])).Thumbprint);
+    }
+
+    [Fact]
+    public async Task An_operators_Secret_gets_no_rotation_record()
+    {
+        await Store("a", secret: "theirs").LoadOrCreateAsync(CancellationToken.None);
+        var secret = _api.Get<V1Secret>("v1", "secrets", Namespace, "theirs")!;
+        secret.Metadata.Labels = null; // as if the operator had written it: no managed-by label
+        secret.Metadata.ResourceVersion = null;
+        _api.Seed(secret);
+        var store = Store("b", secret: "theirs");
+        var (ca, origin) = store.LoadOrCreate();
+        Assert.Equal(CaOrigin.PlugIn, origin);
+
+        var error = Assert.Throws<IOException>(() => store.SaveRotation(CaRotationState.Initial(ca.SigningCertificate)));
+
+        Assert.Contains("supplied by the operator", error.Message, StringComparison.Ordinal);
+        Assert.Null(store.LoadRotation());
+    }
+
+    [Fact]
     public async Task An_operator_supplied_cert_manager_secret_with_an_intermediate_CA_is_signed_with()
     {
         using var root = CreateCa("Operator Root", issuer: null);
