@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using System.Text;
 using System.Text.Json.Nodes;
 using k8s.Models;
 using Xunit.Abstractions;
@@ -135,7 +136,7 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_nearly_expired_ca_a_nacking_sidecar_missing_crds_and_webhook_each_fail_with_a_hint()
+    public async Task A_nearly_expired_ca_a_nacking_sidecar_missing_crds_and_webhook_and_no_leader_each_fail_with_a_hint()
     {
         // The inline JWKS passes the control plane's shape check; the sidecar cannot make keys of it, and NACKs.
         _api.Seed(JsonNode.Parse("""
@@ -143,11 +144,11 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
              "spec":{"selector":{"service":"orders"},"jwtRules":[{"issuer":"https://issuer.test",
                "jwks":"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\",\"x\":\"not-a-point\",\"y\":\"not-a-point\"}]}"}]}}
             """)!.AsObject());
-        var (caCert, caKey) = WritePlugInCa(TimeSpan.FromDays(10));
+        SeedPlugInCa(TimeSpan.FromDays(10));
         // The Lease cannot be read or taken (RBAC without leases): no replica leads.
         _api.Fail(r => r.Path.Value!.Contains("/leases", StringComparison.Ordinal), int.MaxValue, 403, "Forbidden");
 
-        await using (var controlPlane = await StartControlPlaneAsync(["--ca-cert", caCert, "--ca-key", caKey]))
+        await using (var controlPlane = await StartControlPlaneAsync(["--namespace", "ztm-system"]))
         await using (var sidecar = StartSidecar())
         {
             await sidecar.WaitForLineAsync(l => l.Contains(" refused (NACK)", StringComparison.Ordinal), "its NACK");
@@ -265,8 +266,11 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
         },
     };
 
-    /// <summary>An operator's CA (root, with its key) valid for <paramref name="lifetime"/> from now, as PEM files.</summary>
-    private (string Certificate, string Key) WritePlugInCa(TimeSpan lifetime)
+    /// <summary>
+    /// An operator's CA (root, with its key) valid for <paramref name="lifetime"/> from now, in the Secret the control
+    /// plane reads in Kubernetes (<c>ztm-system/ztm-ca</c>), in the cert-manager shape: a plug-in CA.
+    /// </summary>
+    private void SeedPlugInCa(TimeSpan lifetime)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("CN=Check Test CA", key, HashAlgorithmName.SHA256);
@@ -275,10 +279,18 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
         var now = DateTimeOffset.UtcNow;
         using var certificate = request.CreateSelfSigned(now.AddMinutes(-5), now + lifetime);
-        var certificatePath = Path.Combine(_dir, "ca.pem");
-        var keyPath = Path.Combine(_dir, "ca-key.pem");
-        File.WriteAllText(certificatePath, certificate.ExportCertificatePem() + "\n");
-        File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem() + "\n");
-        return (certificatePath, keyPath);
+        _api.Seed(new V1Secret
+        {
+            ApiVersion = "v1",
+            Kind = "Secret",
+            Metadata = new V1ObjectMeta { Name = "ztm-ca", NamespaceProperty = "ztm-system" },
+            Type = "kubernetes.io/tls",
+            Data = new Dictionary<string, byte[]>
+            {
+                ["tls.crt"] = Encoding.ASCII.GetBytes(certificate.ExportCertificatePem() + "\n"),
+                ["tls.key"] = Encoding.ASCII.GetBytes(key.ExportPkcs8PrivateKeyPem() + "\n"),
+                ["ca.crt"] = Encoding.ASCII.GetBytes(certificate.ExportCertificatePem() + "\n"),
+            },
+        });
     }
 }
