@@ -16,8 +16,10 @@ namespace ZeroTrustMesh.Cli;
 /// indented under it; exit 0 when every check passes, 1 when one fails, 3 when the control plane cannot be reached (the
 /// other checks need it). What is checked:
 /// 1. the control plane answers (its admin Status call, with the operator credential);
-/// 2. which replica leads (standalone: the one answering);
+/// 2. which replica leads, as the answering one knows it (the holder of the Lease in Kubernetes; standalone the one
+///    process names itself as both);
 /// 3. every root of the trust bundle sidecars are given is valid, and the latest has at least <c>--ca-min-days</c> left;
+///    and no CA rotation is held up (its CaAdmin status names no blocker);
 /// 4. every connected sidecar ACKed the current config version (none NACKed or behind);
 /// 5. every connected sidecar holds an unexpired certificate that chains to a root of the current bundle;
 /// 6. with <c>--kubernetes</c> (or <c>--kubeconfig</c>): the policy CRDs are installed, established and served (a list
@@ -49,14 +51,14 @@ internal static class CheckCommand
             }
             var cluster = parse.GetValue(kubernetes) || parse.GetValue(kubeconfig) is not null;
             return Ztmctl.CallAsync(parse, (channel, ct) => RunAsync(
-                new PolicyAdmin.PolicyAdminClient(channel), $"https://{channel.Target}", cluster ? parse.GetValue(kubeconfig) ?? "" : null,
+                new PolicyAdmin.PolicyAdminClient(channel), new CaAdmin.CaAdminClient(channel), $"https://{channel.Target}", cluster ? parse.GetValue(kubeconfig) ?? "" : null,
                 parse.GetValue(webhook)!, parse.GetValue(minDays), ct), cancellation);
         });
         return command;
     }
 
     /// <param name="kubeconfig">Null: no cluster checks; empty: <c>$KUBECONFIG</c> or in-cluster.</param>
-    private static async Task<int> RunAsync(PolicyAdmin.PolicyAdminClient client, string target, string? kubeconfig, string webhook, int minDays, CancellationToken cancellation)
+    private static async Task<int> RunAsync(PolicyAdmin.PolicyAdminClient client, CaAdmin.CaAdminClient ca, string target, string? kubeconfig, string webhook, int minDays, CancellationToken cancellation)
     {
         StatusResponse status;
         try
@@ -76,9 +78,9 @@ internal static class CheckCommand
         List<Outcome> outcomes =
         [
             new(true, "control plane reachable", $"{target}, config {status.Version}", null),
-            // The control plane's status does not name a leader yet: one replica answers, and it leads.
-            new(true, "leading replica known", "standalone: this replica leads", null),
+            LeaderKnown(status),
             CaValidity(status, now, minDays),
+            await CaRotationAsync(ca, cancellation),
             SidecarsSynced(status),
             SidecarCertificates(status, now),
         ];
@@ -95,6 +97,53 @@ internal static class CheckCommand
             }
         }
         return outcomes.All(o => o.Passed) ? 0 : Failed;
+    }
+
+    private static Outcome LeaderKnown(StatusResponse status)
+    {
+        const string Title = "leading replica known";
+        if (status.Replica.Length == 0)
+        {
+            return new(false, Title, "the control plane does not say which replica leads", "upgrade ztm-controlplane to this ztmctl's version");
+        }
+        if (status.Leader.Length == 0)
+        {
+            return new(false, Title, $"no replica holds the Lease (asked {status.Replica})",
+                "a replica takes the Lease within a lease duration of starting or of the last holder's end; if none does, check the replicas' logs and their RBAC on leases (coordination.k8s.io) in the control plane's namespace");
+        }
+        return new(true, Title, status.Leader == status.Replica ? $"{status.Leader} (the replica that answered)" : $"{status.Leader} (asked {status.Replica})", null);
+    }
+
+    /// <summary>A CA root rotation, as the CaAdmin status tells it: none, running (what its next step waits for), or held up by the sidecars it names.</summary>
+    private static async Task<Outcome> CaRotationAsync(CaAdmin.CaAdminClient client, CancellationToken cancellation)
+    {
+        const string Title = "CA rotation";
+        CaStatusResponse ca;
+        try
+        {
+            ca = await client.StatusAsync(new CaStatusRequest(), deadline: DateTime.UtcNow.AddSeconds(10), cancellationToken: cancellation);
+        }
+        catch (RpcException e)
+        {
+            return new(false, Title, $"the CA status cannot be read: {e.StatusCode}: {e.Status.Detail}",
+                e.StatusCode == StatusCode.Unimplemented ? "upgrade ztm-controlplane to this ztmctl's version" : "ztmctl ca status shows the same call's answer");
+        }
+        if (ca.Phase == "none")
+        {
+            return new(true, Title, "no rotation running", null);
+        }
+        var since = ca.PhaseSince is null ? "" : $" since {ca.PhaseSince.ToDateTimeOffset():yyyy-MM-dd'T'HH:mm:ss'Z'}";
+        var next = ca.NextStepAt is null ? "" : $" (next step at {ca.NextStepAt.ToDateTimeOffset():yyyy-MM-dd'T'HH:mm:ss'Z'})";
+        var detail = $"phase {ca.Phase}{since}, waiting for {(ca.WaitingFor.Length > 0 ? ca.WaitingFor : "its next step")}{next}";
+        if (ca.BlockedBy.Count == 0)
+        {
+            return new(true, Title, detail, null);
+        }
+        return new(false, Title, $"phase {ca.Phase}{since}, blocked by {ca.BlockedBy.Count} sidecar(s)",
+            "a sidecar that is gone holds the rotation until it comes back or its certificate expires: bring it back; a connected one follows the new bundle within seconds; ztmctl ca status shows what each step waits for")
+        {
+            Lines = [.. ca.BlockedBy],
+        };
     }
 
     private static Outcome CaValidity(StatusResponse status, DateTimeOffset now, int minDays)

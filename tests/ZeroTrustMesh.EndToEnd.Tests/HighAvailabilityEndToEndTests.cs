@@ -2,9 +2,6 @@ using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Security.Cryptography;
-using System.Security.Cryptography.X509Certificates;
-using Google.Protobuf;
 using k8s.Models;
 using Xunit.Abstractions;
 using ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
@@ -18,7 +15,9 @@ namespace ZeroTrustMesh.EndToEnd.Tests;
 /// <summary>
 /// Two control-plane replicas (<c>ztm-controlplane --kubernetes</c>, real processes) against the Kubernetes API double,
 /// behind one Service address (<see cref="ServiceForwarder"/>, kube-proxy's behaviour on loopback), and two meshed
-/// workloads whose sidecars prove who they are with their pods' projected tokens (TokenReview). Under steady load the
+/// workloads whose sidecars prove who they are with their pods' projected tokens (TokenReview). Every replica resolves
+/// the orders service from the API (its Service, EndpointSlice and Pod, seeded in the double), as in a cluster; the
+/// sidecars' registrations are heartbeats only. Under steady load the
 /// replica that leads — which is also the one every sidecar's streams reach — is killed, a new replica joins, and then
 /// the new leader is killed too: no request fails, the sidecars reconnect to the live replica and resync (the same
 /// config version, since both replicas number the same content alike), and the Lease moves each time.
@@ -27,6 +26,7 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
 {
     private const string Namespace = "ztm-system";
     private const string Shop = "shop";
+    private const string OrdersClusterIp = "10.96.0.10";
 
     // Short but real timings, so that the test measures a takeover in seconds (the defaults are 15s/10s/2s).
     private static readonly TimeSpan LeaseDuration = TimeSpan.FromSeconds(3);
@@ -40,6 +40,9 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
     private KubernetesApiDouble _api = null!;
     private ServiceForwarder _service = null!;
     private string _kubeconfig = null!;
+
+    /// <summary>The orders pod's IP: a loopback address of its own, so its sidecar can listen on the injected 15006.</summary>
+    private readonly string _ordersPodIp = $"127.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(2, 255)}";
 
     public async Task InitializeAsync()
     {
@@ -64,13 +67,17 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
     public async Task Killing_the_leading_replica_and_the_one_the_sidecars_reach_fails_no_request_and_moves_the_lease()
     {
         _api.Seed(AllowShopToCallOrders());
+        // The orders Service as the cluster holds it: its port is the app's HTTP port (the port callers dial), and its
+        // EndpointSlice's one ready endpoint is the orders pod, whose sidecar listens on podIP:15006.
+        var orders = await DemoApp.StartAsync(_mesh, "orders");
+        _api.Seed(ClusterObjects.Service(Shop, "orders", OrdersClusterIp, "http", orders.HttpPort, orders.HttpPort));
+        _api.Seed(ClusterObjects.EndpointSlice(Shop, "orders-abcde", "orders", "http", orders.HttpPort, (_ordersPodIp, "orders-0")));
         var a = await StartReplicaAsync("controlplane-a");
         await a.Process.WaitForLineAsync("leading: controlplane-a ");
 
         // The workloads start while A is the only ready endpoint: every stream of theirs reaches A, the leader.
-        var orders = await DemoApp.StartAsync(_mesh, "orders");
-        var ordersSidecar = await StartSidecarAsync("orders", a.BundlePath, orders.SidecarArguments);
-        var frontend = await StartSidecarAsync("frontend", a.BundlePath);
+        var ordersSidecar = await StartSidecarAsync("orders", _ordersPodIp, a.BundlePath, ["--inbound-address", _ordersPodIp, "--inbound-port", "15006", .. orders.SidecarArguments]);
+        var frontend = await StartSidecarAsync("frontend", "10.1.0.4", a.BundlePath, ["--inbound-port", "0"]);
         foreach (var sidecar in new[] { ordersSidecar, frontend })
         {
             await sidecar.Process.WaitForLineAsync("registered with the control plane ");
@@ -81,7 +88,6 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         var b = await StartReplicaAsync("controlplane-b");
         await b.Process.WaitForLineAsync("leader is controlplane-a ");
         Assert.Contains(b.Process.Lines, l => l.StartsWith("ztm-controlplane: CA loaded in Secret ztm-system/ztm-ca", StringComparison.Ordinal));
-        await using var registry = await SharedRegistry.StartAsync(_api, a, [a, b]);
 
         var failures = new ConcurrentQueue<string>();
         var served = 0;
@@ -121,12 +127,10 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         // 1. Kill A: the leader, and the replica every sidecar's streams reach.
         var renewalMarks = new[] { ordersSidecar, frontend }.Select(s => s.Process.LineCount).ToArray();
         var takeover1 = await KillAndWaitForTakeoverAsync(a, b, [ordersSidecar, frontend], version);
-        registry.Remove(a);
 
         // 2. A new replica C joins (a pod rescheduled); then kill B, the leader now and the replica the sidecars reach.
         var c = await StartReplicaAsync("controlplane-c");
         await c.Process.WaitForLineAsync("leader is controlplane-b ");
-        registry.Add(c);
         var takeover2 = await KillAndWaitForTakeoverAsync(b, c, [ordersSidecar, frontend], version);
 
         // Certificates renewed after A was killed were signed by B or C (the same CA, from the Secret).
@@ -195,6 +199,8 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         };
         var process = _mesh.Track(MeshProcess.Start(name, Executables.ControlPlane,
             ["--kubernetes", "--data-dir", dataDir, "--listen", "127.0.0.1", "--port", "0", "--metrics-port", "0", .. LeaderFlags, .. SvidFlags], output, environment));
+        // The registry is listed before the replica serves: it resolves orders from the API from its first call on.
+        await process.WaitForLineAsync("registry listed endpointslices count=1 ");
         var listening = await process.WaitForLineAsync("ztm-controlplane: listening on ");
         var address = new Uri(listening[listening.IndexOf("https://", StringComparison.Ordinal)..].Trim());
         var metrics = await process.WaitForLineAsync("ztm-controlplane: metrics listening on ");
@@ -202,14 +208,18 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         return new ControlPlane(_mesh, process, address, dataDir) { Metrics = new Uri(metrics[metrics.IndexOf("http://", StringComparison.Ordinal)..].Trim()) };
     }
 
-    /// <summary>A sidecar of pod <c>shop/NAME-0</c> (service account NAME), reaching the control plane through the Service with its pod's token.</summary>
-    private async Task<Sidecar> StartSidecarAsync(string name, string bundlePath, params string[] extraArgs)
+    /// <summary>
+    /// A sidecar of the meshed pod <c>shop/NAME-0</c> (service account NAME, <paramref name="podIp"/>), reaching the
+    /// control plane through the Service with its pod's projected token.
+    /// </summary>
+    private async Task<Sidecar> StartSidecarAsync(string name, string podIp, string bundlePath, string[] extraArgs)
     {
+        _api.Seed(ClusterObjects.Pod(Shop, name + "-0", name, podIp, meshed: true));
         var tokenFile = Path.Combine(_mesh.Root, name + ".token");
-        await File.WriteAllTextAsync(tokenFile, SeedPod(name));
+        await File.WriteAllTextAsync(tokenFile, _api.IssuePodToken(Shop, name + "-0", "ztm-controlplane"));
         var process = _mesh.Track(MeshProcess.Start("sidecar-" + name, Executables.Sidecar,
             ["--control-plane", _service.Address.ToString(), "--trust-bundle", bundlePath, "--service-account-token-file", tokenFile,
-                "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0", .. extraArgs],
+                "--admin-port", "0", "--outbound-port", "0", .. extraArgs],
             output, _mesh.Environment));
         var listening = await process.WaitForLineAsync("ztm-sidecar: admin listening on ");
         var start = listening.IndexOf("http://", StringComparison.Ordinal);
@@ -219,20 +229,6 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         return new Sidecar(process, admin, IPEndPoint.Parse(inbound), IPEndPoint.Parse(outbound));
     }
 
-    /// <summary>Pod <c>shop/NAME-0</c> running as service account NAME; returns its projected token for the control plane's audience.</summary>
-    private string SeedPod(string name)
-    {
-        _api.Seed(new V1Pod
-        {
-            ApiVersion = "v1",
-            Kind = "Pod",
-            Metadata = new V1ObjectMeta { Name = name + "-0", NamespaceProperty = Shop },
-            Spec = new V1PodSpec { ServiceAccountName = name, Containers = [new V1Container { Name = "app", Image = name + ":1" }] },
-            Status = new V1PodStatus { Phase = "Running" },
-        });
-        return _api.IssuePodToken(Shop, name + "-0", "ztm-controlplane");
-    }
-
     private static System.Text.Json.Nodes.JsonObject AllowShopToCallOrders() => new()
     {
         ["apiVersion"] = "security.ztm.dev/v1",
@@ -240,118 +236,4 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         ["metadata"] = new System.Text.Json.Nodes.JsonObject { ["name"] = "orders-from-shop", ["namespace"] = Shop },
         ["spec"] = System.Text.Json.Nodes.JsonNode.Parse("""{"selector":{"service":"orders"},"action":"ALLOW","rules":[{"from":[{"source":{"namespaces":["shop"]}}]}]}"""),
     };
-
-    /// <summary>
-    /// The registry every replica shares in Kubernetes (Services and EndpointSlices, read by each replica from the API),
-    /// stood in for here: the orders endpoint, as its sidecar registered it with the first replica, is registered with
-    /// every live replica every second, as the EndpointSlice would make it known to all of them. (Standalone, each
-    /// replica knows only the sidecars that registered with it; the Kubernetes registry is another part of issue 17.)
-    /// </summary>
-    private sealed class SharedRegistry : IAsyncDisposable
-    {
-        private readonly List<ControlPlane> _replicas;
-        private readonly X509Certificate2 _orders;
-        private readonly RegisterRequest _request;
-        private readonly CancellationTokenSource _stopping = new();
-        private readonly Lock _gate = new();
-        private Task _running = Task.CompletedTask;
-
-        private SharedRegistry(List<ControlPlane> replicas, X509Certificate2 orders, RegisterRequest request)
-        {
-            _replicas = replicas;
-            _orders = orders;
-            _request = request;
-        }
-
-        public static async Task<SharedRegistry> StartAsync(KubernetesApiDouble api, ControlPlane first, ControlPlane[] replicas)
-        {
-            // An orders credential, attested like its sidecar: with its pod's token.
-            using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
-            var csr = new CertificateRequest("O=test", key, HashAlgorithmName.SHA256).CreateSigningRequest();
-            SignCertificateResponse signed;
-            using (var channel = first.Channel())
-            {
-                signed = await new Proto.V1.Identity.IdentityClient(channel).SignCertificateAsync(new SignCertificateRequest
-                {
-                    Csr = ByteString.CopyFrom(csr),
-                    ServiceAccountToken = api.IssuePodToken(Shop, "orders-0", "ztm-controlplane"),
-                });
-            }
-            using var leaf = X509CertificateLoader.LoadCertificate(signed.CertificateChain[0].Span);
-            var orders = leaf.CopyWithPrivateKey(key);
-            ResolveResponse resolved;
-            using (var channel = first.Channel(orders))
-            {
-                resolved = await new Registry.RegistryClient(channel).ResolveAsync(new ResolveRequest { Service = "orders.shop" });
-            }
-            var endpoint = Assert.Single(resolved.Endpoints);
-            var request = new RegisterRequest { Endpoint = new ServiceEndpoint { InboundAddress = endpoint.InboundAddress, ServiceAddress = endpoint.ServiceAddress } };
-            request.Endpoint.HttpPorts.AddRange(endpoint.HttpPorts);
-            request.Endpoint.TcpPorts.AddRange(endpoint.TcpPorts);
-            var registry = new SharedRegistry([.. replicas], orders, request);
-            await registry.RegisterEverywhereAsync(); // known to every replica before the test goes on
-            registry._running = registry.RunAsync();
-            return registry;
-        }
-
-        public void Add(ControlPlane replica)
-        {
-            lock (_gate)
-            {
-                _replicas.Add(replica);
-            }
-        }
-
-        public void Remove(ControlPlane replica)
-        {
-            lock (_gate)
-            {
-                _replicas.Remove(replica);
-            }
-        }
-
-        private async Task RunAsync()
-        {
-            using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
-            try
-            {
-                while (await timer.WaitForNextTickAsync(_stopping.Token))
-                {
-                    await RegisterEverywhereAsync();
-                }
-            }
-            catch (OperationCanceledException)
-            {
-            }
-        }
-
-        private async Task RegisterEverywhereAsync()
-        {
-            ControlPlane[] replicas;
-            lock (_gate)
-            {
-                replicas = [.. _replicas];
-            }
-            foreach (var replica in replicas)
-            {
-                try
-                {
-                    using var channel = replica.Channel(_orders);
-                    await new Registry.RegistryClient(channel).RegisterAsync(_request, deadline: DateTime.UtcNow.AddSeconds(2));
-                }
-                catch (Grpc.Core.RpcException)
-                {
-                    // a replica that is being killed; the next round tries the live ones
-                }
-            }
-        }
-
-        public async ValueTask DisposeAsync()
-        {
-            await _stopping.CancelAsync();
-            await _running;
-            _orders.Dispose();
-            _stopping.Dispose();
-        }
-    }
 }

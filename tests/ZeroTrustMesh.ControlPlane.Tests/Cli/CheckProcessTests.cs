@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Security.Cryptography.X509Certificates;
+using System.Text;
 using System.Text.Json.Nodes;
 using k8s.Models;
 using Xunit.Abstractions;
@@ -11,9 +12,10 @@ namespace ZeroTrustMesh.ControlPlane.Tests.Cli;
 
 /// <summary>
 /// <c>ztmctl check</c> as an operator runs it, against <c>ztm-controlplane --kubernetes</c> and a <c>ztm-sidecar</c> as
-/// processes, with the Kubernetes API double as the cluster: every check passes on a healthy installation; a nearly
-/// expired CA, a sidecar that NACKed, missing CRDs and a missing webhook configuration each fail with a hint and exit 1;
-/// a control plane that is gone exits 3.
+/// processes, with the Kubernetes API double as the cluster: every check passes on a healthy installation, and a
+/// running CA rotation says what it waits for; a nearly expired CA, a sidecar that NACKed, missing CRDs, a missing
+/// webhook configuration and a Lease nobody holds each fail with a hint and exit 1, as does a CA rotation held up by a
+/// sidecar that is gone; a control plane that is gone exits 3.
 /// </summary>
 public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
 {
@@ -48,7 +50,7 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Every_check_passes_on_a_healthy_installation()
+    public async Task Every_check_passes_on_a_healthy_installation_and_a_running_ca_rotation_says_what_it_waits_for()
     {
         foreach (var kind in PolicyKinds.Builtin.All)
         {
@@ -66,7 +68,10 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
             ],
         });
 
-        await using var controlPlane = await StartControlPlaneAsync(["--webhook-configuration", Webhook]);
+        // A long reconnect grace: a rotation started below waits for it, whatever the machine's pace.
+        await using var controlPlane = await StartControlPlaneAsync(["--webhook-configuration", Webhook, "--ca-rotation-reconnect-grace", "10m"]);
+        var leading = await controlPlane.WaitForLineAsync(l => l.Contains("] leading: ", StringComparison.Ordinal), "its Lease");
+        var replica = leading[(leading.IndexOf("] leading: ", StringComparison.Ordinal) + "] leading: ".Length)..].Split(' ')[0];
         await _api.WaitForAsync(api => api.Get<V1MutatingWebhookConfiguration>("admissionregistration.k8s.io/v1", "mutatingwebhookconfigurations", null, Webhook)!
             .Webhooks.All(w => w.ClientConfig.CaBundle is { Length: > 0 }), ExecutableProcess.Timeout);
         await using var sidecar = StartSidecar();
@@ -76,11 +81,13 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
         var (code, lines) = await CheckAsync(until: c => c == 0);
 
         Assert.Equal(0, code);
-        Assert.Equal(7, lines.Count);
+        Assert.Equal(8, lines.Count);
         Assert.All(lines, l => Assert.StartsWith("✔ ", l, StringComparison.Ordinal));
         Assert.Contains(lines, l => l.StartsWith("✔ control plane reachable: https://127.0.0.1:", StringComparison.Ordinal));
-        Assert.Contains("✔ leading replica known: standalone: this replica leads", lines);
-        Assert.Contains(lines, l => l.StartsWith("✔ CA root valid: ", StringComparison.Ordinal) && l.Contains(" days left)", StringComparison.Ordinal));
+        Assert.Contains($"✔ leading replica known: {replica} (the replica that answered)", lines);
+        var caLine = lines.ToList().FindIndex(l => l.StartsWith("✔ CA root valid: ", StringComparison.Ordinal) && l.Contains(" days left)", StringComparison.Ordinal));
+        Assert.True(caLine >= 0, "no CA root valid line");
+        Assert.Equal("✔ CA rotation: no rotation running", lines[caLine + 1]);
         Assert.Contains(lines, l => l.StartsWith("✔ sidecars synced: 1 connected, all on config ", StringComparison.Ordinal));
         Assert.Contains("✔ sidecar certificates from the current bundle: 1 of 1", lines);
         Assert.Contains(lines, l => l.StartsWith("✔ CRDs installed and served: ", StringComparison.Ordinal)
@@ -93,10 +100,43 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
         using var root = X509Certificate2.CreateFromPem(await File.ReadAllTextAsync(Path.Combine(_dir, "data", "bundle.pem")));
         var sidecars = JsonNode.Parse(string.Join('\n', status.Lines))!["sidecars"]!.AsArray();
         Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(root.RawData)), Assert.Single(sidecars)!["certificateRoot"]!.GetValue<string>());
+
+        // A rotation started: the check says its phase and what its next step waits for (here, the reconnect grace).
+        await using (var rotate = ExecutableProcess.Start("ztmctl-ca-rotate", ExecutableProcess.Ztmctl, ["ca", "rotate", "--config", Path.Combine(_dir, "config")], _environment, output))
+        {
+            Assert.Equal(0, await rotate.Exited.WaitAsync(ExecutableProcess.Timeout));
+        }
+        var (_, rotating) = await CheckAsync(until: _ => true);
+        var rotation = Assert.Single(rotating, l => l.StartsWith("✔ CA rotation: phase prepared since ", StringComparison.Ordinal));
+        Assert.Contains(", waiting for sidecars to reconnect to this control plane (started recently) before counting who follows bundle 2 (next step at ", rotation, StringComparison.Ordinal);
     }
 
     [Fact]
-    public async Task A_nearly_expired_ca_a_nacking_sidecar_missing_crds_and_webhook_each_fail_with_a_hint()
+    public async Task A_ca_rotation_held_up_by_a_sidecar_that_is_gone_fails_naming_it()
+    {
+        await using var controlPlane = await StartControlPlaneAsync(["--ca-rotation-reconnect-grace", "1s"]);
+        await using (var sidecar = StartSidecar())
+        {
+            await sidecar.WaitForLineAsync(l => l.Contains(" applied: 0 resource(s) for this workload", StringComparison.Ordinal), "its first config");
+        }
+        // The sidecar is gone, holding a live certificate and a bundle without the new root.
+        await using (var rotate = ExecutableProcess.Start("ztmctl-ca-rotate", ExecutableProcess.Ztmctl, ["ca", "rotate", "--config", Path.Combine(_dir, "config")], _environment, output))
+        {
+            Assert.Equal(0, await rotate.Exited.WaitAsync(ExecutableProcess.Timeout));
+        }
+
+        // Until the reconnect grace has passed the rotation waits for it; then the sidecar is named.
+        var (code, lines) = await CheckAsync(until: (_, l) => l.Any(x => x.StartsWith("✘ CA rotation: ", StringComparison.Ordinal)));
+
+        Assert.Equal(1, code);
+        var blocked = Assert.Single(lines, l => l.StartsWith("✘ CA rotation: phase prepared since ", StringComparison.Ordinal));
+        Assert.Contains(", blocked by 1 sidecar(s) (hint: a sidecar that is gone holds the rotation until it comes back or its certificate expires: bring it back;", blocked, StringComparison.Ordinal);
+        Assert.Contains("ztmctl ca status", blocked, StringComparison.Ordinal);
+        Assert.Contains(lines, l => l.StartsWith($"    {Orders} (not connected since ", StringComparison.Ordinal) && l.Contains(", holds a certificate until ", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_nearly_expired_ca_a_nacking_sidecar_missing_crds_and_webhook_and_no_leader_each_fail_with_a_hint()
     {
         // The inline JWKS passes the control plane's shape check; the sidecar cannot make keys of it, and NACKs.
         _api.Seed(JsonNode.Parse("""
@@ -104,9 +144,11 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
              "spec":{"selector":{"service":"orders"},"jwtRules":[{"issuer":"https://issuer.test",
                "jwks":"{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"kid\":\"k1\",\"x\":\"not-a-point\",\"y\":\"not-a-point\"}]}"}]}}
             """)!.AsObject());
-        var (caCert, caKey) = WritePlugInCa(TimeSpan.FromDays(10));
+        SeedPlugInCa(TimeSpan.FromDays(10));
+        // The Lease cannot be read or taken (RBAC without leases): no replica leads.
+        _api.Fail(r => r.Path.Value!.Contains("/leases", StringComparison.Ordinal), int.MaxValue, 403, "Forbidden");
 
-        await using (var controlPlane = await StartControlPlaneAsync(["--ca-cert", caCert, "--ca-key", caKey]))
+        await using (var controlPlane = await StartControlPlaneAsync(["--namespace", "ztm-system"]))
         await using (var sidecar = StartSidecar())
         {
             await sidecar.WaitForLineAsync(l => l.Contains(" refused (NACK)", StringComparison.Ordinal), "its NACK");
@@ -115,6 +157,9 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
 
             Assert.Equal(1, code);
             Assert.Contains(lines, l => l.StartsWith("✔ control plane reachable: ", StringComparison.Ordinal));
+            Assert.Contains(lines, l => l.StartsWith("✘ leading replica known: no replica holds the Lease (asked ", StringComparison.Ordinal)
+                && l.Contains("(hint: a replica takes the Lease within a lease duration", StringComparison.Ordinal));
+            Assert.Contains("✔ CA rotation: no rotation running", lines); // the operator's own CA: never rotated here
             var ca = Assert.Single(lines, l => l.StartsWith("✘ CA root valid: CN=Check Test CA, not after ", StringComparison.Ordinal));
             Assert.Contains("(9 days left) (hint: fewer than 30 days left: rotate the CA root", ca, StringComparison.Ordinal);
             Assert.Contains(lines, l => l.StartsWith("✘ sidecars synced: 1 of 1 connected sidecar(s) not on config ", StringComparison.Ordinal) && l.Contains("(hint: ", StringComparison.Ordinal));
@@ -168,7 +213,10 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
     }
 
     /// <summary>Runs <c>ztmctl check --kubernetes</c> (again, within the timeout, until <paramref name="until"/> accepts its exit code).</summary>
-    private async Task<(int Code, IReadOnlyList<string> Lines)> CheckAsync(Func<int, bool> until, params string[] args)
+    private Task<(int Code, IReadOnlyList<string> Lines)> CheckAsync(Func<int, bool> until, params string[] args) => CheckAsync((code, _) => until(code), args);
+
+    /// <summary>Runs <c>ztmctl check --kubernetes</c> (again, within the timeout, until <paramref name="until"/> accepts its exit code and lines).</summary>
+    private async Task<(int Code, IReadOnlyList<string> Lines)> CheckAsync(Func<int, IReadOnlyList<string>, bool> until, params string[] args)
     {
         using var timeout = new CancellationTokenSource(ExecutableProcess.Timeout);
         for (var attempt = 1; ; attempt++)
@@ -176,7 +224,7 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
             await using var check = ExecutableProcess.Start($"ztmctl-check-{attempt}", ExecutableProcess.Ztmctl,
                 ["check", "--kubernetes", "--config", Path.Combine(_dir, "config"), .. args], _environment, output);
             var code = await check.Exited.WaitAsync(timeout.Token);
-            if (until(code) || timeout.IsCancellationRequested)
+            if (until(code, check.Lines) || timeout.IsCancellationRequested)
             {
                 return (code, check.Lines);
             }
@@ -218,8 +266,11 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
         },
     };
 
-    /// <summary>An operator's CA (root, with its key) valid for <paramref name="lifetime"/> from now, as PEM files.</summary>
-    private (string Certificate, string Key) WritePlugInCa(TimeSpan lifetime)
+    /// <summary>
+    /// An operator's CA (root, with its key) valid for <paramref name="lifetime"/> from now, in the Secret the control
+    /// plane reads in Kubernetes (<c>ztm-system/ztm-ca</c>), in the cert-manager shape: a plug-in CA.
+    /// </summary>
+    private void SeedPlugInCa(TimeSpan lifetime)
     {
         using var key = ECDsa.Create(ECCurve.NamedCurves.nistP256);
         var request = new CertificateRequest("CN=Check Test CA", key, HashAlgorithmName.SHA256);
@@ -228,10 +279,18 @@ public sealed class CheckProcessTests(ITestOutputHelper output) : IAsyncLifetime
         request.CertificateExtensions.Add(new X509SubjectKeyIdentifierExtension(request.PublicKey, false));
         var now = DateTimeOffset.UtcNow;
         using var certificate = request.CreateSelfSigned(now.AddMinutes(-5), now + lifetime);
-        var certificatePath = Path.Combine(_dir, "ca.pem");
-        var keyPath = Path.Combine(_dir, "ca-key.pem");
-        File.WriteAllText(certificatePath, certificate.ExportCertificatePem() + "\n");
-        File.WriteAllText(keyPath, key.ExportPkcs8PrivateKeyPem() + "\n");
-        return (certificatePath, keyPath);
+        _api.Seed(new V1Secret
+        {
+            ApiVersion = "v1",
+            Kind = "Secret",
+            Metadata = new V1ObjectMeta { Name = "ztm-ca", NamespaceProperty = "ztm-system" },
+            Type = "kubernetes.io/tls",
+            Data = new Dictionary<string, byte[]>
+            {
+                ["tls.crt"] = Encoding.ASCII.GetBytes(certificate.ExportCertificatePem() + "\n"),
+                ["tls.key"] = Encoding.ASCII.GetBytes(key.ExportPkcs8PrivateKeyPem() + "\n"),
+                ["ca.crt"] = Encoding.ASCII.GetBytes(certificate.ExportCertificatePem() + "\n"),
+            },
+        });
     }
 }

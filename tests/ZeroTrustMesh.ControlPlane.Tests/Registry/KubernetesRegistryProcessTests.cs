@@ -1,6 +1,5 @@
 using System.Net;
 using System.Text.Json.Nodes;
-using k8s.Models;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -64,14 +63,14 @@ public sealed class KubernetesRegistryProcessTests(ITestOutputHelper output) : I
             {"apiVersion":"security.ztm.dev/v1","kind":"AuthorizationPolicy","metadata":{"name":"orders-from-frontend","namespace":"shop"},
              "spec":{"selector":{"service":"orders"},"action":"ALLOW","rules":[{"from":[{"source":{"principals":["spiffe://cluster.local/ns/shop/sa/frontend"]}}]}]}}
             """)!.AsObject());
-        _api.Seed(Pod("frontend-1", "frontend", "10.1.0.4", meshed: true));
-        _api.Seed(Pod("orders-1", "orders", _ordersPodIp, meshed: true));
-        _api.Seed(Pod("legacy-1", "legacy", "10.1.0.9", meshed: false));
+        _api.Seed(ClusterObjects.Pod("shop", "frontend-1", "frontend", "10.1.0.4", meshed: true));
+        _api.Seed(ClusterObjects.Pod("shop", "orders-1", "orders", _ordersPodIp, meshed: true));
+        _api.Seed(ClusterObjects.Pod("shop", "legacy-1", "legacy", "10.1.0.9", meshed: false));
         // Service port 80 → the app's port, named as a target port so the EndpointSlice resolves it.
-        _api.Seed(Service("orders", OrdersClusterIp, "http"));
-        _api.Seed(Slice("orders-abcde", "orders", "http", _appPort, (_ordersPodIp, "orders-1")));
-        _api.Seed(Service("legacy", LegacyClusterIp, "http"));
-        _api.Seed(Slice("legacy-abcde", "legacy", "http", 8080, ("10.1.0.9", "legacy-1")));
+        _api.Seed(ClusterObjects.Service("shop", "orders", OrdersClusterIp, "http", 80, "http"));
+        _api.Seed(ClusterObjects.EndpointSlice("shop", "orders-abcde", "orders", "http", _appPort, (_ordersPodIp, "orders-1")));
+        _api.Seed(ClusterObjects.Service("shop", "legacy", LegacyClusterIp, "http", 80, "http"));
+        _api.Seed(ClusterObjects.EndpointSlice("shop", "legacy-abcde", "legacy", "http", 8080, ("10.1.0.9", "legacy-1")));
 
         var kubeconfig = Path.Combine(_dir, "kubeconfig");
         _api.WriteKubeconfig(kubeconfig);
@@ -127,49 +126,4 @@ public sealed class KubernetesRegistryProcessTests(ITestOutputHelper output) : I
              "--admin-port", "0", "--outbound-port", "0", .. args],
             environment, output);
     }
-
-    private static V1Pod Pod(string name, string serviceAccount, string ip, bool meshed) => new()
-    {
-        ApiVersion = "v1",
-        Kind = "Pod",
-        Metadata = new V1ObjectMeta
-        {
-            Name = name,
-            NamespaceProperty = "shop",
-            Annotations = meshed ? new Dictionary<string, string> { ["ztm.dev/status"] = """{"initContainers":["ztm-init","ztm-sidecar"]}""" } : null,
-        },
-        Spec = new V1PodSpec { ServiceAccountName = serviceAccount, Containers = [new V1Container { Name = "app", Image = "app:1" }] },
-        Status = new V1PodStatus { Phase = "Running", PodIP = ip },
-    };
-
-    private static V1Service Service(string name, string clusterIp, string targetPort) => new()
-    {
-        ApiVersion = "v1",
-        Kind = "Service",
-        Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = "shop" },
-        Spec = new V1ServiceSpec
-        {
-            ClusterIP = clusterIp,
-            ClusterIPs = [clusterIp],
-            Ports = [new V1ServicePort { Name = "http", Port = 80, TargetPort = targetPort, Protocol = "TCP" }],
-        },
-    };
-
-    private static V1EndpointSlice Slice(string name, string service, string portName, int port, (string Address, string Pod) endpoint) => new()
-    {
-        ApiVersion = "discovery.k8s.io/v1",
-        Kind = "EndpointSlice",
-        Metadata = new V1ObjectMeta { Name = name, NamespaceProperty = "shop", Labels = new Dictionary<string, string> { ["kubernetes.io/service-name"] = service } },
-        AddressType = "IPv4",
-        Ports = [new Discoveryv1EndpointPort { Name = portName, Port = port, Protocol = "TCP" }],
-        Endpoints =
-        [
-            new V1Endpoint
-            {
-                Addresses = [endpoint.Address],
-                Conditions = new V1EndpointConditions { Ready = true },
-                TargetRef = new V1ObjectReference { Kind = "Pod", Name = endpoint.Pod, NamespaceProperty = "shop" },
-            },
-        ],
-    };
 }
