@@ -81,18 +81,27 @@ public sealed class SecretCaStoreTests : IAsyncLifetime
         // The copy of the bundle for ztmctl follows the record: both roots while prepared.
         Assert.Equal(prepared.Bundle("cluster.local").ToPem(), File.ReadAllText(leader.BundleLocation));
         // The update carried the resourceVersion it read (optimistic concurrency), and the CA material is untouched.
-        Assert.Contains(_api.Requests, r => r.Method == "PUT" && r.Path.Value!.EndsWith("/secrets/ztm-ca", StringComparison.Ordinal) && r.Status == 200);
+        Assert.Contains(_api.Requests, r => r.Method == "PUT" && r.Path.EndsWith("/secrets/ztm-ca", StringComparison.Ordinal) && r.Status == 200);
         Assert.Equal(ca.SigningCertificate.Thumbprint, X509Certificate2.CreateFromPem(Encoding.ASCII.GetString(secret.Data["tls.crt"])).Thumbprint);
     }
 
     [Fact]
-    public async Task An_operators_Secret_gets_no_rotation_record()
+    public void An_operators_Secret_gets_no_rotation_record()
     {
-        await Store("a", secret: "theirs").LoadOrCreateAsync(CancellationToken.None);
-        var secret = _api.Get<V1Secret>("v1", "secrets", Namespace, "theirs")!;
-        secret.Metadata.Labels = null; // as if the operator had written it: no managed-by label
-        secret.Metadata.ResourceVersion = null;
-        _api.Seed(secret);
+        using var root = CreateCa("Operator Root", issuer: null);
+        _api.Seed(new V1Secret
+        {
+            ApiVersion = "v1",
+            Kind = "Secret",
+            Metadata = new V1ObjectMeta { Name = "theirs", NamespaceProperty = Namespace },
+            Type = "kubernetes.io/tls",
+            Data = new Dictionary<string, byte[]>
+            {
+                ["tls.crt"] = Encoding.ASCII.GetBytes(root.ExportCertificatePem() + "\n"),
+                ["tls.key"] = Encoding.ASCII.GetBytes(Pem.PrivateKeyPem(root)),
+                ["ca.crt"] = Encoding.ASCII.GetBytes(root.ExportCertificatePem() + "\n"),
+            },
+        });
         var store = Store("b", secret: "theirs");
         var (ca, origin) = store.LoadOrCreate();
         Assert.Equal(CaOrigin.PlugIn, origin);
