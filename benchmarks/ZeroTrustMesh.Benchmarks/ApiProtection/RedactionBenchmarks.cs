@@ -15,6 +15,8 @@ namespace ZeroTrustMesh.Benchmarks.ApiProtection;
 /// Target (issue 18): ≤ 0.3 ms median.
 /// </summary>
 [MemoryDiagnoser]
+[MedianColumn]
+[MinColumn]
 public class RedactionBenchmarks
 {
     private const int WriteSize = 16 * 1024;

@@ -158,8 +158,11 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             proxyRequest.Headers.Host = httpContext.Request.Host.Value;
             if (transforms is not null)
             {
-                // A transform rewrites the body as it comes: the app must not compress it (the hop is loopback anyway).
+                // A transform rewrites the whole body as it comes: the app must send all of it (a 206 with part of it
+                // would pass untransformed), uncompressed (the hop is loopback anyway).
                 proxyRequest.Headers.Remove(HeaderNames.AcceptEncoding);
+                proxyRequest.Headers.Remove(HeaderNames.Range);
+                proxyRequest.Headers.Remove(HeaderNames.IfRange);
             }
         }
 

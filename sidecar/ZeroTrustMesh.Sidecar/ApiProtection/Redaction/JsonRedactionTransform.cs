@@ -104,6 +104,10 @@ internal sealed class JsonRedactionTransform(Func<int, ResponseRedactor?> redact
                         await downstream.WriteAsync(redaction.Output);
                     }
                 }
+                catch (Exception e) when (CallerGone(e))
+                {
+                    // The proxy has seen (and recorded) the same failure on its own writes.
+                }
                 finally
                 {
                     Report();
@@ -125,6 +129,9 @@ internal sealed class JsonRedactionTransform(Func<int, ResponseRedactor?> redact
                         downstream.Write(redaction.Output.Span);
                     }
                 }
+                catch (Exception e) when (CallerGone(e))
+                {
+                }
                 finally
                 {
                     Report();
@@ -132,6 +139,9 @@ internal sealed class JsonRedactionTransform(Func<int, ResponseRedactor?> redact
             }
             base.Dispose(disposing);
         }
+
+        /// <summary>The caller's side is closed (it went away, or the response was aborted): the end of the body has nowhere to go.</summary>
+        private static bool CallerGone(Exception e) => e is IOException or OperationCanceledException or ObjectDisposedException or InvalidOperationException;
 
         private void Report()
         {

@@ -13,6 +13,9 @@ internal sealed class SchemaNode(int id, bool isFalse)
     /// <summary>The boolean schema <c>false</c>.</summary>
     public bool IsFalse { get; } = isFalse;
 
+    /// <summary><c>writeOnly: true</c>: a value a client may send but a response never carries (a password).</summary>
+    public bool WriteOnly { get; set; }
+
     public Dictionary<string, SchemaNode> Properties { get; } = new(StringComparer.Ordinal);
 
     public List<(Regex Regex, SchemaNode Schema)> Patterns { get; } = [];
@@ -39,7 +42,10 @@ internal sealed class SchemaNode(int id, bool isFalse)
     /// <summary>Schemas a value must also satisfy (<c>$ref</c>, <c>allOf</c>): if one of them is false, so is this one.</summary>
     public List<SchemaNode> Conjuncts { get; } = [];
 
-    /// <summary>Whether no value can satisfy this schema (<c>false</c>, or a <c>$ref</c>/<c>allOf</c> to one): the member it declares is removed.</summary>
+    /// <summary>
+    /// Whether no response value can satisfy this schema (<c>false</c>, <c>writeOnly: true</c>, or a <c>$ref</c>/<c>allOf</c>
+    /// to one): the member it declares is removed.
+    /// </summary>
     public bool IsNever()
     {
         if (_never is { } known)
@@ -47,7 +53,7 @@ internal sealed class SchemaNode(int id, bool isFalse)
             return known;
         }
         _never = false; // a $ref cycle back here is not a reason to be false
-        _never = IsFalse || Conjuncts.Any(c => c.IsNever());
+        _never = IsFalse || WriteOnly || Conjuncts.Any(c => c.IsNever());
         return _never.Value;
     }
 }
@@ -156,6 +162,9 @@ internal sealed class SchemaNodes(JsonElement root)
                     break;
                 case "$dynamicRef" or "$recursiveRef":
                     _errors.Add($"{at}: {keyword.Name} is not supported; use $ref to a local definition (#/$defs/...)");
+                    break;
+                case "writeOnly":
+                    node.WriteOnly = value.ValueKind == JsonValueKind.True;
                     break;
                 case "$defs" or "definitions":
                     // Read where a $ref leads, not here: a definition nothing refers to does not shape the response.

@@ -18,8 +18,9 @@ internal readonly record struct MemberSchema(bool Removed, SchemaState? State)
 /// (<c>$ref</c>, <c>allOf</c>, <c>anyOf</c>, <c>oneOf</c>, <c>then</c>, <c>else</c>, <c>dependentSchemas</c>: a member
 /// declared by any of them stays). An object's member is declared by <c>properties</c>, a matching
 /// <c>patternProperties</c>, or <c>additionalProperties</c> (or <c>unevaluatedProperties</c>) that is not <c>false</c>; an
-/// array's element by <c>prefixItems</c> or <c>items</c>. A value whose schemas say nothing about members (or elements)
-/// is free-form and kept whole: <c>{}</c>, <c>true</c>, <c>{"type": "object"}</c>.
+/// array's element by <c>prefixItems</c> or <c>items</c>. A member whose schema is <c>false</c> or <c>writeOnly</c> is
+/// removed. A value whose schemas say nothing about members (or elements) is free-form and kept whole: <c>{}</c>,
+/// <c>true</c>, <c>{"type": "object"}</c>.
 /// </summary>
 internal sealed class SchemaState
 {

@@ -139,6 +139,18 @@ public sealed class UndeclaredFieldsTests
     }
 
     [Fact]
+    public void A_writeOnly_member_is_declared_for_requests_only_and_removed_from_responses()
+    {
+        var redactor = Redact.Schema("""
+            {"properties": {"username": {}, "password": {"type": "string", "writeOnly": true}, "pin": {"$ref": "#/$defs/Secret"},
+                            "note": {"writeOnly": false}},
+             "$defs": {"Secret": {"type": "string", "writeOnly": true}}}
+            """);
+
+        Assert.Equal("""{"username":"ada","note":"n"}""", Redact.Json(redactor, """{"username": "ada", "password": "x", "pin": "1", "note": "n"}"""));
+    }
+
+    [Fact]
     public void A_value_whose_schemas_declare_no_members_is_free_form_and_kept_whole()
     {
         foreach (var schema in new[] { "true", "{}", """{"type": "object"}""", """{"description": "anything", "$ref": "#/$defs/Any", "$defs": {"Any": {}}}""" })
