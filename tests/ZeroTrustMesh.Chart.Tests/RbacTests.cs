@@ -51,7 +51,7 @@ public sealed class RbacTests
             "coordination.k8s.io|leases|create|",
             "coordination.k8s.io|leases|get,watch,update,patch|ztm-controlplane-leader", // leader election
             "|secrets|create|",
-            "|secrets|get|ztm-ca",                                                       // the CA: created once, then read
+            "|secrets|get,update|ztm-ca",                                                // the CA: created once, then read; the rotation record
             "|configmaps|get,list,watch,update,patch|ztm-revocations,ztm-config-versions", // shared revocations and versions
         ], Describe(role.Rules));
         var binding = chart.Get<V1RoleBinding>("RoleBinding", "ztm-controlplane");
@@ -59,7 +59,7 @@ public sealed class RbacTests
         Assert.Equal(("ServiceAccount", "ztm-controlplane", "ztm-system"), (binding.Subjects.Single().Kind, binding.Subjects.Single().Name, binding.Subjects.Single().NamespaceProperty));
 
         // Another CA Secret name is the one the control plane may read.
-        Assert.Contains("|secrets|get|mesh-ca", Describe((await Renders.AllFeatures).Get<V1Role>("Role", "ztm-controlplane").Rules));
+        Assert.Contains("|secrets|get,update|mesh-ca", Describe((await Renders.AllFeatures).Get<V1Role>("Role", "ztm-controlplane").Rules));
     }
 
     [HelmTheory]
