@@ -115,6 +115,23 @@ internal static class KubernetesInformer
         }
     }
 
+    /// <summary>
+    /// Stops a host's informers: cancels <paramref name="stopping"/>, then waits for the tasks <paramref name="running"/>
+    /// returns (read after the cancel, under the caller's lock) to end, or for the host to give up waiting.
+    /// </summary>
+    public static async Task StopAsync(CancellationTokenSource stopping, Func<Task[]> running, CancellationToken cancellationToken)
+    {
+        await stopping.CancelAsync();
+        try
+        {
+            await Task.WhenAll(running()).WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException)
+        {
+            // stopped, or the host gave up waiting
+        }
+    }
+
     public static TimeSpan Next(TimeSpan backoff) => backoff * 2 > MaxBackoff ? MaxBackoff : backoff * 2;
 
     public static TimeSpan Jitter(TimeSpan backoff) => backoff * (0.8 + (0.4 * Random.Shared.NextDouble()));

@@ -148,23 +148,13 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         }
     }
 
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StopAsync(CancellationToken cancellationToken) => KubernetesInformer.StopAsync(_stopping, () =>
     {
-        await _stopping.CancelAsync();
-        try
+        lock (_gate)
         {
-            Task[] running;
-            lock (_gate)
-            {
-                running = [.. _running];
-            }
-            await Task.WhenAll(running).WaitAsync(cancellationToken);
+            return [.. _running];
         }
-        catch (OperationCanceledException)
-        {
-            // stopped, or the host gave up waiting
-        }
-    }
+    }, cancellationToken);
 
     /// <summary>Lists one kind, then watches it (<see cref="KubernetesInformer"/>); never throws.</summary>
     private Task FollowAsync(PolicyKind kind, CancellationToken stopping)

@@ -178,23 +178,13 @@ internal sealed class KubernetesServiceRegistry :
         }
     }
 
-    public async Task StopAsync(CancellationToken cancellationToken)
+    public Task StopAsync(CancellationToken cancellationToken) => KubernetesInformer.StopAsync(_stopping, () =>
     {
-        await _stopping.CancelAsync();
-        try
+        lock (_gate)
         {
-            Task[] running;
-            lock (_gate)
-            {
-                running = [.. _running];
-            }
-            await Task.WhenAll(running).WaitAsync(cancellationToken);
+            return [.. _running];
         }
-        catch (OperationCanceledException)
-        {
-            // stopped, or the host gave up waiting
-        }
-    }
+    }, cancellationToken);
 
     public void Listed(string resource, IReadOnlyList<V1Service> items, string resourceVersion) =>
         Replace(resource, _services, items.Select(s => (Key(s.Metadata), s)), items.Count, resourceVersion);
