@@ -55,6 +55,9 @@ internal sealed class SidecarOptions
 
     public TimeSpan ConnectTimeout => Resilience.ConnectTimeout;
 
+    /// <summary>Which HTTP version this sidecar speaks to other sidecars (<c>--peer-protocol</c>).</summary>
+    public Outbound.PeerProtocol PeerProtocol { get; init; } = Outbound.PeerProtocol.H2;
+
     /// <summary>Outbound resilience for destinations without their own settings.</summary>
     public Outbound.ResilienceSettings Resilience { get; init; } = Outbound.ResilienceSettings.Default;
 
@@ -108,11 +111,16 @@ internal sealed class SidecarOptions
         var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
         var destinations = new Option<string[]>("--destination") { Description = $"Resilience for one destination service: SERVICE:key=value,… ({Outbound.ResilienceSettings.Keys}); repeatable" };
         var tcpIdle = CommandLineOptions.Duration("--tcp-idle-timeout", "Close an opaque TCP relay idle this long", "10m");
+        var peerProtocol = new Option<string>("--peer-protocol")
+        {
+            Description = "HTTP between sidecars: h2 (every request multiplexed over HTTP/2) or match (HTTP/1.x requests on pooled HTTP/1.1 mTLS connections, HTTP/2 and gRPC over HTTP/2)",
+            DefaultValueFactory = _ => "h2",
+        };
 
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, serviceAccountTokenFile, adminPort, healthPort,
-            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
+            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle, peerProtocol,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -199,6 +207,10 @@ internal sealed class SidecarOptions
             {
                 return Fail($"--escaped-slashes '{result.GetValue(escapedSlashes)}' must be reject, unescape or keep");
             }
+            if (!Enum.TryParse<Outbound.PeerProtocol>(result.GetValue(peerProtocol), ignoreCase: true, out var peer) || !Enum.IsDefined(peer))
+            {
+                return Fail($"--peer-protocol '{result.GetValue(peerProtocol)}' must be h2 or match");
+            }
             var defaults = Outbound.ResilienceSettings.Default with { ConnectTimeout = result.GetValue(connectTimeout) };
             var perDestination = new Dictionary<string, Outbound.ResilienceSettings>(StringComparer.Ordinal);
             foreach (var text in result.GetValue(destinations) ?? [])
@@ -229,6 +241,7 @@ internal sealed class SidecarOptions
                 Resilience = defaults,
                 DestinationResilience = perDestination,
                 TcpIdleTimeout = result.GetValue(tcpIdle),
+                PeerProtocol = peer,
             }, cancellation);
         });
         return command;
