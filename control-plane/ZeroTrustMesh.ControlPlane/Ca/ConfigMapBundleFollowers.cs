@@ -95,7 +95,7 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
         {
             list = _client.CoreV1.ListNamespacedConfigMap(_namespace, labelSelector: $"{ReportLabel}={ReportLabelValue}");
         }
-        catch (Exception e) when (e is HttpOperationException or HttpRequestException or IOException)
+        catch (Exception e) when (e is HttpOperationException or HttpRequestException or IOException or OperationCanceledException)
         {
             return new BundleFollowers(_replica, [own], [], $"the other replicas' reports ({Location}) cannot be read: {Reason(e)}");
         }
@@ -203,15 +203,20 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
             };
             try
             {
-                await _client.CoreV1.ReplaceNamespacedConfigMapAsync(map, Name, _namespace, cancellationToken: cancellation);
+                await WriteAsync(map, cancellation);
             }
-            catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.NotFound)
+            catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.Forbidden && map.Metadata.OwnerReferences is not null)
             {
-                await _client.CoreV1.CreateNamespacedConfigMapAsync(map, _namespace, cancellationToken: cancellation);
+                // OwnerReferencesPermissionEnforcement wants delete rights for an owner reference, which this role has not:
+                // the report goes without one (and is only ignored once stale, not deleted with the pod).
+                _owner = null;
+                CoordinationLog.ReplicaReportNotOwned(_logger, _namespace, Name, _replica, Reason(e));
+                map.Metadata.OwnerReferences = null;
+                await WriteAsync(map, cancellation);
             }
             _lastFailure = "";
         }
-        catch (Exception e) when (e is HttpOperationException or HttpRequestException or IOException)
+        catch (Exception e) when (e is HttpOperationException or HttpRequestException or IOException || (e is OperationCanceledException && !cancellation.IsCancellationRequested))
         {
             var reason = Reason(e);
             if (reason != _lastFailure)
@@ -219,6 +224,18 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
                 _lastFailure = reason;
                 CoordinationLog.ReplicaReportNotWritten(_logger, _namespace, Name, _options.CaRotationPoll.TotalSeconds, reason);
             }
+        }
+    }
+
+    private async Task WriteAsync(V1ConfigMap map, CancellationToken cancellation)
+    {
+        try
+        {
+            await _client.CoreV1.ReplaceNamespacedConfigMapAsync(map, Name, _namespace, cancellationToken: cancellation);
+        }
+        catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.NotFound)
+        {
+            await _client.CoreV1.CreateNamespacedConfigMapAsync(map, _namespace, cancellationToken: cancellation);
         }
     }
 
@@ -239,7 +256,7 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
         {
             _ownerLooked = true; // not a pod of this namespace: the report is not deleted with it, only ignored once stale
         }
-        catch (Exception e) when (e is HttpOperationException or HttpRequestException)
+        catch (Exception e) when (e is HttpOperationException or HttpRequestException || (e is OperationCanceledException && !cancellation.IsCancellationRequested))
         {
             // asked again at the next write
         }
@@ -257,7 +274,9 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
     }
 
     private static string Reason(Exception e) =>
-        e is HttpOperationException h ? $"the API answered {(int)h.Response.StatusCode} {h.Response.StatusCode}" : e.Message;
+        e is HttpOperationException h ? $"the API answered {(int)h.Response.StatusCode} {h.Response.StatusCode}"
+        : e is OperationCanceledException ? "the API did not answer in time"
+        : e.Message;
 }
 
 [JsonSerializable(typeof(ReplicaReport))]

@@ -35,4 +35,7 @@ internal static partial class CoordinationLog
 
     [LoggerMessage(EventId = 531, Level = LogLevel.Information, Message = "replica {Replica} stopped reporting its sidecars (ConfigMap {Namespace}/{Name} unchanged for {Seconds:0} s): its report is ignored, its sidecars count where they reconnect")]
     public static partial void ReplicaReportStale(ILogger logger, string replica, string @namespace, string name, double seconds);
+
+    [LoggerMessage(EventId = 532, Level = LogLevel.Warning, Message = "sidecar report ConfigMap {Namespace}/{Name} is not owned by pod {Pod} (so not deleted with it; ignored once stale): {Reason}")]
+    public static partial void ReplicaReportNotOwned(ILogger logger, string @namespace, string name, string pod, string reason);
 }

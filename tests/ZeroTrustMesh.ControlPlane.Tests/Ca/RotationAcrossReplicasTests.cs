@@ -154,6 +154,21 @@ public sealed class RotationAcrossReplicasTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_report_the_API_will_not_let_be_owned_by_its_pod_is_written_without_the_owner()
+    {
+        // OwnerReferencesPermissionEnforcement: an owner reference needs delete rights, which the chart's role does not grant.
+        _api.Seed(ClusterObjects.Pod(Namespace, "controlplane-b", "ztm-controlplane", "10.0.0.12", meshed: false));
+        _api.Fail(r => r.Method == "PUT" && r.Path.Value!.EndsWith("/configmaps/ztm-sidecars-controlplane-b", StringComparison.Ordinal), 1, 403, "Forbidden");
+
+        var b = await StartAsync("controlplane-b");
+
+        await b.Logs.WaitForAsync(l => l.StartsWith("sidecar report ConfigMap ztm-system/ztm-sidecars-controlplane-b is not owned by pod controlplane-b (so not deleted with it; ignored once stale): the API answered 403 Forbidden", StringComparison.Ordinal), 1, Timeout);
+        await _api.WaitForAsync(api => api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-b") is not null, Timeout);
+        Assert.Null(_api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-b")!.Metadata.OwnerReferences);
+        Assert.DoesNotContain(b.Logs.Lines, l => l.StartsWith("sidecar report not written", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void A_sidecar_seen_by_two_replicas_counts_once_with_its_newest_report_and_each_stream_of_a_shared_identity_counts()
     {
         var t = new DateTimeOffset(2026, 12, 6, 12, 0, 0, TimeSpan.Zero);
