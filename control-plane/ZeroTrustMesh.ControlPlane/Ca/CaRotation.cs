@@ -160,29 +160,49 @@ internal sealed class CaRotation
 
     /// <summary>
     /// Follows a step another replica took (it saved it in the shared store): the signer, the bundle and a config version
-    /// for this replica's sidecars, as if the step were taken here. Nothing when the store holds what this replica has.
+    /// for this replica's sidecars, the bundle file ztmctl's config names, and the operator credential when the signer
+    /// changed, as if the step were taken here. Nothing when the store holds what this replica has, or an earlier step.
     /// </summary>
     /// <exception cref="IOException">The record cannot be read.</exception>
     /// <exception cref="InvalidDataException">The record does not parse.</exception>
+    /// <exception cref="UnauthorizedAccessException">The bundle file cannot be written.</exception>
     public void Refresh()
     {
-        if (IsPlugIn || _store.LoadRotation() is not { } stored)
+        if (IsPlugIn)
         {
             return;
         }
         lock (_gate)
         {
-            var held = _state;
-            if (stored.Phase == held.Phase && stored.BundleSequence == held.BundleSequence && stored.Current.Thumbprint == held.Current.Thumbprint)
+            // Read under the lock: a record read before this replica's own step, applied after it, would undo the step.
+            if (_store.LoadRotation() is not { } stored || !IsAhead(stored, _state))
             {
                 return;
             }
+            var signerChanged = stored.Current.Thumbprint != _state.Current.Thumbprint;
+            _store.Followed(stored); // first: when it cannot be written, nothing changed and the next poll tries again
             _state = stored;
             _lastWait = "";
             TakeEffect(stored);
+            if (signerChanged)
+            {
+                _credentials.RenewFromCurrentSigner(); // the operator credential ztmctl uses with this replica, as the leader does
+            }
             ControlPlaneLog.CaRotationStep(_logger, "followed", Name(stored.Phase), stored.BundleSequence, RootFingerprint.Short(stored.Current),
                 string.Join(",", stored.Roots.Select(RootFingerprint.Short)), stored.StartedBy ?? "", "a step another replica took");
         }
+    }
+
+    /// <summary>
+    /// Whether <paramref name="stored"/> is a later step than <paramref name="held"/>: a rotation only goes forward. Each
+    /// bundle sequence has two phases, in order: prepared then active (the new root's), retiring then none (its end).
+    /// </summary>
+    private static bool IsAhead(CaRotationState stored, CaRotationState held)
+    {
+        static int Order(RotationPhase phase) => phase is RotationPhase.Active or RotationPhase.None ? 1 : 0;
+        return stored.BundleSequence != held.BundleSequence
+            ? stored.BundleSequence > held.BundleSequence
+            : Order(stored.Phase) > Order(held.Phase);
     }
 
     /// <summary>What the next step waits for now.</summary>
