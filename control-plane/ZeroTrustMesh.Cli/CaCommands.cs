@@ -70,6 +70,12 @@ internal static class CaCommands
         {
             Console.WriteLine($"blocked by:    {blocker}");
         }
+        var live = response.Replicas.Where(r => !r.Stale).Select(r => r.Name).ToList();
+        Console.WriteLine($"following:     {response.SidecarsFollowing} of {response.SidecarsCounted} sidecar(s) follow trust bundle {response.BundleSequence} (across {live.Count} replica(s): {string.Join(", ", live)})");
+        foreach (var stale in response.Replicas.Where(r => r.Stale))
+        {
+            Console.WriteLine($"ignored:       replica {stale.Name} (its report has not changed since {Time(stale.ReportedAt)}: stopped)");
+        }
         Console.WriteLine();
         Console.WriteLine($"{"ROOT",-9} {"FINGERPRINT (SHA-256)",-21} {"NOT AFTER",-20} {"IN BUNDLE",-9}  SUBJECT");
         foreach (var root in response.Roots)
@@ -77,10 +83,10 @@ internal static class CaCommands
             Console.WriteLine($"{root.Role,-9} {Short(root.Fingerprint),-21} {Time(root.NotAfter),-20} {(root.InBundle ? "yes" : "no"),-9}  {root.Subject}");
         }
         Console.WriteLine();
-        Console.WriteLine($"{"SIDECAR",-60} {"CONNECTED",-9} {"BUNDLE",-6} {"CERT ROOT",-9} CERT EXPIRES");
+        Console.WriteLine($"{"SIDECAR",-60} {"CONNECTED",-9} {"BUNDLE",-6} {"CERT ROOT",-9} {"CERT EXPIRES",-20} REPLICA");
         foreach (var sidecar in response.Sidecars)
         {
-            Console.WriteLine($"{sidecar.SpiffeId,-60} {(sidecar.Connected ? "yes" : "no"),-9} {sidecar.BundleSequence,-6} {(sidecar.CertificateRoot.Length == 0 ? "-" : sidecar.CertificateRoot),-9} {Time(sidecar.CertificateExpiresAt)}");
+            Console.WriteLine($"{sidecar.SpiffeId,-60} {(sidecar.Connected ? "yes" : "no"),-9} {sidecar.BundleSequence,-6} {(sidecar.CertificateRoot.Length == 0 ? "-" : sidecar.CertificateRoot),-9} {Time(sidecar.CertificateExpiresAt),-20} {sidecar.Replica}");
         }
         Console.WriteLine($"{response.Sidecars.Count} sidecar(s)");
     }
@@ -95,9 +101,12 @@ internal static class CaCommands
         r.NextStepAt?.ToDateTimeOffset(),
         r.AutoRotateAt?.ToDateTimeOffset(),
         r.PlugIn,
+        r.SidecarsCounted,
+        r.SidecarsFollowing,
+        [.. r.Replicas.Select(x => new CaReplicaOutput(x.Name, x.BundleSequence, x.Sidecars, x.ReportedAt?.ToDateTimeOffset(), x.Stale, x.Problem.Length == 0 ? null : x.Problem))],
         [.. r.Roots.Select(x => new CaRootOutput(x.Role, x.Fingerprint, x.Subject, x.NotBefore.ToDateTimeOffset(), x.NotAfter.ToDateTimeOffset(), x.InBundle))],
         [.. r.Sidecars.Select(s => new CaSidecarOutput(s.SpiffeId, s.Connected, s.BundleSequence, s.CertificateSerial, s.CertificateExpiresAt.ToDateTimeOffset(),
-            s.CertificateRoot.Length == 0 ? null : s.CertificateRoot, s.LastSeen.ToDateTimeOffset()))]);
+            s.CertificateRoot.Length == 0 ? null : s.CertificateRoot, s.LastSeen.ToDateTimeOffset(), s.Replica.Length == 0 ? null : s.Replica))]);
 
     private static string Short(string fingerprint) => fingerprint.Length > 16 ? fingerprint[..16] : fingerprint;
 
@@ -106,7 +115,9 @@ internal static class CaCommands
 
 internal sealed record CaRootOutput(string Role, string Fingerprint, string Subject, DateTimeOffset NotBefore, DateTimeOffset NotAfter, bool InBundle);
 
-internal sealed record CaSidecarOutput(string SpiffeId, bool Connected, ulong BundleSequence, string CertificateSerial, DateTimeOffset CertificateExpiresAt, string? CertificateRoot, DateTimeOffset LastSeen);
+internal sealed record CaSidecarOutput(string SpiffeId, bool Connected, ulong BundleSequence, string CertificateSerial, DateTimeOffset CertificateExpiresAt, string? CertificateRoot, DateTimeOffset LastSeen, string? Replica);
+
+internal sealed record CaReplicaOutput(string Name, ulong BundleSequence, uint Sidecars, DateTimeOffset? ReportedAt, bool Stale, string? Problem);
 
 internal sealed record CaStatusOutput(
     string Phase,
@@ -118,6 +129,9 @@ internal sealed record CaStatusOutput(
     DateTimeOffset? NextStepAt,
     DateTimeOffset? AutoRotateAt,
     bool PlugIn,
+    uint SidecarsCounted,
+    uint SidecarsFollowing,
+    IReadOnlyList<CaReplicaOutput> Replicas,
     IReadOnlyList<CaRootOutput> Roots,
     IReadOnlyList<CaSidecarOutput> Sidecars);
 

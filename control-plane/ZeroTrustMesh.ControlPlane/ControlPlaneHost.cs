@@ -61,7 +61,6 @@ internal static class ControlPlaneHost
         if (options.Kubernetes)
         {
             services.AddKubernetesAttestation(_ => kubernetes!);
-            services.AddHostedService<CaRotationFollower>(); // replicas share the CA store: follow the leader's rotation steps
         }
         if (options.WebhookConfiguration is { } webhookConfiguration)
         {

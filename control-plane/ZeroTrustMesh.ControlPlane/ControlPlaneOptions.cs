@@ -113,6 +113,12 @@ internal sealed class ControlPlaneOptions
     /// <summary>How often the leader checks whether a rotation step's gate is open (and whether the root nears expiry).</summary>
     public TimeSpan CaRotationPoll { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// With <see cref="Kubernetes"/>: every replica rewrites the report of its sidecars every <see cref="CaRotationPoll"/>;
+    /// one that has not changed for this long is a replica that stopped, and is ignored (<c>Ca/ConfigMapBundleFollowers</c>).
+    /// </summary>
+    public TimeSpan ReplicaReportTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
     /// <summary>Largest gRPC message accepted; a CSR is a few hundred bytes.</summary>
     public int MaxRequestBytes { get; init; } = 64 * 1024;
 
@@ -147,6 +153,7 @@ internal sealed class ControlPlaneOptions
         var caRotationSkew = CommandLineOptions.Duration("--ca-rotation-skew", "Clock skew allowed: the old root leaves the bundle this long after its last leaf expired", "1m");
         var caRotationPoll = CommandLineOptions.Duration("--ca-rotation-poll", "How often the leading replica checks whether the next rotation step may run", "5s");
         var caReconnectGrace = CommandLineOptions.Duration("--ca-rotation-reconnect-grace", "After a start, how long rotation steps wait for sidecars to reconnect before counting them", "1m");
+        var replicaReportTimeout = CommandLineOptions.Duration("--replica-report-timeout", "With --kubernetes: a replica's report of which trust bundle its sidecars follow (rewritten every --ca-rotation-poll) that has not changed for this long is ignored: that replica stopped", "30s");
         var leaseDuration = CommandLineOptions.Duration("--leader-lease-duration", "With --kubernetes: how long the leader's Lease holds without renewal before another replica may take it", "15s");
         var renewDeadline = CommandLineOptions.Duration("--leader-renew-deadline", "With --kubernetes: the leader stops its singleton work when it cannot renew the Lease within this", "10s");
         var retryPeriod = CommandLineOptions.Duration("--leader-retry-period", "With --kubernetes: how often replicas try to take or renew the Lease", "2s");
@@ -157,7 +164,7 @@ internal sealed class ControlPlaneOptions
         {
             dataDir, listen, port, metricsPort, trustDomain, svidTtl, tokenTtl, operatorConfig, caCert, caKey, caBundle, caChain,
             webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration, kubernetes, tokenAudience,
-            caRootLifetime, caRotateBefore, caRotationSkew, caRotationPoll, caReconnectGrace,
+            caRootLifetime, caRotateBefore, caRotationSkew, caRotationPoll, caReconnectGrace, replicaReportTimeout,
             leaseDuration, renewDeadline, retryPeriod, caSecret,
         };
         command.SetAction((result, cancellation) =>
@@ -234,6 +241,7 @@ internal sealed class ControlPlaneOptions
                 CaRotationSkew = result.GetValue(caRotationSkew),
                 CaRotationPoll = result.GetValue(caRotationPoll),
                 CaRotationReconnectGrace = result.GetValue(caReconnectGrace),
+                ReplicaReportTimeout = result.GetValue(replicaReportTimeout),
                 LeaderElection = election,
                 CaSecret = result.GetValue(caSecret)!,
             };
@@ -264,6 +272,10 @@ internal sealed class ControlPlaneOptions
         if (CaRotateBefore < SvidTtl + CaRotationSkew)
         {
             return $"--ca-rotate-before ({Durations.Format(CaRotateBefore)}) must leave room for a rotation: at least --svid-ttl + --ca-rotation-skew ({Durations.Format(SvidTtl + CaRotationSkew)})";
+        }
+        if (ReplicaReportTimeout < 2 * CaRotationPoll)
+        {
+            return $"--replica-report-timeout ({Durations.Format(ReplicaReportTimeout)}) must be at least twice --ca-rotation-poll ({Durations.Format(CaRotationPoll)}): a live replica rewrites its report every poll";
         }
         if (MetricsPort is < 0 or > 65535)
         {

@@ -15,12 +15,13 @@ internal static class ControlPlaneServices
 {
     /// <summary>
     /// The state of one process with a local data directory: policy files, revocations, join tokens, the registry, and
-    /// a replica that always leads. Registered with <c>TryAdd</c>: a deployment mode (Kubernetes) or a test registers
+    /// a replica that always leads, whose own config streams are every sidecar there is. Registered with <c>TryAdd</c>: a deployment mode (Kubernetes) or a test registers
     /// its own first.
     /// </summary>
     public static IServiceCollection AddStandaloneState(this IServiceCollection services, ControlPlaneOptions options)
     {
         services.TryAddSingleton<IReplicaLeadership, StandaloneLeadership>();
+        services.TryAddSingleton<IBundleFollowers, LocalBundleFollowers>();
         services.TryAddSingleton<IRevocationStore, FileRevocationStore>();
         services.TryAddSingleton<IJoinTokenStore>(sp => new FileJoinTokenStore(options.DataDir, sp.GetRequiredService<TimeProvider>()));
         if (!services.Any(d => d.ServiceType == typeof(IPolicySource)))
@@ -102,7 +103,8 @@ internal static class ControlPlaneServices
     /// <summary>
     /// With <c>--kubernetes</c>, the state the replicas share lives in the cluster, in <paramref name="namespace"/>:
     /// leadership is a Lease (<see cref="KubernetesLeadership"/>), revocations a ConfigMap
-    /// (<see cref="ConfigMapRevocationStore"/>), config versions another (<see cref="SharedConfigVersions"/>); the CA's
+    /// (<see cref="ConfigMapRevocationStore"/>), config versions another (<see cref="SharedConfigVersions"/>), which trust
+    /// bundle each replica's sidecars follow one ConfigMap per replica (<see cref="ConfigMapBundleFollowers"/>); the CA's
     /// Secret is read before the container is built (<see cref="SecretCaStore"/>). Registered before
     /// <see cref="AddStandaloneState"/> and before every leader-only service: hosted services stop in reverse order, so
     /// the Lease is released only after the singleton work has stopped.
@@ -117,6 +119,10 @@ internal static class ControlPlaneServices
         services.AddSingleton<IRevocationStore>(sp => sp.GetRequiredService<ConfigMapRevocationStore>());
         services.AddHostedService(sp => sp.GetRequiredService<ConfigMapRevocationStore>()); // follows other replicas' changes
         services.AddSingleton(new SharedConfigVersions(client, @namespace));
+        services.AddSingleton(sp => ActivatorUtilities.CreateInstance<ConfigMapBundleFollowers>(sp, client, @namespace));
+        services.AddSingleton<IBundleFollowers>(sp => sp.GetRequiredService<ConfigMapBundleFollowers>());
+        services.AddHostedService(sp => sp.GetRequiredService<ConfigMapBundleFollowers>()); // reports this replica's sidecars
+        services.AddHostedService<CaRotationFollower>(); // replicas share the CA store: follow the leader's rotation steps
         return services;
     }
 

@@ -34,7 +34,11 @@ internal sealed class KubernetesReplicaParts : IAsyncDisposable
 
     public CollectingLogs Logs { get; }
 
-    public static async Task<KubernetesReplicaParts> StartAsync(KubernetesApiDouble api, string dataDir, string name)
+    /// <param name="rotationPoll">
+    /// How often the leader advances a CA rotation and every replica reports its sidecars; with it, rotation steps wait
+    /// for no reconnect grace, and a report goes stale after <paramref name="reportTimeout"/>.
+    /// </param>
+    public static async Task<KubernetesReplicaParts> StartAsync(KubernetesApiDouble api, string dataDir, string name, TimeSpan? rotationPoll = null, TimeSpan? reportTimeout = null)
     {
         var plain = ControlPlaneParts.Options(dataDir);
         var options = new ControlPlaneOptions
@@ -49,6 +53,9 @@ internal sealed class KubernetesReplicaParts : IAsyncDisposable
             Kubernetes = true,
             Namespace = Namespace,
             LeaderElection = Timing with { Identity = name },
+            CaRotationPoll = rotationPoll ?? plain.CaRotationPoll,
+            CaRotationReconnectGrace = rotationPoll is null ? plain.CaRotationReconnectGrace : TimeSpan.Zero,
+            ReplicaReportTimeout = reportTimeout ?? plain.ReplicaReportTimeout,
         };
         var client = api.CreateClient();
         var caStore = new SecretCaStore(client, Namespace, options, TimeProvider.System);

@@ -64,18 +64,36 @@ internal sealed class CaAdminService(CaRotation rotation, ILogger<CaAdminService
         {
             response.Roots.Add(Root("previous", previous, inBundle));
         }
-        foreach (var session in rotation.Sidecars)
+        var followers = rotation.Followers();
+        foreach (var sidecar in followers.Sidecars)
         {
             response.Sidecars.Add(new CaSidecar
             {
-                SpiffeId = session.Id.Value,
-                Connected = session.Connected,
-                BundleSequence = session.BundleSequence,
-                CertificateSerial = session.Current.Serial,
-                CertificateExpiresAt = Timestamp.FromDateTimeOffset(session.Current.NotAfter),
-                CertificateRoot = rotation.RoleOfSigner(session),
-                LastSeen = Timestamp.FromDateTimeOffset(session.LastSeen),
+                SpiffeId = sidecar.SpiffeId,
+                Connected = sidecar.Connected,
+                BundleSequence = sidecar.BundleSequence,
+                CertificateSerial = sidecar.CertificateSerial,
+                CertificateExpiresAt = Timestamp.FromDateTimeOffset(sidecar.CertificateExpiresAt),
+                CertificateRoot = rotation.RoleOfSigner(sidecar.SignerKeyId),
+                LastSeen = Timestamp.FromDateTimeOffset(sidecar.LastSeen),
+                Replica = sidecar.Replica,
             });
+        }
+        (response.SidecarsCounted, response.SidecarsFollowing) = rotation.Following(followers, state.BundleSequence);
+        foreach (var replica in followers.Replicas)
+        {
+            response.Replicas.Add(new CaReplica
+            {
+                Name = replica.Replica,
+                BundleSequence = replica.BundleSequence,
+                Sidecars = (uint)replica.Sidecars.Count,
+                ReportedAt = replica.Problem is null ? Timestamp.FromDateTimeOffset(replica.RefreshedAt) : null,
+                Problem = replica.Problem ?? "",
+            });
+        }
+        foreach (var stale in followers.Stale)
+        {
+            response.Replicas.Add(new CaReplica { Name = stale.Replica, ReportedAt = Timestamp.FromDateTimeOffset(stale.UnchangedSince), Stale = true });
         }
         return response;
     }

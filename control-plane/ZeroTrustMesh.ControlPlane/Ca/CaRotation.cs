@@ -21,7 +21,9 @@ internal sealed record RotationGate(string WaitingFor, IReadOnlyList<string> Blo
 /// 1. prepare (<see cref="Start"/>): a new root is created and added to the trust bundle, which goes to every sidecar in
 ///    its config stream (and to the bundle file, the <c>ztm-ca-root</c> ConfigMaps and the webhook's caBundle);
 /// 2. activate, once every sidecar that is connected, or was and still holds a live certificate, follows a bundle with
-///    the new root (and not before sidecars had time to reconnect after this process started): new leaves are signed by it, and the control plane's own certificates are issued again from it;
+///    the new root (and not before sidecars had time to reconnect after this process started): new leaves are signed by
+///    it, and the control plane's own certificates are issued again from it. With several replicas the sidecars of
+///    every live replica count (<see cref="IBundleFollowers"/>), and every replica must serve that bundle;
 /// 3. retire, once every leaf the old root signed has expired (activation + the SVID lifetime, then the clock skew):
 ///    the old root leaves the bundle;
 /// 4. done, once every such sidecar follows that bundle: the old root is forgotten.
@@ -33,7 +35,7 @@ internal sealed class CaRotation
     private readonly CertificateAuthority _ca;
     private readonly ICaStore _store;
     private readonly ConfigStore _config;
-    private readonly ConfigDistributor _sidecars;
+    private readonly IBundleFollowers _followers;
     private readonly ControlPlaneCredentials _credentials;
     private readonly ControlPlaneOptions _options;
     private readonly ControlPlaneMetrics _metrics;
@@ -44,13 +46,13 @@ internal sealed class CaRotation
     private volatile CaRotationState _state;
     private string _lastWait = "";
 
-    public CaRotation(CertificateAuthority ca, ICaStore store, ConfigStore config, ConfigDistributor sidecars, ControlPlaneCredentials credentials,
+    public CaRotation(CertificateAuthority ca, ICaStore store, ConfigStore config, IBundleFollowers followers, ControlPlaneCredentials credentials,
         ControlPlaneOptions options, ControlPlaneMetrics metrics, TimeProvider time, ILogger<CaRotation> logger)
     {
         _ca = ca;
         _store = store;
         _config = config;
-        _sidecars = sidecars;
+        _followers = followers;
         _credentials = credentials;
         _options = options;
         _metrics = metrics;
@@ -158,46 +160,73 @@ internal sealed class CaRotation
 
     /// <summary>
     /// Follows a step another replica took (it saved it in the shared store): the signer, the bundle and a config version
-    /// for this replica's sidecars, as if the step were taken here. Nothing when the store holds what this replica has.
+    /// for this replica's sidecars, the bundle file ztmctl's config names, and the operator credential when the signer
+    /// changed, as if the step were taken here. Nothing when the store holds what this replica has, or an earlier step.
     /// </summary>
     /// <exception cref="IOException">The record cannot be read.</exception>
     /// <exception cref="InvalidDataException">The record does not parse.</exception>
+    /// <exception cref="UnauthorizedAccessException">The bundle file cannot be written.</exception>
     public void Refresh()
     {
-        if (IsPlugIn || _store.LoadRotation() is not { } stored)
+        if (IsPlugIn)
         {
             return;
         }
         lock (_gate)
         {
-            var held = _state;
-            if (stored.Phase == held.Phase && stored.BundleSequence == held.BundleSequence && stored.Current.Thumbprint == held.Current.Thumbprint)
+            // Read under the lock: a record read before this replica's own step, applied after it, would undo the step.
+            if (_store.LoadRotation() is not { } stored || !IsAhead(stored, _state))
             {
                 return;
             }
+            var signerChanged = stored.Current.Thumbprint != _state.Current.Thumbprint;
+            _store.Followed(stored); // first: when it cannot be written, nothing changed and the next poll tries again
             _state = stored;
             _lastWait = "";
             TakeEffect(stored);
+            if (signerChanged)
+            {
+                _credentials.RenewFromCurrentSigner(); // the operator credential ztmctl uses with this replica, as the leader does
+            }
             ControlPlaneLog.CaRotationStep(_logger, "followed", Name(stored.Phase), stored.BundleSequence, RootFingerprint.Short(stored.Current),
                 string.Join(",", stored.Roots.Select(RootFingerprint.Short)), stored.StartedBy ?? "", "a step another replica took");
         }
     }
 
+    /// <summary>
+    /// Whether <paramref name="stored"/> is a later step than <paramref name="held"/>: a rotation only goes forward. Each
+    /// bundle sequence has two phases, in order: prepared then active (the new root's), retiring then none (its end).
+    /// </summary>
+    private static bool IsAhead(CaRotationState stored, CaRotationState held)
+    {
+        static int Order(RotationPhase phase) => phase is RotationPhase.Active or RotationPhase.None ? 1 : 0;
+        return stored.BundleSequence != held.BundleSequence
+            ? stored.BundleSequence > held.BundleSequence
+            : Order(stored.Phase) > Order(held.Phase);
+    }
+
     /// <summary>What the next step waits for now.</summary>
     public RotationGate Gate() => GateOf(_state);
 
-    /// <summary>The sidecars a step waits for: every connected one, and every one that was and still holds a live certificate.</summary>
-    public IReadOnlyList<SidecarSession> Sidecars => _sidecars.Sessions;
+    /// <summary>What the sidecars of every live replica follow, each sidecar once.</summary>
+    public BundleFollowers Followers() => _followers.Read();
 
-    /// <summary>Which root signed a sidecar's current certificate: "current", "next", "previous", or "" (another CA).</summary>
-    public string RoleOfSigner(SidecarSession session)
+    /// <summary>Of the sidecars a step that waits for sidecars counts (each once, across replicas), how many, and how many follow bundle <paramref name="sequence"/>.</summary>
+    public (uint Counted, uint Following) Following(BundleFollowers followers, ulong sequence)
+    {
+        var now = _time.GetUtcNow();
+        var counted = followers.Sidecars.Where(s => s.Counts(now)).ToList();
+        return ((uint)counted.Count, (uint)counted.Count(s => s.BundleSequence >= sequence));
+    }
+
+    /// <summary>Which root signed a certificate, by the signer's key identifier: "current", "next", "previous", or "" (another CA).</summary>
+    public string RoleOfSigner(string signerKeyId)
     {
         var state = _state;
-        var keyId = session.Current.SignerKeyId;
-        return keyId.Length == 0 ? ""
-            : keyId == KeyIds.Subject(state.Current) ? "current"
-            : state.Next is { } next && keyId == KeyIds.Subject(next) ? "next"
-            : state.Previous is { } previous && keyId == KeyIds.Subject(previous) ? "previous"
+        return signerKeyId.Length == 0 ? ""
+            : signerKeyId == KeyIds.Subject(state.Current) ? "current"
+            : state.Next is { } next && signerKeyId == KeyIds.Subject(next) ? "next"
+            : state.Previous is { } previous && signerKeyId == KeyIds.Subject(previous) ? "previous"
             : "";
     }
 
@@ -227,23 +256,36 @@ internal sealed class CaRotation
             // A sidecar known before a restart is known again only once it reconnects.
             return new RotationGate($"sidecars to reconnect to this control plane (started recently) before counting who follows bundle {sequence}", [], _reconnectedBy);
         }
+        var followers = _followers.Read();
         var blockers = new List<string>();
-        foreach (var session in _sidecars.Sessions)
+        if (followers.Problem is { } problem)
         {
-            if (session.BundleSequence >= sequence)
+            blockers.Add(problem); // a replica's sidecars unknown are not sidecars that follow
+        }
+        foreach (var replica in followers.Replicas)
+        {
+            if (replica.Problem is { } unreadable)
+            {
+                blockers.Add($"replica {replica.Replica} ({unreadable})");
+            }
+            else if (replica.BundleSequence < sequence)
+            {
+                // It has not followed the step yet: a sidecar that reaches it now would get the older bundle.
+                blockers.Add($"replica {replica.Replica} (serves bundle {replica.BundleSequence})");
+            }
+        }
+        foreach (var sidecar in followers.Sidecars)
+        {
+            if (sidecar.BundleSequence >= sequence || !sidecar.Counts(now))
             {
                 continue;
             }
-            var held = session.BundleSequence == 0 ? "has not said which bundle it follows" : $"follows bundle {session.BundleSequence}";
-            if (session.Connected)
-            {
-                blockers.Add($"{session.Id} (connected, {held})");
-            }
-            else if (session.Current.NotAfter > now)
-            {
+            var held = sidecar.BundleSequence == 0 ? "has not said which bundle it follows" : $"follows bundle {sidecar.BundleSequence}";
+            var elsewhere = sidecar.Replica == followers.Self ? "" : $" to replica {sidecar.Replica}";
+            blockers.Add(sidecar.Connected
+                ? $"{sidecar.SpiffeId} (connected{elsewhere}, {held})"
                 // Down or unreachable, but it may come back with a live certificate and a bundle without the new root.
-                blockers.Add($"{session.Id} (not connected since {session.LastSeen:yyyy-MM-ddTHH:mm:ssZ}, {held}, holds a certificate until {session.Current.NotAfter:yyyy-MM-ddTHH:mm:ssZ})");
-            }
+                : $"{sidecar.SpiffeId} (not connected{elsewhere} since {sidecar.LastSeen:yyyy-MM-ddTHH:mm:ssZ}, {held}, holds a certificate until {sidecar.CertificateExpiresAt:yyyy-MM-ddTHH:mm:ssZ})");
         }
         return blockers.Count == 0 ? RotationGate.Open : new RotationGate(waitingFor, blockers, null);
     }

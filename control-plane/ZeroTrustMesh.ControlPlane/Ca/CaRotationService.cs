@@ -58,7 +58,7 @@ internal sealed class CaRotationFollower(CaRotation rotation, ControlPlaneOption
                 }
                 catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException)
                 {
-                    ControlPlaneLog.CaRotationFailed(logger, options.CaRotationPoll.TotalSeconds, $"cannot read the rotation record: {e.Message}");
+                    ControlPlaneLog.CaRotationFailed(logger, options.CaRotationPoll.TotalSeconds, $"cannot follow the rotation record: {e.Message}");
                 }
             }
         }

@@ -44,6 +44,13 @@ internal interface ICaStore
     /// </summary>
     /// <exception cref="IOException">The record cannot be written: the step does not happen.</exception>
     void SaveRotation(CaRotationState state);
+
+    /// <summary>
+    /// A step another replica saved takes effect here (<see cref="CaRotation.Refresh"/>): the bundle file in this replica's
+    /// data directory (ztmctl's config names it) is rewritten from the record, as <see cref="SaveRotation"/> rewrites it.
+    /// </summary>
+    /// <exception cref="IOException">The bundle file cannot be written.</exception>
+    void Followed(CaRotationState state);
 }
 
 /// <summary>
@@ -123,6 +130,8 @@ internal sealed class FileCaStore(ControlPlaneOptions options, TimeProvider time
         }
         PublishBundle(state.Bundle(options.TrustDomain));
     }
+
+    public void Followed(CaRotationState state) => PublishBundle(state.Bundle(options.TrustDomain));
 
     private void PublishBundle(TrustBundle bundle)
     {

@@ -142,6 +142,8 @@ internal sealed class SecretCaStore(IKubernetes client, string @namespace, Contr
         AtomicFile.WriteReadable(BundleLocation, state.Bundle(options.TrustDomain).ToPem());
     }
 
+    public void Followed(CaRotationState state) => AtomicFile.WriteReadable(BundleLocation, state.Bundle(options.TrustDomain).ToPem());
+
     private async Task<V1Secret?> ReadAsync(CancellationToken cancellation)
     {
         try

@@ -1,6 +1,6 @@
 namespace ZeroTrustMesh.ControlPlane.Coordination;
 
-/// <summary>Log events of the state replicas share through the Kubernetes API (500–549): the Lease, the CA Secret, revocations, config versions.</summary>
+/// <summary>Log events of the state replicas share through the Kubernetes API (500–549): the Lease, the CA Secret, revocations, config versions, the replicas' sidecar reports.</summary>
 internal static partial class CoordinationLog
 {
     [LoggerMessage(EventId = 500, Level = LogLevel.Information, Message = "leading: {Identity} holds Lease {Namespace}/{Lease}; singleton work starts")]
@@ -29,4 +29,13 @@ internal static partial class CoordinationLog
 
     [LoggerMessage(EventId = 520, Level = LogLevel.Warning, Message = "config version not agreed through ConfigMap {Name}: {Reason}; using {Version} from this replica's count")]
     public static partial void ConfigVersionNotShared(ILogger logger, string name, string reason, string version);
+
+    [LoggerMessage(EventId = 530, Level = LogLevel.Warning, Message = "sidecar report not written to ConfigMap {Namespace}/{Name}, retrying in {RetrySeconds:0.#}s: {Reason}")]
+    public static partial void ReplicaReportNotWritten(ILogger logger, string @namespace, string name, double retrySeconds, string reason);
+
+    [LoggerMessage(EventId = 531, Level = LogLevel.Information, Message = "replica {Replica} stopped reporting its sidecars (ConfigMap {Namespace}/{Name} unchanged for {Seconds:0} s): its report is ignored, its sidecars count where they reconnect")]
+    public static partial void ReplicaReportStale(ILogger logger, string replica, string @namespace, string name, double seconds);
+
+    [LoggerMessage(EventId = 532, Level = LogLevel.Warning, Message = "sidecar report ConfigMap {Namespace}/{Name} is not owned by pod {Pod} (so not deleted with it; ignored once stale): {Reason}")]
+    public static partial void ReplicaReportNotOwned(ILogger logger, string @namespace, string name, string pod, string reason);
 }

@@ -335,6 +335,24 @@ public sealed class CaRotationTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Another_replica_never_follows_a_record_behind_the_step_it_holds()
+    {
+        await using var other = await ControlPlaneParts.StartAsync(_dataDir, _time, options: Options());
+        var otherRotation = other.Get<CaRotation>();
+        var prepared = Rotation.Start("operator");
+        Rotation.Advance(); // no sidecar here: active
+        otherRotation.Refresh();
+        Assert.Equal(RotationPhase.Active, otherRotation.State.Phase);
+
+        // A record read before the step (a stale read, or one raced with the step) must not undo it.
+        _parts.Get<ICaStore>().SaveRotation(prepared);
+        otherRotation.Refresh();
+
+        Assert.Equal(RotationPhase.Active, otherRotation.State.Phase);
+        Assert.Equal(prepared.Next!.Thumbprint, other.Get<CertificateAuthority>().SigningCertificate.Thumbprint);
+    }
+
+    [Fact]
     public void The_phase_is_a_metric()
     {
         Rotation.Start("operator");
