@@ -28,6 +28,7 @@ public sealed class RbacTests
             "discovery.k8s.io|endpointslices|list,watch|", // and their endpoints
             "security.ztm.dev|authorizationpolicies,requestauthentications,peerauthentications,ratelimitpolicies,apispecs|list,watch|", // policy
             "security.ztm.dev|authorizationpolicies/status,requestauthentications/status,peerauthentications/status,ratelimitpolicies/status,apispecs/status|update,patch|", // Accepted
+            "|configmaps|list,watch|",                     // ApiSpec openapi.configMapRef
         ], Describe(role.Rules));
 
         var binding = chart.Get<V1ClusterRoleBinding>("ClusterRoleBinding", "ztm-controlplane");

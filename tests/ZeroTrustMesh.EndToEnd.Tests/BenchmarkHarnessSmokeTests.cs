@@ -9,7 +9,7 @@ namespace ZeroTrustMesh.EndToEnd.Tests;
 /// The data-plane load harness (<c>benchmarks/run</c>, <c>dataplane-load</c>) in its <c>--quick</c> mode, so it cannot rot:
 /// it must start the control plane, the demo app and the sidecar pair (this build's sidecar, not NativeAOT), drive
 /// every target in every section (HTTP/1.1, HTTP/2, gRPC, new connections, latency, exec → ready, idle memory, the
-/// sidecar against the bare-stack pair, the control plane with 50 simulated sidecars), the direct baseline, the
+/// sidecar against the bare-stack pair, API protection through an ApiSpec, the control plane with 50 simulated sidecars), the direct baseline, the
 /// sidecar pair and the bare-stack pair without errors, every error
 /// reported with its kind, and write both reports. No root needed: without wrk it uses its in-process
 /// client, without haproxy or nginx it skips only that pair, and without h2load the HTTP/2 and gRPC rows, each saying so
@@ -75,7 +75,7 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
             expected.Add("bare-stack-pair"); // the test's (JIT) ztm-bare-proxy runs as the pair; only its idle-memory row needs AOT
             expected.Add("floor-relay-pair"); // JIT here too: the harness runs it, benchmarks/run measures the NativeAOT build
             Assert.Equal(expected, targets.Keys.ToArray());
-            foreach (var section in new[] { "## HTTP/2 capacity", "## The sidecar pair against its own stack", "## The sidecar pair against the runtime's floor", "## gRPC unary capacity", "## New-connection cost", "## exec → ready", "## Idle memory", "## Control plane" })
+            foreach (var section in new[] { "## HTTP/2 capacity", "## The sidecar pair against its own stack", "## The sidecar pair against the runtime's floor", "## gRPC unary capacity", "## New-connection cost", "## exec → ready", "## Idle memory", "## Control plane", "## API protection (ApiSpec)" })
             {
                 Assert.Contains(section, markdown, StringComparison.Ordinal);
             }
@@ -133,6 +133,25 @@ public sealed class BenchmarkHarnessSmokeTests(ITestOutputHelper output)
             var checks = report.RootElement.GetProperty("checks").EnumerateArray().Select(c => c.GetProperty("goal").GetString()!).ToList();
             Assert.Contains("sidecar pair HTTP/1.1 capacity ≥ 0.90× the floor-relay pair", checks);
             Assert.Contains("sidecar pair CPU per request at capacity ≤ 1.1× the floor-relay pair's", checks);
+
+            // API protection (issue 18): validation and redaction were checked in force before the phase measured, every
+            // run of it served without errors, and its three targets are in the checks.
+            var api = report.RootElement.GetProperty("apiProtection");
+            Assert.Equal(4096, api.GetProperty("bodyBytes").GetInt32());
+            Assert.True(api.GetProperty("redactedResponseBytes").GetInt32() < api.GetProperty("responseBytes").GetInt32(), "the 64 KiB page was not redacted");
+            foreach (var figure in new[] { "validationAddedP99Ms", "redactionAddedP50Ms", "noApiSpecAddedP99Ms" })
+            {
+                Assert.Equal(1, api.GetProperty(figure).GetProperty("n").GetInt32());
+            }
+            var apiRuns = report.RootElement.GetProperty("runs").EnumerateArray().Where(r => r.GetProperty("phase").GetString() == "api").ToList();
+            Assert.Equal(["apispec-none-post", "apispec-validate-post", "apispec-none-json", "apispec-redact-json", "apispec-none-bytes"],
+                apiRuns.Select(r => r.GetProperty("target").GetString()));
+            foreach (var run in apiRuns)
+            {
+                Assert.True(run.GetProperty("result").GetProperty("errors").GetInt64() == 0, $"api {run.GetProperty("target").GetString()}: errors");
+                Assert.True(run.GetProperty("result").GetProperty("requests").GetInt64() > 0, $"api {run.GetProperty("target").GetString()}: nothing measured");
+            }
+            Assert.Equal(3, checks.Count(c => c.StartsWith("ApiSpec ", StringComparison.Ordinal) || c.StartsWith("a workload without an ApiSpec", StringComparison.Ordinal)));
 
             var controlPlane = report.RootElement.GetProperty("controlPlane");
             Assert.True(controlPlane.GetProperty("signing").GetProperty("signingsPerSecond").GetProperty("median").GetDouble() > 0, "no signings measured");

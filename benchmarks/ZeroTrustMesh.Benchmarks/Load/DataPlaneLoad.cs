@@ -15,7 +15,8 @@ namespace ZeroTrustMesh.Benchmarks.Load;
 /// by side in one run, targets interleaved in every repetition:
 /// 1. HTTP/1.1 keep-alive capacity (wrk), 2. HTTP/2 and 3. gRPC unary capacity (h2load, h2c into the client side),
 /// 4. new-connection cost (one request per full mTLS handshake, against each pair's server side), 5. latency at a fixed
-/// rate (open loop), 6. exec → ready of a fresh proxy; then the control plane (<see cref="ControlPlaneFigures"/>).
+/// rate (open loop), 6. exec → ready of a fresh proxy, 7. API protection (<see cref="ApiProtectionPhase"/>: ApiSpec
+/// validation and redaction through the sidecar pair); then the control plane (<see cref="ControlPlaneFigures"/>).
 /// </summary>
 internal static class DataPlaneLoad
 {
@@ -92,7 +93,8 @@ internal static class DataPlaneLoad
             // The whole run is bounded: (warm-up + repetitions) × 6 targets × every phase, start-ups, the control plane, slack.
             var perTarget = settings.Capacity + settings.H2Duration * 2 + settings.NewConnectionDuration + settings.RateDuration + settings.Warmup + TimeSpan.FromSeconds(15);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-            timeout.CancelAfter(perTarget * 6 * (settings.Repetitions + 1) + TimeSpan.FromMinutes(settings.NoControlPlane ? 3 : q ? 6 : 15));
+            var apiPhase = (settings.RateDuration + settings.Warmup + TimeSpan.FromSeconds(2)) * 5 * settings.Repetitions + StartTimeout;
+            timeout.CancelAfter(perTarget * 6 * (settings.Repetitions + 1) + apiPhase + TimeSpan.FromMinutes(settings.NoControlPlane ? 3 : q ? 6 : 15));
             return await RunAsync(settings, timeout.Token);
         });
         return command;
@@ -156,7 +158,8 @@ internal static class DataPlaneLoad
                 FloorRelay = settings.FloorRelay,
                 FloorPairSkipped = floorPairSkipped,
             },
-            measured.Targets, DataPlaneSummary.Checks(measured.Targets, measured.Phases, measured.Startup, runtimeFloor, controlPlaneFigures, settings.Rate),
+            measured.Targets, [.. DataPlaneSummary.Checks(measured.Targets, measured.Phases, measured.Startup, runtimeFloor, controlPlaneFigures, settings.Rate),
+                .. ApiProtectionPhase.Checks(measured.ApiProtection, settings.Rate)],
             measured.Runs, DataPlaneSummary.Notes(settings, haproxySkipped, nginxSkipped, barePairSkipped))
         {
             Phases = measured.Phases,
@@ -166,6 +169,7 @@ internal static class DataPlaneLoad
             StackFloor = DataPlaneSummary.Floor(measuredRuns, DataPlaneReport.BarePair),
             RuntimeFloor = runtimeFloor,
             ControlPlane = controlPlaneFigures,
+            ApiProtection = measured.ApiProtection,
             ControlPlaneSkipped = settings.NoControlPlane ? "--no-control-plane was given" : null,
         };
 

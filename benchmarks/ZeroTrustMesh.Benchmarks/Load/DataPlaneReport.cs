@@ -130,6 +130,8 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
 
     public ControlPlaneFiguresJson? ControlPlane { get; init; }
 
+    public ApiProtectionJson? ApiProtection { get; init; }
+
     public string? ControlPlaneSkipped { get; init; }
 
     public string ToJson() => JsonSerializer.Serialize(this, DataPlaneReportJson.Default.DataPlaneReport);
@@ -183,6 +185,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         ReportSections.AppendStackFloor(md, this);
         ReportSections.AppendRuntimeFloor(md, this);
         ReportSections.AppendStartup(md, this);
+        ApiProtectionPhase.AppendSection(md, this);
         md.AppendLine();
         md.AppendLine("## Proxy processes");
         md.AppendLine();
@@ -200,7 +203,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         ReportSections.AppendIdleMemory(md, this);
         ReportSections.AppendControlPlane(md, this);
         md.AppendLine();
-        md.AppendLine("## Targets (issues 4 and 6)");
+        md.AppendLine("## Targets (issues 4, 6, 18 and 20)");
         md.AppendLine();
         md.AppendLine("| goal | from | measured | met | margin |");
         md.AppendLine("|---|---|---|---|---|");

@@ -5,7 +5,7 @@ using ZeroTrustMesh.Identity;
 namespace ZeroTrustMesh.Benchmarks.Load;
 
 internal sealed record MeasuredDataPlane(IReadOnlyList<TargetSummaryJson> Targets, IReadOnlyList<PhaseSummaryJson> Phases, IReadOnlyList<StartupSummaryJson> Startup,
-    IReadOnlyList<StartupRunJson> StartupRuns, IReadOnlyList<RunJson> Runs, IReadOnlyList<IdleMemoryJson> IdleMemory);
+    IReadOnlyList<StartupRunJson> StartupRuns, IReadOnlyList<RunJson> Runs, IReadOnlyList<IdleMemoryJson> IdleMemory, ApiProtectionJson ApiProtection);
 
 /// <summary>
 /// The data-plane part of <c>dataplane-load</c>: starts the control plane, the app, the sidecar pair and the external
@@ -214,10 +214,16 @@ internal static class DataPlaneRun
             }
             var after = targets.SelectMany(t => t.Proxies).ToDictionary(p => p, p => p.Memory().RssMb);
             var measuredRuns = runs.Where(r => r.Repetition > 0).ToList();
+
+            // Last, so that every phase above ran with no ApiSpec in the mesh.
+            var (apiRuns, api) = await ApiProtectionPhase.RunAsync(settings,
+                new ApiProtectionPhase.Context(controlPlane, root, sidecarEnvironment, appPort, outbound, frontend, orders, Track, NewClient()),
+                measuredRuns, startTimeout, cancellation);
+            runs.AddRange(apiRuns);
             var summaries = targets.Select(t => DataPlaneSummary.Summarize(t, measuredRuns, idle, after, execToRegistered)).ToList();
             var phases = new[] { Http2, Grpc, NewConnection }.SelectMany(phase => targets.Select(t =>
                 DataPlaneSummary.SummarizePhase(phase, t, phase == NewConnection ? t.ServerProxies : t.Proxies, measuredRuns, skips.GetValueOrDefault((t.Name, phase))))).ToList();
-            return new MeasuredDataPlane(summaries, phases, DataPlaneSummary.SummarizeStartup(startupRuns), startupRuns, runs, idleMemory);
+            return new MeasuredDataPlane(summaries, phases, DataPlaneSummary.SummarizeStartup(startupRuns), startupRuns, runs, idleMemory, api);
         }
         finally
         {
@@ -271,7 +277,7 @@ internal static class DataPlaneRun
     private static Uri ListenerUrl(string line) => new(line[line.IndexOf("http://", StringComparison.Ordinal)..].Trim());
 
     /// <summary>One run with the given proxies' CPU read around it and their peak RSS reset before it.</summary>
-    private static async Task<RunJson> MeasureAsync(int rep, string phase, Target target, IReadOnlyList<LoadProcess> proxies, string client, Func<Task<ClientResult>> run)
+    internal static async Task<RunJson> MeasureAsync(int rep, string phase, Target target, IReadOnlyList<LoadProcess> proxies, string client, Func<Task<ClientResult>> run)
     {
         var load = LoadHost.LoadAverage();
         foreach (var proxy in proxies)

@@ -128,12 +128,17 @@ internal static partial class LoadClients
         DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
     };
 
-    private static async Task<bool> OnceAsync(HttpClient client, Uri url, string? host, CancellationToken cancellation)
+    /// <summary>One request: a GET, or a POST of <paramref name="json"/> as <c>application/json</c>; true for a 2xx with its body read.</summary>
+    private static async Task<bool> OnceAsync(HttpClient client, Uri url, string? host, CancellationToken cancellation, byte[]? json = null)
     {
-        using var request = new HttpRequestMessage(HttpMethod.Get, url);
+        using var request = new HttpRequestMessage(json is null ? HttpMethod.Get : HttpMethod.Post, url);
         if (host is not null)
         {
             request.Headers.Host = host;
+        }
+        if (json is not null)
+        {
+            request.Content = new ByteArrayContent(json) { Headers = { ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json") } };
         }
         using var response = await client.SendAsync(request, HttpCompletionOption.ResponseContentRead, cancellation);
         return response.IsSuccessStatusCode;
@@ -193,9 +198,11 @@ internal static partial class LoadClients
     /// Open loop at a fixed rate: request i is sent at start + i/rate whether or not earlier ones have answered
     /// (a dedicated thread sleeps ~1 ms at a time and sends everything that is due). Latency is from the actual send
     /// to the end of the response body; the send lag (actual − scheduled) is reported so a sender that fell behind is
-    /// visible. Requests scheduled in the first <paramref name="warmup"/> are not counted.
+    /// visible. Requests scheduled in the first <paramref name="warmup"/> are not counted. With <paramref name="json"/>
+    /// every request is a POST of that body.
     /// </summary>
-    public static async Task<ClientResult> FixedRateAsync(HttpClient client, Uri url, string? host, int rate, TimeSpan warmup, TimeSpan duration, CancellationToken cancellation)
+    public static async Task<ClientResult> FixedRateAsync(HttpClient client, Uri url, string? host, int rate, TimeSpan warmup, TimeSpan duration, CancellationToken cancellation,
+        byte[]? json = null)
     {
         var skip = (int)(warmup.TotalSeconds * rate);
         var total = skip + (int)(duration.TotalSeconds * rate);
@@ -210,7 +217,7 @@ internal static partial class LoadClients
         {
             try
             {
-                if (await OnceAsync(client, url, host, cancellation))
+                if (await OnceAsync(client, url, host, cancellation, json))
                 {
                     latency[i] = Stopwatch.GetTimestamp() - sent;
                 }

@@ -28,37 +28,37 @@ internal static class MeshSetup
     }
 
     /// <summary>The policy of the measured calls: frontend may GET <paramref name="httpPath"/> and POST <paramref name="grpcPath"/> on orders.</summary>
-    public static async Task AllowFrontendAsync(ControlPlaneProcess controlPlane, string httpPath, string grpcPath, CancellationToken cancellation)
+    public static Task AllowFrontendAsync(ControlPlaneProcess controlPlane, string httpPath, string grpcPath, CancellationToken cancellation) =>
+        ApplyAsync(controlPlane, "benchmark.yaml", $$"""
+            apiVersion: security.ztm.dev/v1
+            kind: AuthorizationPolicy
+            metadata:
+              name: orders-from-frontend
+              namespace: {{Namespace}}
+            spec:
+              selector:
+                service: orders
+              action: ALLOW
+              rules:
+                - from:
+                    - source:
+                        principals: ["spiffe://cluster.local/ns/{{Namespace}}/sa/frontend"]
+                  to:
+                    - operation:
+                        methods: ["GET"]
+                        paths: ["{{httpPath}}"]
+                    - operation:
+                        methods: ["POST"]
+                        paths: ["{{grpcPath}}"]
+            """, cancellation);
+
+    /// <summary>Applies policy YAML with the operator credential, as <c>ztmctl apply</c> does.</summary>
+    public static async Task ApplyAsync(ControlPlaneProcess controlPlane, string source, string yaml, CancellationToken cancellation)
     {
         var bundle = controlPlane.Bundle;
         using var operatorCertificate = controlPlane.OperatorCertificate;
         using var admin = ControlPlaneChannel.Create(controlPlane.Address, () => bundle, () => operatorCertificate, TimeProvider.System);
-        await new PolicyAdmin.PolicyAdminClient(admin).ApplyAsync(new ApplyRequest
-        {
-            Source = "benchmark.yaml",
-            Yaml = $$"""
-                apiVersion: security.ztm.dev/v1
-                kind: AuthorizationPolicy
-                metadata:
-                  name: orders-from-frontend
-                  namespace: {{Namespace}}
-                spec:
-                  selector:
-                    service: orders
-                  action: ALLOW
-                  rules:
-                    - from:
-                        - source:
-                            principals: ["spiffe://cluster.local/ns/{{Namespace}}/sa/frontend"]
-                      to:
-                        - operation:
-                            methods: ["GET"]
-                            paths: ["{{httpPath}}"]
-                        - operation:
-                            methods: ["POST"]
-                            paths: ["{{grpcPath}}"]
-                """,
-        }, cancellationToken: cancellation);
+        await new PolicyAdmin.PolicyAdminClient(admin).ApplyAsync(new ApplyRequest { Source = source, Yaml = yaml }, cancellationToken: cancellation);
     }
 
     /// <summary>An SVID from the real Identity API (join token + CSR), as PEM certificate chain + PKCS#8 key, for a proxy or client that is not a sidecar.</summary>

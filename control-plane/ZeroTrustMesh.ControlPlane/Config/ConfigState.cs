@@ -11,6 +11,15 @@ internal sealed record StoredResource(PolicyDocument Document, string Yaml)
     public ResourceKey Key => Document.Resource.Key;
 
     public string KeyText => $"{Key.Kind}/{Key.Namespace}/{Key.Name}";
+
+    /// <summary>
+    /// A digest of what the resource names outside its own text (an ApiSpec's OpenAPI file), or null: an edit there is
+    /// a change of the resource although its YAML is the same.
+    /// </summary>
+    public string? Referenced { get; init; }
+
+    /// <summary>Whether <paramref name="other"/> carries the same: its YAML and what it names.</summary>
+    public bool SameAs(StoredResource other) => Yaml == other.Yaml && Referenced == other.Referenced;
 }
 
 /// <summary>What a group of workloads receives: the resources of one namespace, and of one service when <see cref="Service"/> is set.</summary>

@@ -135,6 +135,10 @@ internal sealed class ConfigStore
         foreach (var resource in state.Resources.Values.OrderBy(r => r.KeyText, StringComparer.Ordinal))
         {
             hash.AppendData(Encoding.UTF8.GetBytes($"{resource.KeyText}\n{resource.Yaml}\0"));
+            if (resource.Referenced is { } referenced)
+            {
+                hash.AppendData(Encoding.UTF8.GetBytes($"{referenced}\0"));
+            }
         }
         foreach (var entry in state.Revocations.Entries)
         {

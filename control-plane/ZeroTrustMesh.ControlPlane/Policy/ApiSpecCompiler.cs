@@ -34,7 +34,11 @@ internal static class ApiSpecCompiler
 
     /// <summary>The compiled resource, or null with every error in <paramref name="errors"/> (paths under <c>spec.openapi</c>).</summary>
     /// <param name="readFile">Reads <c>spec.openapi.file</c>; null where files are not served (Kubernetes).</param>
-    public static ApiSpec? Compile(ApiSpec resource, Func<string, string>? readFile, ErrorSink errors)
+    /// <param name="readConfigMap">
+    /// Reads <c>spec.openapi.configMapRef</c> in the resource's namespace, throwing <see cref="KeyNotFoundException"/>
+    /// with the reason when the ConfigMap or its key is missing; null where there are no ConfigMaps (standalone).
+    /// </param>
+    public static ApiSpec? Compile(ApiSpec resource, Func<string, string>? readFile, ErrorSink errors, Func<ConfigMapKeyRef, string>? readConfigMap = null)
     {
         ArgumentNullException.ThrowIfNull(resource);
         if (resource.IsCompiled)
@@ -58,6 +62,23 @@ internal static class ApiSpecCompiler
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or ArgumentException)
             {
                 errors.Add("spec.openapi.file", $"'{file}' cannot be read: {e.Message}");
+                return null;
+            }
+        }
+        if (source.ConfigMap is { } reference)
+        {
+            if (readConfigMap is null)
+            {
+                errors.Add("spec.openapi.configMapRef", "ConfigMaps are read only by a control plane in Kubernetes (--kubernetes); use 'file' (under the policy directory) or 'inline'");
+                return null;
+            }
+            try
+            {
+                text = readConfigMap(reference);
+            }
+            catch (KeyNotFoundException e)
+            {
+                errors.Add("spec.openapi.configMapRef", e.Message);
                 return null;
             }
         }

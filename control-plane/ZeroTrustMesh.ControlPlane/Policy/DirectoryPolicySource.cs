@@ -62,7 +62,8 @@ internal sealed class DirectoryPolicySource : IPolicySource, IHostedService, IDi
     public Task StartAsync(CancellationToken cancellationToken)
     {
         _debounce = _time.CreateTimer(_ => Reload(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
-        _watcher = new FileSystemWatcher(_directory) { IncludeSubdirectories = false };
+        // Subdirectories too: an ApiSpec's OpenAPI file (openapi/…) is read again when it is edited.
+        _watcher = new FileSystemWatcher(_directory) { IncludeSubdirectories = true };
         _watcher.Changed += OnDirectoryEvent;
         _watcher.Created += OnDirectoryEvent;
         _watcher.Deleted += OnDirectoryEvent;
@@ -105,7 +106,7 @@ internal sealed class DirectoryPolicySource : IPolicySource, IHostedService, IDi
             foreach (var resource in read.Resources)
             {
                 var outcome = !current.TryGetValue(resource.Key, out var old) ? "created"
-                    : old.Yaml == resource.Yaml ? "unchanged" : "configured";
+                    : old.SameAs(resource) ? "unchanged" : "configured";
                 outcomes.Add($"{resource.KeyText} {outcome}");
                 if (outcome != "unchanged")
                 {
@@ -165,7 +166,7 @@ internal sealed class DirectoryPolicySource : IPolicySource, IHostedService, IDi
                 }
                 var current = Resources;
                 var keys = loaded.Keys.Union(current.Keys)
-                    .Where(k => !loaded.TryGetValue(k, out var n) || !current.TryGetValue(k, out var o) || n.Yaml != o.Yaml)
+                    .Where(k => !loaded.TryGetValue(k, out var n) || !current.TryGetValue(k, out var o) || !n.SameAs(o))
                     .Select(k => $"{k.Kind}/{k.Namespace}/{k.Name}")
                     .Order(StringComparer.Ordinal)
                     .ToList();
@@ -217,7 +218,8 @@ internal sealed class DirectoryPolicySource : IPolicySource, IHostedService, IDi
 
     /// <summary>
     /// A file a policy names (an ApiSpec's OpenAPI document), relative to the directory and inside it: a subdirectory
-    /// such as <c>openapi/</c> keeps it apart from the policy files, which are every <c>*.yaml</c> at the top.
+    /// such as <c>openapi/</c> keeps it apart from the policy files, which are every <c>*.yaml</c> at the top. The watch
+    /// covers it: an edit re-reads the directory, and the resource counts as changed (<see cref="StoredResource.Referenced"/>).
     /// </summary>
     private string ReadDocumentFile(string name)
     {

@@ -33,10 +33,15 @@ namespace ZeroTrustMesh.ControlPlane.Policy;
 ///    is in force. An invalid resource is left out — it never reaches a sidecar — and its status says why; the valid
 ///    rest is published. A conflict between resources (two ApiSpecs for one service) leaves out the new or changed
 ///    ones it names, so what is in force stays. Only a limit across the whole set (the number of authorization rules)
-///    keeps the last good set, as standalone; the resources not in force then say so. Nothing is published until every kind has been listed once (sidecars wait with no
-///    policy: deny), so a half-listed cluster is never pushed.
-/// 4. The replica that leads writes the condition <c>Accepted</c> on each resource through the status subresource
-///    (True/Valid, False/Invalid with every error and its path, or False/SetConflict with the set-level reason) with <c>observedGeneration</c>, only when it differs
+///    keeps the last good set, as standalone; the resources not in force then say so. Nothing is published until every
+///    kind has been listed once (sidecars wait with no policy: deny), so a half-listed cluster is never pushed.
+/// 4. An ApiSpec's OpenAPI document may be a key of a ConfigMap in its namespace (<c>spec.openapi.configMapRef</c>):
+///    the ConfigMaps are followed too (their data is kept, by namespace and name), and every ApiSpec that names one is
+///    read again when it changes, so an edited document is compiled and pushed, and a missing ConfigMap or key leaves
+///    the ApiSpec out with the reason. The first publish waits for the ConfigMaps' first list as for every kind's.
+/// 5. The replica that leads writes the condition <c>Accepted</c> on each resource through the status subresource
+///    (True/Valid, False/Invalid with every error and its path, or False/SetConflict with the set-level reason) with
+///    <c>observedGeneration</c>, only when it differs
 ///    from what the resource shows, so its own status writes (which come back as MODIFIED events) cause no more writes.
 /// </summary>
 internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, IDisposable
@@ -44,6 +49,9 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
     public const string Group = "security.ztm.dev";
     public const string Version = "v1";
     public const string ConditionType = "Accepted";
+
+    /// <summary>The informer name of the ConfigMaps (in the log lines).</summary>
+    private const string ConfigMapResource = "ConfigMap";
 
     /// <summary>kubectl's copy of what was applied: an annotation the size of the resource, for kubectl only.</summary>
     private const string LastApplied = "kubectl.kubernetes.io/last-applied-configuration";
@@ -64,6 +72,8 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
     private readonly Lock _gate = new();
     private readonly Dictionary<ResourceKey, Entry> _entries = [];
     private readonly HashSet<PolicyKind> _listed = [];
+    private readonly Dictionary<(string Namespace, string Name), IDictionary<string, string>?> _configMaps = [];
+    private bool _configMapsListed;
     private readonly Dictionary<ResourceKey, (string ResourceVersion, Condition Condition)> _written = [];
 
     /// <summary>Valid resources the last publish left out because of a set-level error, and why (under the lock).</summary>
@@ -132,6 +142,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
             {
                 _running.Add(Task.Run(() => FollowAsync(kind, _stopping.Token), CancellationToken.None));
             }
+            _running.Add(Task.Run(() => FollowConfigMapsAsync(_stopping.Token), CancellationToken.None));
         }
     }
 
@@ -177,6 +188,21 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         return KubernetesInformer.RunAsync(source, new KindHandler(this, kind), _time, stopping);
     }
 
+    /// <summary>Lists, then watches, the ConfigMaps of every namespace (the documents ApiSpecs name); never throws.</summary>
+    private Task FollowConfigMapsAsync(CancellationToken stopping)
+    {
+        var source = new InformerSource<V1ConfigMap>(
+            ConfigMapResource,
+            async cancellation =>
+            {
+                var list = await _client.CoreV1.ListConfigMapForAllNamespacesAsync(cancellationToken: cancellation);
+                return ((IReadOnlyList<V1ConfigMap>)[.. list.Items], list.Metadata?.ResourceVersion ?? "");
+            },
+            (version, onError, cancellation) => _client.CoreV1.WatchListConfigMapForAllNamespacesAsync(allowWatchBookmarks: true, resourceVersion: version, onError: onError, cancellationToken: cancellation),
+            c => c.Metadata?.ResourceVersion);
+        return KubernetesInformer.RunAsync(source, new ConfigMapHandler(this), _time, stopping);
+    }
+
     private static async IAsyncEnumerable<(WatchEventType, JsonObject)> Objects(IAsyncEnumerable<(WatchEventType, object)> watch)
     {
         await foreach (var (type, item) in watch)
@@ -218,6 +244,83 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
                 ControlPlaneLog.PolicyWatchFailed(source._logger, kind.Name, retryIn.TotalSeconds, reason, suppressed);
             }
         }
+    }
+
+    /// <summary>The ConfigMaps' informer events, into the source.</summary>
+    private sealed class ConfigMapHandler(KubernetesPolicySource source) : IInformerHandler<V1ConfigMap>
+    {
+        public void Listed(string resource, IReadOnlyList<V1ConfigMap> items, string resourceVersion)
+        {
+            source.ConfigMapsListed(items);
+            ControlPlaneLog.PolicyListed(source._logger, resource, items.Count, resourceVersion);
+        }
+
+        public void Changed(string resource, WatchEventType type, V1ConfigMap item) => source.ConfigMapChanged(type, item);
+
+        public void Relisting(string resource, string resourceVersion) => ControlPlaneLog.PolicyRelist(source._logger, resource, resourceVersion);
+
+        public void Failed(string resource, TimeSpan retryIn, string reason)
+        {
+            if (source._logLimit.TryAcquire("watch:" + resource, out var suppressed, out _))
+            {
+                ControlPlaneLog.PolicyWatchFailed(source._logger, resource, retryIn.TotalSeconds, reason, suppressed);
+            }
+        }
+    }
+
+    private static (string Namespace, string Name) KeyOf(V1ConfigMap map) => (map.Metadata?.NamespaceProperty ?? "", map.Metadata?.Name ?? "");
+
+    /// <summary>A list of the ConfigMaps: they replace what the source held, and every ApiSpec that names one is read again.</summary>
+    private void ConfigMapsListed(IReadOnlyList<V1ConfigMap> items)
+    {
+        lock (_gate)
+        {
+            _configMaps.Clear();
+            foreach (var item in items)
+            {
+                _configMaps[KeyOf(item)] = item.Data;
+            }
+            _configMapsListed = true;
+            ReadAgain(_ => true);
+            Publish("list");
+        }
+    }
+
+    private void ConfigMapChanged(WatchEventType type, V1ConfigMap item)
+    {
+        var key = KeyOf(item);
+        lock (_gate)
+        {
+            if (type == WatchEventType.Deleted)
+            {
+                _configMaps.Remove(key);
+            }
+            else
+            {
+                _configMaps[key] = item.Data;
+            }
+            if (ReadAgain(configMap => configMap == key))
+            {
+                Publish("watch");
+            }
+        }
+    }
+
+    /// <summary>Reads again every resource that names a ConfigMap <paramref name="which"/> selects; whether any did. Under the lock.</summary>
+    private bool ReadAgain(Func<(string Namespace, string Name), bool> which)
+    {
+        var again = _entries.Values.Where(e => e.ConfigMap is { } configMap && which(configMap)).ToList();
+        foreach (var entry in again)
+        {
+            var read = Read(entry.Kind, entry.Item);
+            _entries[read.Key] = read;
+            if (read.Wire != entry.Wire && _eventLogLimit.TryAcquire("event", out var suppressed, out _))
+            {
+                ControlPlaneLog.PolicyResourceEvent(_logger, "re-read", read.KeyText, read.Generation,
+                    (read.Errors.Count == 0 ? "valid" : $"invalid ({read.Errors.Count} error(s))") + $": ConfigMap {read.ConfigMap!.Value.Namespace}/{read.ConfigMap.Value.Name} changed", suppressed);
+            }
+        }
+        return again.Count > 0;
     }
 
     /// <summary>A list of one kind: what it holds replaces what the source held of that kind.</summary>
@@ -275,9 +378,9 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
     private void Publish(string action)
     {
         WakeStatusWriter();
-        if (_listed.Count < _kinds.All.Count)
+        if (_listed.Count < _kinds.All.Count || !_configMapsListed)
         {
-            return; // not every kind listed yet: a part of the cluster's policy is never pushed
+            return; // not every kind (or the ConfigMaps) listed yet: a part of the cluster's policy is never pushed
         }
         _allListed.TrySetResult();
         var current = Resources;
@@ -387,24 +490,44 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         var errors = new List<PolicyError>();
         var resource = ResourceReader.Read(_kinds, document, new ErrorSink(errors, ""));
         var keyText = $"{key.Kind}/{key.Namespace}/{key.Name}";
+        (string, string)? configMap = null;
         if (resource is not null)
         {
             errors.AddRange(PolicyValidator.Validate([new PolicyDocument("", 0, resource)], _kinds));
+            if (resource is ApiSpec { Spec.OpenApi.ConfigMap: { } reference })
+            {
+                configMap = (ns, reference.Name);
+            }
             if (errors.Count == 0 && resource is ApiSpec spec)
             {
                 // The OpenAPI document is compiled here; sidecars and `ztmctl get` see the compiled form.
-                resource = ApiSpecCompiler.Compile(spec, readFile: null, new ErrorSink(errors, ""));
+                resource = ApiSpecCompiler.Compile(spec, readFile: null, new ErrorSink(errors, ""), reference => ReadConfigMap(ns, reference));
             }
         }
         if (resource is null || errors.Count > 0)
         {
-            return new Entry(key, keyText, PluralOf(kind), generation, resourceVersion, shown, null, [.. errors.Select(e => e with { Location = e.Location.Trim() })], document.ToJsonString());
+            return new Entry(key, keyText, PluralOf(kind), generation, resourceVersion, shown, null, [.. errors.Select(e => e with { Location = e.Location.Trim() })], document.ToJsonString())
+            {
+                Kind = kind, Item = item, ConfigMap = configMap,
+            };
         }
         // Sidecars get the canonical JSON of the validated model. It is also the text `ztmctl get -o yaml` shows (JSON is
         // YAML), ended by a newline as a YAML document is, so that documents joined with "---" stay apart.
         var wire = Encoding.UTF8.GetString(kind.ToWire(resource));
         var stored = new StoredResource(new PolicyDocument(keyText, 0, resource) { Text = wire + "\n" }, wire + "\n");
-        return new Entry(key, keyText, PluralOf(kind), generation, resourceVersion, shown, stored, [], wire);
+        return new Entry(key, keyText, PluralOf(kind), generation, resourceVersion, shown, stored, [], wire) { Kind = kind, Item = item, ConfigMap = configMap };
+    }
+
+    /// <summary>The value of a ConfigMap key in <paramref name="ns"/>, as the ConfigMaps were last listed or watched. Under the lock.</summary>
+    private string ReadConfigMap(string ns, ConfigMapKeyRef reference)
+    {
+        if (!_configMaps.TryGetValue((ns, reference.Name), out var data))
+        {
+            throw new KeyNotFoundException($"ConfigMap {ns}/{reference.Name} does not exist (it is read when it appears)");
+        }
+        return data is not null && data.TryGetValue(reference.Key, out var text)
+            ? text
+            : throw new KeyNotFoundException($"ConfigMap {ns}/{reference.Name} has no key '{reference.Key}' in its data (keys: {(data is null || data.Count == 0 ? "none" : string.Join(", ", data.Keys.Order(StringComparer.Ordinal)))})");
     }
 
     private static Condition? ShownCondition(JsonObject item)
@@ -569,7 +692,16 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
 
     private sealed record Entry(
         ResourceKey Key, string KeyText, string Plural, long Generation, string ResourceVersion, Condition? Shown,
-        StoredResource? Resource, IReadOnlyList<PolicyError> Errors, string Wire);
+        StoredResource? Resource, IReadOnlyList<PolicyError> Errors, string Wire)
+    {
+        /// <summary>The kind and the custom resource as the API served it: what <see cref="ReadAgain"/> reads again.</summary>
+        public required PolicyKind Kind { get; init; }
+
+        public required JsonObject Item { get; init; }
+
+        /// <summary>The ConfigMap (namespace, name) its OpenAPI document comes from, when it names one.</summary>
+        public (string Namespace, string Name)? ConfigMap { get; init; }
+    }
 
     private sealed record Condition(string Status, string Reason, string Message, long ObservedGeneration, string? LastTransitionTime)
     {

@@ -1,3 +1,5 @@
+using System.Security.Cryptography;
+using System.Text;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
@@ -27,10 +29,22 @@ internal static class PolicyFileReader
                 return new PolicyFileRead(read.Documents, [], read.Errors);
             }
             var errors = new List<PolicyError>();
-            var documents = read.Documents.Select(d => Compile(d, readFile, errors)).ToList();
+            var documents = new List<PolicyDocument>();
+            var resources = new List<StoredResource>();
+            foreach (var document in read.Documents)
+            {
+                // What a file reference read, kept as a digest: an edit of the file is a change of the resource.
+                string? referenced = null;
+                var compiled = Compile(document, readFile is null ? null : name => referenced = readFile(name), errors);
+                documents.Add(compiled);
+                resources.Add(new StoredResource(compiled, compiled.Text!)
+                {
+                    Referenced = referenced is null ? null : Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(referenced))),
+                });
+            }
             return errors.Count > 0
                 ? new PolicyFileRead(documents, [], errors)
-                : new PolicyFileRead(documents, [.. documents.Select(d => new StoredResource(d, d.Text!))], []);
+                : new PolicyFileRead(documents, resources, []);
         }
 #pragma warning disable CA1031 // the last line of defence of a timer callback and an RPC: the file is refused, never the process
         catch (Exception e)

@@ -7,7 +7,7 @@ namespace ZeroTrustMesh.DemoApp.HttpEcho;
 /// <summary>
 /// The HTTP echo: every path and method replies 200 with the request as the app saw it (<see cref="EchoResponse"/>),
 /// after reading, counting and dropping the request body. A few paths do something else for tests:
-/// <c>/status/{code}</c>, <c>/bytes/{n}</c>, <c>/slow/{ms}</c> and the WebSocket echo <c>/ws</c>.
+/// <c>/status/{code}</c>, <c>/bytes/{n}</c>, <c>/json/{n}</c>, <c>/slow/{ms}</c> and the WebSocket echo <c>/ws</c>.
 /// HTTP/2 responses end with the trailer <c>x-demo-trailer: done</c>.
 /// </summary>
 internal static class EchoEndpoints
@@ -20,11 +20,15 @@ internal static class EchoEndpoints
     /// <summary>64 KiB where byte k is k % 256; /bytes/{n} repeats it, so byte k of any response is k % 256.</summary>
     private static readonly byte[] Pattern = CreatePattern(64 * 1024);
 
+    /// <summary>The last /json/{n} body built.</summary>
+    private static UsersPage? _lastUsers;
+
     public static void MapEcho(this WebApplication app, string name)
     {
         app.UseWebSockets();
         app.Map("/status/{code:int}", Guard(context => Status(context, name)));
         app.Map("/bytes/{n:long:min(0)}", Guard(Bytes));
+        app.Map("/json/{n:int:range(0,67108864)}", Guard(Users));
         app.Map("/slow/{ms:int:range(0,600000)}", Guard(context => Slow(context, name)));
         app.Map("/ws", Guard(WebSocketEcho));
         app.Map("/{**path}", Guard(context => Reply(context, name, StatusCodes.Status200OK)));
@@ -71,6 +75,34 @@ internal static class EchoEndpoints
             left -= size;
         }
         AddTrailer(context);
+    }
+
+    /// <summary>
+    /// About n bytes of <c>application/json</c>: a page of users in the shape of OWASP's vulnerable API apps (each with a
+    /// password and an SSN), the response the benchmark's ApiSpec redacts. The same n gives the same bytes; the last
+    /// body is kept, so a load run measures the proxies, not the app building it.
+    /// </summary>
+    private static async Task Users(HttpContext context)
+    {
+        var size = int.Parse((string)context.Request.RouteValues["n"]!, System.Globalization.CultureInfo.InvariantCulture);
+        await CountBody(context.Request.BodyReader, context.RequestAborted);
+        var page = Volatile.Read(ref _lastUsers) is { } last && last.Size == size ? last : new UsersPage(size, UsersBody(size));
+        Volatile.Write(ref _lastUsers, page);
+        var body = page.Body;
+        context.Response.ContentType = "application/json";
+        context.Response.ContentLength = body.Length;
+        await context.Response.Body.WriteAsync(body, context.RequestAborted);
+    }
+
+    private static byte[] UsersBody(int size)
+    {
+        var json = new System.Text.StringBuilder("{\"page\": 1, \"users\": [");
+        for (var i = 0; json.Length < size - 300; i++)
+        {
+            json.Append(i == 0 ? "" : ", ").Append(System.Globalization.CultureInfo.InvariantCulture,
+                $"{{\"id\": {i}, \"username\": \"user{i}\", \"email\": \"user{i}@example.com\", \"password\": \"$2b$12$abcdefghijklmnopqrstuv{i}\", \"ssn\": \"123-45-{i % 10000:D4}\", \"admin\": false, \"address\": {{\"street\": \"{i} Main St\", \"city\": \"Springfield\"}}}}");
+        }
+        return System.Text.Encoding.UTF8.GetBytes(json.Append("]}").ToString());
     }
 
     private static async Task Slow(HttpContext context, string name)
@@ -169,4 +201,6 @@ internal static class EchoEndpoints
         }
         return pattern;
     }
+
+    private sealed record UsersPage(int Size, byte[] Body);
 }

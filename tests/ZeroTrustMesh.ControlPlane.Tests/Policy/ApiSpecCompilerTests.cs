@@ -154,6 +154,65 @@ public sealed class ApiSpecCompilerTests : IDisposable
     }
 
     [Fact]
+    public async Task An_edit_of_the_document_file_is_compiled_and_published_again()
+    {
+        using var factory = LoggerFactory.Create(l => l.AddProvider(_logs));
+        var openapi = Directory.CreateDirectory(Path.Combine(_dataDir, "policies", "openapi")).FullName;
+        var file = Path.Combine(openapi, "bookshop.yaml");
+        File.WriteAllText(file, Bookshop);
+        using var source = new DirectoryPolicySource(ControlPlaneParts.Options(_dataDir), TimeProvider.System, factory.CreateLogger<DirectoryPolicySource>());
+        const string Yaml = "apiVersion: security.ztm.dev/v1\nkind: ApiSpec\nmetadata: {name: bookshop-api, namespace: shop}\nspec:\n  selector: {service: bookshop}\n  openapi: {file: openapi/bookshop.yaml}\n";
+        source.Apply("api.yaml", Yaml, "operator");
+
+        // The same ApiSpec over an edited document is a change, not "unchanged".
+        Replace(file, Bookshop.Replace("operationId: getBook", "operationId: readBook", StringComparison.Ordinal));
+        Assert.Equal(["ApiSpec/shop/bookshop-api configured"], source.Apply("api.yaml", Yaml, "operator").Outcomes);
+        Assert.Equal(["ApiSpec/shop/bookshop-api unchanged"], source.Apply("api.yaml", Yaml, "operator").Outcomes);
+
+        // The watch covers the document's directory: an edit alone is compiled and published.
+        var changed = new TaskCompletionSource<PolicyChange>(TaskCreationOptions.RunContinuationsAsynchronously);
+        source.Changed += change => changed.TrySetResult(change);
+        await source.StartAsync(CancellationToken.None);
+        Replace(file, Bookshop.Replace("operationId: getBook", "operationId: fetchBook", StringComparison.Ordinal));
+
+        var published = await changed.Task.WaitAsync(TimeSpan.FromSeconds(20));
+        Assert.Equal(["ApiSpec/shop/bookshop-api"], published.Keys);
+        Assert.Contains(((ApiSpec)Assert.Single(source.Resources.Values).Document.Resource).Spec.Operations, o => o.Id == "fetchBook");
+
+        static void Replace(string path, string text)
+        {
+            File.WriteAllText(path + ".tmp", text);
+            File.Move(path + ".tmp", path, overwrite: true); // one rename: the watch never reads half a file
+        }
+    }
+
+    [Fact]
+    public void A_ConfigMap_reference_is_refused_outside_Kubernetes_with_the_reason()
+    {
+        using var source = Create();
+
+        var refused = Assert.Throws<PolicyValidationException>(() => source.Apply("api.yaml",
+            "apiVersion: security.ztm.dev/v1\nkind: ApiSpec\nmetadata: {name: bookshop-api, namespace: shop}\nspec:\n  openapi: {configMapRef: {name: bookshop-openapi, key: openapi.yaml}}\n", "operator"));
+
+        Assert.Contains("spec.openapi.configMapRef: ConfigMaps are read only by a control plane in Kubernetes", Assert.Single(refused.Errors).ToString(), StringComparison.Ordinal);
+        Assert.Empty(source.Resources);
+    }
+
+    [Theory]
+    [InlineData("{configMapRef: {name: Bad_Name, key: openapi.yaml}}", "spec.openapi.configMapRef.name: 'Bad_Name' is not a ConfigMap name")]
+    [InlineData("{configMapRef: {name: ok, key: 'a/b'}}", "spec.openapi.configMapRef.key: 'a/b' is not a ConfigMap key")]
+    [InlineData("{inline: 'x', configMapRef: {name: ok, key: k}}", "spec.openapi: give exactly one of 'inline'")]
+    public void A_ConfigMap_reference_must_name_a_ConfigMap_and_a_key(string openapi, string error)
+    {
+        using var source = Create();
+
+        var refused = Assert.Throws<PolicyValidationException>(() => source.Apply("api.yaml",
+            $"apiVersion: security.ztm.dev/v1\nkind: ApiSpec\nmetadata: {{name: bookshop-api, namespace: shop}}\nspec:\n  openapi: {openapi}\n", "operator"));
+
+        Assert.Contains(refused.Errors, e => e.ToString().Contains(error, StringComparison.Ordinal));
+    }
+
+    [Fact]
     public void Options_are_checked_before_the_document()
     {
         using var source = Create();

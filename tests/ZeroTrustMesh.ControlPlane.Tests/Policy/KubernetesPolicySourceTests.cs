@@ -29,8 +29,8 @@ internal static class PolicyCustomResources
 /// </summary>
 public sealed class KubernetesPolicySourceTests : IAsyncLifetime
 {
-    /// <summary>The policy kinds the source lists and watches, one list and one watch each.</summary>
-    private static readonly int KindCount = ZeroTrustMesh.Policy.Kinds.PolicyKinds.Builtin.All.Count;
+    /// <summary>What the source lists and watches, one list and one watch each: every policy kind, and the ConfigMaps (ApiSpec documents).</summary>
+    private static readonly int KindCount = ZeroTrustMesh.Policy.Kinds.PolicyKinds.Builtin.All.Count + 1;
 
     private const string ApiVersion = "security.ztm.dev/v1";
     private const string AuthorizationPolicies = "authorizationpolicies";
@@ -270,7 +270,7 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
         Seed(Allow("shop", "after-the-drop", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
 
         await WaitForConfigAsync(store, s => s.Resources.Count == 1);
-        Assert.Equal(KindCount, _api.Requests.Count(r => r.Method == "GET" && r.Status == 200)); // one list per kind, at start only
+        Assert.Equal(KindCount, _api.Requests.Count(r => r.Method == "GET" && r.Status == 200)); // one list per kind (and the ConfigMaps), at start only
         Assert.Equal(2 * KindCount, _api.Requests.Count(r => r.Method == "WATCH" && r.Status == 200));
     }
 
@@ -331,6 +331,104 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
         Assert.Equal(4, _api.Requests.Count(IsStatusWrite));
         Assert.All(_api.Requests.Where(IsStatusWrite), r => Assert.Equal("application/merge-patch+json", r.ContentType?.Split(';')[0]));
     }
+
+    [Fact]
+    public async Task An_ApiSpec_document_in_a_ConfigMap_is_compiled_followed_when_it_changes_and_refused_with_the_reason_when_missing()
+    {
+        _leadership.Lead();
+        var key = new ResourceKey("ApiSpec", "shop", "bookshop-api");
+        Seed(Allow("shop", "orders-from-frontend", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        Seed(ApiSpecFromConfigMap("bookshop-openapi", "openapi.yaml"));
+
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+
+        // No ConfigMap yet: the ApiSpec is left out, saying which, while the rest is published.
+        await _api.WaitForAsync(_ => Accepted(ApiSpecs, "shop", "bookshop-api") is not null, Timeout);
+        var missing = Accepted(ApiSpecs, "shop", "bookshop-api")!;
+        Assert.Equal(("False", "Invalid"), (missing["status"]!.GetValue<string>(), missing["reason"]!.GetValue<string>()));
+        Assert.Contains("spec.openapi.configMapRef: ConfigMap shop/bookshop-openapi does not exist", missing["message"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Equal(["AuthorizationPolicy/shop/orders-from-frontend"], store.Current.Resources.Values.Select(r => r.KeyText));
+
+        // It appears with another key: refused, naming the keys it has.
+        using var client = _api.CreateClient();
+        await client.CoreV1.CreateNamespacedConfigMapAsync(new k8s.Models.V1ConfigMap
+        {
+            Metadata = new k8s.Models.V1ObjectMeta { Name = "bookshop-openapi", NamespaceProperty = "shop" },
+            Data = new Dictionary<string, string> { ["bookshop.yaml"] = ApiSpecCompilerTests.Bookshop },
+        }, "shop");
+        await _api.WaitForAsync(_ => Accepted(ApiSpecs, "shop", "bookshop-api")?["message"]?.GetValue<string>().Contains("has no key", StringComparison.Ordinal) == true, Timeout);
+        Assert.Contains("ConfigMap shop/bookshop-openapi has no key 'openapi.yaml' in its data (keys: bookshop.yaml)", Accepted(ApiSpecs, "shop", "bookshop-api")!["message"]!.GetValue<string>(), StringComparison.Ordinal);
+
+        // The key is there: compiled (sidecars get operations, never the document) and accepted.
+        await client.CoreV1.PatchNamespacedConfigMapAsync(new k8s.Models.V1Patch(
+            new JsonObject { ["data"] = new JsonObject { ["openapi.yaml"] = ApiSpecCompilerTests.Bookshop } }.ToJsonString(), k8s.Models.V1Patch.PatchType.MergePatch), "bookshop-openapi", "shop");
+        var compiled = await WaitForConfigAsync(store, s => s.Resources.ContainsKey(key));
+        var spec = (ApiSpec)compiled.Resources[key].Document.Resource;
+        Assert.True(spec.IsCompiled);
+        Assert.Equal(8, spec.Spec.Operations.Length);
+        await _api.WaitForAsync(_ => Accepted(ApiSpecs, "shop", "bookshop-api")?["status"]?.GetValue<string>() == "True", Timeout);
+
+        // The document is edited in the ConfigMap: compiled again and pushed as a new version, the ApiSpec untouched.
+        var edited = ApiSpecCompilerTests.Bookshop.Replace("operationId: getBook", "operationId: readBook", StringComparison.Ordinal);
+        Assert.NotEqual(ApiSpecCompilerTests.Bookshop, edited);
+        await client.CoreV1.PatchNamespacedConfigMapAsync(new k8s.Models.V1Patch(
+            new JsonObject { ["data"] = new JsonObject { ["openapi.yaml"] = edited } }.ToJsonString(), k8s.Models.V1Patch.PatchType.MergePatch), "bookshop-openapi", "shop");
+        var recompiled = await WaitForConfigAsync(store, s => s.Resources.TryGetValue(key, out var r) && ((ApiSpec)r.Document.Resource).Spec.Operations.Any(o => o.Id == "readBook"));
+        Assert.NotEqual(compiled.Version, recompiled.Version);
+
+        // A document that does not compile: the last good ApiSpec is not kept (as for any invalid resource), the reason is shown.
+        await client.CoreV1.PatchNamespacedConfigMapAsync(new k8s.Models.V1Patch(
+            new JsonObject { ["data"] = new JsonObject { ["openapi.yaml"] = "openapi: 3.0.3\ninfo: {title: t, version: '1'}\npaths: {/a: {get: {responses: {'200': {description: ok, content: {application/json: {schema: {$ref: '#/components/schemas/Nope'}}}}}}}}\n" } }.ToJsonString(),
+            k8s.Models.V1Patch.PatchType.MergePatch), "bookshop-openapi", "shop");
+        await WaitForConfigAsync(store, s => !s.Resources.ContainsKey(key));
+        await _api.WaitForAsync(_ => Accepted(ApiSpecs, "shop", "bookshop-api")?["status"]?.GetValue<string>() == "False", Timeout);
+        Assert.Contains("spec.openapi", Accepted(ApiSpecs, "shop", "bookshop-api")!["message"]!.GetValue<string>(), StringComparison.Ordinal);
+
+        // Fixed, then the ConfigMap deleted: in force again, then out again with the reason.
+        await client.CoreV1.PatchNamespacedConfigMapAsync(new k8s.Models.V1Patch(
+            new JsonObject { ["data"] = new JsonObject { ["openapi.yaml"] = ApiSpecCompilerTests.Bookshop } }.ToJsonString(), k8s.Models.V1Patch.PatchType.MergePatch), "bookshop-openapi", "shop");
+        await WaitForConfigAsync(store, s => s.Resources.ContainsKey(key));
+        await client.CoreV1.DeleteNamespacedConfigMapAsync("bookshop-openapi", "shop");
+        await WaitForConfigAsync(store, s => !s.Resources.ContainsKey(key));
+        await _api.WaitForAsync(_ => Accepted(ApiSpecs, "shop", "bookshop-api")?["message"]?.GetValue<string>().Contains("does not exist", StringComparison.Ordinal) == true, Timeout);
+        Assert.True(store.Current.Resources.ContainsKey(new ResourceKey("AuthorizationPolicy", "shop", "orders-from-frontend")));
+    }
+
+    [Fact]
+    public async Task A_ConfigMap_in_another_namespace_is_not_read()
+    {
+        _leadership.Lead();
+        Seed(ApiSpecFromConfigMap("bookshop-openapi", "openapi.yaml"));
+        _api.Seed(new k8s.Models.V1ConfigMap
+        {
+            ApiVersion = "v1",
+            Kind = "ConfigMap",
+            Metadata = new k8s.Models.V1ObjectMeta { Name = "bookshop-openapi", NamespaceProperty = "billing" },
+            Data = new Dictionary<string, string> { ["openapi.yaml"] = ApiSpecCompilerTests.Bookshop },
+        });
+
+        await using var parts = await StartAsync();
+
+        await _api.WaitForAsync(_ => Accepted(ApiSpecs, "shop", "bookshop-api") is not null, Timeout);
+        Assert.Contains("ConfigMap shop/bookshop-openapi does not exist", Accepted(ApiSpecs, "shop", "bookshop-api")!["message"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Empty(parts.Get<ConfigStore>().Current.Resources);
+    }
+
+    private const string ApiSpecs = "apispecs";
+
+    private static JsonObject ApiSpecFromConfigMap(string name, string key) => new()
+    {
+        ["apiVersion"] = ApiVersion,
+        ["kind"] = "ApiSpec",
+        ["metadata"] = new JsonObject { ["name"] = "bookshop-api", ["namespace"] = "shop" },
+        ["spec"] = new JsonObject
+        {
+            ["selector"] = new JsonObject { ["service"] = "bookshop" },
+            ["mode"] = "Enforce",
+            ["openapi"] = new JsonObject { ["configMapRef"] = new JsonObject { ["name"] = name, ["key"] = key } },
+        },
+    };
 
     private static bool IsStatusWrite(RecordedRequest request) =>
         request.Method is "PATCH" or "PUT" && request.Path.EndsWith("/status", StringComparison.Ordinal);

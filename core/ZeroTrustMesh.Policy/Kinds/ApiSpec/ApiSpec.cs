@@ -55,8 +55,17 @@ public enum UnknownOperations
     Deny,
 }
 
-/// <summary><c>spec.openapi</c>: the document inline, or a file next to the policy files (directory mode).</summary>
-public sealed record ApiDocumentSource(string? Inline, string? File);
+/// <summary>
+/// <c>spec.openapi</c>: the document inline, a file next to the policy files (directory mode), or a key of a ConfigMap
+/// in the ApiSpec's namespace (<see cref="ConfigMap"/>, Kubernetes mode), which the control plane follows.
+/// </summary>
+public sealed record ApiDocumentSource(string? Inline, string? File)
+{
+    public ConfigMapKeyRef? ConfigMap { get; init; }
+}
+
+/// <summary><c>spec.openapi.configMapRef</c>: the ConfigMap (in the ApiSpec's namespace) and the key whose value is the document.</summary>
+public sealed record ConfigMapKeyRef(string Name, string Key);
 
 /// <summary>
 /// <c>spec.objectAuthorization[]</c> (OWASP API1, BOLA): on the operations <see cref="Operations"/> selects, the path

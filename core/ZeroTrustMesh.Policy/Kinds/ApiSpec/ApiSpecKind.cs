@@ -50,8 +50,14 @@ public sealed class ApiSpecKind : PolicyKind<ApiSpec>
         ApiDocumentSource? openApi = null;
         if (reader.Mapping(SpecReader.Child(spec, "openapi"), "spec.openapi") is { } source)
         {
-            reader.Keys(source, "spec.openapi", "inline", "file");
-            openApi = new ApiDocumentSource(reader.Text(source, "inline", "spec.openapi"), reader.Text(source, "file", "spec.openapi"));
+            reader.Keys(source, "spec.openapi", "inline", "file", "configMapRef");
+            ConfigMapKeyRef? configMap = null;
+            if (reader.Mapping(SpecReader.Child(source, "configMapRef"), "spec.openapi.configMapRef") is { } reference)
+            {
+                reader.Keys(reference, "spec.openapi.configMapRef", "name", "key");
+                configMap = new ConfigMapKeyRef(reader.Text(reference, "name", "spec.openapi.configMapRef") ?? "", reader.Text(reference, "key", "spec.openapi.configMapRef") ?? "");
+            }
+            openApi = new ApiDocumentSource(reader.Text(source, "inline", "spec.openapi"), reader.Text(source, "file", "spec.openapi")) { ConfigMap = configMap };
         }
         var rules = reader.List(spec, "objectAuthorization", "spec", (node, path) =>
         {
@@ -148,6 +154,13 @@ public sealed class ApiSpecKind : PolicyKind<ApiSpec>
             json.WriteStartObject("openapi");
             ResourceWriter.Optional(json, "inline", source.Inline);
             ResourceWriter.Optional(json, "file", source.File);
+            if (source.ConfigMap is { } reference)
+            {
+                json.WriteStartObject("configMapRef");
+                json.WriteString("name", reference.Name);
+                json.WriteString("key", reference.Key);
+                json.WriteEndObject();
+            }
             json.WriteEndObject();
         }
         ResourceWriter.Objects(json, "objectAuthorization", spec.ObjectAuthorization, static (json, rule) =>
@@ -217,6 +230,14 @@ public sealed class ApiSpecKind : PolicyKind<ApiSpec>
         json.WriteEndObject();
     }
 
+    /// <summary>A Kubernetes object name (DNS-1123 subdomain).</summary>
+    private static bool IsDnsSubdomain(string name) => name.Length is > 0 and <= 253 && name.Split('.').All(IsDnsLabel);
+
+    private static bool IsDnsLabel(string label) =>
+        label.Length is > 0 and <= 63 && IsLowerAlphanumeric(label[0]) && IsLowerAlphanumeric(label[^1]) && label.All(c => IsLowerAlphanumeric(c) || c == '-');
+
+    private static bool IsLowerAlphanumeric(char c) => char.IsAsciiLetterLower(c) || char.IsAsciiDigit(c);
+
     private static void WriteSchema(Utf8JsonWriter json, string schema)
     {
         json.WritePropertyName("schema");
@@ -228,13 +249,24 @@ public sealed class ApiSpecKind : PolicyKind<ApiSpec>
         var spec = resource.Spec;
         if (spec.OpenApi is null && spec.Operations.IsDefault)
         {
-            errors.Add("spec.openapi", "the service's OpenAPI 3.0 or 3.1 document is required: openapi: {inline: <document>} or {file: <name>}");
+            errors.Add("spec.openapi", "the service's OpenAPI 3.0 or 3.1 document is required: openapi: {inline: <document>}, {file: <name>} or {configMapRef: {name: <ConfigMap>, key: <key>}}");
         }
         if (spec.OpenApi is { } source)
         {
-            if ((source.Inline is null) == (source.File is null))
+            if ((source.Inline is null ? 0 : 1) + (source.File is null ? 0 : 1) + (source.ConfigMap is null ? 0 : 1) != 1)
             {
-                errors.Add("spec.openapi", "give exactly one of 'inline' (the document) and 'file' (a file next to the policy files)");
+                errors.Add("spec.openapi", "give exactly one of 'inline' (the document), 'file' (a file next to the policy files) and 'configMapRef' (a ConfigMap key in the ApiSpec's namespace, in Kubernetes)");
+            }
+            if (source.ConfigMap is { } reference)
+            {
+                if (!IsDnsSubdomain(reference.Name))
+                {
+                    errors.Add("spec.openapi.configMapRef.name", $"'{reference.Name}' is not a ConfigMap name (lower-case letters, digits, '-' and '.', at most 253)");
+                }
+                if (reference.Key.Length is 0 or > 253 || !reference.Key.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.'))
+                {
+                    errors.Add("spec.openapi.configMapRef.key", $"'{reference.Key}' is not a ConfigMap key (letters, digits, '-', '_' and '.', at most 253)");
+                }
             }
             if (!spec.Operations.IsDefault)
             {
