@@ -12,6 +12,7 @@ using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Coordination;
 using ZeroTrustMesh.ControlPlane.Injection;
 using ZeroTrustMesh.ControlPlane.Kubernetes;
+using ZeroTrustMesh.ControlPlane.Observations;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.CommandLine;
@@ -58,6 +59,7 @@ internal static class ControlPlaneHost
         }
         services.AddStandaloneState(options);
         services.AddControlPlane();
+        services.AddObservations();
         if (options.Kubernetes)
         {
             services.AddKubernetesAttestation(_ => kubernetes!);
@@ -84,7 +86,9 @@ internal static class ControlPlaneHost
                 o.Interceptors.Add<OperatorOnlyInterceptor>();
                 // Room for the largest apply plus its framing, so that a larger one reaches Apply and is refused with the limit named.
                 o.MaxReceiveMessageSize = PolicyAdminLimits.MaxApplyBytes + 64 * 1024;
-            });
+            })
+            // Room for a batch over the limit, so that it is refused naming the limit (INVALID_ARGUMENT), not cut off.
+            .AddServiceOptions<ObservationService>(o => o.MaxReceiveMessageSize = ObservationLimits.MaxBatchBytes + 64 * 1024);
 
         ListenOptions? grpcListener = null;
         ListenOptions? metricsListener = null;
@@ -126,6 +130,7 @@ internal static class ControlPlaneHost
         app.MapGrpcService<RegistryService>();
         app.MapGrpcService<MeshConfigService>();
         app.MapGrpcService<PolicyAdminService>();
+        app.MapGrpcService<ObservationService>();
 
         try
         {
