@@ -10,6 +10,7 @@ using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Coordination;
+using ZeroTrustMesh.ControlPlane.Discovery;
 using ZeroTrustMesh.ControlPlane.Injection;
 using ZeroTrustMesh.ControlPlane.Kubernetes;
 using ZeroTrustMesh.ControlPlane.Observations;
@@ -60,6 +61,7 @@ internal static class ControlPlaneHost
         services.AddStandaloneState(options);
         services.AddControlPlane();
         services.AddObservations();
+        services.AddApiDiscovery(options);
         if (options.Kubernetes)
         {
             services.AddKubernetesAttestation(_ => kubernetes!);
@@ -88,6 +90,7 @@ internal static class ControlPlaneHost
                 o.MaxReceiveMessageSize = PolicyAdminLimits.MaxApplyBytes + 64 * 1024;
             })
             // Room for a batch over the limit, so that it is refused naming the limit (INVALID_ARGUMENT), not cut off.
+            .AddServiceOptions<ApiAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<ObservationService>(o => o.MaxReceiveMessageSize = ObservationLimits.MaxBatchBytes + 64 * 1024);
 
         ListenOptions? grpcListener = null;
@@ -131,6 +134,7 @@ internal static class ControlPlaneHost
         app.MapGrpcService<MeshConfigService>();
         app.MapGrpcService<PolicyAdminService>();
         app.MapGrpcService<ObservationService>();
+        app.MapGrpcService<ApiAdminService>();
 
         try
         {

@@ -63,7 +63,11 @@ internal sealed class ObservationReporter(
                         throw new RpcException(new Status(StatusCode.Unavailable, "the control plane closed the observation stream"));
                     }
                     taken.Clear();
-                    buffer.Drain(taken, BatchSize);
+                    if (buffer.Drain(taken, BatchSize) == 0 && buffer.Dropped == 0)
+                    {
+                        sequence--; // nothing to say this second
+                        continue;
+                    }
                     var batch = new ObservationBatch
                     {
                         Sequence = sequence,
