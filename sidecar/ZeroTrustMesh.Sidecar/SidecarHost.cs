@@ -68,8 +68,7 @@ internal static class SidecarHost
         services.AddSingleton<MemoryTrimmer>();
         services.AddHostedService(sp => sp.GetRequiredService<MemoryTrimmer>());
         services.AddSingleton<AccessLog>();
-        // What the inbound path saw, for the control plane: a bounded buffer the requests fill, a stream that empties it.
-        services.AddSingleton<Observations.ObservationBuffer>();
+        // What the inbound path saw (its buffer is registered with it), sent to the control plane.
         services.AddSingleton<Observations.ObservationReporter>();
         services.AddHostedService(sp => sp.GetRequiredService<Observations.ObservationReporter>());
         services.AddHttpForwarder();
