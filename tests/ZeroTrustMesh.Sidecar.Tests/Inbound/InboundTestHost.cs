@@ -67,7 +67,7 @@ internal sealed class InboundTestHost : IAsyncDisposable
     public InboundSnapshotState State { get; }
 
     /// <summary>Where the inbound path records each request's observation (nothing drains it here but the test).</summary>
-    public Observations.ObservationBuffer Observations => _sidecar.Services.GetRequiredService<Observations.ObservationBuffer>();
+    public global::ZeroTrustMesh.Sidecar.Observations.ObservationBuffer Observations => _sidecar.Services.GetRequiredService<global::ZeroTrustMesh.Sidecar.Observations.ObservationBuffer>();
 
     public SidecarMetrics Metrics => _sidecar.Services.GetRequiredService<SidecarMetrics>();
 
