@@ -108,6 +108,9 @@ internal static partial class ControlPlaneLog
     [LoggerMessage(EventId = 224, Level = LogLevel.Warning, Message = "policy custom resources not published, the last good set stays: {Errors}")]
     public static partial void PolicySetRefused(ILogger logger, string errors);
 
+    [LoggerMessage(EventId = 228, Level = LogLevel.Warning, Message = "policy custom resource {Resource} left out, the others are published: {Reason}")]
+    public static partial void PolicyResourceLeftOut(ILogger logger, string resource, string reason);
+
     [LoggerMessage(EventId = 225, Level = LogLevel.Warning, Message = "policy custom resources not listed within {Seconds}s of start: sidecars get no policy (deny) until they are; still trying")]
     public static partial void PolicyNotListedYet(ILogger logger, int seconds);
 

@@ -48,10 +48,11 @@ internal static class DataPlaneLoad
         var bareProxy = new Option<string?>("--bare-proxy") { Description = "ztm-bare-proxy published with NativeAOT (benchmarks/ZeroTrustMesh.BareProxy): run idle beside the sidecars as the bare stack's memory floor, and as a pair (bare-stack-pair) doing the sidecar pair's job as the stack's capacity floor; without it both are skipped (a .dll: the pair runs, the memory row is skipped)" };
         var floorRelay = new Option<string?>("--floor-relay") { Description = "ztm-floor-relay published with NativeAOT (benchmarks/ZeroTrustMesh.FloorRelay): run as a pair (floor-relay-pair), the runtime's floor for the sidecar pair (issue 20); without it the pair is skipped" };
         var sidecarEnv = new Option<string[]>("--sidecar-env") { Description = "KEY=VALUE set in both sidecars' environment, to compare variants (e.g. DOTNET_GCgen0size=0x400000); repeatable" };
+        var sidecarFlag = new Option<string[]>("--sidecar-flag") { Description = "NAME=VALUE passed to both measured sidecars as --NAME VALUE, to compare variants (e.g. peer-protocol=match); repeatable" };
         var command = new RootCommand("dataplane-load: direct vs the ZeroTrustMesh sidecar pair vs HAProxy and nginx mTLS pairs, side by side, plus the control plane")
         {
             quick, repetitions, capacity, connections, rateDuration, rate, h2Duration, h2Clients, h2Streams, newConnDuration, newConnWorkers,
-            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, bareProxy, floorRelay,
+            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, sidecarFlag, bareProxy, floorRelay,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -71,7 +72,10 @@ internal static class DataPlaneLoad
                 result.GetValue(noControlPlane), result.GetValue(sidecars)!, result.GetValue(identities),
                 (result.GetValue(sidecarEnv) ?? []).Select(e => e.Split('=', 2)).Where(kv => kv.Length == 2).ToDictionary(kv => kv[0], kv => kv[1]),
                 result.GetValue(bareProxy) is { } bare ? Path.GetFullPath(bare) : null,
-                result.GetValue(floorRelay) is { } floor ? Path.GetFullPath(floor) : null);
+                result.GetValue(floorRelay) is { } floor ? Path.GetFullPath(floor) : null)
+            {
+                SidecarFlags = [.. (result.GetValue(sidecarFlag) ?? []).Select(f => f.Split('=', 2)).SelectMany(kv => kv.Length == 2 ? new[] { "--" + kv[0], kv[1] } : ["--" + kv[0]])],
+            };
             if (settings.Repetitions < 1 || settings.Connections < 1 || settings.Rate < 1 || settings.H2Clients < 1 || settings.H2Streams < 1 || settings.NewConnectionWorkers < 1)
             {
                 Console.Error.WriteLine("dataplane-load: --repetitions, --connections, --rate, --h2-clients, --h2-streams and --newconn-workers must be at least 1");
@@ -137,7 +141,7 @@ internal static class DataPlaneLoad
         var report = new DataPlaneReport(date, machine,
             new DataPlaneSettingsJson(settings.Quick, settings.Repetitions, settings.Capacity.TotalSeconds, settings.Connections, settings.WrkThreads,
                 settings.RateDuration.TotalSeconds, settings.Rate, settings.Warmup.TotalSeconds, PathAndQuery,
-                settings.Sidecar + string.Concat(settings.SidecarEnvironment.Select(kv => $" {kv.Key}={kv.Value}")), capacityClient, haproxySkipped)
+                settings.Sidecar + string.Concat(settings.SidecarEnvironment.Select(kv => $" {kv.Key}={kv.Value}")) + string.Concat(settings.SidecarFlags.Select(f => " " + f)), capacityClient, haproxySkipped)
             {
                 NginxSkipped = nginxSkipped,
                 H2loadSkipped = h2loadSkipped,

@@ -47,13 +47,13 @@ internal static class DataPlaneRun
             // allows the frontend's calls (authorization is on, as in production).
             await MeshSetup.AllowFrontendAsync(controlPlane, DataPlaneLoad.PathAndQuery, H2Load.GrpcPath, cancellation);
             var orders = Track(await MeshSetup.StartSidecarAsync("orders-sidecar", "orders", settings.Sidecar, controlPlane, root, sidecarEnvironment, cancellation,
-                "--app-port", appPort, "--app-port", grpcPort));
+                ["--app-port", appPort, "--app-port", grpcPort, .. settings.SidecarFlags]));
             const string InboundLine = "ztm-sidecar: inbound listening on ";
             var inboundLine = (await orders.WaitForLineAsync(InboundLine, startTimeout)).Line;
             await orders.WaitForLineAsync("registered with the control plane", startTimeout);
             var ordersReady = await orders.WaitForLineAsync("config v1 applied", startTimeout);
             orders.Quiet();
-            var frontend = Track(await MeshSetup.StartSidecarAsync("frontend-sidecar", "frontend", settings.Sidecar, controlPlane, root, sidecarEnvironment, cancellation));
+            var frontend = Track(await MeshSetup.StartSidecarAsync("frontend-sidecar", "frontend", settings.Sidecar, controlPlane, root, sidecarEnvironment, cancellation, [.. settings.SidecarFlags]));
             const string OutboundLine = "ztm-sidecar: outbound listening on ";
             var outboundLine = (await frontend.WaitForLineAsync(OutboundLine, startTimeout)).Line;
             var frontendReady = await frontend.WaitForLineAsync("registered with the control plane", startTimeout);
@@ -99,7 +99,7 @@ internal static class DataPlaneRun
                     Startup = async ct =>
                     {
                         var n = ++readyInstances;
-                        await using var fresh = await MeshSetup.StartSidecarAsync($"ready-sidecar-{n}", $"ready-{n}", settings.Sidecar, controlPlane, root, sidecarEnvironment, ct, "--app-port", appPort);
+                        await using var fresh = await MeshSetup.StartSidecarAsync($"ready-sidecar-{n}", $"ready-{n}", settings.Sidecar, controlPlane, root, sidecarEnvironment, ct, ["--app-port", appPort, .. settings.SidecarFlags]);
                         return ("ztm-sidecar", await MeshSetup.ExecToReadyAsync(fresh, TimeSpan.FromSeconds(30), ct), "/healthz/ready 200 (SVID signed, policy received)");
                     },
                 },

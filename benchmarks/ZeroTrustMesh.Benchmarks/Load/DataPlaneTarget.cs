@@ -4,7 +4,11 @@ namespace ZeroTrustMesh.Benchmarks.Load;
 internal sealed record DataPlaneSettings(bool Quick, int Repetitions, TimeSpan Capacity, int Connections, int WrkThreads, TimeSpan RateDuration, int Rate, TimeSpan Warmup,
     TimeSpan H2Duration, int H2Clients, int H2Streams, TimeSpan NewConnectionDuration, int NewConnectionWorkers,
     string ControlPlane, string Sidecar, string DemoApp, string ResultsDir, bool NoHaproxy, bool NoNginx, bool NoControlPlane,
-    string PropagationSidecars, int PropagationIdentities, IReadOnlyDictionary<string, string> SidecarEnvironment, string? BareProxy, string? FloorRelay);
+    string PropagationSidecars, int PropagationIdentities, IReadOnlyDictionary<string, string> SidecarEnvironment, string? BareProxy, string? FloorRelay)
+{
+    /// <summary>Extra flags for the measured sidecars (<c>--sidecar-flag NAME=VALUE</c> → <c>--NAME VALUE</c>), to compare variants.</summary>
+    public IReadOnlyList<string> SidecarFlags { get; init; } = [];
+}
 
 /// <summary>
 /// One target of the data-plane run. <see cref="Url"/>/<see cref="Host"/>: HTTP/1.1 keep-alive entry (capacity with wrk,

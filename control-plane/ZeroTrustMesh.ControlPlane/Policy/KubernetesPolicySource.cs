@@ -31,11 +31,12 @@ namespace ZeroTrustMesh.ControlPlane.Policy;
 /// 3. Unlike the directory, a change is not all or nothing: each custom resource is its own object, written on its own
 ///    (kubectl cannot apply a set atomically), so one invalid resource must not hold back the others or take away what
 ///    is in force. An invalid resource is left out — it never reaches a sidecar — and its status says why; the valid
-///    rest is published. Only a limit across the whole set (e.g. the number of authorization rules) keeps the last
-///    good set, as standalone. Nothing is published until every kind has been listed once (sidecars wait with no
+///    rest is published. A conflict between resources (two ApiSpecs for one service) leaves out the new or changed
+///    ones it names, so what is in force stays. Only a limit across the whole set (the number of authorization rules)
+///    keeps the last good set, as standalone; the resources not in force then say so. Nothing is published until every kind has been listed once (sidecars wait with no
 ///    policy: deny), so a half-listed cluster is never pushed.
 /// 4. The replica that leads writes the condition <c>Accepted</c> on each resource through the status subresource
-///    (True/Valid, or False/Invalid with every error and its path) with <c>observedGeneration</c>, only when it differs
+///    (True/Valid, False/Invalid with every error and its path, or False/SetConflict with the set-level reason) with <c>observedGeneration</c>, only when it differs
 ///    from what the resource shows, so its own status writes (which come back as MODIFIED events) cause no more writes.
 /// </summary>
 internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, IDisposable
@@ -64,6 +65,9 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
     private readonly Dictionary<ResourceKey, Entry> _entries = [];
     private readonly HashSet<PolicyKind> _listed = [];
     private readonly Dictionary<ResourceKey, (string ResourceVersion, Condition Condition)> _written = [];
+
+    /// <summary>Valid resources the last publish left out because of a set-level error, and why (under the lock).</summary>
+    private Dictionary<ResourceKey, string> _leftOutBySet = [];
     private readonly TaskCompletionSource _allListed = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly CancellationTokenSource _stopping = new();
     private readonly SemaphoreSlim _statusWake = new(0, 1);
@@ -276,14 +280,46 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
             return; // not every kind listed yet: a part of the cluster's policy is never pushed
         }
         _allListed.TrySetResult();
+        var current = Resources;
         var next = _entries.Values.Where(e => e.Resource is not null).ToImmutableDictionary(e => e.Key, e => e.Resource!);
+        var leftOut = new Dictionary<ResourceKey, string>();
         var setErrors = PolicyValidator.Validate(next.Values.Select(r => r.Document), _kinds);
+        // A set-level error that names resources (two ApiSpecs for one service) leaves them out, as an invalid resource
+        // is, and the rest is published: first only those that are new or changed (what is in force stays), then, if
+        // the conflict is among those alone, every one it names.
+        foreach (var onlyChanged in new[] { true, false })
+        {
+            var named = setErrors.Where(e => e.Location.Length > 0 && next.Values.Any(r => r.KeyText == e.Location)).ToList();
+            if (named.Count == 0)
+            {
+                break;
+            }
+            foreach (var error in named)
+            {
+                var resource = next.Values.First(r => r.KeyText == error.Location);
+                if (onlyChanged && current.TryGetValue(resource.Key, out var inForce) && inForce.Yaml == resource.Yaml)
+                {
+                    continue;
+                }
+                leftOut[resource.Key] = error.Message;
+                next = next.Remove(resource.Key);
+            }
+            setErrors = PolicyValidator.Validate(next.Values.Select(r => r.Document), _kinds);
+        }
         if (setErrors.Length > 0)
         {
+            // A limit of the whole set (the number of authorization rules) names no resource: the last good set stays,
+            // and every resource that is not in force as it stands says so.
+            var message = $"valid, but the policy set with it is refused, so the last good set stays in force: {string.Join("; ", setErrors.Select(e => e.Message))}";
+            foreach (var resource in next.Values.Where(r => !(current.TryGetValue(r.Key, out var inForce) && inForce.Yaml == r.Yaml)))
+            {
+                leftOut.TryAdd(resource.Key, message);
+            }
+            SetLeftOut(leftOut);
             ControlPlaneLog.PolicySetRefused(_logger, string.Join("; ", setErrors));
             return;
         }
-        var current = Resources;
+        SetLeftOut(leftOut);
         var changed = next.Keys.Union(current.Keys)
             .Where(k => !next.TryGetValue(k, out var n) || !current.TryGetValue(k, out var o) || n.Yaml != o.Yaml)
             .Select(k => $"{k.Kind}/{k.Namespace}/{k.Name}")
@@ -295,6 +331,20 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
         }
         Volatile.Write(ref _resources, next);
         Changed?.Invoke(new PolicyChange(next, action, "kubernetes", changed));
+    }
+
+    /// <summary>Records what the last publish left out; the status writer shows it when it changed. Under the lock.</summary>
+    private void SetLeftOut(Dictionary<ResourceKey, string> leftOut)
+    {
+        if (leftOut.Count != _leftOutBySet.Count || leftOut.Any(kv => !_leftOutBySet.TryGetValue(kv.Key, out var why) || why != kv.Value))
+        {
+            foreach (var (key, why) in leftOut.Where(kv => !_leftOutBySet.ContainsKey(kv.Key)))
+            {
+                ControlPlaneLog.PolicyResourceLeftOut(_logger, $"{key.Kind}/{key.Namespace}/{key.Name}", why);
+            }
+            _leftOutBySet = leftOut;
+            WakeStatusWriter();
+        }
     }
 
     /// <summary>One custom resource read: its key, generation, what its status shows, and the resource or its errors.</summary>
@@ -374,9 +424,14 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
 
     private static string? Text(JsonNode? node) => node is JsonValue v && v.TryGetValue<string>(out var s) ? s : null;
 
-    /// <summary>The condition a resource should show.</summary>
-    private static Condition Desired(Entry entry)
+    /// <summary>The condition a resource should show. Under the lock.</summary>
+    private Condition Desired(Entry entry)
     {
+        if (entry.Errors.Count == 0 && _leftOutBySet.TryGetValue(entry.Key, out var why))
+        {
+            var text = $"not pushed to any sidecar: {why}";
+            return new Condition("False", "SetConflict", text.Length > MaxMessage ? text[..(MaxMessage - 1)] + "…" : text, entry.Generation, null);
+        }
         if (entry.Errors.Count == 0)
         {
             return new Condition("True", "Valid", "the resource is valid and is pushed to the sidecars it selects", entry.Generation, null);

@@ -34,6 +34,7 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
 
     private const string ApiVersion = "security.ztm.dev/v1";
     private const string AuthorizationPolicies = "authorizationpolicies";
+    private const string ApiSpecs = "apispecs";
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
 
     private readonly string _dataDir = Directory.CreateTempSubdirectory("ztm-k8s-policy-").FullName;
@@ -164,6 +165,69 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_second_ApiSpec_for_a_service_is_left_out_with_its_reason_while_the_one_in_force_and_the_rest_stay()
+    {
+        _leadership.Lead();
+        Seed(Allow("shop", "good", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+        Seed(Spec("orders-api", "orders"));
+
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+        await WaitForConfigAsync(store, s => s.Resources.Count == 2);
+
+        // A second spec for the same service, and an unrelated change: the change is published, the first spec stays.
+        await CreateAsync(ApiSpecs, Spec("orders-api-v2", "orders"));
+        await CreateAsync(AuthorizationPolicies, Allow("shop", "newer", "payments", "spiffe://cluster.local/ns/shop/sa/orders"));
+        var state = await WaitForConfigAsync(store, s => s.Resources.Count == 3);
+        Assert.Equal(["ApiSpec/shop/orders-api", "AuthorizationPolicy/shop/good", "AuthorizationPolicy/shop/newer"],
+            state.Resources.Values.Select(r => r.KeyText).Order(StringComparer.Ordinal));
+        await _api.WaitForAsync(_ => Accepted(ApiSpecs, "shop", "orders-api-v2") is { } c && c["status"]!.GetValue<string>() == "False", Timeout);
+        var refused = Accepted(ApiSpecs, "shop", "orders-api-v2")!;
+        Assert.Equal("SetConflict", refused["reason"]!.GetValue<string>());
+        Assert.Contains("two ApiSpecs (orders-api, orders-api-v2) select service 'orders'", refused["message"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Equal("True", Accepted(ApiSpecs, "shop", "orders-api")!["status"]!.GetValue<string>());
+        Assert.Contains(_logs.Lines, l => l.Contains("ApiSpec/shop/orders-api-v2 left out, the others are published", StringComparison.Ordinal));
+
+        // The conflict gone: the second spec is published and accepted.
+        await DeleteAsync(ApiSpecs, "shop", "orders-api");
+        await WaitForConfigAsync(store, s => s.Resources.Keys.Any(k => k.Name == "orders-api-v2") && !s.Resources.Keys.Any(k => k.Name == "orders-api"));
+        await _api.WaitForAsync(_ => Accepted(ApiSpecs, "shop", "orders-api-v2") is { } c && c["status"]!.GetValue<string>() == "True", Timeout);
+    }
+
+    [Fact]
+    public async Task Over_the_rule_limit_of_the_set_the_last_good_set_stays_and_the_resource_not_in_force_says_so()
+    {
+        _leadership.Lead();
+        Seed(Allow("shop", "good", "orders", "spiffe://cluster.local/ns/shop/sa/frontend"));
+
+        await using var parts = await StartAsync();
+        var store = parts.Get<ConfigStore>();
+        var before = await WaitForConfigAsync(store, s => s.Resources.Count == 1);
+
+        var huge = Allow("shop", "huge", "payments", "spiffe://cluster.local/ns/shop/sa/orders");
+        var rules = new JsonArray();
+        for (var i = 0; i < ZeroTrustMesh.Policy.Validation.PolicyValidator.MaxRules; i++)
+        {
+            rules.Add(new JsonObject { ["from"] = new JsonArray(new JsonObject { ["source"] = new JsonObject { ["principals"] = new JsonArray($"spiffe://cluster.local/ns/shop/sa/caller-{i}") } }) });
+        }
+        huge["spec"]!["rules"] = rules; // with "good"'s rule, one over the limit
+        await CreateAsync(AuthorizationPolicies, huge);
+
+        await _api.WaitForAsync(_ => Accepted(AuthorizationPolicies, "shop", "huge") is { } c && c["status"]!.GetValue<string>() == "False", Timeout);
+        var refused = Accepted(AuthorizationPolicies, "shop", "huge")!;
+        Assert.Equal("SetConflict", refused["reason"]!.GetValue<string>());
+        Assert.Contains("the last good set stays in force", refused["message"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Contains($"at most {ZeroTrustMesh.Policy.Validation.PolicyValidator.MaxRules} are allowed", refused["message"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Equal("True", Accepted(AuthorizationPolicies, "shop", "good")!["status"]!.GetValue<string>());
+        Assert.Equal(before.Version, store.Current.Version);
+
+        // Back under the limit: published, and accepted.
+        await PatchAsync(AuthorizationPolicies, "shop", "huge", """{"spec":{"rules":[{"from":[{"source":{"principals":["spiffe://cluster.local/ns/shop/sa/orders"]}}]}]}}""");
+        await WaitForConfigAsync(store, s => s.Resources.Count == 2);
+        await _api.WaitForAsync(_ => Accepted(AuthorizationPolicies, "shop", "huge") is { } c && c["status"]!.GetValue<string>() == "True", Timeout);
+    }
+
+    [Fact]
     public async Task After_410_Gone_the_kind_is_listed_again_without_losing_or_duplicating_a_change()
     {
         _leadership.Lead();
@@ -279,6 +343,45 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
         }, _logs);
 
     private void Seed(JsonObject resource) => _api.Seed(resource);
+
+    private async Task CreateAsync(string plural, JsonObject resource)
+    {
+        using var client = _api.CreateClient();
+        var ns = resource["metadata"]!["namespace"]!.GetValue<string>();
+        await client.CustomObjects.CreateNamespacedCustomObjectAsync(resource, KubernetesPolicySource.Group, KubernetesPolicySource.Version, ns, plural);
+    }
+
+    private async Task DeleteAsync(string plural, string ns, string name)
+    {
+        using var client = _api.CreateClient();
+        await client.CustomObjects.DeleteNamespacedCustomObjectAsync(KubernetesPolicySource.Group, KubernetesPolicySource.Version, ns, plural, name);
+    }
+
+    /// <summary>An ApiSpec for <paramref name="service"/> in shop with a one-operation inline OpenAPI 3.1 document.</summary>
+    private static JsonObject Spec(string name, string service) => new()
+    {
+        ["apiVersion"] = ApiVersion,
+        ["kind"] = "ApiSpec",
+        ["metadata"] = new JsonObject { ["name"] = name, ["namespace"] = "shop" },
+        ["spec"] = new JsonObject
+        {
+            ["selector"] = new JsonObject { ["service"] = service },
+            ["openapi"] = new JsonObject
+            {
+                ["inline"] = """
+                    openapi: 3.1.0
+                    info: {title: orders, version: "1"}
+                    paths:
+                      /orders/{id}:
+                        get:
+                          parameters:
+                            - {name: id, in: path, required: true, schema: {type: integer}}
+                          responses:
+                            "200": {description: ok}
+                    """,
+            },
+        },
+    };
 
     private async Task PatchAsync(string plural, string ns, string name, string mergePatch)
     {
