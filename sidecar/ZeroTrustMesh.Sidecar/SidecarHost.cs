@@ -68,6 +68,9 @@ internal static class SidecarHost
         services.AddSingleton<MemoryTrimmer>();
         services.AddHostedService(sp => sp.GetRequiredService<MemoryTrimmer>());
         services.AddSingleton<AccessLog>();
+        // What the inbound path saw (its buffer is registered with it), sent to the control plane.
+        services.AddSingleton<Observations.ObservationReporter>();
+        services.AddHostedService(sp => sp.GetRequiredService<Observations.ObservationReporter>());
         services.AddHttpForwarder();
         services.AddSingleton<DestinationClients>();
         services.AddSingleton<OutboundProxy>();

@@ -72,6 +72,14 @@ internal sealed class SidecarOptions
 
     public TimeSpan TcpIdleTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>Whether each inbound request is reported to the control plane (<c>--observations</c>; API discovery and the rest of issue 19).</summary>
+    public bool Observations { get; init; } = true;
+
+    /// <summary>Observations held while they wait to be sent (<c>--observation-buffer</c>); beyond it they are dropped and counted.</summary>
+    public int ObservationBuffer { get; init; } = DefaultObservationBuffer;
+
+    public const int DefaultObservationBuffer = 8192;
+
     public static RootCommand Command(Func<SidecarOptions, CancellationToken, Task<int>> run)
     {
         var controlPlane = new Option<string>("--control-plane") { Description = "Control plane address", DefaultValueFactory = _ => "https://127.0.0.1:15012" };
@@ -116,11 +124,22 @@ internal sealed class SidecarOptions
             Description = "HTTP between sidecars: h2 (every request multiplexed over HTTP/2) or match (HTTP/1.x requests on pooled HTTP/1.1 mTLS connections, HTTP/2 and gRPC over HTTP/2)",
             DefaultValueFactory = _ => "h2",
         };
+        var observations = new Option<bool>("--observations")
+        {
+            Description = "Report each inbound request (caller, method, path, status, decision) to the control plane for API discovery (true/false)",
+            DefaultValueFactory = _ => true,
+        };
+        var observationBuffer = new Option<int>("--observation-buffer")
+        {
+            Description = "Observations held while they wait to be sent; beyond it they are dropped and counted (ztm_observations_dropped_total)",
+            DefaultValueFactory = _ => DefaultObservationBuffer,
+        };
 
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, serviceAccountTokenFile, adminPort, healthPort,
             inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle, peerProtocol,
+            observations, observationBuffer,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -211,6 +230,10 @@ internal sealed class SidecarOptions
             {
                 return Fail($"--peer-protocol '{result.GetValue(peerProtocol)}' must be h2 or match");
             }
+            if (result.GetValue(observationBuffer) is < 1 or > 1_048_576)
+            {
+                return Fail($"--observation-buffer {result.GetValue(observationBuffer)} must be between 1 and 1048576");
+            }
             var defaults = Outbound.ResilienceSettings.Default with { ConnectTimeout = result.GetValue(connectTimeout) };
             var perDestination = new Dictionary<string, Outbound.ResilienceSettings>(StringComparer.Ordinal);
             foreach (var text in result.GetValue(destinations) ?? [])
@@ -242,6 +265,8 @@ internal sealed class SidecarOptions
                 DestinationResilience = perDestination,
                 TcpIdleTimeout = result.GetValue(tcpIdle),
                 PeerProtocol = peer,
+                Observations = result.GetValue(observations),
+                ObservationBuffer = result.GetValue(observationBuffer),
             }, cancellation);
         });
         return command;

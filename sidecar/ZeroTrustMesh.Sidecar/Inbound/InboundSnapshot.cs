@@ -115,7 +115,8 @@ internal static class InboundStageKinds
     /// <summary>
     /// The inbound listener's parts as the sidecar composes them (tests compose the same): the stages and what they
     /// keep across config versions (JWKS, token buckets), the current snapshot, the connection middleware, the request
-    /// path. Shared parts (options, identity, metrics, refusal and access logs, the forwarder) are registered by the host.
+    /// path, and the buffer it records each request's observation in. Shared parts (options, identity, metrics, refusal
+    /// and access logs, the forwarder) are registered by the host.
     /// </summary>
     public static IServiceCollection AddInbound(this IServiceCollection services) => services
         .AddInboundStages()
@@ -126,6 +127,7 @@ internal static class InboundStageKinds
         .AddSingleton<RateLimiting.TokenBuckets>()
         .AddSingleton<InboundTcp>()
         .AddSingleton<InboundConnectionMiddleware>()
+        .AddSingleton<Observations.ObservationBuffer>()
         .AddSingleton<InboundProxy>();
 
     public static IServiceCollection AddInboundStageKind<[System.Diagnostics.CodeAnalysis.DynamicallyAccessedMembers(System.Diagnostics.CodeAnalysis.DynamicallyAccessedMemberTypes.PublicConstructors)] TKind>(this IServiceCollection services)

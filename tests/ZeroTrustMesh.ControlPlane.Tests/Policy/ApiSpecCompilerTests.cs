@@ -66,6 +66,32 @@ public sealed class ApiSpecCompilerTests : IDisposable
     }
 
     [Fact]
+    public void A_deprecated_operation_is_marked_and_the_mark_survives_the_wire_form()
+    {
+        using var source = Create();
+        const string Document = """
+            openapi: 3.1.0
+            info: {title: orders, version: "1"}
+            paths:
+              /orders/{id}:
+                parameters:
+                  - {name: id, in: path, required: true, schema: {type: integer}}
+                get:
+                  responses: {"200": {description: ok}}
+                delete:
+                  deprecated: true
+                  responses: {"200": {description: ok}}
+            """;
+
+        source.Apply("api.yaml", ApiSpecYaml(Document), "operator");
+
+        var spec = (ApiSpec)Assert.Single(source.Resources.Values).Document.Resource;
+        Assert.Equal(["GET False", "DELETE True"], spec.Spec.Operations.Select(o => $"{o.Method} {o.Deprecated}"));
+        var read = (ApiSpec)ApiSpecKind.Instance.FromWire(ApiSpecKind.Instance.ToWire(spec));
+        Assert.Equal(["GET False", "DELETE True"], read.Spec.Operations.Select(o => $"{o.Method} {o.Deprecated}"));
+    }
+
+    [Fact]
     public void An_invalid_document_is_refused_with_every_error_and_its_location_and_nothing_is_applied()
     {
         using var source = Create();

@@ -66,10 +66,17 @@ internal sealed class InboundTestHost : IAsyncDisposable
 
     public InboundSnapshotState State { get; }
 
+    /// <summary>Where the inbound path records each request's observation (nothing drains it here but the test).</summary>
+    public global::ZeroTrustMesh.Sidecar.Observations.ObservationBuffer Observations => _sidecar.Services.GetRequiredService<global::ZeroTrustMesh.Sidecar.Observations.ObservationBuffer>();
+
+    public SidecarMetrics Metrics => _sidecar.Services.GetRequiredService<SidecarMetrics>();
+
     public Uri BaseAddress => new($"http://127.0.0.1:{InboundPort}");
 
     /// <param name="extraKinds">Stage kinds registered from the test, one line each, as the sidecar registers its own.</param>
-    public static async Task<InboundTestHost> StartAsync(Action<IServiceCollection>? extraKinds = null, EscapedSlashes escapedSlashes = EscapedSlashes.Reject)
+    /// <param name="observationBuffer">The sidecar's <c>--observation-buffer</c>.</param>
+    public static async Task<InboundTestHost> StartAsync(Action<IServiceCollection>? extraKinds = null, EscapedSlashes escapedSlashes = EscapedSlashes.Reject,
+        int observationBuffer = SidecarOptions.DefaultObservationBuffer)
     {
         var app = await StartAppAsync();
         var appPorts = Ports(app);
@@ -89,6 +96,7 @@ internal sealed class InboundTestHost : IAsyncDisposable
             TcpPorts = [],
             AccessLog = false,
             EscapedSlashes = escapedSlashes,
+            ObservationBuffer = observationBuffer,
         });
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<IdentityState>();
