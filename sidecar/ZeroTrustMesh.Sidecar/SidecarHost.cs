@@ -68,6 +68,9 @@ internal static class SidecarHost
         services.AddSingleton<MemoryTrimmer>();
         services.AddHostedService(sp => sp.GetRequiredService<MemoryTrimmer>());
         services.AddSingleton<AccessLog>();
+        services.AddSingleton<DecisionLog.CheckpointSender>();
+        services.AddSingleton<DecisionLog.DecisionLogWriter>();
+        services.AddHostedService(sp => sp.GetRequiredService<DecisionLog.DecisionLogWriter>()); // on stop: the queue written, a last checkpoint sent
         services.AddHttpForwarder();
         services.AddSingleton<DestinationClients>();
         services.AddSingleton<OutboundProxy>();

@@ -27,9 +27,10 @@ namespace ZeroTrustMesh.Sidecar.Inbound;
 ///    incoming copy, and any header name a framework would fold into it, is dropped, and a plaintext caller gets none —,
 ///    the validated JWT removed unless its rule keeps it, a body a stage buffered replayed as it came, and the response
 ///    through the transforms stages registered;
-/// 8. one metric sample and one access-log line.
+/// 8. one metric sample, one access-log line and, with <c>--decision-log</c>, one decision-log record.
 /// </summary>
-internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundSnapshotState snapshots, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
+internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundSnapshotState snapshots, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog,
+    DecisionLog.DecisionLogWriter decisionLog)
 {
     private readonly HttpMessageInvoker _toApp = new(Outbound.DestinationClients.ForwardingHandler(options.ConnectTimeout));
 
@@ -73,6 +74,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         }
 
         var request = new InboundRequest(context, peer, port, path, time.GetUtcNow());
+        context.Features.Set(request); // for what records the request after a refusal (the decision log)
         foreach (var stage in snapshots.Current.Pipeline)
         {
             if ((await stage.RunAsync(request, context.RequestAborted)).Refusal is { } refusal)
@@ -108,6 +110,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         metrics.Request("inbound", caller, self, context.Response.StatusCode, elapsed);
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", context.Response.StatusCode, elapsed,
             context.Request.ContentLength, context.Response.ContentLength, reason);
+        decisionLog.Record(context, context.Response.StatusCode, refused: false, reason);
     }
 
     /// <summary>Why YARP could not forward, in a few words (its exception's message), for the 502 and the access log.</summary>
@@ -140,6 +143,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         var elapsed = Stopwatch.GetElapsedTime(started);
         metrics.Request("inbound", caller, self, refusal.Status, elapsed);
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", refusal.Status, elapsed, null, null, refusal.Reason);
+        decisionLog.Record(context, refusal.Status, refused: true, refusal.Reason);
     }
 
     /// <param name="transforms">The response transforms of one request; null for the shared instance (no transforms).</param>

@@ -55,6 +55,9 @@ internal sealed class InboundRequest(HttpContext http, SpiffeId? caller, int por
     /// <summary>Claims of the bearer token the JWT stage validated; null without one.</summary>
     public IRequestValues? Claims { get; set; }
 
+    /// <summary>Set by the authorization stage: the decision and the policy and rule that made it; null until it ran.</summary>
+    public AuthorizationDecision? Authorization { get; set; }
+
     /// <summary>Set by the JWT stage: the validated token is removed before the app (unless its rule forwards it).</summary>
     public bool RemoveAuthorization { get; set; }
 
