@@ -79,6 +79,7 @@ internal static class ControlPlaneHost
         })
             .AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<CaAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
+            .AddServiceOptions<Audit.AuditAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<PolicyAdminService>(o =>
             {
                 o.Interceptors.Add<OperatorOnlyInterceptor>();
@@ -126,6 +127,8 @@ internal static class ControlPlaneHost
         app.MapGrpcService<RegistryService>();
         app.MapGrpcService<MeshConfigService>();
         app.MapGrpcService<PolicyAdminService>();
+        app.MapGrpcService<Audit.AuditService>();
+        app.MapGrpcService<Audit.AuditAdminService>();
 
         try
         {

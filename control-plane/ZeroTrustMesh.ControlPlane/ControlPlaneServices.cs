@@ -21,6 +21,7 @@ internal static class ControlPlaneServices
     public static IServiceCollection AddStandaloneState(this IServiceCollection services, ControlPlaneOptions options)
     {
         services.TryAddSingleton<IReplicaLeadership, StandaloneLeadership>();
+        services.TryAddSingleton<Audit.ICheckpointStore>(_ => new Audit.FileCheckpointStore(options.DataDir));
         services.TryAddSingleton<IRevocationStore, FileRevocationStore>();
         services.TryAddSingleton<IJoinTokenStore>(sp => new FileJoinTokenStore(options.DataDir, sp.GetRequiredService<TimeProvider>()));
         if (!services.Any(d => d.ServiceType == typeof(IPolicySource)))

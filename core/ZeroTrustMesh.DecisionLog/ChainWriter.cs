@@ -26,6 +26,7 @@ public sealed class ChainWriter : IDisposable
     private readonly IncrementalHash _sha256 = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
     private readonly byte[] _hash = new byte[RecordFormat.HashBytes];
     private FileStream? _segment;
+    private long _segmentBytes; // written to the file so far (FileStream.Length would cost a system call per record)
     private long _truncated;
 
     private ChainWriter(string directory, string workload, long maxSegmentBytes, string chain, long sequence, byte[] hash, long truncated)
@@ -105,7 +106,7 @@ public sealed class ChainWriter : IDisposable
 
     private void Append(RecordKind kind, DateTimeOffset time, in Decision decision, long lost)
     {
-        if (_segment is null || _segment.Length + _lines.WrittenCount >= _maxSegmentBytes)
+        if (_segment is null || _segmentBytes + _lines.WrittenCount >= _maxSegmentBytes)
         {
             StartSegment(time);
         }
@@ -119,11 +120,7 @@ public sealed class ChainWriter : IDisposable
         {
             return;
         }
-        if (_lines.WrittenCount > 0)
-        {
-            _segment.Write(_lines.WrittenSpan);
-            _lines.ResetWrittenCount();
-        }
+        WriteOut();
         _segment.Flush(durable);
     }
 
@@ -133,6 +130,7 @@ public sealed class ChainWriter : IDisposable
         _segment?.Dispose();
         Segment = SegmentName(Sequence + 1);
         _segment = new FileStream(Path.Combine(_directory, Segment), FileMode.CreateNew, FileAccess.Write, FileShare.Read, bufferSize: 0);
+        _segmentBytes = 0;
         WriteRecord(RecordKind.Open, time, default, 0, Segment);
         _truncated = 0;
     }
@@ -148,7 +146,16 @@ public sealed class ChainWriter : IDisposable
         Sequence++;
         if (_lines.WrittenCount >= 60 * 1024)
         {
+            WriteOut();
+        }
+    }
+
+    private void WriteOut()
+    {
+        if (_lines.WrittenCount > 0)
+        {
             _segment!.Write(_lines.WrittenSpan);
+            _segmentBytes += _lines.WrittenCount;
             _lines.ResetWrittenCount();
         }
     }
