@@ -5,13 +5,14 @@ namespace ZeroTrustMesh.DecisionLog.Tests;
 
 /// <summary>
 /// The writer's throughput: the sidecar's one decision-log writer runs exactly this loop (append, flush when its queue is
-/// empty), so its rate is the log's ceiling. The target is 50,000 records/s; the assertion is looser (20,000/s) because
-/// this machine is shared with other builds, and the measured figure goes to the test output.
+/// empty), so its rate is the log's ceiling. Measured per second of CPU time this process used (the wall clock of a
+/// machine shared with other builds says more about them than about the writer): at least 50,000 records per CPU second.
+/// Both figures go to the test output.
 /// </summary>
 public sealed class ThroughputTests(ITestOutputHelper output)
 {
     [Fact]
-    public void The_writer_appends_well_over_fifty_thousand_records_a_second()
+    public void The_writer_appends_over_fifty_thousand_records_per_cpu_second()
     {
         const int Records = 300_000;
         var dir = Directory.CreateTempSubdirectory("ztm-throughput-").FullName;
@@ -26,6 +27,7 @@ public sealed class ThroughputTests(ITestOutputHelper output)
                 }
             }
             var allocated = GC.GetAllocatedBytesForCurrentThread();
+            var cpu = Process.GetCurrentProcess().TotalProcessorTime;
             var clock = Stopwatch.StartNew();
             long written;
             using (var writer = ChainWriter.Open(Path.Combine(dir, "log"), TestSvid.Workload, 64L << 20))
@@ -41,10 +43,14 @@ public sealed class ThroughputTests(ITestOutputHelper output)
                 written = writer.Sequence; // the decisions and each segment's open record
             }
             clock.Stop();
+            var cpuSeconds = (Process.GetCurrentProcess().TotalProcessorTime - cpu).TotalSeconds;
             var perSecond = Records / clock.Elapsed.TotalSeconds;
+            var perCpuSecond = Records / cpuSeconds;
             var bytesPerRecord = (GC.GetAllocatedBytesForCurrentThread() - allocated) / (double)Records;
-            output.WriteLine($"{Records} records in {clock.Elapsed.TotalMilliseconds:0} ms: {perSecond:0} records/s, {bytesPerRecord:0.0} bytes allocated per record");
-            Assert.True(perSecond > 20_000, $"{perSecond:0} records/s");
+            var line = $"{Records} records in {clock.Elapsed.TotalMilliseconds:0} ms wall, {cpuSeconds * 1000:0} ms CPU: {perSecond:0} records/s wall, "
+                + $"{perCpuSecond:0} records per CPU second, {bytesPerRecord:0.0} bytes allocated per record";
+            output.WriteLine(line);
+            Assert.True(perCpuSecond >= 50_000, line);
             var result = LogVerifier.Verify(ChainWriter.Segments(Path.Combine(dir, "log")), wholeLog: true, []);
             Assert.Equal(written, result.Records); // every record there and chained (no checkpoint: only that one problem)
             Assert.Single(result.Problems);
