@@ -82,6 +82,7 @@ internal static class ControlPlaneHost
         })
             .AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<CaAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
+            .AddServiceOptions<Audit.AuditAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<PolicyAdminService>(o =>
             {
                 o.Interceptors.Add<OperatorOnlyInterceptor>();
@@ -134,6 +135,8 @@ internal static class ControlPlaneHost
         app.MapGrpcService<PolicyAdminService>();
         app.MapGrpcService<ObservationService>();
         app.MapGrpcService<ApiAdminService>();
+        app.MapGrpcService<Audit.AuditService>();
+        app.MapGrpcService<Audit.AuditAdminService>();
 
         try
         {

@@ -22,6 +22,7 @@ internal static class ControlPlaneServices
     {
         services.TryAddSingleton<IReplicaLeadership, StandaloneLeadership>();
         services.TryAddSingleton<IBundleFollowers, LocalBundleFollowers>();
+        services.TryAddSingleton<Audit.ICheckpointStore>(_ => new Audit.FileCheckpointStore(options.DataDir));
         services.TryAddSingleton<IRevocationStore, FileRevocationStore>();
         services.TryAddSingleton<IJoinTokenStore>(sp => new FileJoinTokenStore(options.DataDir, sp.GetRequiredService<TimeProvider>()));
         if (!services.Any(d => d.ServiceType == typeof(IPolicySource)))

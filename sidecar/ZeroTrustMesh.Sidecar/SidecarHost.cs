@@ -71,6 +71,9 @@ internal static class SidecarHost
         // What the inbound path saw (its buffer is registered with it), sent to the control plane.
         services.AddSingleton<Observations.ObservationReporter>();
         services.AddHostedService(sp => sp.GetRequiredService<Observations.ObservationReporter>());
+        services.AddSingleton<DecisionLog.CheckpointSender>();
+        services.AddSingleton<DecisionLog.DecisionLogWriter>();
+        services.AddHostedService(sp => sp.GetRequiredService<DecisionLog.DecisionLogWriter>()); // on stop: the queue written, a last checkpoint sent
         services.AddHttpForwarder();
         services.AddSingleton<DestinationClients>();
         services.AddSingleton<OutboundProxy>();

@@ -79,4 +79,18 @@ internal static partial class SidecarLog
 
     [LoggerMessage(EventId = 761, Level = LogLevel.Warning, Message = "observation stream to the control plane broke ({Reason}); observations wait in the buffer (dropped and counted when it is full), reconnecting in {RetrySeconds:0.0}s")]
     public static partial void ObservationStreamFailed(ILogger logger, string reason, double retrySeconds);
+    [LoggerMessage(EventId = 700, Level = LogLevel.Information, Message = "decision log {Directory}: chain {Chain}, continuing at record {Sequence}")]
+    public static partial void DecisionLogOpened(ILogger logger, string directory, string chain, long sequence);
+
+    [LoggerMessage(EventId = 701, Level = LogLevel.Error, Message = "decision log {Directory} cannot be written ({Reason}); decisions are counted as lost (ztm_decision_log_lost_total) until it can, then a gap record says how many")]
+    public static partial void DecisionLogFailed(ILogger logger, string directory, string reason);
+
+    [LoggerMessage(EventId = 702, Level = LogLevel.Warning, Message = "decision log checkpoint of record {Sequence} not sent ({Reason}); retrying in {RetrySeconds:0.0}s")]
+    public static partial void CheckpointDeferred(ILogger logger, long sequence, string reason, double retrySeconds);
+
+    [LoggerMessage(EventId = 703, Level = LogLevel.Error, Message = "decision log checkpoint of record {Sequence} refused by the control plane: {Reason}")]
+    public static partial void CheckpointRefused(ILogger logger, long sequence, string reason);
+
+    [LoggerMessage(EventId = 704, Level = LogLevel.Warning, Message = "stopping with {Count} decision log checkpoint(s) not sent to the control plane; the next start continues the chain and checkpoints it")]
+    public static partial void CheckpointsUnsent(ILogger logger, int count);
 }

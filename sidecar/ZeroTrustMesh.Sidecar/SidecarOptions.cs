@@ -79,6 +79,8 @@ internal sealed class SidecarOptions
     public int ObservationBuffer { get; init; } = DefaultObservationBuffer;
 
     public const int DefaultObservationBuffer = 8192;
+    /// <summary>The tamper-evident decision log (<c>--decision-log DIR</c>); null: off.</summary>
+    public Sidecar.DecisionLog.DecisionLogSettings? DecisionLog { get; init; }
 
     public static RootCommand Command(Func<SidecarOptions, CancellationToken, Task<int>> run)
     {
@@ -134,12 +136,19 @@ internal sealed class SidecarOptions
             Description = "Observations held while they wait to be sent; beyond it they are dropped and counted (ztm_observations_dropped_total)",
             DefaultValueFactory = _ => DefaultObservationBuffer,
         };
+        // Off unless asked for: it writes to disk on every request, and a log is only worth keeping on a volume that
+        // outlives the pod, which is the operator's choice of directory.
+        var decisionLog = new Option<string?>("--decision-log") { Description = "Directory for the tamper-evident decision log (every inbound decision, hash-chained; checkpoints signed to the control plane); default off" };
+        var decisionLogSegment = new Option<long>("--decision-log-segment-bytes") { Description = "Start a new decision-log segment at this size", DefaultValueFactory = _ => Sidecar.DecisionLog.DecisionLogSettings.DefaultSegmentBytes };
+        var checkpointRecords = new Option<long>("--decision-log-checkpoint-records") { Description = "Sign a checkpoint after this many records", DefaultValueFactory = _ => Sidecar.DecisionLog.DecisionLogSettings.DefaultCheckpointRecords };
+        var checkpointInterval = CommandLineOptions.Duration("--decision-log-checkpoint-interval", "Sign a checkpoint this often when there are new records", "10s");
 
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, serviceAccountTokenFile, adminPort, healthPort,
             inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle, peerProtocol,
             observations, observationBuffer,
+            decisionLog, decisionLogSegment, checkpointRecords, checkpointInterval,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -244,6 +253,24 @@ internal sealed class SidecarOptions
                 }
                 perDestination[service] = settings;
             }
+            Sidecar.DecisionLog.DecisionLogSettings? decisionLogSettings = null;
+            if (result.GetValue(decisionLog) is { } decisionLogDir)
+            {
+                if (string.IsNullOrWhiteSpace(decisionLogDir))
+                {
+                    return Fail("--decision-log needs a directory");
+                }
+                if (result.GetValue(decisionLogSegment) < 4096)
+                {
+                    return Fail($"--decision-log-segment-bytes {result.GetValue(decisionLogSegment)} is below 4096");
+                }
+                if (result.GetValue(checkpointRecords) < 1 || result.GetValue(checkpointInterval) <= TimeSpan.Zero)
+                {
+                    return Fail("--decision-log-checkpoint-records and --decision-log-checkpoint-interval must be positive");
+                }
+                decisionLogSettings = new Sidecar.DecisionLog.DecisionLogSettings(Path.GetFullPath(decisionLogDir), result.GetValue(decisionLogSegment),
+                    result.GetValue(checkpointRecords), result.GetValue(checkpointInterval));
+            }
             return run(new SidecarOptions
             {
                 ControlPlane = address,
@@ -267,6 +294,7 @@ internal sealed class SidecarOptions
                 PeerProtocol = peer,
                 Observations = result.GetValue(observations),
                 ObservationBuffer = result.GetValue(observationBuffer),
+                DecisionLog = decisionLogSettings,
             }, cancellation);
         });
         return command;

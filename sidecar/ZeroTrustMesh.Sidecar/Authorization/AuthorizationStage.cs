@@ -33,8 +33,7 @@ internal sealed class AuthorizationStage(PolicySnapshot snapshot, SidecarMetrics
             Now = request.Now,
         }, default);
         metrics.Decision(decision.Allowed, decision.Policy);
-        request.DecidingPolicy = decision.Policy;
-        request.DecidingRule = decision.Rule;
+        request.Authorization = decision;
         return ValueTask.FromResult(decision.Allowed
             ? StageResult.Continue
             // The reason names the deciding policy and rule, or says that none allowed the request.

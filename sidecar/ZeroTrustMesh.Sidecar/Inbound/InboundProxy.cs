@@ -28,11 +28,11 @@ namespace ZeroTrustMesh.Sidecar.Inbound;
 ///    incoming copy, and any header name a framework would fold into it, is dropped, and a plaintext caller gets none —,
 ///    the validated JWT removed unless its rule keeps it, a body a stage buffered replayed as it came, and the response
 ///    through the transforms stages registered;
-/// 8. one metric sample, one access-log line and one observation for the control plane (<see cref="ObservationBuffer"/>;
-///    refusals too, with what the stages had found by then).
+/// 8. one metric sample, one access-log line, one observation for the control plane (<see cref="ObservationBuffer"/>;
+///    refusals too, with what the stages had found by then) and, with <c>--decision-log</c>, one decision-log record.
 /// </summary>
 internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundSnapshotState snapshots, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog,
-    ObservationBuffer observations)
+    ObservationBuffer observations, DecisionLog.DecisionLogWriter decisionLog)
 {
     private readonly HttpMessageInvoker _toApp = new(Outbound.DestinationClients.ForwardingHandler(options.ConnectTimeout));
 
@@ -76,6 +76,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         }
 
         var request = new InboundRequest(context, peer, port, path, time.GetUtcNow());
+        context.Features.Set(request); // for what records the request after a refusal (the decision log)
         foreach (var stage in snapshots.Current.Pipeline)
         {
             if ((await stage.RunAsync(request, context.RequestAborted)).Refusal is { } refusal)
@@ -114,6 +115,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         observations.Record(new RequestObservation(request.Now, caller, request.Subject, request.Method, path, request.ApiTemplate, port,
             context.Response.StatusCode, Allowed: true, request.DecidingPolicy, request.DecidingRule, request.SchemaVerdict,
             context.Request.ContentLength ?? 0, context.Response.ContentLength ?? 0, elapsed));
+        decisionLog.Record(context, context.Response.StatusCode, refused: false, reason);
     }
 
     /// <summary>Why YARP could not forward, in a few words (its exception's message), for the 502 and the access log.</summary>
@@ -150,6 +152,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         observations.Record(new RequestObservation(request?.Now ?? time.GetUtcNow(), caller, request?.Subject, context.Request.Method,
             request?.Path ?? context.Request.Path.Value ?? "", request?.ApiTemplate, port, refusal.Status, Allowed: false,
             request?.DecidingPolicy, request?.DecidingRule ?? -1, request?.SchemaVerdict ?? default, context.Request.ContentLength ?? 0, 0, elapsed));
+        decisionLog.Record(context, refusal.Status, refused: true, refusal.Reason);
     }
 
     /// <param name="transforms">The response transforms of one request; null for the shared instance (no transforms).</param>

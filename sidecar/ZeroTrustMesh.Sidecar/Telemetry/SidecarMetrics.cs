@@ -25,6 +25,7 @@ internal sealed class SidecarMetrics
     private readonly Counter _memoryTrims;
     private readonly Counter _accessLogDropped;
     private readonly Counter _observationsDropped;
+    private readonly Counter _decisionLogLost;
 
     public SidecarMetrics(IdentityState state)
     {
@@ -60,6 +61,8 @@ internal sealed class SidecarMetrics
             "Access-log lines dropped because the writer fell behind (its queue was full): requests are never slowed down to log them.");
         _observationsDropped = factory.CreateCounter("ztm_observations_dropped_total",
             "Request observations not sent to the control plane: the buffer was full (--observation-buffer) or the stream broke with them in flight. Requests are never slowed down to report them.");
+        _decisionLogLost = factory.CreateCounter("ztm_decision_log_lost_total",
+            "Decisions not written to the decision log (its queue was full, or the directory could not be written); the chain records each run of them as a gap.");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
@@ -123,4 +126,5 @@ internal sealed class SidecarMetrics
     public void AccessLogLineDropped() => _accessLogDropped.Inc();
 
     public void ObservationDropped(long count = 1) => _observationsDropped.Inc(count);
+    public void DecisionLogLost() => _decisionLogLost.Inc();
 }

@@ -103,6 +103,8 @@ internal sealed class InboundTestHost : IAsyncDisposable
         services.AddSingleton<SidecarMetrics>();
         services.AddSingleton<Sidecar.Tls.RefusalLog>();
         services.AddSingleton<AccessLog>();
+        services.AddSingleton<Sidecar.DecisionLog.CheckpointSender>();
+        services.AddSingleton<Sidecar.DecisionLog.DecisionLogWriter>(); // off: no --decision-log
         services.AddHttpForwarder();
         services.AddInbound();
         extraKinds?.Invoke(services);

@@ -1,0 +1,65 @@
+using Grpc.Core;
+using ZeroTrustMesh.ControlPlane.Api;
+using ZeroTrustMesh.ControlPlane.Ca;
+using ZeroTrustMesh.DecisionLog;
+using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Proto;
+using ZeroTrustMesh.Proto.V1;
+
+namespace ZeroTrustMesh.ControlPlane.Audit;
+
+/// <summary>
+/// Takes a sidecar's signed decision-log checkpoint: the caller (its SVID over mTLS) must be the workload the
+/// checkpoint is for, and the certificate in it a valid SVID of that workload under this CA's roots (current or
+/// previous, during a rotation) whose key made the signature. Kept in <see cref="ICheckpointStore"/>.
+/// </summary>
+internal sealed class AuditService(ICheckpointStore store, WorkloadCaller caller, CertificateAuthority ca) : Proto.V1.Audit.AuditBase
+{
+    public override Task<CheckpointAck> Checkpoint(DecisionLogCheckpoint request, ServerCallContext context)
+    {
+        var identity = caller.Require(context).Id;
+        DecisionLog.Checkpoint checkpoint;
+        try
+        {
+            checkpoint = CheckpointMapping.FromProto(request);
+        }
+        catch (FormatException e)
+        {
+            throw Invalid($"checkpoint refused: {e.Message}");
+        }
+        if (checkpoint.Workload != identity.Value)
+        {
+            throw new RpcException(new Status(StatusCode.PermissionDenied, $"'{identity}' may send checkpoints only of its own log, not of '{checkpoint.Workload}'"));
+        }
+        if (checkpoint.Chain.Length != 32 || !checkpoint.Chain.All(char.IsAsciiHexDigitLower))
+        {
+            throw Invalid("checkpoint refused: chain must be 32 lower-case hex digits");
+        }
+        if (ChainWriter.FirstSequenceOf(checkpoint.Segment) is not { } first || first > checkpoint.Sequence)
+        {
+            throw Invalid($"checkpoint refused: segment '{checkpoint.Segment}' is not a segment name that can hold record {checkpoint.Sequence}");
+        }
+        if (checkpoint.Problem(ca.Bundle, ca.Time.GetUtcNow()) is { } problem)
+        {
+            throw Invalid($"checkpoint refused: {problem}");
+        }
+        return Task.FromResult(new CheckpointAck { Stored = (uint)store.Add(checkpoint) });
+    }
+
+    private static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
+}
+
+/// <summary>Operator calls: the checkpoints of a workload.</summary>
+internal sealed class AuditAdminService(ICheckpointStore store) : AuditAdmin.AuditAdminBase
+{
+    public override Task<ListCheckpointsResponse> ListCheckpoints(ListCheckpointsRequest request, ServerCallContext context)
+    {
+        if (!SpiffeId.TryParse(request.Workload, out _, out var error))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"workload '{request.Workload}' is not a SPIFFE ID: {error}"));
+        }
+        var response = new ListCheckpointsResponse();
+        response.Checkpoints.AddRange(store.List(request.Workload).Select(CheckpointMapping.ToProto));
+        return Task.FromResult(response);
+    }
+}
