@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
+using ZeroTrustMesh.ControlPlane.Anomalies;
 using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
@@ -58,6 +59,7 @@ internal static class ControlPlaneHost
         }
         services.AddStandaloneState(options);
         services.AddControlPlane();
+        services.AddAnomalyResponse();
         if (options.Kubernetes)
         {
             services.AddKubernetesAttestation(_ => kubernetes!);
@@ -79,6 +81,7 @@ internal static class ControlPlaneHost
         })
             .AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<CaAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
+            .AddServiceOptions<AnomalyAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<PolicyAdminService>(o =>
             {
                 o.Interceptors.Add<OperatorOnlyInterceptor>();
@@ -126,6 +129,7 @@ internal static class ControlPlaneHost
         app.MapGrpcService<RegistryService>();
         app.MapGrpcService<MeshConfigService>();
         app.MapGrpcService<PolicyAdminService>();
+        app.MapGrpcService<AnomalyAdminService>();
 
         try
         {

@@ -81,11 +81,11 @@ public sealed class AnomalyPolicyTests
     }
 
     [Fact]
-    public void A_throttle_at_or_above_what_is_anomalous_is_refused()
+    public void A_throttle_a_caller_could_keep_to_and_still_look_anomalous_is_refused()
     {
-        var errors = PolicyYaml.Load("a.yaml", Header + "spec: {minimumRate: 10, multiple: 3, throttleRate: 30}\n").Errors.Select(e => e.ToString());
+        var errors = PolicyYaml.Load("a.yaml", Header + "spec: {minimumRate: 30, throttleRate: 30}\n").Errors.Select(e => e.ToString());
 
-        Assert.Equal(["a.yaml#1 spec.throttleRate: 30 per minute is no throttle: it must be below minimumRate × multiple (30)"], errors);
+        Assert.Equal(["a.yaml#1 spec.throttleRate: 30 must be below minimumRate (30): a caller keeping to its throttle must not look anomalous"], errors);
     }
 
     [Fact]

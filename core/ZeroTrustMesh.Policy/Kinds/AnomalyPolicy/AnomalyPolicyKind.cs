@@ -119,9 +119,10 @@ public sealed class AnomalyPolicyKind : PolicyKind<AnomalyPolicy>
         {
             errors.Add("spec.throttleRate", $"{spec.ThrottleRate} must be at least 1 (requests per minute a throttled caller keeps)");
         }
-        else if (spec.ThrottleRate >= spec.MinimumRate * spec.Multiple && spec.MinimumRate >= 1)
+        else if (spec.ThrottleRate >= spec.MinimumRate && spec.MinimumRate >= 1)
         {
-            errors.Add("spec.throttleRate", $"{spec.ThrottleRate} per minute is no throttle: it must be below minimumRate × multiple ({Format(spec.MinimumRate * spec.Multiple)})");
+            // A caller that keeps to its throttle must read as quiet, or it could never cool off.
+            errors.Add("spec.throttleRate", $"{spec.ThrottleRate} must be below minimumRate ({spec.MinimumRate}): a caller keeping to its throttle must not look anomalous");
         }
 
         void Positive(TimeSpan value, string path)
