@@ -25,7 +25,8 @@ internal interface IAnomalyPolicies
 ///    while its baseline ratio is below. The rate is also checked while a window fills, so a runaway caller is caught
 ///    within a fraction of a window.
 /// 3. The baseline is an EWMA of the per-window rate and error ratio with the policy's half-life, bias-corrected while
-///    young, and fed only by windows that are not anomalous (an attacker cannot teach it).
+///    young; fed by every window while the caller is younger than <c>minimumHistory</c>, then only by windows that are
+///    not anomalous (an attacker cannot teach it).
 /// 4. States: normal → throttled (anomalous, seen for at least <c>minimumHistory</c>) → quarantined (still anomalous
 ///    <c>quarantineAfter</c> after the throttle); quiet for <c>coolOff</c>, one step back. Each transition is an
 ///    <see cref="AnomalyEvent"/> with its evidence, kept in a bounded history, counted, logged.
@@ -236,7 +237,9 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
                     $"still anomalous {Durations(end - track.Since)} after the throttle (quarantineAfter {Durations(spec.QuarantineAfter)}): {verdict.Reason}", verdict.Evidence);
             }
         }
-        else
+        // While it learns (minimumHistory), every window feeds the baseline: a caller that is busy from the start is
+        // normal at its own rate. After that, only windows that are not anomalous do.
+        if (!verdict.Anomalous || end - track.FirstSeen < spec.MinimumHistory)
         {
             track.Feed(verdict.Evidence.RatePerMinute, track.Count > 0 ? verdict.Evidence.ErrorRatio : null, Alpha(spec));
         }
