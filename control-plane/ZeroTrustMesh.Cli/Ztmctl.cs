@@ -41,6 +41,7 @@ internal static class Ztmctl
         root.Subcommands.Add(TokenCommands.Command());
         root.Subcommands.Add(CaCommands.Command());
         root.Subcommands.Add(CheckCommand.Command());
+        root.Subcommands.Add(ApiCommands.Command());
         foreach (var command in PolicyCommands.Commands())
         {
             root.Subcommands.Add(command);

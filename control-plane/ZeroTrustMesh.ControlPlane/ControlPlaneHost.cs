@@ -11,8 +11,10 @@ using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.ControlPlane.Coordination;
+using ZeroTrustMesh.ControlPlane.Discovery;
 using ZeroTrustMesh.ControlPlane.Injection;
 using ZeroTrustMesh.ControlPlane.Kubernetes;
+using ZeroTrustMesh.ControlPlane.Observations;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Telemetry;
 using ZeroTrustMesh.CommandLine;
@@ -60,6 +62,8 @@ internal static class ControlPlaneHost
         services.AddStandaloneState(options);
         services.AddControlPlane();
         services.AddAnomalyResponse();
+        services.AddObservations();
+        services.AddApiDiscovery(options);
         if (options.Kubernetes)
         {
             services.AddKubernetesAttestation(_ => kubernetes!);
@@ -87,7 +91,10 @@ internal static class ControlPlaneHost
                 o.Interceptors.Add<OperatorOnlyInterceptor>();
                 // Room for the largest apply plus its framing, so that a larger one reaches Apply and is refused with the limit named.
                 o.MaxReceiveMessageSize = PolicyAdminLimits.MaxApplyBytes + 64 * 1024;
-            });
+            })
+            // Room for a batch over the limit, so that it is refused naming the limit (INVALID_ARGUMENT), not cut off.
+            .AddServiceOptions<ApiAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
+            .AddServiceOptions<ObservationService>(o => o.MaxReceiveMessageSize = ObservationLimits.MaxBatchBytes + 64 * 1024);
 
         ListenOptions? grpcListener = null;
         ListenOptions? metricsListener = null;
@@ -130,6 +137,8 @@ internal static class ControlPlaneHost
         app.MapGrpcService<MeshConfigService>();
         app.MapGrpcService<PolicyAdminService>();
         app.MapGrpcService<AnomalyAdminService>();
+        app.MapGrpcService<ObservationService>();
+        app.MapGrpcService<ApiAdminService>();
 
         try
         {

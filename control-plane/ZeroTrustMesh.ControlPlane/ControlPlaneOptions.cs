@@ -116,6 +116,9 @@ internal sealed class ControlPlaneOptions
     /// <summary>Largest gRPC message accepted; a CSR is a few hundred bytes.</summary>
     public int MaxRequestBytes { get; init; } = 64 * 1024;
 
+    /// <summary>API discovery from sidecars' observations: bounds, pins, when a declared operation is unused (<c>--api-*</c>).</summary>
+    public Discovery.ApiInventoryOptions ApiInventory { get; init; } = new();
+
     public static string DefaultDataDir =>
         Environment.GetEnvironmentVariable("ZTM_DATA_DIR") is { Length: > 0 } fromEnv
             ? fromEnv
@@ -151,6 +154,9 @@ internal sealed class ControlPlaneOptions
         var renewDeadline = CommandLineOptions.Duration("--leader-renew-deadline", "With --kubernetes: the leader stops its singleton work when it cannot renew the Lease within this", "10s");
         var retryPeriod = CommandLineOptions.Duration("--leader-retry-period", "With --kubernetes: how often replicas try to take or renew the Lease", "2s");
         var caSecret = new Option<string>("--ca-secret") { Description = $"With --kubernetes: the Secret (in --namespace) holding the CA: created by the first replica, or yours in the cert-manager shape (tls.crt, tls.key, ca.crt)", DefaultValueFactory = _ => DefaultCaSecret };
+        var apiUnusedAfter = CommandLineOptions.Duration("--api-unused-after", "API discovery: a declared operation not called for this long is unused (ztmctl api diff)", "24h");
+        var apiMaxPaths = new Option<int>("--api-max-paths") { Description = "API discovery: distinct path segments kept per service; paths beyond it are counted, not kept", DefaultValueFactory = _ => new Discovery.ApiInventoryOptions().MaxPathsPerService };
+        var apiPins = new Option<string[]>("--api-pin") { Description = "API discovery: SERVICE=TEMPLATE, the operator's word on a template, both ways: orders.shop=/users/{id} makes that segment a parameter, orders.shop=/users/me keeps 'me' a word (repeatable)" };
         var tokenAudience = new Option<string?>("--token-audience") { Description = $"With --kubernetes: the audience of the sidecars' service-account tokens (default the injection config's tokenAudience, else {DefaultTokenAudience})" };
 
         var command = new RootCommand("ZeroTrustMesh control plane: the mesh CA and identity issuance over gRPC")
@@ -159,6 +165,7 @@ internal sealed class ControlPlaneOptions
             webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration, kubernetes, tokenAudience,
             caRootLifetime, caRotateBefore, caRotationSkew, caRotationPoll, caReconnectGrace,
             leaseDuration, renewDeadline, retryPeriod, caSecret,
+            apiUnusedAfter, apiMaxPaths, apiPins,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -213,6 +220,10 @@ internal sealed class ControlPlaneOptions
             {
                 return Fail(electionError);
             }
+            if (!Discovery.ApiInventoryOptions.TryCreate(result.GetValue(apiUnusedAfter), result.GetValue(apiMaxPaths), result.GetValue(apiPins) ?? [], out var apiInventory, out var apiError))
+            {
+                return Fail(apiError);
+            }
             var options = new ControlPlaneOptions
             {
                 DataDir = Path.GetFullPath(result.GetValue(dataDir) ?? DefaultDataDir),
@@ -236,6 +247,7 @@ internal sealed class ControlPlaneOptions
                 CaRotationReconnectGrace = result.GetValue(caReconnectGrace),
                 LeaderElection = election,
                 CaSecret = result.GetValue(caSecret)!,
+                ApiInventory = apiInventory,
             };
             return options.Validate() is { } error ? Fail(error) : run(options, cancellation);
         });

@@ -68,6 +68,10 @@ internal static class SidecarHost
         services.AddSingleton<MemoryTrimmer>();
         services.AddHostedService(sp => sp.GetRequiredService<MemoryTrimmer>());
         services.AddSingleton<AccessLog>();
+        // What the inbound path saw, for the control plane: a bounded buffer the requests fill, a stream that empties it.
+        services.AddSingleton<Observations.ObservationBuffer>();
+        services.AddSingleton<Observations.ObservationReporter>();
+        services.AddHostedService(sp => sp.GetRequiredService<Observations.ObservationReporter>());
         services.AddHttpForwarder();
         services.AddSingleton<DestinationClients>();
         services.AddSingleton<OutboundProxy>();

@@ -73,4 +73,10 @@ internal static partial class SidecarLog
     [LoggerMessage(EventId = 600, Level = LogLevel.Warning,
         Message = "api {Policy} {Outcome} result={Result} {Method} {Path} caller={Caller}: {Reason}")]
     public static partial void ApiVerdict(ILogger logger, string policy, string outcome, string result, string method, string path, string caller, string reason);
+
+    [LoggerMessage(EventId = 760, Level = LogLevel.Information, Message = "observation stream to the control plane open (buffer {Capacity} observations)")]
+    public static partial void ObservationStreamOpened(ILogger logger, int capacity);
+
+    [LoggerMessage(EventId = 761, Level = LogLevel.Warning, Message = "observation stream to the control plane broke ({Reason}); observations wait in the buffer (dropped and counted when it is full), reconnecting in {RetrySeconds:0.0}s")]
+    public static partial void ObservationStreamFailed(ILogger logger, string reason, double retrySeconds);
 }

@@ -69,6 +69,14 @@ internal sealed class SidecarOptions
 
     public TimeSpan TcpIdleTimeout { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>Whether each inbound request is reported to the control plane (<c>--observations</c>; API discovery and the rest of issue 19).</summary>
+    public bool Observations { get; init; } = true;
+
+    /// <summary>Observations held while they wait to be sent (<c>--observation-buffer</c>); beyond it they are dropped and counted.</summary>
+    public int ObservationBuffer { get; init; } = DefaultObservationBuffer;
+
+    public const int DefaultObservationBuffer = 8192;
+
     public static RootCommand Command(Func<SidecarOptions, CancellationToken, Task<int>> run)
     {
         var controlPlane = new Option<string>("--control-plane") { Description = "Control plane address", DefaultValueFactory = _ => "https://127.0.0.1:15012" };
@@ -108,11 +116,22 @@ internal sealed class SidecarOptions
         var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
         var destinations = new Option<string[]>("--destination") { Description = $"Resilience for one destination service: SERVICE:key=value,… ({Outbound.ResilienceSettings.Keys}); repeatable" };
         var tcpIdle = CommandLineOptions.Duration("--tcp-idle-timeout", "Close an opaque TCP relay idle this long", "10m");
+        var observations = new Option<bool>("--observations")
+        {
+            Description = "Report each inbound request (caller, method, path, status, decision) to the control plane for API discovery (true/false)",
+            DefaultValueFactory = _ => true,
+        };
+        var observationBuffer = new Option<int>("--observation-buffer")
+        {
+            Description = "Observations held while they wait to be sent; beyond it they are dropped and counted (ztm_observations_dropped_total)",
+            DefaultValueFactory = _ => DefaultObservationBuffer,
+        };
 
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, serviceAccountTokenFile, adminPort, healthPort,
             inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
+            observations, observationBuffer,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -199,6 +218,10 @@ internal sealed class SidecarOptions
             {
                 return Fail($"--escaped-slashes '{result.GetValue(escapedSlashes)}' must be reject, unescape or keep");
             }
+            if (result.GetValue(observationBuffer) is < 1 or > 1_048_576)
+            {
+                return Fail($"--observation-buffer {result.GetValue(observationBuffer)} must be between 1 and 1048576");
+            }
             var defaults = Outbound.ResilienceSettings.Default with { ConnectTimeout = result.GetValue(connectTimeout) };
             var perDestination = new Dictionary<string, Outbound.ResilienceSettings>(StringComparer.Ordinal);
             foreach (var text in result.GetValue(destinations) ?? [])
@@ -229,6 +252,8 @@ internal sealed class SidecarOptions
                 Resilience = defaults,
                 DestinationResilience = perDestination,
                 TcpIdleTimeout = result.GetValue(tcpIdle),
+                Observations = result.GetValue(observations),
+                ObservationBuffer = result.GetValue(observationBuffer),
             }, cancellation);
         });
         return command;

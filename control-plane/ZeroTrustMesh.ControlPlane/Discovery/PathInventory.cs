@@ -55,6 +55,12 @@ internal sealed class PathInventory(PathInventoryOptions options)
     private int _nodes;
     private long _dropped;
 
+    /// <summary>The bound on distinct concrete segments kept (<see cref="PathInventoryOptions.MaxNodes"/>).</summary>
+    public int MaxNodes => options.MaxNodes;
+
+    /// <summary>The operator's pins this inventory follows.</summary>
+    public IReadOnlyList<string> Pins => options.Pins;
+
     /// <summary>Requests whose path would have grown the trie past its bound, counted and not kept.</summary>
     public long Dropped
     {

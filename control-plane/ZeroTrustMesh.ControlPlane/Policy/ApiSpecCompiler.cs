@@ -95,7 +95,7 @@ internal static class ApiSpecCompiler
                 var id = operation["operationId"]?.GetValue<string>() ?? $"{upper} {template}";
                 var parameters = Parameters(root, template, shared, operation["parameters"] as JsonArray ?? [], opAt, schemas);
                 var body = Body(root, operation["requestBody"], $"{opAt}/requestBody", schemas);
-                var compiled = new ApiOperation(id, upper, template, parameters, body, []);
+                var compiled = new ApiOperation(id, upper, template, parameters, body, [], Deprecated: operation["deprecated"] is JsonValue deprecated && deprecated.GetValueKind() == JsonValueKind.True);
                 if (undeclared.Any(r => OperationSelector.Any(r.Operations, compiled)))
                 {
                     compiled = compiled with { Responses = Responses(root, operation["responses"] as JsonObject, $"{opAt}/responses", schemas) };

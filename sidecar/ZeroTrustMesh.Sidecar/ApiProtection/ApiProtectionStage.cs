@@ -70,6 +70,7 @@ internal sealed class ApiProtectionStage : IInboundStage
                 ? new Refusal(StatusCodes.Status404NotFound, "api_unknown_operation", $"ApiSpec '{Policy}': {match.Unknown}")
                 : null, log: _spec.UnknownOperations != UnknownOperations.Allow);
         }
+        request.ApiTemplate = operation.Operation.Path;
         var errors = new List<string>();
         foreach (var parameter in operation.Parameters)
         {
@@ -98,6 +99,7 @@ internal sealed class ApiProtectionStage : IInboundStage
             }
         }
         _metrics.ApiValidation(Policy, "valid");
+        request.SchemaVerdict = Proto.V1.SchemaVerdict.Valid;
         if (operation.Redactions is { } redactions && _spec.Mode == ApiMode.Enforce)
         {
             request.TransformResponse(new JsonRedactionTransform(redactions.For, _redacted, _invalidResponse));
@@ -189,6 +191,12 @@ internal sealed class ApiProtectionStage : IInboundStage
     private StageResult Verdict(InboundRequest request, string result, Refusal? refusal, bool log)
     {
         _metrics.ApiValidation(Policy, result);
+        request.SchemaVerdict = result switch
+        {
+            "unknown" => Proto.V1.SchemaVerdict.Undeclared,
+            "object_denied" => Proto.V1.SchemaVerdict.Valid, // the request fits the schema; its object is not the caller's
+            _ => Proto.V1.SchemaVerdict.Invalid,
+        };
         if (refusal is null)
         {
             if (log)

@@ -33,6 +33,8 @@ internal sealed class AuthorizationStage(PolicySnapshot snapshot, SidecarMetrics
             Now = request.Now,
         }, default);
         metrics.Decision(decision.Allowed, decision.Policy);
+        request.DecidingPolicy = decision.Policy;
+        request.DecidingRule = decision.Rule;
         return ValueTask.FromResult(decision.Allowed
             ? StageResult.Continue
             // The reason names the deciding policy and rule, or says that none allowed the request.

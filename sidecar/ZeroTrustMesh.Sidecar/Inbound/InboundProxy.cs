@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Net.Http.Headers;
 using Yarp.ReverseProxy.Forwarder;
 using ZeroTrustMesh.Sidecar.Identity;
+using ZeroTrustMesh.Sidecar.Observations;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
 
@@ -27,9 +28,11 @@ namespace ZeroTrustMesh.Sidecar.Inbound;
 ///    incoming copy, and any header name a framework would fold into it, is dropped, and a plaintext caller gets none —,
 ///    the validated JWT removed unless its rule keeps it, a body a stage buffered replayed as it came, and the response
 ///    through the transforms stages registered;
-/// 8. one metric sample and one access-log line.
+/// 8. one metric sample, one access-log line and one observation for the control plane (<see cref="ObservationBuffer"/>;
+///    refusals too, with what the stages had found by then).
 /// </summary>
-internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundSnapshotState snapshots, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog)
+internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions options, IdentityState state, InboundSnapshotState snapshots, TimeProvider time, SidecarMetrics metrics, AccessLog accessLog,
+    ObservationBuffer observations)
 {
     private readonly HttpMessageInvoker _toApp = new(Outbound.DestinationClients.ForwardingHandler(options.ConnectTimeout));
 
@@ -52,23 +55,23 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         if (peer is null && !plaintext)
         {
             // Unreachable: a connection is mTLS with a verified SVID, or plaintext that a PERMISSIVE workload accepted.
-            await Refuse(context, new Refusal(StatusCodes.Status403Forbidden, "no_identity", "no verified client identity"), "", self, started);
+            await Refuse(context, new Refusal(StatusCodes.Status403Forbidden, "no_identity", "no verified client identity"), "", self, started, null, 0);
             return;
         }
         if (RequestFraming.Problem(context.Request) is { } framing)
         {
-            await Refuse(context, new Refusal(StatusCodes.Status400BadRequest, "malformed", framing) { CloseConnection = true }, caller, self, started);
+            await Refuse(context, new Refusal(StatusCodes.Status400BadRequest, "malformed", framing) { CloseConnection = true }, caller, self, started, null, 0);
             return;
         }
         if (PortFor(context.Request.Headers[MeshHeaders.TargetPort].ToString()) is not { } port)
         {
             await Refuse(context, new Refusal(StatusCodes.Status404NotFound, "undeclared_port",
-                $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port"), caller, self, started);
+                $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port"), caller, self, started, null, 0);
             return;
         }
         if (InboundPath.Normalize(context.Request.Path.Value, options.EscapedSlashes, out var pathRefusal) is not { } path)
         {
-            await Refuse(context, new Refusal(StatusCodes.Status400BadRequest, "escaped_slash", pathRefusal!), caller, self, started);
+            await Refuse(context, new Refusal(StatusCodes.Status400BadRequest, "escaped_slash", pathRefusal!), caller, self, started, null, port);
             return;
         }
 
@@ -77,7 +80,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         {
             if ((await stage.RunAsync(request, context.RequestAborted)).Refusal is { } refusal)
             {
-                await Refuse(context, refusal, caller, self, started);
+                await Refuse(context, refusal, caller, self, started, request, port);
                 return;
             }
         }
@@ -108,6 +111,9 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         metrics.Request("inbound", caller, self, context.Response.StatusCode, elapsed);
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", context.Response.StatusCode, elapsed,
             context.Request.ContentLength, context.Response.ContentLength, reason);
+        observations.Record(new RequestObservation(request.Now, caller, request.Subject, request.Method, path, request.ApiTemplate, port,
+            context.Response.StatusCode, Allowed: true, request.DecidingPolicy, request.DecidingRule, request.SchemaVerdict,
+            context.Request.ContentLength ?? 0, context.Response.ContentLength ?? 0, elapsed));
     }
 
     /// <summary>Why YARP could not forward, in a few words (its exception's message), for the 502 and the access log.</summary>
@@ -124,7 +130,8 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
     /// <c>--explain-denials false</c> hides it), <c>ztm_rejected_requests_total</c>, the request metric and an access-log
     /// line with the reason.
     /// </summary>
-    private async Task Refuse(HttpContext context, Refusal refusal, string caller, string self, long started)
+    /// <param name="request">The request record once the stages run (null before); <paramref name="port"/> 0 before it is known.</param>
+    private async Task Refuse(HttpContext context, Refusal refusal, string caller, string self, long started, InboundRequest? request, int port)
     {
         metrics.Rejected("inbound", refusal.Kind);
         context.Response.StatusCode = refusal.Status;
@@ -140,6 +147,9 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         var elapsed = Stopwatch.GetElapsedTime(started);
         metrics.Request("inbound", caller, self, refusal.Status, elapsed);
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", refusal.Status, elapsed, null, null, refusal.Reason);
+        observations.Record(new RequestObservation(request?.Now ?? time.GetUtcNow(), caller, request?.Subject, context.Request.Method,
+            request?.Path ?? context.Request.Path.Value ?? "", request?.ApiTemplate, port, refusal.Status, Allowed: false,
+            request?.DecidingPolicy, request?.DecidingRule ?? -1, request?.SchemaVerdict ?? default, context.Request.ContentLength ?? 0, 0, elapsed));
     }
 
     /// <param name="transforms">The response transforms of one request; null for the shared instance (no transforms).</param>

@@ -55,6 +55,21 @@ internal sealed class InboundRequest(HttpContext http, SpiffeId? caller, int por
     /// <summary>Claims of the bearer token the JWT stage validated; null without one.</summary>
     public IRequestValues? Claims { get; set; }
 
+    /// <summary>The validated token's <c>sub</c> claim, or null (for observations).</summary>
+    public string? Subject => Claims is { } claims && claims.TryGetValue("sub", 0, out var subject) ? subject : null;
+
+    /// <summary>Set by the authorization stage: the policy (<c>namespace/name</c>) whose rule decided, or null when none did.</summary>
+    public string? DecidingPolicy { get; set; }
+
+    /// <summary>Set by the authorization stage: the index of the rule that decided in <see cref="DecidingPolicy"/>; -1 when none did.</summary>
+    public int DecidingRule { get; set; } = -1;
+
+    /// <summary>Set by the API protection stage: the declared path template of the operation the request matched.</summary>
+    public string? ApiTemplate { get; set; }
+
+    /// <summary>Set by the API protection stage: what it found; unspecified when no ApiSpec applies.</summary>
+    public Proto.V1.SchemaVerdict SchemaVerdict { get; set; }
+
     /// <summary>Set by the JWT stage: the validated token is removed before the app (unless its rule forwards it).</summary>
     public bool RemoveAuthorization { get; set; }
 

@@ -24,6 +24,7 @@ internal sealed class SidecarMetrics
     private readonly Counter _inboundConnections;
     private readonly Counter _memoryTrims;
     private readonly Counter _accessLogDropped;
+    private readonly Counter _observationsDropped;
 
     public SidecarMetrics(IdentityState state)
     {
@@ -57,6 +58,8 @@ internal sealed class SidecarMetrics
             "Full garbage collections run to hand memory back to the OS after the heap outgrew its live data, or once a quiet sidecar still held its last requests' garbage (see MemoryTrimmer).");
         _accessLogDropped = factory.CreateCounter("ztm_access_log_dropped_total",
             "Access-log lines dropped because the writer fell behind (its queue was full): requests are never slowed down to log them.");
+        _observationsDropped = factory.CreateCounter("ztm_observations_dropped_total",
+            "Request observations not sent to the control plane: the buffer was full (--observation-buffer) or the stream broke with them in flight. Requests are never slowed down to report them.");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
@@ -118,4 +121,6 @@ internal sealed class SidecarMetrics
     public void MemoryTrimmed() => _memoryTrims.Inc();
 
     public void AccessLogLineDropped() => _accessLogDropped.Inc();
+
+    public void ObservationDropped(long count = 1) => _observationsDropped.Inc(count);
 }

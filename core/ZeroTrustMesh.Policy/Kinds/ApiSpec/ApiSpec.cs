@@ -76,9 +76,10 @@ public sealed record RedactionSetting(ImmutableArray<string> Operations, string 
 /// <summary>
 /// One operation of the document, compiled by the control plane: method, path template (<c>/users/{userId}</c>),
 /// parameters, JSON body, and the declared JSON response schemas that <c>removeUndeclared</c> needs. Every schema is a
-/// self-contained JSON Schema 2020-12 document (its references under <c>$defs</c>), as JSON text.
+/// self-contained JSON Schema 2020-12 document (its references under <c>$defs</c>), as JSON text. <see cref="Deprecated"/>:
+/// the document says <c>deprecated: true</c> (API discovery reports such an operation that is still called as a zombie).
 /// </summary>
-public sealed record ApiOperation(string Id, string Method, string Path, ImmutableArray<ApiParameter> Parameters, ApiBody? Body, ImmutableArray<ApiResponseSchema> Responses);
+public sealed record ApiOperation(string Id, string Method, string Path, ImmutableArray<ApiParameter> Parameters, ApiBody? Body, ImmutableArray<ApiResponseSchema> Responses, bool Deprecated = false);
 
 public enum ParameterLocation
 {

@@ -92,7 +92,7 @@ public sealed class ApiSpecKind : PolicyKind<ApiSpec>
         {
             return new ApiOperation("", "GET", "/", [], null, []);
         }
-        reader.Keys(map, path, "id", "method", "path", "parameters", "body", "responses");
+        reader.Keys(map, path, "id", "method", "path", "parameters", "body", "responses", "deprecated");
         var parameters = reader.List(map, "parameters", path, (n, p) =>
         {
             if (reader.Mapping(n, p) is not { } parameter)
@@ -124,7 +124,8 @@ public sealed class ApiSpecKind : PolicyKind<ApiSpec>
             reader.Keys(response, p, "status", "schema");
             return new ApiResponseSchema(reader.Text(response, "status", p) ?? "default", Schema(response, p) ?? "true");
         });
-        return new ApiOperation(reader.Text(map, "id", path) ?? "", reader.Text(map, "method", path) ?? "GET", reader.Text(map, "path", path) ?? "/", parameters, body, responses);
+        return new ApiOperation(reader.Text(map, "id", path) ?? "", reader.Text(map, "method", path) ?? "GET", reader.Text(map, "path", path) ?? "/", parameters, body, responses,
+            reader.Bool(map, "deprecated", path) ?? false);
 
         T Invalid<T>(T fallback, string at, string message)
         {
@@ -214,6 +215,10 @@ public sealed class ApiSpecKind : PolicyKind<ApiSpec>
             json.WriteString("status", response.Status);
             WriteSchema(json, response.Schema);
         });
+        if (operation.Deprecated)
+        {
+            json.WriteBoolean("deprecated", true);
+        }
         json.WriteEndObject();
     }
 
