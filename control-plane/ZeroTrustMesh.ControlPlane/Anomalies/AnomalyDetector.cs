@@ -109,11 +109,13 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
 
     public void Consume(ObservationReporter reporter, IReadOnlyList<Observation> observations)
     {
-        if (!reporter.Identity.TryGetWorkload(out var ns, out _))
+        // The workload as policies select it (namespace, service account), as its sidecar compiles its config; not the
+        // registry's service name (orders.shop).
+        if (!reporter.Identity.TryGetWorkload(out var ns, out var serviceAccount))
         {
             return;
         }
-        Observe(new WorkloadRef(ns, reporter.Service), observations);
+        Observe(new WorkloadRef(ns, serviceAccount), observations);
     }
 
     /// <summary>Counts what <paramref name="workload"/>'s sidecar served (the observations' own times are not trusted: this clock is).</summary>

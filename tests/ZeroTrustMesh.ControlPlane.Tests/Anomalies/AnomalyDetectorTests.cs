@@ -55,7 +55,7 @@ public sealed class AnomalyDetectorTests : IDisposable
                     batch.Add(new Observation { Caller = caller, Method = "GET", Path = "/orders/42", Template = path, Status = status });
                 }
             }
-            _detector!.Consume(new ObservationReporter(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/orders"), "orders"), batch);
+            _detector!.Consume(new ObservationReporter(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/orders"), "orders.shop"), batch);
             if (until?.Invoke() == true)
             {
                 return;
