@@ -43,6 +43,7 @@ internal static class Ztmctl
         root.Subcommands.Add(CheckCommand.Command());
         root.Subcommands.Add(ApiCommands.Command());
         root.Subcommands.Add(AuditCommands.Command());
+        root.Subcommands.Add(AnomalyCommands.Command());
         foreach (var command in PolicyCommands.Commands())
         {
             root.Subcommands.Add(command);

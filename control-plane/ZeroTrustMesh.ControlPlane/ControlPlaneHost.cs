@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.AspNetCore.Server.Kestrel.Https;
+using ZeroTrustMesh.ControlPlane.Anomalies;
 using ZeroTrustMesh.ControlPlane.Api;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Config;
@@ -60,6 +61,7 @@ internal static class ControlPlaneHost
         }
         services.AddStandaloneState(options);
         services.AddControlPlane();
+        services.AddAnomalyResponse();
         services.AddObservations();
         services.AddApiDiscovery(options);
         if (options.Kubernetes)
@@ -83,6 +85,7 @@ internal static class ControlPlaneHost
             .AddServiceOptions<IdentityAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<CaAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<Audit.AuditAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
+            .AddServiceOptions<AnomalyAdminService>(o => o.Interceptors.Add<OperatorOnlyInterceptor>())
             .AddServiceOptions<PolicyAdminService>(o =>
             {
                 o.Interceptors.Add<OperatorOnlyInterceptor>();
@@ -133,6 +136,7 @@ internal static class ControlPlaneHost
         app.MapGrpcService<RegistryService>();
         app.MapGrpcService<MeshConfigService>();
         app.MapGrpcService<PolicyAdminService>();
+        app.MapGrpcService<AnomalyAdminService>();
         app.MapGrpcService<ObservationService>();
         app.MapGrpcService<ApiAdminService>();
         app.MapGrpcService<Audit.AuditService>();

@@ -26,8 +26,8 @@ public sealed class RbacTests
             "|pods|get,list,watch|",                       // the pod a token is bound to; the registry's pods
             "|services|list,watch|",                       // the registry: Services
             "discovery.k8s.io|endpointslices|list,watch|", // and their endpoints
-            "security.ztm.dev|authorizationpolicies,requestauthentications,peerauthentications,ratelimitpolicies,apispecs|list,watch|", // policy
-            "security.ztm.dev|authorizationpolicies/status,requestauthentications/status,peerauthentications/status,ratelimitpolicies/status,apispecs/status|update,patch|", // Accepted
+            "security.ztm.dev|authorizationpolicies,requestauthentications,peerauthentications,ratelimitpolicies,apispecs,anomalypolicies|list,watch|", // policy
+            "security.ztm.dev|authorizationpolicies/status,requestauthentications/status,peerauthentications/status,ratelimitpolicies/status,apispecs/status,anomalypolicies/status|update,patch|", // Accepted
             "|configmaps|list,watch|",                     // ApiSpec openapi.configMapRef
         ], Describe(role.Rules));
 

@@ -45,7 +45,7 @@ public sealed class RenderTests
         var expected = new[]
         {
             "ClusterRole ztm-controlplane", "ClusterRoleBinding ztm-controlplane", "ConfigMap ztm-injection",
-            "CustomResourceDefinition apispecs.security.ztm.dev",
+            "CustomResourceDefinition anomalypolicies.security.ztm.dev", "CustomResourceDefinition apispecs.security.ztm.dev",
             "CustomResourceDefinition authorizationpolicies.security.ztm.dev", "CustomResourceDefinition peerauthentications.security.ztm.dev",
             "CustomResourceDefinition ratelimitpolicies.security.ztm.dev", "CustomResourceDefinition requestauthentications.security.ztm.dev",
             "Deployment ztm-controlplane", "MutatingWebhookConfiguration ztm-sidecar-injector", "PodDisruptionBudget ztm-controlplane",

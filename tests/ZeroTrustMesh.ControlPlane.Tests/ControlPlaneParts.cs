@@ -122,9 +122,9 @@ public abstract class ControlPlanePartsTest : IAsyncLifetime
     }
 
     /// <summary>A control plane on <see cref="DataDir"/>, stopped and disposed with the test.</summary>
-    internal async Task<ControlPlaneParts> StartPartsAsync()
+    internal async Task<ControlPlaneParts> StartPartsAsync(Action<IServiceCollection>? replace = null)
     {
-        var parts = await ControlPlaneParts.StartAsync(DataDir, Time);
+        var parts = await ControlPlaneParts.StartAsync(DataDir, Time, replace);
         _started.Add(parts);
         return parts;
     }

@@ -47,7 +47,7 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
     public async Task InitializeAsync()
     {
         _api = await KubernetesApiDouble.StartAsync();
-        foreach (var (plural, kind) in new[] { ("authorizationpolicies", "AuthorizationPolicy"), ("requestauthentications", "RequestAuthentication"), ("peerauthentications", "PeerAuthentication"), ("ratelimitpolicies", "RateLimitPolicy"), ("apispecs", "ApiSpec") })
+        foreach (var (plural, kind) in new[] { ("authorizationpolicies", "AuthorizationPolicy"), ("requestauthentications", "RequestAuthentication"), ("peerauthentications", "PeerAuthentication"), ("ratelimitpolicies", "RateLimitPolicy"), ("apispecs", "ApiSpec"), ("anomalypolicies", "AnomalyPolicy") })
         {
             _api.Register(new ApiResource("security.ztm.dev", "v1", plural, kind, true) { StatusSubresource = true });
         }

@@ -104,7 +104,7 @@ public sealed class KindTests
 
         // Without the registration the kind is unknown, and the error lists the kinds that are.
         var unknown = PolicyYaml.Load("quota.yaml", yaml);
-        Assert.Contains("quota.yaml#1 kind: unknown kind 'Quota'; expected one of AuthorizationPolicy, RequestAuthentication, PeerAuthentication, RateLimitPolicy, ApiSpec",
+        Assert.Contains("quota.yaml#1 kind: unknown kind 'Quota'; expected one of AuthorizationPolicy, RequestAuthentication, PeerAuthentication, RateLimitPolicy, ApiSpec, AnomalyPolicy",
             unknown.Errors.Select(e => e.ToString()));
     }
 

@@ -101,7 +101,7 @@ public sealed class ValidationTests
             "policies.yaml#1 metadata.uid: unknown field 'uid'; expected name, namespace, labels, annotations",
             "policies.yaml#1 spec.Action: unknown field 'Action'; did you mean 'action'?",
             "policies.yaml#1 spec.selector.app: unknown field 'app'; expected service",
-            "policies.yaml#2 kind: unknown kind 'NetworkPolicy'; expected one of AuthorizationPolicy, RequestAuthentication, PeerAuthentication, RateLimitPolicy, ApiSpec",
+            "policies.yaml#2 kind: unknown kind 'NetworkPolicy'; expected one of AuthorizationPolicy, RequestAuthentication, PeerAuthentication, RateLimitPolicy, ApiSpec, AnomalyPolicy",
         ], Errors(yaml));
     }
 

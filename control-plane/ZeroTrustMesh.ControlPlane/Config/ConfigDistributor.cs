@@ -224,7 +224,13 @@ internal sealed class ConfigDistributor : IDisposable
     {
         var snapshot = new ConfigSnapshot { TrustBundle = TrustBundleProto(state.Bundle) };
         // Validated here once; sidecars read the typed model, never the operator's YAML.
-        snapshot.Resources.AddRange(state.For(key.Namespace, key.Service).Select(r => r.Document.Resource.ToProto(PolicyKinds.Builtin)));
+        snapshot.Resources.AddRange(state.For(key.Namespace, key.Service)
+            .Where(r => !PolicyKinds.Builtin.TryGet(r.Key.Kind, out var kind) || kind.SentToSidecars) // AnomalyPolicy is the control plane's own
+            .Select(r => r.Document.Resource.ToProto(PolicyKinds.Builtin)));
+        if (key.Service is { } service)
+        {
+            snapshot.CallerRestrictions.AddRange(state.RestrictionsFor(new WorkloadRef(key.Namespace, service)).Select(r => r.ToProto()));
+        }
         snapshot.Revocations.AddRange(state.Revocations.Entries.Select(e => e.ToProto()));
         // The digest covers the content only; version and nonce are set afterwards.
         var digest = SHA256.HashData(snapshot.ToByteArray());

@@ -1,6 +1,7 @@
 using System.Collections.Frozen;
 using System.Collections.Immutable;
 using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 
 namespace ZeroTrustMesh.ControlPlane.Config;
@@ -26,11 +27,17 @@ internal sealed record StoredResource(PolicyDocument Document, string Yaml)
 internal readonly record struct ConfigKey(string Namespace, string? Service);
 
 /// <summary>
-/// The config at one version: the policy resources, the revocations in force and the trust bundle (which changes only
-/// with a CA rotation); immutable, replaced as a whole.
+/// The config at one version: the policy resources, the revocations in force, the trust bundle (which changes only
+/// with a CA rotation) and the callers anomaly response restricts now; immutable, replaced as a whole.
 /// </summary>
 internal sealed record ConfigState(string Version, ImmutableDictionary<ResourceKey, StoredResource> Resources, RevocationList Revocations, TrustBundle Bundle)
 {
+    /// <summary>Temporary restrictions of single callers (AnomalyPolicy in Enforce), in a stable order.</summary>
+    public ImmutableArray<CallerRestriction> Restrictions { get; init; } = [];
+
+    /// <summary>The restrictions <paramref name="workload"/>'s sidecars enforce.</summary>
+    public IEnumerable<CallerRestriction> RestrictionsFor(WorkloadRef workload) => Restrictions.Where(r => r.Workload == workload);
+
     /// <summary>The resources that apply to one workload (its namespace, selected by service or by no selector).</summary>
     public IReadOnlyList<StoredResource> For(WorkloadRef workload) => For(workload.Namespace, workload.Service);
 
@@ -51,6 +58,7 @@ internal sealed record ConfigState(string Version, ImmutableDictionary<ResourceK
         .Select(r => (r.Document.Resource.Metadata.Namespace, r.Document.Resource.Selector))
         .Where(x => x.Selector is not null)
         .Select(x => new WorkloadRef(x.Namespace, x.Selector!.Service))
+        .Concat(Restrictions.Select(r => r.Workload)) // a restricted workload gets its own snapshot
         .ToFrozenSet();
 
     private FrozenSet<WorkloadRef>? _selected;
@@ -62,5 +70,6 @@ internal sealed record ConfigState(string Version, ImmutableDictionary<ResourceK
         Resources = original.Resources;
         Revocations = original.Revocations;
         Bundle = original.Bundle;
+        Restrictions = original.Restrictions;
     }
 }

@@ -7,6 +7,7 @@ using System.Text.Json.Serialization;
 using ZeroTrustMesh.ControlPlane.Ca;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 
 namespace ZeroTrustMesh.ControlPlane.Config;
@@ -47,8 +48,8 @@ internal sealed class ConfigStore
         lock (_gate)
         {
             // Subscribed before the first read: a change in between waits on the lock instead of being lost.
-            policies.Changed += change => Publish(change.Resources, null, null, change.Action, change.Actor, change.Keys, null);
-            revocations.Changed += change => Publish(null, change.List, null, change.Action, change.Actor, change.Subjects, change.Reason);
+            policies.Changed += change => Publish(change.Resources, null, null, null, change.Action, change.Actor, change.Keys, null);
+            revocations.Changed += change => Publish(null, change.List, null, null, change.Action, change.Actor, change.Subjects, change.Reason);
             _state = new ConfigState("", policies.Resources, revocations.Current, ca.Bundle);
             var digest = Digest(_state);
             var stored = LoadVersion();
@@ -90,17 +91,39 @@ internal sealed class ConfigStore
             {
                 return Current;
             }
-            Publish(null, null, bundle, action, "controlplane", [$"trust bundle {bundle.Sequence}"], reason);
+            Publish(null, null, bundle, null, action, "controlplane", [$"trust bundle {bundle.Sequence}"], reason);
             return Current;
         }
     }
 
-    private void Publish(ImmutableDictionary<ResourceKey, StoredResource>? resources, RevocationList? revocations, TrustBundle? bundle, string action, string actor, IReadOnlyList<string> keys, string? reason)
+    /// <summary>
+    /// Anomaly response restricts these callers now (all of them, replacing the previous set): a new version, pushed at
+    /// once to the sidecars of every workload whose restrictions changed. Nothing happens when the set is the same.
+    /// </summary>
+    public ConfigState PublishRestrictions(ImmutableArray<CallerRestriction> restrictions, string actor, IReadOnlyList<string> keys, string reason)
+    {
+        lock (_gate)
+        {
+            if (Current.Restrictions.SequenceEqual(restrictions))
+            {
+                return Current;
+            }
+            Publish(null, null, null, restrictions, "anomaly", actor, keys, reason);
+            return Current;
+        }
+    }
+
+    private void Publish(
+        ImmutableDictionary<ResourceKey, StoredResource>? resources, RevocationList? revocations, TrustBundle? bundle, ImmutableArray<CallerRestriction>? restrictions,
+        string action, string actor, IReadOnlyList<string> keys, string? reason)
     {
         lock (_gate)
         {
             var current = Current;
-            var next = new ConfigState("", resources ?? current.Resources, revocations ?? current.Revocations, bundle ?? current.Bundle);
+            var next = new ConfigState("", resources ?? current.Resources, revocations ?? current.Revocations, bundle ?? current.Bundle)
+            {
+                Restrictions = restrictions ?? current.Restrictions,
+            };
             var digest = Digest(next);
             _version = _shared is null ? _version + 1 : SharedVersion(digest, _version + 1);
             next = next with { Version = Format(_version) };
@@ -145,6 +168,10 @@ internal sealed class ConfigStore
             hash.AppendData(Encoding.UTF8.GetBytes($"{entry.Subject}|{entry.RevokedAt:O}|{entry.ExpiresAt:O}|{entry.Reason}\0"));
         }
         hash.AppendData(SHA256.HashData(state.Bundle.Roots.SelectMany(r => r.RawData).ToArray()));
+        foreach (var r in state.Restrictions)
+        {
+            hash.AppendData(Encoding.UTF8.GetBytes($"{r.Workload}|{r.Caller}|{r.Subject}|{r.Route}|{r.Action}|{r.RequestsPerMinute}|{r.Reason}\0"));
+        }
         return Convert.ToHexStringLower(hash.GetHashAndReset());
     }
 

@@ -23,6 +23,12 @@ public abstract class PolicyKind
     /// <summary>Whether a document must have a <c>spec</c> (PeerAuthentication, like Istio's, may omit it).</summary>
     public virtual bool RequiresSpec => true;
 
+    /// <summary>
+    /// Whether sidecars receive resources of this kind (they enforce it with an inbound stage). False for a kind the
+    /// control plane applies itself (AnomalyPolicy): sidecars get what it decides, and would NACK a kind they cannot enforce.
+    /// </summary>
+    public virtual bool SentToSidecars => true;
+
     public abstract Type ResourceType { get; }
 
     /// <summary>

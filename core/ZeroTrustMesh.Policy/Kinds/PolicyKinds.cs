@@ -17,6 +17,7 @@ public sealed class PolicyKinds
         PeerAuthenticationKind.Instance,
         RateLimitPolicyKind.Instance,
         ApiSpecKind.Instance,
+        AnomalyPolicyKind.Instance,
     ]);
 
     private readonly FrozenDictionary<string, PolicyKind> _byName;

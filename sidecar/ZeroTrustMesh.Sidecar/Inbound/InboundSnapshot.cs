@@ -44,9 +44,10 @@ internal sealed class InboundSnapshot
     /// order. Every kind is compiled even when one fails, so the NACK names every problem.
     /// </summary>
     /// <exception cref="ArgumentException">A kind could not compile its resources; the message lists every failure.</exception>
-    public static InboundSnapshot Compile(string version, WorkloadRef workload, IReadOnlyList<PolicyResource> resources, IEnumerable<IInboundStageKind> kinds)
+    public static InboundSnapshot Compile(
+        string version, WorkloadRef workload, IReadOnlyList<PolicyResource> resources, IEnumerable<IInboundStageKind> kinds, IReadOnlyList<CallerRestriction>? restrictions = null)
     {
-        var context = new StageContext(version, workload);
+        var context = new StageContext(version, workload) { Restrictions = restrictions ?? [] };
         var applying = resources.Where(r => r.AppliesTo(workload)).ToList();
         var stages = new List<CompiledStage>();
         var errors = new List<string>();
@@ -97,10 +98,11 @@ internal sealed class InboundSnapshotState
     /// Reads each resource of a pushed config with the kind this sidecar enforces it with, and compiles the stages for
     /// <paramref name="workload"/>; nothing changes until <see cref="Update"/>.
     /// </summary>
-    /// <exception cref="FormatException">A resource of a kind this sidecar does not enforce, or a model it cannot read.</exception>
+    /// <exception cref="FormatException">A resource of a kind this sidecar does not enforce, a model it cannot read, or a caller restriction it cannot enforce.</exception>
     /// <exception cref="ArgumentException">A kind could not compile its resources.</exception>
     public InboundSnapshot Compile(Proto.V1.ConfigSnapshot config, WorkloadRef workload) =>
-        InboundSnapshot.Compile(config.Version, workload, [.. config.Resources.Select(r => Proto.PolicyMapping.FromProto(r, PolicyKinds))], Kinds);
+        InboundSnapshot.Compile(config.Version, workload, [.. config.Resources.Select(r => Proto.PolicyMapping.FromProto(r, PolicyKinds))], Kinds,
+            [.. config.CallerRestrictions.Select(r => Proto.RestrictionMapping.FromProto(r, workload))]);
 
     public void Update(InboundSnapshot snapshot)
     {

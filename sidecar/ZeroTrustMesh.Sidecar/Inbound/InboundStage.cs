@@ -58,7 +58,11 @@ internal static class InboundStageOrder
 }
 
 /// <summary>What a stage is compiled for: the config version and the workload.</summary>
-internal sealed record StageContext(string Version, WorkloadRef Workload);
+internal sealed record StageContext(string Version, WorkloadRef Workload)
+{
+    /// <summary>The callers anomaly response restricts at this version (the rate-limit stage enforces them).</summary>
+    public IReadOnlyList<CallerRestriction> Restrictions { get; init; } = [];
+}
 
 /// <summary>A stage's verdict on one request: go on (the default, allocation-free), or a refusal.</summary>
 internal readonly record struct StageResult(Refusal? Refusal)

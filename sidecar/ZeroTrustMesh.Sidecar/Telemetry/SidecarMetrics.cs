@@ -52,7 +52,7 @@ internal sealed class SidecarMetrics
         _apiValidation = factory.CreateCounter("ztm_api_validation_total",
             "Inbound requests checked by an ApiSpec, by policy and result (valid, invalid, too_large, unknown, object_denied); DryRun and Enforce count the same verdicts.", "policy", "result");
         _apiRedactions = factory.CreateCounter("ztm_api_redactions_total", "Response values removed or masked by an ApiSpec's redaction, by policy.", "policy");
-        _rateLimited = factory.CreateCounter("ztm_rate_limited_total", "Inbound requests refused with 429 by a RateLimitPolicy, by policy.", "policy");
+        _rateLimited = factory.CreateCounter("ztm_rate_limited_total", "Inbound requests refused by a RateLimitPolicy (429; policy namespace/name) or by anomaly response (429 throttled, 403 quarantined; policy anomaly-response).", "policy");
         _inboundConnections = factory.CreateCounter("ztm_inbound_connections_total",
             "HTTP connections accepted on the inbound port, by security: mtls, or plaintext (a PERMISSIVE workload).", "security");
         _memoryTrims = factory.CreateCounter("ztm_memory_trims_total",
