@@ -415,8 +415,6 @@ public sealed class KubernetesPolicySourceTests : IAsyncLifetime
         Assert.Empty(parts.Get<ConfigStore>().Current.Resources);
     }
 
-    private const string ApiSpecs = "apispecs";
-
     private static JsonObject ApiSpecFromConfigMap(string name, string key) => new()
     {
         ["apiVersion"] = ApiVersion,
