@@ -9,7 +9,7 @@ namespace ZeroTrustMesh.EndToEnd.Tests;
 /// <summary>
 /// Issue 19, sections 1 and 2 through real processes: the orders sidecar reports every request it serves (allowed and
 /// refused) to the control plane on the observation stream; <c>ztmctl api inventory</c> and <c>api diff</c> show what
-/// was observed against the declared ApiSpec; a tiny buffer drops and counts.
+/// was observed against the declared ApiSpec, and a restart keeps it; a tiny buffer drops and counts.
 /// </summary>
 public sealed class ObservationsEndToEndTests(ITestOutputHelper output) : IAsyncLifetime
 {
@@ -136,6 +136,15 @@ public sealed class ObservationsEndToEndTests(ITestOutputHelper output) : IAsync
         Assert.Equal(1, code);
         Assert.Empty(stdout);
         Assert.Equal("ztmctl: unknown service 'payments': nothing was observed of it and no ApiSpec selects it (NotFound)", stderr.Trim());
+
+        // Standalone, the inventory is kept in the data directory: a restarted control plane still knows it.
+        await controlPlane.Process.StopAsync(); // graceful: the snapshot is written at stop
+        var restarted = await _mesh.StartControlPlaneAsync(name: "controlplane-2", dataDir: controlPlane.DataDir, port: controlPlane.Address.Port);
+        await restarted.Process.WaitForLineAsync("API inventory loaded from ");
+        (exit, table, _) = await _mesh.ZtmctlAsync("api", "inventory", "--service", "orders");
+        Assert.Equal(0, exit);
+        Assert.Contains("orders.shop: 3 endpoint(s), 7 request(s)", table, StringComparison.Ordinal);
+        Assert.Matches(@"GET +/orders/\{order\} +5 ", table);
     }
 
     [Fact]

@@ -207,6 +207,7 @@ internal sealed class ApiInventory(ApiInventoryOptions options, TimeProvider tim
             lock (_lock)
             {
                 _requests++;
+                _since = at < _since ? at : _since; // observations that waited in a sidecar's buffer are older than the first batch
                 if (refused)
                 {
                     _refused++;

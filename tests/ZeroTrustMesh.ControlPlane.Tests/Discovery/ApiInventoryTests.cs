@@ -23,7 +23,7 @@ public sealed class ApiInventoryTests
     public void Each_endpoint_says_how_often_when_by_whom_and_with_which_status_classes()
     {
         var inventory = new ApiInventory(new ApiInventoryOptions(), _time);
-        var start = _time.GetUtcNow();
+        var start = _time.GetUtcNow().AddSeconds(-5); // sent after waiting in the sidecar's buffer
         for (var i = 0; i < 40; i++)
         {
             inventory.Consume(Orders, [Observe("GET", $"/orders/{i + 1000}", i % 2 == 0 ? Frontend : Checkout, i == 7 ? 500u : 200u, start.AddSeconds(i))]);
@@ -44,6 +44,7 @@ public sealed class ApiInventoryTests
         var post = Assert.Single(view.Endpoints, e => e.Method == "POST");
         Assert.Equal("/orders", post.Template);
         Assert.Equal(41, view.Requests);
+        Assert.Equal(start, view.ObservingSince); // the oldest observation, not when the first batch arrived
         Assert.Null(inventory.Inventory("payments.shop"));
     }
 
