@@ -21,13 +21,20 @@ internal sealed class FileCheckpointStore(string dataDir) : ICheckpointStore
     private readonly string _directory = Path.Combine(dataDir, "checkpoints");
     private readonly Lock _lock = new();
 
+    /// <summary>Checkpoints per (workload, chain), counted from the file once per workload: not re-read at every add.</summary>
+    private readonly Dictionary<string, Dictionary<string, int>> _counts = new(StringComparer.Ordinal);
+
     public int Add(Checkpoint checkpoint)
     {
         lock (_lock)
         {
+            if (!_counts.TryGetValue(checkpoint.Workload, out var chains))
+            {
+                _counts[checkpoint.Workload] = chains = List(checkpoint.Workload).GroupBy(c => c.Chain).ToDictionary(g => g.Key, g => g.Count());
+            }
             Directory.CreateDirectory(_directory);
             File.AppendAllText(PathOf(checkpoint.Workload), checkpoint.ToJson() + "\n");
-            return List(checkpoint.Workload).Count(c => c.Chain == checkpoint.Chain);
+            return chains[checkpoint.Chain] = chains.GetValueOrDefault(checkpoint.Chain) + 1;
         }
     }
 
