@@ -24,7 +24,11 @@ internal sealed class CaAdminService(CaRotation rotation, ILogger<CaAdminService
         }
         catch (IOException e)
         {
-            throw new RpcException(new Status(StatusCode.Unavailable, $"the new root could not be saved, nothing changed: {e.Message}"));
+            throw new RpcException(new Status(StatusCode.Unavailable, $"the rotation could not start, nothing changed: {e.Message}"));
+        }
+        catch (InvalidDataException e)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, $"the rotation could not start, nothing changed: {e.Message}"));
         }
         return Task.FromResult(StatusOf(rotation));
     }

@@ -91,7 +91,8 @@ internal sealed class CaRotation
 
     /// <summary>Prepare: a new root joins the bundle. Refused while a rotation runs, and for a plug-in CA.</summary>
     /// <exception cref="RotationRefusedException">A rotation is running, or the CA is the operator's own.</exception>
-    /// <exception cref="IOException">The new root could not be saved; nothing changed.</exception>
+    /// <exception cref="IOException">The new root could not be saved, or the record could not be read; nothing changed.</exception>
+    /// <exception cref="InvalidDataException">The record does not parse; nothing changed.</exception>
     public CaRotationState Start(string by)
     {
         if (IsPlugIn)
@@ -101,6 +102,7 @@ internal sealed class CaRotation
         }
         lock (_gate)
         {
+            Refresh(); // a rotation another replica started a moment ago is running, even if this one has not followed it yet
             var state = _state;
             if (state.Phase != RotationPhase.None)
             {
@@ -126,11 +128,13 @@ internal sealed class CaRotation
     /// Starts a rotation by itself when the signing root nears expiry, then takes every step whose gate is open.
     /// Returns the gate of the step it stopped at (open when no rotation runs).
     /// </summary>
-    /// <exception cref="IOException">A step could not be saved: it did not happen; the next call tries again.</exception>
+    /// <exception cref="IOException">A step could not be saved (or the record read): it did not happen; the next call tries again.</exception>
+    /// <exception cref="InvalidDataException">The record does not parse.</exception>
     public RotationGate Advance()
     {
         lock (_gate)
         {
+            Refresh(); // a new leader goes on from the step the last one saved, not from the one it last followed
             if (!IsPlugIn && _state.Phase == RotationPhase.None && _time.GetUtcNow() >= AutoRotateAt)
             {
                 Start($"controlplane (root expires {_state.Current.NotAfter.ToUniversalTime():O})");

@@ -24,7 +24,7 @@ internal sealed class CaRotationService(CaRotation rotation, ControlPlaneOptions
                 {
                     rotation.Advance();
                 }
-                catch (Exception e) when (e is IOException or UnauthorizedAccessException or RotationRefusedException)
+                catch (Exception e) when (e is IOException or UnauthorizedAccessException or InvalidDataException or RotationRefusedException)
                 {
                     ControlPlaneLog.CaRotationFailed(logger, options.CaRotationPoll.TotalSeconds, e.Message);
                 }

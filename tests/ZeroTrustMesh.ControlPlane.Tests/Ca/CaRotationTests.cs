@@ -353,6 +353,20 @@ public sealed class CaRotationTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task A_rotation_another_replica_started_a_moment_ago_is_running_here_too_before_this_one_followed_it()
+    {
+        await using var other = await ControlPlaneParts.StartAsync(_dataDir, _time, options: Options());
+        var started = Rotation.Start("operator");
+
+        // No Refresh on the other replica yet: ztmctl ca rotate through it must not start a second rotation over the first.
+        var refused = Assert.Throws<RotationRefusedException>(() => other.Get<CaRotation>().Start("operator"));
+
+        Assert.StartsWith("a rotation is already running (phase prepared since ", refused.Message, StringComparison.Ordinal);
+        Assert.Equal(started.Next!.Thumbprint, other.Get<CaRotation>().State.Next!.Thumbprint);
+        Assert.Equal(started.Next.Thumbprint, Rotation.State.Next!.Thumbprint);
+    }
+
+    [Fact]
     public void The_phase_is_a_metric()
     {
         Rotation.Start("operator");
