@@ -400,7 +400,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
             foreach (var error in named)
             {
                 var resource = next.Values.First(r => r.KeyText == error.Location);
-                if (onlyChanged && current.TryGetValue(resource.Key, out var inForce) && inForce.Yaml == resource.Yaml)
+                if (onlyChanged && current.TryGetValue(resource.Key, out var inForce) && inForce.SameAs(resource))
                 {
                     continue;
                 }
@@ -414,7 +414,7 @@ internal sealed class KubernetesPolicySource : IPolicySource, IHostedService, ID
             // A limit of the whole set (the number of authorization rules) names no resource: the last good set stays,
             // and every resource that is not in force as it stands says so.
             var message = $"valid, but the policy set with it is refused, so the last good set stays in force: {string.Join("; ", setErrors.Select(e => e.Message))}";
-            foreach (var resource in next.Values.Where(r => !(current.TryGetValue(r.Key, out var inForce) && inForce.Yaml == r.Yaml)))
+            foreach (var resource in next.Values.Where(r => !(current.TryGetValue(r.Key, out var inForce) && inForce.SameAs(r))))
             {
                 leftOut.TryAdd(resource.Key, message);
             }
