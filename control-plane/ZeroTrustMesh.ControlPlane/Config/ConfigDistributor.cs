@@ -165,7 +165,7 @@ internal sealed class ConfigDistributor : IDisposable
     private readonly ConfigStore _store;
     private readonly ITimer _debounce;
     private RevocationList _revocations;
-    private System.Collections.Immutable.ImmutableArray<Policy.Kinds.CallerRestriction> _restrictions = [];
+    private System.Collections.Immutable.ImmutableArray<ZeroTrustMesh.Policy.Kinds.CallerRestriction> _restrictions = [];
     private BundleProto? _bundle;
 
     public ConfigDistributor(ConfigStore store, SvidIssuer issuer, ControlPlaneMetrics metrics, TimeProvider time)
