@@ -163,7 +163,8 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
                     track.LastAnomalous = now;
                     if (now - track.FirstSeen >= policy.Spec.MinimumHistory)
                     {
-                        Move(key, track, policy, AnomalyState.Throttled, now, verdict.Reason, verdict.Evidence);
+                        // Stamped when decided: that is what "within a second of detection" is measured from.
+                        Move(key, track, policy, AnomalyState.Throttled, _time.GetUtcNow(), verdict.Reason, verdict.Evidence);
                     }
                 }
             }

@@ -165,6 +165,7 @@ internal sealed class ConfigDistributor : IDisposable
     private readonly ConfigStore _store;
     private readonly ITimer _debounce;
     private RevocationList _revocations;
+    private System.Collections.Immutable.ImmutableArray<ZeroTrustMesh.Policy.Kinds.CallerRestriction> _restrictions = [];
     private BundleProto? _bundle;
 
     public ConfigDistributor(ConfigStore store, SvidIssuer issuer, ControlPlaneMetrics metrics, TimeProvider time)
@@ -258,6 +259,13 @@ internal sealed class ConfigDistributor : IDisposable
         if (!ReferenceEquals(state.Revocations, Interlocked.Exchange(ref _revocations, state.Revocations)))
         {
             EndRevokedSessions(state);
+        }
+        if (!state.Restrictions.SequenceEqual(_restrictions))
+        {
+            // Anomaly response throttles a caller now, not after a burst of edits settles: pushed at once.
+            _restrictions = state.Restrictions;
+            Push();
+            return;
         }
         _debounce.Change(Debounce, Timeout.InfiniteTimeSpan);
     }
