@@ -248,7 +248,7 @@ internal static class CrdSchema
     }
 
     /// <summary>
-    /// A document that sets every field the schema declares (the first enum value, the minimum, one array item), to check
+    /// A document that sets every field the schema declares (the first enum value, the example, the minimum, one array item), to check
     /// that the model's reader knows each of them. Junctors are ignored (such a document may set fields that exclude each other).
     /// </summary>
     public static JsonNode? Maximal(JsonObject node, string path = "")
@@ -256,6 +256,10 @@ internal static class CrdSchema
         if (node["enum"] is JsonArray values)
         {
             return values[0]!.DeepClone();
+        }
+        if (node["example"] is { } example)
+        {
+            return example.DeepClone(); // a field with a pattern says what fits it
         }
         return (string?)node["type"] switch
         {
