@@ -89,7 +89,9 @@ public sealed class DataPlaneBadInputTests
         var text = Encoding.ASCII.GetString(answer.ToArray());
         Assert.StartsWith("HTTP/1.1 400 ", text, StringComparison.Ordinal);
         Assert.Single(text.Split("HTTP/1.1 ", StringSplitOptions.RemoveEmptyEntries));
-        Assert.Contains(_mesh.OrdersSidecar.Process.Lines.Skip(mark), l => l.Contains("/smuggled", StringComparison.Ordinal) && l.Contains("\"status\":400", StringComparison.Ordinal));
+        // The access-log line is written after the answer (off the request path): wait for it.
+        await _mesh.OrdersSidecar.Process.WaitForLineAsync(l => l.Contains("/smuggled", StringComparison.Ordinal) && l.Contains("\"status\":400", StringComparison.Ordinal),
+            "the refused /smuggled request's access-log line", after: mark);
     }
 
     [Fact]

@@ -6,7 +6,7 @@ namespace ZeroTrustMesh.ControlPlane.Discovery;
 
 /// <summary>
 /// Standalone only: keeps the API inventory across restarts in the data directory (<c>api-inventory.json</c>): loaded at
-/// start, written (atomically) every <see cref="Interval"/> when it changed and once more at stop. In Kubernetes each
+/// start, written (atomically) every <see cref="Interval"/> when it changed and once more when the stop begins and at its end. In Kubernetes each
 /// replica holds what its own sidecars reported, in memory.
 /// </summary>
 internal sealed class ApiInventorySnapshots(ApiInventory inventory, ControlPlaneOptions options, TimeProvider time, ILogger<ApiInventorySnapshots> logger) : BackgroundService
@@ -111,7 +111,14 @@ internal static class ApiDiscoveryServices
         services.AddSingleton<Observations.IObservationConsumer>(sp => sp.GetRequiredService<ApiInventory>());
         if (!options.Kubernetes)
         {
-            services.AddHostedService<ApiInventorySnapshots>();
+            services.AddHostedService(sp =>
+            {
+                var snapshots = ActivatorUtilities.CreateInstance<ApiInventorySnapshots>(sp);
+                // Saved as soon as the stop begins, too: draining the sidecars' long-lived streams may outlast what a
+                // supervisor waits for after SIGTERM, and the save at the end of the stop would then never happen.
+                sp.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping.Register(snapshots.Save);
+                return snapshots;
+            });
         }
         return services;
     }
