@@ -64,13 +64,13 @@ internal sealed class DecisionLogWriter : IHostedService, IAsyncDisposable
     /// got, whether it reached the app (<paramref name="refused"/>: no), and the AuthorizationPolicy rule that decided,
     /// when authorization ran.
     /// </summary>
-    public void Record(HttpContext context, int status, bool refused, string? reason)
+    /// <param name="request">The request record once the stages ran; null for a refusal before them.</param>
+    public void Record(HttpContext context, InboundRequest? request, int status, bool refused, string? reason)
     {
         if (_settings is null)
         {
             return;
         }
-        var request = context.Features.Get<InboundRequest>();
         var authorization = request?.Authorization;
         var decision = new Decision(_time.GetUtcNow(),
             context.Features.Get<PeerIdentityFeature>()?.Id.Value ?? InboundRequest.PlaintextCaller,

@@ -76,7 +76,6 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         }
 
         var request = new InboundRequest(context, peer, port, path, time.GetUtcNow());
-        context.Features.Set(request); // for what records the request after a refusal (the decision log)
         foreach (var stage in snapshots.Current.Pipeline)
         {
             if ((await stage.RunAsync(request, context.RequestAborted)).Refusal is { } refusal)
@@ -115,7 +114,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         observations.Record(new RequestObservation(request.Now, caller, request.Subject, request.Method, path, request.ApiTemplate, port,
             context.Response.StatusCode, Allowed: true, request.DecidingPolicy, request.DecidingRule, request.SchemaVerdict,
             context.Request.ContentLength ?? 0, context.Response.ContentLength ?? 0, elapsed));
-        decisionLog.Record(context, context.Response.StatusCode, refused: false, reason);
+        decisionLog.Record(context, request, context.Response.StatusCode, refused: false, reason);
     }
 
     /// <summary>Why YARP could not forward, in a few words (its exception's message), for the 502 and the access log.</summary>
@@ -152,7 +151,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         observations.Record(new RequestObservation(request?.Now ?? time.GetUtcNow(), caller, request?.Subject, context.Request.Method,
             request?.Path ?? context.Request.Path.Value ?? "", request?.ApiTemplate, port, refusal.Status, Allowed: false,
             request?.DecidingPolicy, request?.DecidingRule ?? -1, request?.SchemaVerdict ?? default, context.Request.ContentLength ?? 0, 0, elapsed));
-        decisionLog.Record(context, refusal.Status, refused: true, refusal.Reason);
+        decisionLog.Record(context, request, refusal.Status, refused: true, refusal.Reason);
     }
 
     /// <param name="transforms">The response transforms of one request; null for the shared instance (no transforms).</param>
