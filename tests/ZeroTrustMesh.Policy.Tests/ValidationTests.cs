@@ -63,7 +63,7 @@ public sealed class ValidationTests
             "policies.yaml#2 spec.rules[0].to[0].operation.methods[0]: 'get' must be upper-case: 'GET'",
             "policies.yaml#2 spec.rules[0].to[0].operation.methods[1]: 'FETCH' is not an HTTP method; use one of GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, CONNECT, TRACE or '*'",
             "policies.yaml#2 spec.rules[0].to[0].operation.paths[0]: 'orders' must start with '/' (or '*' for a suffix pattern)",
-            "policies.yaml#2 spec.rules[0].to[0].operation.paths[1]: '/a/*/b' is not a path pattern: use an exact path '/a/b', a prefix '/a/*', a suffix '*.json' or '*'",
+            "policies.yaml#2 spec.rules[0].to[0].operation.paths[1]: '/a/*/b' is not a path pattern: use an exact path '/a/b', a prefix '/a/*', a suffix '*.json', a template '/a/{*}/c' or '/a/{**}', or '*'",
             "policies.yaml#2 spec.rules[0].to[0].operation.paths[2]: '/x?y' contains '?'; paths are matched without the query string or fragment",
             "policies.yaml#2 spec.rules[0].to[0].operation.ports[0]: 0 is not a port: it must be 1 to 65535",
             "policies.yaml#2 spec.rules[0].to[0].operation.ports[1]: 70000 is not a port: it must be 1 to 65535",
@@ -242,5 +242,29 @@ public sealed class ValidationTests
         Assert.Equal(2, e.Errors.Count);
         Assert.Equal("AuthorizationPolicy/shop/bad spec.rules[0].from[0].source.principals[0]", e.Errors[0].Location);
         Assert.Contains("(2 errors)", e.Message, StringComparison.Ordinal);
+    }
+    [Fact]
+    public void Bad_path_templates_are_refused_with_the_field_and_the_reason()
+    {
+        const string yaml = """
+            apiVersion: security.ztm.dev/v1
+            kind: AuthorizationPolicy
+            metadata:
+              name: t
+              namespace: shop
+            spec:
+              rules:
+                - to:
+                    - operation:
+                        paths: ["/files/{**}/x", "/users/{id}", "/a/b{*}", "orders/{*}", "/a/{*}/*", "/ok/{*}/lines", "/ok/{**}"]
+            """;
+        Assert.Equal(
+        [
+            "policies.yaml#1 spec.rules[0].to[0].operation.paths[0]: '/files/{**}/x': '{**}' must be the last segment (it matches one or more segments to the end of the path)",
+            "policies.yaml#1 spec.rules[0].to[0].operation.paths[1]: '/users/{id}': segment '{id}' is not supported in a template: a segment is literal text (no '{', '}' or '*'), '{*}' (one segment) or '{**}' (one or more, last)",
+            "policies.yaml#1 spec.rules[0].to[0].operation.paths[2]: '/a/b{*}': segment 'b{*}' is not supported in a template: a segment is literal text (no '{', '}' or '*'), '{*}' (one segment) or '{**}' (one or more, last)",
+            "policies.yaml#1 spec.rules[0].to[0].operation.paths[3]: 'orders/{*}' must start with '/' to be a path template",
+            "policies.yaml#1 spec.rules[0].to[0].operation.paths[4]: '/a/{*}/*': segment '*' is not supported in a template: a segment is literal text (no '{', '}' or '*'), '{*}' (one segment) or '{**}' (one or more, last)",
+        ], Errors(yaml));
     }
 }

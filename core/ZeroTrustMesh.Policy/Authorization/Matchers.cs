@@ -187,7 +187,7 @@ internal sealed class OperationMatcher
             ? PolicySyntax.AllMethods
             : methods.Aggregate(0u, (mask, m) => mask | PolicySyntax.MethodBit(m));
         var paths = operation.Paths.IsDefault ? [] : operation.Paths;
-        Patterns = [.. paths.Select(StringPattern.Parse)];
+        Patterns = [.. paths.Select(StringPattern.ParsePath)];
         _paths = paths.IsEmpty ? null : new PathMatcher(Patterns);
         _ports = operation.Ports.IsDefault ? [] : [.. operation.Ports.Distinct()];
     }
@@ -208,9 +208,13 @@ internal sealed class OperationMatcher
     }
 }
 
-/// <summary>Exact paths, prefixes and suffixes, each in a hash set looked up by span: cost grows with the number of distinct pattern lengths, not patterns.</summary>
+/// <summary>
+/// Exact paths, prefixes and suffixes, each in a hash set looked up by span: cost grows with the number of distinct
+/// pattern lengths, not patterns. Templates are tried one by one (<see cref="PathTemplate"/>), after the sets.
+/// </summary>
 internal sealed class PathMatcher
 {
+    private readonly string[] _templates;
     private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _exact;
     private readonly int _exactCount;
     private readonly AffixSet _prefixes;
@@ -226,10 +230,23 @@ internal sealed class PathMatcher
         _prefixes = new AffixSet(list.Where(p => p.Kind == PatternKind.Prefix).Select(p => p.Text), fromStart: true);
         _suffixes = new AffixSet(list.Where(p => p.Kind == PatternKind.Suffix).Select(p => p.Text), fromStart: false);
         _any = list.Any(p => p.Kind == PatternKind.Any);
+        _templates = [.. list.Where(p => p.Kind == PatternKind.Template).Select(p => p.Text).Distinct(StringComparer.Ordinal)];
     }
 
     public bool Matches(ReadOnlySpan<char> path) =>
-        _any || (_exactCount > 0 && _exact.Contains(path)) || _prefixes.MatchesAny(path) || _suffixes.MatchesAny(path);
+        _any || (_exactCount > 0 && _exact.Contains(path)) || _prefixes.MatchesAny(path) || _suffixes.MatchesAny(path) || MatchesTemplate(path);
+
+    private bool MatchesTemplate(ReadOnlySpan<char> path)
+    {
+        foreach (var template in _templates)
+        {
+            if (PathTemplate.Matches(template, path))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
 
     /// <summary>
     /// Prefixes (or suffixes) by length: a path has at most one prefix of each length, so it matches one of the

@@ -95,12 +95,20 @@ public static class PolicyCompiler
             return;
         }
         // Path index: the rule can only match a request whose path is one of its exact paths or under one of its
-        // '/'-terminated prefixes, because every operation must match and every operation names such paths only.
+        // '/'-terminated prefixes (a template's literal start is one), because every operation must match and every operation names such paths only.
         if (rule.To.Length > 0 && rule.To.All(o => o.Patterns.Length > 0 && o.Patterns.All(IsIndexablePath)))
         {
             foreach (var pattern in rule.To.SelectMany(o => o.Patterns).Distinct())
             {
-                Add(pattern.Kind == PatternKind.Exact ? exact : prefix, pattern.Text, rule);
+                if (pattern.Kind == PatternKind.Exact)
+                {
+                    Add(exact, pattern.Text, rule);
+                }
+                else
+                {
+                    // A template is filed under its literal start, a prefix that ends with '/'; the rule then checks it whole.
+                    Add(prefix, pattern.Kind == PatternKind.Template ? PathTemplate.LiteralPrefix(pattern.Text) : pattern.Text, rule);
+                }
             }
             return;
         }
@@ -117,7 +125,7 @@ public static class PolicyCompiler
     }
 
     private static bool IsIndexablePath(StringPattern pattern) =>
-        pattern.Kind == PatternKind.Exact || (pattern.Kind == PatternKind.Prefix && pattern.Text.EndsWith('/'));
+        pattern.Kind is PatternKind.Exact or PatternKind.Template || (pattern.Kind == PatternKind.Prefix && pattern.Text.EndsWith('/'));
 
     private static void Add(Dictionary<string, List<CompiledRule>> index, string key, CompiledRule rule)
     {

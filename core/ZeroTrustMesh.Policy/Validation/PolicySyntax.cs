@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Authorization;
 
 namespace ZeroTrustMesh.Policy.Validation;
 
@@ -11,6 +12,9 @@ internal enum PatternKind : byte
     Prefix,
     Suffix,
     Any,
+
+    /// <summary>A path template: <c>{*}</c> for one segment, <c>{**}</c> last for one or more (<see cref="PathTemplate"/>).</summary>
+    Template,
 }
 
 /// <summary>
@@ -24,8 +28,13 @@ internal readonly record struct StringPattern(PatternKind Kind, string Text)
         PatternKind.Exact => value.SequenceEqual(Text),
         PatternKind.Prefix => value.StartsWith(Text, StringComparison.Ordinal),
         PatternKind.Suffix => value.EndsWith(Text, StringComparison.Ordinal),
+        PatternKind.Template => PathTemplate.Matches(Text, value),
         _ => true,
     };
+
+    /// <summary>A path pattern: as <see cref="Parse"/>, and a path with <c>{*}</c> or <c>{**}</c> is a template. Validate it first (<see cref="PolicySyntax.ValidatePath"/>).</summary>
+    public static StringPattern ParsePath(string path) =>
+        PathTemplate.IsTemplate(path) ? new(PatternKind.Template, path) : Parse(path);
 
     public static StringPattern Parse(string value)
     {
@@ -118,10 +127,14 @@ internal static class PolicySyntax
                 return $"'{path}' contains '{c}'; paths are matched without the query string or fragment";
             }
         }
+        if (path.AsSpan().IndexOfAny('{', '}') >= 0)
+        {
+            return PathTemplate.Validate(path);
+        }
         var stars = path.AsSpan().Count('*');
         if (stars > 1 || (stars == 1 && path[0] != '*' && path[^1] != '*'))
         {
-            return $"'{path}' is not a path pattern: use an exact path '/a/b', a prefix '/a/*', a suffix '*.json' or '*'";
+            return $"'{path}' is not a path pattern: use an exact path '/a/b', a prefix '/a/*', a suffix '*.json', a template '/a/{{*}}/c' or '/a/{{**}}', or '*'";
         }
         if (path[0] != '*' && path[0] != '/')
         {
