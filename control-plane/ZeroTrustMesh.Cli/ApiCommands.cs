@@ -33,7 +33,9 @@ internal static class ApiCommands
                 s.ObservingSince?.ToDateTimeOffset(),
                 (long)s.Requests, (long)s.Refused, (long)s.NotFound, (long)s.OverCap, (int)s.MaxPaths, [.. s.Pins],
                 [.. s.Endpoints.Select(e => new EndpointOutput(e.Method, e.Template, (long)e.Requests, e.FirstSeen.ToDateTimeOffset(), e.LastSeen.ToDateTimeOffset(),
-                    [.. e.Callers], e.CallersCapped, e.StatusClasses.OrderBy(c => c.Key, StringComparer.Ordinal).ToDictionary(c => c.Key, c => (long)c.Value)))])).ToList();
+                    [.. e.Callers], e.CallersCapped, e.StatusClasses.OrderBy(c => c.Key, StringComparer.Ordinal).ToDictionary(c => c.Key, c => (long)c.Value),
+                    [.. e.Evidence.Select(c => new CallerOutput(c.Caller, (long)c.Requests, c.FirstSeen.ToDateTimeOffset(), c.LastSeen.ToDateTimeOffset()))],
+                    (long)e.UnattributedRequests))])).ToList();
             if (parse.GetValue(Ztmctl.OutputOption) == "json")
             {
                 Console.WriteLine(JsonSerializer.Serialize(new InventoryOutput(services, (long)response.ServicesOverCap), ApiJson.Default.InventoryOutput));
@@ -137,7 +139,9 @@ internal sealed record ServiceOutput(string Service, DateTimeOffset? ObservingSi
     IReadOnlyList<string> Pins, IReadOnlyList<EndpointOutput> Endpoints);
 
 internal sealed record EndpointOutput(string Method, string Template, long Requests, DateTimeOffset FirstSeen, DateTimeOffset LastSeen,
-    IReadOnlyList<string> Callers, bool CallersCapped, IReadOnlyDictionary<string, long> StatusClasses);
+    IReadOnlyList<string> Callers, bool CallersCapped, IReadOnlyDictionary<string, long> StatusClasses, IReadOnlyList<CallerOutput> Evidence, long UnattributedRequests);
+
+internal sealed record CallerOutput(string Caller, long Requests, DateTimeOffset FirstSeen, DateTimeOffset LastSeen);
 
 internal sealed record DiffOutput(string Service, string ApiSpec, int DeclaredOperations, long UnusedAfterSeconds, bool UnusedKnown, IReadOnlyList<FindingOutput> Findings);
 

@@ -203,6 +203,41 @@ public sealed class AuthorizerTests
     }
 
     [Fact]
+    public void Audit_outcome_names_the_audit_policies_whose_rules_did_not_match()
+    {
+        const string suggested = """
+              action: AUDIT
+              rules:
+                - from:
+                    - source:
+                        principals: ["spiffe://cluster.local/ns/shop/sa/frontend"]
+                  to:
+                    - operation:
+                        methods: [GET]
+                        paths: ["/orders/{*}"]
+            """;
+        var snapshot = Compile(Doc("allow", "  action: ALLOW\n  rules:\n    - {}\n") + "\n---\n" + Doc("suggested", suggested)
+            + "\n---\n" + Doc("empty", "  action: AUDIT\n") + "\n---\n" + Doc("all", AuditAll));
+        Assert.Equal(["shop/all", "shop/empty", "shop/suggested"], snapshot.AuditPolicies);
+
+        var legitimate = Decide(snapshot, new Req(Path: "/orders/7"));
+        Assert.True(legitimate.Allowed);
+        Assert.Equal(["shop/all", "shop/empty", "shop/suggested"], legitimate.Audit.Policies.ToArray());
+        Assert.Equal([true, false, true], Enumerable.Range(0, 3).Select(legitimate.Audit.Matched));
+        Assert.Equal(1, legitimate.Audit.UnmatchedCount); // a policy without rules matches nothing
+
+        foreach (var outside in new[] { new Req(Batch, Path: "/orders/7"), new Req(Method: "DELETE", Path: "/orders/7"), new Req(Path: "/orders/7/lines") })
+        {
+            var decision = Decide(snapshot, outside);
+            Assert.True(decision.Allowed); // AUDIT never decides
+            Assert.False(decision.Audit.Matched(2), outside.ToString());
+            Assert.Equal(2, decision.Audit.UnmatchedCount);
+        }
+
+        Assert.Equal(0, Decide(Compile(Doc("allow", "  action: ALLOW\n")), new Req()).Audit.Policies.Length);
+    }
+
+    [Fact]
     public void Audit_is_recorded_and_never_changes_the_decision()
     {
         var audits = new RuleMatch[4];

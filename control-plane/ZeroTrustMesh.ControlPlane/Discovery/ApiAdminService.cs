@@ -137,7 +137,15 @@ internal sealed partial class ApiAdminService(ApiInventory inventory, ConfigStor
             FirstSeen = Timestamp.FromDateTimeOffset(e.FirstSeen),
             LastSeen = Timestamp.FromDateTimeOffset(e.LastSeen),
             CallersCapped = e.CallersCapped,
+            UnattributedRequests = (ulong)e.UnattributedRequests,
         };
+        proto.Evidence.AddRange(e.Evidence.Select(c => new ApiCallerEvidence
+        {
+            Caller = c.Caller,
+            Requests = (ulong)c.Requests,
+            FirstSeen = Timestamp.FromDateTimeOffset(c.FirstSeen),
+            LastSeen = Timestamp.FromDateTimeOffset(c.LastSeen),
+        }));
         proto.Callers.AddRange(e.Callers);
         foreach (var (statusClass, count) in e.StatusClasses)
         {

@@ -13,7 +13,11 @@ internal sealed record ApiInventoryOptions
     /// <summary>Services with an inventory; observations of a service beyond it are counted, not kept.</summary>
     public int MaxServices { get; init; } = 2_000;
 
-    /// <summary>Distinct callers remembered per endpoint; beyond it the count says "at least".</summary>
+    /// <summary>
+    /// Distinct callers remembered per endpoint (method and path shape), each with its count and first and last time
+    /// (the evidence <c>ztmctl policy suggest</c> writes); requests of further callers are counted in the endpoint but
+    /// not per caller, and the endpoint says it was capped.
+    /// </summary>
     public int MaxCallers { get; init; } = 64;
 
     /// <summary>A declared operation not called for this long is unused (<c>--api-unused-after</c>).</summary>
@@ -73,7 +77,17 @@ internal sealed record InventoryEndpoint(
     DateTimeOffset LastSeen,
     IReadOnlyList<string> Callers,
     bool CallersCapped,
-    IReadOnlyDictionary<string, long> StatusClasses);
+    IReadOnlyDictionary<string, long> StatusClasses)
+{
+    /// <summary>Per caller: how often, first and last (ordered by caller), for the callers in <see cref="Callers"/>.</summary>
+    public IReadOnlyList<CallerEvidence> Evidence { get; init; } = [];
+
+    /// <summary>Requests of callers beyond the cap, counted in <see cref="Requests"/> and not per caller.</summary>
+    public long UnattributedRequests { get; init; }
+}
+
+/// <summary>One caller of one endpoint: how often, and when first and last.</summary>
+internal sealed record CallerEvidence(string Caller, long Requests, DateTimeOffset FirstSeen, DateTimeOffset LastSeen);
 
 /// <summary>A service's inventory at one moment (<c>ztmctl api inventory</c>).</summary>
 internal sealed record ServiceInventoryView(
@@ -265,7 +279,11 @@ internal sealed class ApiInventory(ApiInventoryOptions options, TimeProvider tim
             {
                 return new ServiceRecord(service, _since, _requests, _refused, _notFound, _overCap + paths.Dropped,
                     [.. _stats.Select(s => new EndpointRecord(s.Key.Method, s.Key.Shape, s.Value.Requests, s.Value.FirstSeen, s.Value.LastSeen,
-                        [.. s.Value.Callers], s.Value.CallersCapped, [.. s.Value.StatusClasses]))]);
+                        [.. s.Value.Callers.Keys], s.Value.CallersCapped, [.. s.Value.StatusClasses])
+                    {
+                        Evidence = [.. s.Value.Callers.Values],
+                        Unattributed = s.Value.Unattributed,
+                    })]);
             }
         }
 
@@ -314,8 +332,11 @@ internal sealed class ApiInventory(ApiInventoryOptions options, TimeProvider tim
         public long Requests;
         public DateTimeOffset FirstSeen;
         public DateTimeOffset LastSeen;
-        public readonly HashSet<string> Callers = new(StringComparer.Ordinal);
+        public readonly Dictionary<string, CallerEvidence> Callers = new(StringComparer.Ordinal);
         public bool CallersCapped;
+
+        /// <summary>Requests of callers that did not fit under the cap.</summary>
+        public long Unattributed;
 
         /// <summary>1xx..5xx at 1..5; anything else at 0.</summary>
         public readonly long[] StatusClasses = new long[6];
@@ -329,8 +350,17 @@ internal sealed class ApiInventory(ApiInventoryOptions options, TimeProvider tim
             Requests = record.Requests;
             FirstSeen = record.FirstSeen;
             LastSeen = record.LastSeen;
-            Callers.UnionWith(record.Callers);
+            // A snapshot written before per-caller evidence has the callers only: their times are the endpoint's, their counts unknown (0).
+            foreach (var caller in record.Callers)
+            {
+                Callers[caller] = new CallerEvidence(caller, 0, record.FirstSeen, record.LastSeen);
+            }
+            foreach (var evidence in record.Evidence ?? [])
+            {
+                Callers[evidence.Caller] = evidence;
+            }
             CallersCapped = record.CallersCapped;
+            Unattributed = record.Unattributed;
             for (var i = 0; i < StatusClasses.Length && i < record.StatusClasses.Count; i++)
             {
                 StatusClasses[i] = record.StatusClasses[i];
@@ -343,17 +373,7 @@ internal sealed class ApiInventory(ApiInventoryOptions options, TimeProvider tim
             FirstSeen = at < FirstSeen ? at : FirstSeen;
             LastSeen = at > LastSeen ? at : LastSeen;
             StatusClasses[status is >= 100 and < 600 ? status / 100 : 0]++;
-            if (!Callers.Contains(caller))
-            {
-                if (Callers.Count < maxCallers)
-                {
-                    Callers.Add(caller);
-                }
-                else
-                {
-                    CallersCapped = true;
-                }
-            }
+            AddCaller(new CallerEvidence(caller, 1, at, at), maxCallers);
         }
 
         public void Merge(Stats other, int maxCallers)
@@ -366,22 +386,42 @@ internal sealed class ApiInventory(ApiInventoryOptions options, TimeProvider tim
                 StatusClasses[i] += other.StatusClasses[i];
             }
             CallersCapped |= other.CallersCapped;
-            foreach (var caller in other.Callers)
+            Unattributed += other.Unattributed;
+            foreach (var evidence in other.Callers.Values)
             {
-                if (Callers.Count < maxCallers)
-                {
-                    Callers.Add(caller);
-                }
-                else if (!Callers.Contains(caller))
-                {
-                    CallersCapped = true;
-                }
+                AddCaller(evidence, maxCallers);
             }
         }
 
-        public InventoryEndpoint ToEndpoint(string method, string template, int maxCallers) => new(method, template, Requests, FirstSeen, LastSeen,
-            [.. Callers.Order(StringComparer.Ordinal).Take(maxCallers)], CallersCapped,
-            Enumerable.Range(0, StatusClasses.Length).Where(i => StatusClasses[i] > 0).ToDictionary(i => i == 0 ? "other" : $"{i}xx", i => StatusClasses[i]));
+        private void AddCaller(CallerEvidence evidence, int maxCallers)
+        {
+            if (Callers.TryGetValue(evidence.Caller, out var known))
+            {
+                Callers[evidence.Caller] = new CallerEvidence(evidence.Caller, known.Requests + evidence.Requests,
+                    evidence.FirstSeen < known.FirstSeen ? evidence.FirstSeen : known.FirstSeen,
+                    evidence.LastSeen > known.LastSeen ? evidence.LastSeen : known.LastSeen);
+            }
+            else if (Callers.Count < maxCallers)
+            {
+                Callers[evidence.Caller] = evidence;
+            }
+            else
+            {
+                CallersCapped = true;
+                Unattributed += evidence.Requests;
+            }
+        }
+
+        public InventoryEndpoint ToEndpoint(string method, string template, int maxCallers)
+        {
+            var evidence = Callers.Values.OrderBy(c => c.Caller, StringComparer.Ordinal).Take(maxCallers).ToList();
+            return new(method, template, Requests, FirstSeen, LastSeen, [.. evidence.Select(c => c.Caller)], CallersCapped,
+                Enumerable.Range(0, StatusClasses.Length).Where(i => StatusClasses[i] > 0).ToDictionary(i => i == 0 ? "other" : $"{i}xx", i => StatusClasses[i]))
+            {
+                Evidence = evidence,
+                UnattributedRequests = Unattributed,
+            };
+        }
     }
 }
 
@@ -389,4 +429,11 @@ internal sealed class ApiInventory(ApiInventoryOptions options, TimeProvider tim
 internal sealed record ServiceRecord(string Service, DateTimeOffset ObservingSince, long Requests, long Refused, long NotFound, long OverCap, IReadOnlyList<EndpointRecord> Endpoints);
 
 /// <summary>One method and path shape of a service in a snapshot; <see cref="StatusClasses"/> indexed as in the inventory (0: other, 1..5: 1xx..5xx).</summary>
-internal sealed record EndpointRecord(string Method, string Shape, long Requests, DateTimeOffset FirstSeen, DateTimeOffset LastSeen, IReadOnlyList<string> Callers, bool CallersCapped, IReadOnlyList<long> StatusClasses);
+internal sealed record EndpointRecord(string Method, string Shape, long Requests, DateTimeOffset FirstSeen, DateTimeOffset LastSeen, IReadOnlyList<string> Callers, bool CallersCapped, IReadOnlyList<long> StatusClasses)
+{
+    /// <summary>Per caller (absent in snapshots written before it existed).</summary>
+    public IReadOnlyList<CallerEvidence>? Evidence { get; init; }
+
+    /// <summary>Requests of callers beyond the cap.</summary>
+    public long Unattributed { get; init; }
+}

@@ -20,6 +20,9 @@ internal sealed class CompiledRule(int id, PolicyAction action, string policy, i
     public OperationMatcher[] To { get; } = to;
     public ConditionMatcher[] When { get; } = when;
 
+    /// <summary>For an AUDIT rule: its policy's position in <see cref="PolicySnapshot.AuditPolicies"/> (a bit of <see cref="AuditOutcome"/>); -1 otherwise.</summary>
+    public int AuditSlot { get; init; } = -1;
+
     public string Reason { get; } = action switch
     {
         PolicyAction.Deny => $"denied by DENY policy '{policy}' rule {ruleIndex}",

@@ -46,10 +46,17 @@ public static class PolicyCompiler
         var audits = new List<CompiledRule>();
         var id = 0;
         var hasAllow = false;
+        var auditPolicies = new List<string>();
         foreach (var policy in selected)
         {
             var name = $"{policy.Metadata.Namespace}/{policy.Metadata.Name}";
             hasAllow |= policy.Spec.Action == PolicyAction.Allow;
+            var auditSlot = -1;
+            if (policy.Spec.Action == PolicyAction.Audit && auditPolicies.Count < AuditOutcome.MaxPolicies)
+            {
+                auditSlot = auditPolicies.Count;
+                auditPolicies.Add(name);
+            }
             var rules = policy.Spec.Rules.IsDefault ? [] : policy.Spec.Rules;
             for (var r = 0; r < rules.Length; r++)
             {
@@ -61,7 +68,10 @@ public static class PolicyCompiler
                     r,
                     [.. (rule.From.IsDefault ? [] : rule.From).Select(s => new SourceMatcher(s))],
                     [.. (rule.To.IsDefault ? [] : rule.To).Select(o => new OperationMatcher(o))],
-                    [.. (rule.When.IsDefault ? [] : rule.When).Select(ConditionMatcher.Create)]);
+                    [.. (rule.When.IsDefault ? [] : rule.When).Select(ConditionMatcher.Create)])
+                {
+                    AuditSlot = auditSlot,
+                };
                 File(compiled, exact, prefix, principals, general, audits);
             }
         }
@@ -77,6 +87,7 @@ public static class PolicyCompiler
             Freeze(principals),
             [.. general],
             [.. audits],
+            [.. auditPolicies],
             new HashSet<string>(probes, StringComparer.Ordinal));
     }
 

@@ -22,6 +22,7 @@ public sealed class PolicySnapshot
     private readonly Dictionary<string, CompiledRule[]> _principals;
     private readonly CompiledRule[] _general;
     private readonly CompiledRule[] _audits;
+    private readonly string[] _auditPolicies;
     private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _probePaths;
     private readonly int _probeCount;
 
@@ -36,8 +37,10 @@ public sealed class PolicySnapshot
         Dictionary<string, CompiledRule[]> principals,
         CompiledRule[] general,
         CompiledRule[] audits,
+        string[] auditPolicies,
         HashSet<string> probePaths)
     {
+        _auditPolicies = auditPolicies;
         Version = version;
         Workload = workload;
         PolicyCount = policyCount;
@@ -68,6 +71,9 @@ public sealed class PolicySnapshot
     public int PolicyCount { get; }
 
     public int RuleCount { get; }
+
+    /// <summary>The AUDIT policies that select this workload (up to <see cref="AuditOutcome.MaxPolicies"/>), in name order.</summary>
+    public IReadOnlyList<string> AuditPolicies => _auditPolicies;
 
     /// <summary>False means every request is denied with "no ALLOW policy for this workload" (health probes aside).</summary>
     public bool HasAllowPolicy { get; }
@@ -124,10 +130,15 @@ public sealed class PolicySnapshot
 
         var auditCount = 0;
         RuleMatch? firstAudit = null;
+        var auditMatched = 0UL;
         foreach (var rule in _audits)
         {
             if (rule.Matches(request, path, methodBit))
             {
+                if (rule.AuditSlot >= 0)
+                {
+                    auditMatched |= 1UL << rule.AuditSlot;
+                }
                 var match = new RuleMatch(rule.Policy, rule.RuleIndex);
                 firstAudit ??= match;
                 if (auditCount < audits.Length)
@@ -138,21 +149,22 @@ public sealed class PolicySnapshot
             }
         }
 
+        var audit = new AuditOutcome(_auditPolicies, auditMatched);
         if (state.Deny is { } deny)
         {
-            return new AuthorizationDecision(false, deny.Policy, deny.RuleIndex, deny.Reason, Version, auditCount, firstAudit);
+            return new AuthorizationDecision(false, deny.Policy, deny.RuleIndex, deny.Reason, Version, auditCount, firstAudit, audit);
         }
         if (state.Allow is { } allow)
         {
-            return new AuthorizationDecision(true, allow.Policy, allow.RuleIndex, allow.Reason, Version, auditCount, firstAudit);
+            return new AuthorizationDecision(true, allow.Policy, allow.RuleIndex, allow.Reason, Version, auditCount, firstAudit, audit);
         }
         if (_probeCount > 0 && (methodBit & ProbeMethods) != 0 && _probePaths.Contains(path))
         {
-            return new AuthorizationDecision(true, null, -1, AuthorizationDecision.HealthProbe, Version, auditCount, firstAudit);
+            return new AuthorizationDecision(true, null, -1, AuthorizationDecision.HealthProbe, Version, auditCount, firstAudit, audit);
         }
         return new AuthorizationDecision(false, null, -1,
             HasAllowPolicy ? AuthorizationDecision.NoAllowPolicyMatched : AuthorizationDecision.NoAllowPolicy,
-            Version, auditCount, firstAudit);
+            Version, auditCount, firstAudit, audit);
     }
 
     /// <summary>Kubelet httpGet probes send GET; HEAD is what some load balancers use for the same check.</summary>

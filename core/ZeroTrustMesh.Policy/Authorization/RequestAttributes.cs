@@ -56,6 +56,26 @@ public readonly record struct RuleMatch(string Policy, int Rule)
 }
 
 /// <summary>
+/// The AUDIT policies of a workload against one request, as a value that allocates nothing: the snapshot's list of
+/// AUDIT policy names (<c>namespace/name</c>, shared by every decision) and a bit per policy, set when one of its rules
+/// matched. A policy whose bit is clear would have denied the request as ALLOW (an ALLOW policy with no matching rule
+/// denies), which is what least-privilege suggestions tried as AUDIT first want to know. At most
+/// <see cref="MaxPolicies"/> AUDIT policies per workload are tracked (the first by name); the rest are not reported.
+/// </summary>
+public readonly struct AuditOutcome(string[]? policies, ulong matched)
+{
+    public const int MaxPolicies = 64;
+
+    /// <summary>The AUDIT policies that apply, in name order (empty when none).</summary>
+    public ReadOnlySpan<string> Policies => policies;
+
+    public bool Matched(int index) => (matched & (1UL << index)) != 0;
+
+    /// <summary>How many of <see cref="Policies"/> had no matching rule.</summary>
+    public int UnmatchedCount => Policies.Length - System.Numerics.BitOperations.PopCount(matched);
+}
+
+/// <summary>
 /// The outcome of one decision, as a value: whether it is allowed and what decided it (the policy and rule, or the
 /// reason nothing did), so that access logs, metrics and the 403 body can explain it. AUDIT matches ride along and never
 /// change <see cref="Allowed"/>.
@@ -66,8 +86,9 @@ public readonly struct AuthorizationDecision
     public const string NoAllowPolicy = "no ALLOW policy for this workload";
     public const string HealthProbe = "health probe path of the workload";
 
-    internal AuthorizationDecision(bool allowed, string? policy, int rule, string reason, string version, int auditCount, RuleMatch? firstAudit)
+    internal AuthorizationDecision(bool allowed, string? policy, int rule, string reason, string version, int auditCount, RuleMatch? firstAudit, AuditOutcome audit)
     {
+        Audit = audit;
         Allowed = allowed;
         Policy = policy;
         Rule = rule;
@@ -95,6 +116,9 @@ public readonly struct AuthorizationDecision
     public int AuditCount { get; }
 
     public RuleMatch? FirstAudit { get; }
+
+    /// <summary>Which AUDIT policies that apply here had a matching rule: the others, as ALLOW, would have denied the request.</summary>
+    public AuditOutcome Audit { get; }
 
     public override string ToString() => $"{(Allowed ? "ALLOW" : "DENY")}: {Reason}";
 }

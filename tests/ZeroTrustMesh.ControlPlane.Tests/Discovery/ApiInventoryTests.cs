@@ -39,6 +39,10 @@ public sealed class ApiInventoryTests
         Assert.Equal(start.AddSeconds(39), get.LastSeen);
         Assert.Equal([Checkout, Frontend], get.Callers);
         Assert.False(get.CallersCapped);
+        Assert.Equal(
+            [new CallerEvidence(Checkout, 20, start.AddSeconds(1), start.AddSeconds(39)), new CallerEvidence(Frontend, 20, start, start.AddSeconds(38))],
+            get.Evidence);
+        Assert.Equal(0, get.UnattributedRequests);
         Assert.Equal(39, get.StatusClasses["2xx"]);
         Assert.Equal(1, get.StatusClasses["5xx"]);
         var post = Assert.Single(view.Endpoints, e => e.Method == "POST");
@@ -101,6 +105,9 @@ public sealed class ApiInventoryTests
         Assert.Equal(3, endpoint.Callers.Count);
         Assert.True(endpoint.CallersCapped);
         Assert.Equal(5, endpoint.Requests);
+        // The requests of callers that did not fit are counted, not attributed: the evidence never claims a caller it did not keep.
+        Assert.Equal(3, endpoint.Evidence.Sum(c => c.Requests));
+        Assert.Equal(2, endpoint.UnattributedRequests);
     }
 
     [Fact]
@@ -190,6 +197,7 @@ public sealed class ApiInventoryTests
 
             Assert.Equal(JsonSerializer.Serialize(before.Inventory("orders.shop")), JsonSerializer.Serialize(after.Inventory("orders.shop")));
             Assert.Equal(13, after.Inventory("orders.shop")!.Requests);
+            Assert.Equal([6L, 6L], after.Inventory("orders.shop")!.Endpoints.Single().Evidence.Select(c => c.Requests));
 
             // A damaged snapshot is not fatal: discovery starts again.
             await File.WriteAllTextAsync(Path.Combine(dataDir, ApiInventorySnapshots.FileName), "{ not json");
