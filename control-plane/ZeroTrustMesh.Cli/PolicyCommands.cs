@@ -16,7 +16,7 @@ internal static class PolicyCommands
         yield return Delete();
         yield return Status();
         yield return RevocationCommands.Revoke();
-        yield return new Command("policy", "Ask the live policy") { Test() };
+        yield return new Command("policy", "Ask the live policy; least privilege from traffic") { Test(), LeastPrivilegeCommands.Suggest(), LeastPrivilegeCommands.AuditReport() };
     }
 
     private static Command Apply()

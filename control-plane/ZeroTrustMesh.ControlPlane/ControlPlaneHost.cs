@@ -14,6 +14,7 @@ using ZeroTrustMesh.ControlPlane.Coordination;
 using ZeroTrustMesh.ControlPlane.Discovery;
 using ZeroTrustMesh.ControlPlane.Injection;
 using ZeroTrustMesh.ControlPlane.Kubernetes;
+using ZeroTrustMesh.ControlPlane.LeastPrivilege;
 using ZeroTrustMesh.ControlPlane.Observations;
 using ZeroTrustMesh.ControlPlane.Policy;
 using ZeroTrustMesh.ControlPlane.Telemetry;
@@ -64,6 +65,7 @@ internal static class ControlPlaneHost
         services.AddAnomalyResponse();
         services.AddObservations();
         services.AddApiDiscovery(options);
+        services.AddLeastPrivilege();
         if (options.Kubernetes)
         {
             services.AddKubernetesAttestation(_ => kubernetes!);

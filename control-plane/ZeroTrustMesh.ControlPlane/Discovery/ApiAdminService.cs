@@ -15,8 +15,60 @@ namespace ZeroTrustMesh.ControlPlane.Discovery;
 /// <c>orders.shop</c>, or <c>orders</c> when one namespace has it; one the control plane neither observed nor holds an
 /// ApiSpec for is NOT_FOUND.
 /// </summary>
-internal sealed partial class ApiAdminService(ApiInventory inventory, ConfigStore store, TimeProvider time) : ApiAdmin.ApiAdminBase
+internal sealed partial class ApiAdminService(ApiInventory inventory, ConfigStore store, TimeProvider time, LeastPrivilege.AuditCounts audits) : ApiAdmin.ApiAdminBase
 {
+    /// <summary>Suggested AuthorizationPolicies for a namespace (<see cref="LeastPrivilege.PolicySuggester"/>); NOT_FOUND when nothing of it was observed.</summary>
+    public override Task<PolicySuggestResponse> Suggest(PolicySuggestRequest request, ServerCallContext context)
+    {
+        var ns = request.Namespace;
+        if (ns.Length == 0)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "namespace: required"));
+        }
+        if (ns.Length > 63 || !ns.All(c => c is (>= 'a' and <= 'z') or (>= '0' and <= '9') or '-'))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"namespace: '{(ns.Length > 63 ? ns[..63] + "…" : ns)}' is not a namespace (lower-case letters, digits and '-', at most 63 characters)"));
+        }
+        var action = request.Action.Length == 0 ? "AUDIT" : request.Action;
+        if (action is not ("AUDIT" or "ALLOW"))
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, $"action: '{action}' must be AUDIT or ALLOW"));
+        }
+        if (request.SinceSeconds > (ulong)TimeSpan.FromDays(3650).TotalSeconds)
+        {
+            throw new RpcException(new Status(StatusCode.InvalidArgument, "since: at most 3650 days"));
+        }
+        var suggester = new LeastPrivilege.PolicySuggester(inventory, time);
+        if (suggester.ServicesIn(ns).Count == 0)
+        {
+            throw new RpcException(new Status(StatusCode.NotFound, $"namespace '{ns}': nothing was observed of its workloads (sidecars report what they serve; see 'ztmctl api inventory')"));
+        }
+        var suggestion = suggester.Suggest(ns, request.SinceSeconds == 0 ? null : TimeSpan.FromSeconds(request.SinceSeconds), action);
+        var response = new PolicySuggestResponse { Yaml = suggestion.Yaml, Policies = (uint)suggestion.Policies, Rules = (uint)suggestion.Rules };
+        response.Skipped.AddRange(suggestion.Skipped);
+        return Task.FromResult(response);
+    }
+
+    public override Task<AuditReportResponse> AuditReport(AuditReportRequest request, ServerCallContext context)
+    {
+        var response = new AuditReportResponse();
+        response.Policies.AddRange(audits.Report(request.Namespace).Select(p =>
+        {
+            var proto = new AuditPolicyReport
+            {
+                Policy = p.Policy,
+                Requests = (ulong)p.Requests,
+                WouldDeny = (ulong)p.WouldDeny,
+                FirstSeen = Timestamp.FromDateTimeOffset(p.FirstSeen),
+                LastSeen = Timestamp.FromDateTimeOffset(p.LastSeen),
+                LastWouldDeny = p.LastWouldDeny is { } at ? Timestamp.FromDateTimeOffset(at) : null,
+            };
+            proto.RecentWouldDeny.AddRange(p.RecentWouldDeny);
+            return proto;
+        }));
+        return Task.FromResult(response);
+    }
+
     public override Task<ApiInventoryResponse> Inventory(ApiInventoryRequest request, ServerCallContext context)
     {
         var response = new ApiInventoryResponse { ServicesOverCap = (ulong)inventory.OverServiceCap };

@@ -113,7 +113,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             context.Request.ContentLength, context.Response.ContentLength, reason);
         observations.Record(new RequestObservation(request.Now, caller, request.Subject, request.Method, path, request.ApiTemplate, port,
             context.Response.StatusCode, Allowed: true, request.DecidingPolicy, request.DecidingRule, request.SchemaVerdict,
-            context.Request.ContentLength ?? 0, context.Response.ContentLength ?? 0, elapsed));
+            context.Request.ContentLength ?? 0, context.Response.ContentLength ?? 0, elapsed, request.Authorization?.Audit ?? default));
         decisionLog.Record(context, request, context.Response.StatusCode, refused: false, reason);
     }
 
@@ -150,7 +150,8 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         accessLog.Write("inbound", caller, self, context.Request.Method, context.Request.Path.Value ?? "", refusal.Status, elapsed, null, null, refusal.Reason);
         observations.Record(new RequestObservation(request?.Now ?? time.GetUtcNow(), caller, request?.Subject, context.Request.Method,
             request?.Path ?? context.Request.Path.Value ?? "", request?.ApiTemplate, port, refusal.Status, Allowed: false,
-            request?.DecidingPolicy, request?.DecidingRule ?? -1, request?.SchemaVerdict ?? default, context.Request.ContentLength ?? 0, 0, elapsed));
+            request?.DecidingPolicy, request?.DecidingRule ?? -1, request?.SchemaVerdict ?? default, context.Request.ContentLength ?? 0, 0, elapsed,
+            request?.Authorization?.Audit ?? default));
         decisionLog.Record(context, request, refusal.Status, refused: true, refusal.Reason);
     }
 

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using ZeroTrustMesh.Policy.Authorization;
 using ZeroTrustMesh.Proto.V1;
 using ZeroTrustMesh.Sidecar.Telemetry;
 
@@ -24,7 +25,8 @@ internal readonly record struct RequestObservation(
     SchemaVerdict Schema,
     long RequestBytes,
     long ResponseBytes,
-    TimeSpan Duration);
+    TimeSpan Duration,
+    AuditOutcome Audit = default);
 
 /// <summary>
 /// The bounded queue between the inbound path and <see cref="ObservationReporter"/>: <see cref="Record"/> never waits and

@@ -119,7 +119,18 @@ internal sealed class ObservationReporter(
         }
     }
 
-    internal static Observation ToProto(in RequestObservation o) => new()
+    internal static Observation ToProto(in RequestObservation o)
+    {
+        var proto = ToProtoWithoutAudit(o);
+        var policies = o.Audit.Policies;
+        for (var i = 0; i < policies.Length; i++)
+        {
+            (o.Audit.Matched(i) ? proto.AuditMatched : proto.AuditUnmatched).Add(policies[i]);
+        }
+        return proto;
+    }
+
+    private static Observation ToProtoWithoutAudit(in RequestObservation o) => new()
     {
         At = Timestamp.FromDateTimeOffset(o.At),
         Caller = o.Caller,

@@ -81,6 +81,47 @@ public sealed class ObservationRecordingTests
     }
 
     [Fact]
+    public async Task Audit_policies_are_recorded_as_matched_or_unmatched_and_never_change_the_decision()
+    {
+        const string audited = Config + """
+            ---
+            apiVersion: security.ztm.dev/v1
+            kind: AuthorizationPolicy
+            metadata: {name: suggested-orders, namespace: shop}
+            spec:
+              selector: {service: orders}
+              action: AUDIT
+              rules:
+                - to: [{operation: {methods: [GET], paths: ["/orders/{*}"]}}]
+            ---
+            apiVersion: security.ztm.dev/v1
+            kind: AuthorizationPolicy
+            metadata: {name: audit-nothing, namespace: shop}
+            spec:
+              selector: {service: orders}
+              action: AUDIT
+            """;
+        await using var host = await InboundTestHost.StartAsync();
+        host.Apply("v1", audited, PolicyKinds.Builtin);
+        using var http = new HttpClient { BaseAddress = host.BaseAddress, Timeout = Timeout };
+
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(new Uri("/orders/7", UriKind.Relative))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync(new Uri("/orders/7/items", UriKind.Relative))).StatusCode); // outside the template: still allowed
+        Assert.Equal(HttpStatusCode.Forbidden, (await http.GetAsync(new Uri("/admin", UriKind.Relative))).StatusCode);
+
+        var recorded = new List<RequestObservation>();
+        Assert.Equal(3, host.Observations.Drain(recorded, 100));
+        var wire = recorded.Select(ObservationReporter.ToProto)
+            .Select(o => $"{o.Path} matched[{string.Join(",", o.AuditMatched)}] unmatched[{string.Join(",", o.AuditUnmatched)}]");
+        Assert.Equal(
+        [
+            "/orders/7 matched[shop/suggested-orders] unmatched[shop/audit-nothing]",
+            "/orders/7/items matched[] unmatched[shop/audit-nothing,shop/suggested-orders]",
+            "/admin matched[] unmatched[shop/audit-nothing,shop/suggested-orders]",
+        ], wire);
+    }
+
+    [Fact]
     public async Task A_full_buffer_drops_and_counts_and_requests_are_served_all_the_same()
     {
         await using var host = await InboundTestHost.StartAsync(observationBuffer: 2);
