@@ -54,6 +54,7 @@ internal sealed class ConfigMapAnomalyCounts : IAnomalyCountExchange
     private readonly Dictionary<string, (string Incarnation, long Sequence)> _taken = new(StringComparer.Ordinal);
     private long _sequence;
     private long _carriedDropped;
+    private bool _unwritten;
 
     public ConfigMapAnomalyCounts(IKubernetes client, string @namespace, IReplicaLeadership leadership, TimeProvider time, ILogger<ConfigMapAnomalyCounts> logger)
     {
@@ -71,27 +72,15 @@ internal sealed class ConfigMapAnomalyCounts : IAnomalyCountExchange
 
     public async Task PublishAsync(IReadOnlyList<ForwardedCount> counts, long dropped, CancellationToken cancellation)
     {
-        if (counts.Count == 0 && dropped == 0 && _carriedDropped == 0)
+        if (counts.Count == 0 && dropped == 0 && _carriedDropped == 0 && !_unwritten)
         {
             return;
         }
-        var batch = new CountBatch(++_sequence, _time.GetUtcNow(), dropped + _carriedDropped, [.. counts.Select(c => new CountEntry(c.Key, c.Count, c.Errors))]);
-        _batches.Add(batch);
-        if (_batches.Count > KeptBatches)
+        if (counts.Count > 0 || dropped > 0 || _carriedDropped > 0)
         {
-            _batches.RemoveAt(0);
+            AddBatch(counts, dropped);
         }
         var zipped = ConfigMaps.Zip(new CountReport(_replica, _incarnation, _batches), AnomalyCountsJson.Default.CountReport);
-        if (zipped.Length > ConfigMaps.MaxPayloadBytes)
-        {
-            _batches.Remove(batch);
-            _carriedDropped = batch.Dropped + batch.Entries.Sum(e => e.Count);
-            zipped = ConfigMaps.Zip(new CountReport(_replica, _incarnation, _batches), AnomalyCountsJson.Default.CountReport);
-        }
-        else
-        {
-            _carriedDropped = 0;
-        }
         var map = new V1ConfigMap
         {
             ApiVersion = "v1",
@@ -112,11 +101,34 @@ internal sealed class ConfigMapAnomalyCounts : IAnomalyCountExchange
         try
         {
             await _own.WriteAsync(map, reason => CoordinationLog.ReplicaReportNotOwned(_logger, _namespace, Name, _replica, reason), cancellation);
+            _unwritten = false;
         }
         catch (Exception e) when (ConfigMaps.IsApiFailure(e, cancellation))
         {
-            // The batch stays among the kept ones: the next write carries it.
+            // The batch stays among the kept ones: the next round writes it.
+            _unwritten = true;
             throw new IOException($"cannot write ConfigMap {_namespace}/{Name}: {ConfigMaps.Describe(e)}", e);
+        }
+    }
+
+    /// <summary>Keeps a new batch among the last <see cref="KeptBatches"/>; one that would not fit the ConfigMap is counted in the next instead.</summary>
+    private void AddBatch(IReadOnlyList<ForwardedCount> counts, long dropped)
+    {
+        var batch = new CountBatch(++_sequence, _time.GetUtcNow(), dropped + _carriedDropped, [.. counts.Select(c => new CountEntry(c.Key, c.Count, c.Errors))]);
+        _batches.Add(batch);
+        if (_batches.Count > KeptBatches)
+        {
+            _batches.RemoveAt(0);
+        }
+        var zipped = ConfigMaps.Zip(new CountReport(_replica, _incarnation, _batches), AnomalyCountsJson.Default.CountReport);
+        if (zipped.Length > ConfigMaps.MaxPayloadBytes)
+        {
+            _batches.Remove(batch);
+            _carriedDropped = batch.Dropped + batch.Entries.Sum(e => e.Count);
+        }
+        else
+        {
+            _carriedDropped = 0;
         }
     }
 
