@@ -105,7 +105,8 @@ internal static class ControlPlaneServices
     /// With <c>--kubernetes</c>, the state the replicas share lives in the cluster, in <paramref name="namespace"/>:
     /// leadership is a Lease (<see cref="KubernetesLeadership"/>), revocations a ConfigMap
     /// (<see cref="ConfigMapRevocationStore"/>), config versions another (<see cref="SharedConfigVersions"/>), which trust
-    /// bundle each replica's sidecars follow one ConfigMap per replica (<see cref="ConfigMapBundleFollowers"/>); the CA's
+    /// bundle each replica's sidecars follow one ConfigMap per replica (<see cref="ConfigMapBundleFollowers"/>), decision-log
+    /// checkpoints one ConfigMap per workload (<see cref="Audit.ConfigMapCheckpointStore"/>), the anomaly detector's state one ConfigMap and its counts one per replica (<see cref="Anomalies.AnomalyStateSync"/>); the CA's
     /// Secret is read before the container is built (<see cref="SecretCaStore"/>). Registered before
     /// <see cref="AddStandaloneState"/> and before every leader-only service: hosted services stop in reverse order, so
     /// the Lease is released only after the singleton work has stopped.
@@ -124,6 +125,9 @@ internal static class ControlPlaneServices
         services.AddSingleton<IBundleFollowers>(sp => sp.GetRequiredService<ConfigMapBundleFollowers>());
         services.AddHostedService(sp => sp.GetRequiredService<ConfigMapBundleFollowers>()); // reports this replica's sidecars
         services.AddHostedService<CaRotationFollower>(); // replicas share the CA store: follow the leader's rotation steps
+        services.AddSingleton<Audit.ICheckpointStore>(new Audit.ConfigMapCheckpointStore(client, @namespace));
+        services.AddSingleton<Anomalies.IAnomalyStateStore>(new Anomalies.ConfigMapAnomalyStateStore(client, @namespace));
+        services.AddSingleton<Anomalies.IAnomalyCountExchange>(sp => ActivatorUtilities.CreateInstance<Anomalies.ConfigMapAnomalyCounts>(sp, client, @namespace));
         return services;
     }
 

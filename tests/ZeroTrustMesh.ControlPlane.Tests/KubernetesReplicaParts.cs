@@ -38,7 +38,9 @@ internal sealed class KubernetesReplicaParts : IAsyncDisposable
     /// How often the leader advances a CA rotation and every replica reports its sidecars; with it, rotation steps wait
     /// for no reconnect grace, and a report goes stale after <paramref name="reportTimeout"/>.
     /// </param>
-    public static async Task<KubernetesReplicaParts> StartAsync(KubernetesApiDouble api, string dataDir, string name, TimeSpan? rotationPoll = null, TimeSpan? reportTimeout = null)
+    /// <param name="configure">Parts added after the control plane's, as <c>ztm-controlplane</c> adds anomaly response.</param>
+    public static async Task<KubernetesReplicaParts> StartAsync(KubernetesApiDouble api, string dataDir, string name, TimeSpan? rotationPoll = null, TimeSpan? reportTimeout = null,
+        Action<IServiceCollection>? configure = null)
     {
         var plain = ControlPlaneParts.Options(dataDir);
         var options = new ControlPlaneOptions
@@ -68,6 +70,7 @@ internal sealed class KubernetesReplicaParts : IAsyncDisposable
         services.AddSingleton<ICaStore>(caStore);
         services.AddSingleton(ca);
         services.AddKubernetesState(client, Namespace, options).AddStandaloneState(options).AddControlPlane();
+        configure?.Invoke(services);
         var parts = new KubernetesReplicaParts(name, services.BuildServiceProvider(), logs);
         foreach (var hosted in parts._services.GetServices<IHostedService>())
         {

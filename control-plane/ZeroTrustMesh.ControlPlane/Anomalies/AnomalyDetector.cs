@@ -51,6 +51,9 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
     private long _nextEventId = 1;
     private long _untracked;
     private ImmutableArray<CallerRestriction> _restrictions = [];
+    private readonly Dictionary<AnomalyKey, (long Count, long Errors)> _forwarded = [];
+    private long _forwardedDropped;
+    private bool _dirty;
 
     public AnomalyDetector(IAnomalyPolicies policies, AnomalyOptions options, AnomalyMetrics metrics, IReplicaLeadership leadership, TimeProvider time, ILogger<AnomalyDetector> logger)
     {
@@ -118,7 +121,10 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         Observe(new WorkloadRef(ns, serviceAccount), observations);
     }
 
-    /// <summary>Counts what <paramref name="workload"/>'s sidecar served (the observations' own times are not trusted: this clock is).</summary>
+    /// <summary>
+    /// Counts what <paramref name="workload"/>'s sidecar served (the observations' own times are not trusted: this clock
+    /// is). A replica that does not lead judges nothing: it keeps the counts for the leader (<see cref="TakeForwarded"/>).
+    /// </summary>
     public void Observe(WorkloadRef workload, IReadOnlyList<Observation> observations)
     {
         if (observations.Count == 0 || _policies.For(workload) is not { } policy)
@@ -128,8 +134,12 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         bool changed;
         lock (_gate)
         {
+            var leading = _leadership.IsLeading;
             var now = _time.GetUtcNow();
-            Advance(now);
+            if (leading)
+            {
+                Advance(now);
+            }
             var touched = new HashSet<AnomalyKey>();
             foreach (var observation in observations)
             {
@@ -138,41 +148,122 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
                 {
                     continue;
                 }
-                var error = observation.Status >= 400 && observation.Status != 429;
+                var error = observation.Status >= 400 && observation.Status != 429 ? 1 : 0;
                 foreach (var r in (ReadOnlySpan<string>)[route, CallerRestriction.EveryRoute])
                 {
                     var key = new AnomalyKey(workload, observation.Caller, observation.Subject, r);
-                    if (TrackFor(key, policy, now) is not { } track)
+                    if (leading)
                     {
-                        Interlocked.Increment(ref _untracked);
-                        continue;
+                        Count(key, policy, now, 1, error, touched);
                     }
-                    track.Count++;
-                    track.Errors += error ? 1 : 0;
-                    track.LastSeen = now;
-                    CollectionsMarshalAdd(_routeCounts, (workload, r));
-                    touched.Add(key);
-                }
-            }
-            // 2. A runaway caller is caught while the window fills, not only when it ends.
-            foreach (var key in touched)
-            {
-                var track = _tracks[key];
-                if (track.State == AnomalyState.Normal && Judge(key, track, policy, now, partial: true) is { Anomalous: true } verdict)
-                {
-                    track.LastAnomalous = now;
-                    if (now - track.FirstSeen >= policy.Spec.MinimumHistory)
+                    else
                     {
-                        // Stamped when decided: that is what "within a second of detection" is measured from.
-                        Move(key, track, policy, AnomalyState.Throttled, _time.GetUtcNow(), verdict.Reason, verdict.Evidence);
+                        Forward(key, 1, error);
                     }
                 }
             }
+            JudgeWhileFilling(touched, now);
             changed = UpdateRestrictions();
         }
         if (changed)
         {
             RestrictionsChanged?.Invoke(Restrictions);
+        }
+    }
+
+    /// <summary>
+    /// On the leader: counts what the other replicas' sidecars served (<see cref="TakeForwarded"/> there), in the current
+    /// window, as if observed here now, and judges those callers at once.
+    /// </summary>
+    public void Fold(IReadOnlyList<ForwardedCount> counts)
+    {
+        bool changed;
+        lock (_gate)
+        {
+            var now = _time.GetUtcNow();
+            Advance(now);
+            var touched = new HashSet<AnomalyKey>();
+            foreach (var count in counts)
+            {
+                if (count.Count > 0 && _policies.For(count.Key.Workload) is { } policy)
+                {
+                    Count(count.Key, policy, now, count.Count, count.Errors, touched);
+                }
+            }
+            JudgeWhileFilling(touched, now);
+            changed = UpdateRestrictions();
+        }
+        if (changed)
+        {
+            RestrictionsChanged?.Invoke(Restrictions);
+        }
+    }
+
+    /// <summary>
+    /// On a replica that does not lead: the counts kept for the leader since the last call (at most
+    /// <see cref="AnomalyOptions.MaxForwardedKeys"/> callers × routes; what did not fit is <c>Dropped</c>), and cleared.
+    /// </summary>
+    public (IReadOnlyList<ForwardedCount> Counts, long Dropped) TakeForwarded()
+    {
+        lock (_gate)
+        {
+            var counts = _forwarded.Select(f => new ForwardedCount(f.Key, f.Value.Count, f.Value.Errors)).ToList();
+            var dropped = _forwardedDropped;
+            _forwarded.Clear();
+            _forwardedDropped = 0;
+            return (counts, dropped);
+        }
+    }
+
+    private void Forward(AnomalyKey key, long count, long errors)
+    {
+        ref var counted = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_forwarded, key);
+        if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref counted))
+        {
+            counted = (counted.Count + count, counted.Errors + errors);
+        }
+        else if (_forwarded.Count < _options.MaxForwardedKeys)
+        {
+            _forwarded[key] = (count, errors);
+        }
+        else
+        {
+            _forwardedDropped += count;
+        }
+    }
+
+    private void Count(AnomalyKey key, AnomalyPolicy policy, DateTimeOffset now, long count, long errors, HashSet<AnomalyKey> touched)
+    {
+        if (TrackFor(key, policy, now) is not { } track)
+        {
+            Interlocked.Add(ref _untracked, count);
+            return;
+        }
+        track.Count += count;
+        track.Errors += errors;
+        track.LastSeen = now;
+        ref var routeCount = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(_routeCounts, (key.Workload, key.Route), out _);
+        routeCount += count;
+        touched.Add(key);
+        _dirty = true;
+    }
+
+    /// <summary>2. A runaway caller is caught while the window fills, not only when it ends.</summary>
+    private void JudgeWhileFilling(HashSet<AnomalyKey> touched, DateTimeOffset now)
+    {
+        foreach (var key in touched)
+        {
+            var track = _tracks[key];
+            if (track.State == AnomalyState.Normal && _policies.For(key.Workload) is { } policy
+                && Judge(key, track, policy, now, partial: true) is { Anomalous: true } verdict)
+            {
+                track.LastAnomalous = now;
+                if (now - track.FirstSeen >= policy.Spec.MinimumHistory)
+                {
+                    // Stamped when decided: that is what "within a second of detection" is measured from.
+                    Move(key, track, policy, AnomalyState.Throttled, _time.GetUtcNow(), verdict.Reason, verdict.Evidence);
+                }
+            }
         }
     }
 
@@ -182,6 +273,13 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         bool changed;
         lock (_gate)
         {
+            if (!_leadership.IsLeading)
+            {
+                // The leader judges; this replica's state is the leader's (Import). Kept aligned, so that on becoming
+                // leader no window of the time it followed counts as idle.
+                _windowStart = Align(_time.GetUtcNow());
+                return;
+            }
             Advance(_time.GetUtcNow());
             changed = UpdateRestrictions();
         }
@@ -216,6 +314,7 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         }
         _routeCounts.Clear();
         _windowStart += windows * _options.Window;
+        _dirty |= _tracks.Count > 0;
     }
 
     /// <summary>
@@ -372,10 +471,59 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
 
     private static string Durations(TimeSpan span) => ZeroTrustMesh.Identity.Durations.Format(TimeSpan.FromSeconds(Math.Round(span.TotalSeconds)));
 
-    private static void CollectionsMarshalAdd(Dictionary<(WorkloadRef, string), long> counts, (WorkloadRef, string) key)
+    /// <summary>
+    /// What survives a restart and a change of leader (<see cref="AnomalyStateSync"/> stores it): every track's state and
+    /// baseline, and the events. Not the window in progress. Null when nothing changed since the last call, unless
+    /// <paramref name="always"/>. At most <see cref="AnomalyOptions.MaxPersistedTracks"/> tracks: every restricted one,
+    /// then the most recently seen normal ones; <see cref="AnomalyStateDocument.LeftOut"/> counts the rest (they learn again).
+    /// </summary>
+    public AnomalyStateDocument? Export(bool always = false)
     {
-        ref var count = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrAddDefault(counts, key, out _);
-        count++;
+        lock (_gate)
+        {
+            if (!_dirty && !always)
+            {
+                return null;
+            }
+            _dirty = false;
+            var tracks = _tracks
+                .OrderBy(t => t.Value.State == AnomalyState.Normal ? 1 : 0).ThenByDescending(t => t.Value.LastSeen)
+                .Select(t => t.Value.ToState(t.Key))
+                .ToList();
+            var kept = tracks.Take(_options.MaxPersistedTracks).ToList();
+            return new AnomalyStateDocument(_time.GetUtcNow(), kept, [.. _events], _nextEventId, tracks.Count - kept.Count);
+        }
+    }
+
+    /// <summary>
+    /// Takes a stored state: at start (a restart lifts no restriction, forgets no baseline) and, on a replica that does
+    /// not lead, the leader's state every window (so it pushes the same restrictions to its own sidecars, and has the
+    /// baselines when it becomes leader). Replaces every track and event; raises <see cref="RestrictionsChanged"/>.
+    /// </summary>
+    public void Import(AnomalyStateDocument state)
+    {
+        bool changed;
+        lock (_gate)
+        {
+            _tracks.Clear();
+            foreach (var track in state.Tracks.Take(_options.MaxKeys))
+            {
+                _tracks[track.Key] = Track.From(track);
+            }
+            _events.Clear();
+            foreach (var entry in state.Events.TakeLast(_options.MaxEvents))
+            {
+                _events.Enqueue(entry);
+            }
+            _nextEventId = Math.Max(_nextEventId, state.NextEventId);
+            _routeCounts.Clear();
+            _windowStart = Align(_time.GetUtcNow());
+            changed = UpdateRestrictions();
+        }
+        if (changed)
+        {
+            RestrictionsChanged?.Invoke(Restrictions);
+        }
     }
 
     public void Dispose() => _timer.Dispose();
@@ -412,6 +560,24 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         public double Baseline => _rateWeight > 0 ? _rate / _rateWeight : 0;
 
         public double BaselineErrorRatio => _errorWeight > 0 ? _errors / _errorWeight : 0;
+
+        public TrackState ToState(AnomalyKey key) =>
+            new(key, FirstSeen, LastSeen, State, Since, LastAnomalous, PolicyName, Mode, LastEvidence, _rate, _rateWeight, _errors, _errorWeight);
+
+        public static Track From(TrackState state) => new(state.FirstSeen)
+        {
+            LastSeen = state.LastSeen,
+            State = state.State,
+            Since = state.Since,
+            LastAnomalous = state.LastAnomalous,
+            PolicyName = state.Policy,
+            Mode = state.Mode,
+            LastEvidence = state.Evidence,
+            _rate = state.Rate,
+            _rateWeight = state.RateWeight,
+            _errors = state.Errors,
+            _errorWeight = state.ErrorWeight,
+        };
 
         public void Feed(double ratePerMinute, double? errorRatio, double alpha)
         {

@@ -52,6 +52,28 @@ internal sealed record AnomalyEvent(
 /// <summary>A caller that is not normal now: what <c>ztmctl anomalies</c> lists as current.</summary>
 internal sealed record AnomalyStatus(AnomalyKey Key, AnomalyState State, DateTimeOffset Since, string Policy, AnomalyMode Mode, AnomalyEvidence Evidence);
 
+/// <summary>One track as stored (<see cref="AnomalyDetector.Export"/>): its state and its baseline's EWMA sums.</summary>
+internal sealed record TrackState(
+    AnomalyKey Key,
+    DateTimeOffset FirstSeen,
+    DateTimeOffset LastSeen,
+    AnomalyState State,
+    DateTimeOffset Since,
+    DateTimeOffset? LastAnomalous,
+    string Policy,
+    AnomalyMode Mode,
+    AnomalyEvidence? Evidence,
+    double Rate,
+    double RateWeight,
+    double Errors,
+    double ErrorWeight);
+
+/// <summary>The detector's state as stored: tracks (bounded; <paramref name="LeftOut"/> were not kept) and the events.</summary>
+internal sealed record AnomalyStateDocument(DateTimeOffset SavedAt, List<TrackState> Tracks, List<AnomalyEvent> Events, long NextEventId, int LeftOut);
+
+/// <summary>What a replica that does not lead counted for one caller on one route, for the leader's detector.</summary>
+internal sealed record ForwardedCount(AnomalyKey Key, long Count, long Errors);
+
 /// <summary>Bounds and cadence of the detector; the thresholds are per policy (<see cref="AnomalyPolicySpec"/>).</summary>
 internal sealed class AnomalyOptions
 {
@@ -63,6 +85,18 @@ internal sealed class AnomalyOptions
 
     /// <summary>Transitions kept for <c>ztmctl anomalies</c>; the oldest go first.</summary>
     public int MaxEvents { get; init; } = 1_000;
+
+    /// <summary>
+    /// Tracks stored at most (restricted ones first, then the most recently seen): the rest learn again after a restart.
+    /// A ConfigMap holds 1 MiB; about 10,000 tracks fit gzipped.
+    /// </summary>
+    public int MaxPersistedTracks { get; init; } = 10_000;
+
+    /// <summary>Callers × routes a replica that does not lead keeps for the leader per exchange; the requests of the rest are counted as dropped.</summary>
+    public int MaxForwardedKeys { get; init; } = 5_000;
+
+    /// <summary>How often state is stored (and followed) and counts are exchanged between replicas; the window by default.</summary>
+    public TimeSpan? SyncInterval { get; init; }
 
     /// <summary>A window needs this many requests before its error ratio is judged.</summary>
     public int MinimumErrorSample { get; init; } = 10;

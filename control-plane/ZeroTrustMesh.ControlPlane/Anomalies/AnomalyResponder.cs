@@ -9,23 +9,24 @@ using ZeroTrustMesh.Policy.Kinds;
 namespace ZeroTrustMesh.ControlPlane.Anomalies;
 
 /// <summary>
-/// Carries out what the detector decided, on the leader only (singleton work: one replica writes the config and the
-/// revocations):
-/// 1. the restrictions of Enforce policies become a new config version (<see cref="ConfigStore.PublishRestrictions"/>),
-///    pushed at once to the sidecars of the workloads concerned, which enforce them in their rate-limit stage;
-/// 2. a new quarantine under <c>revokeOnQuarantine</c> revokes the caller's certificates (<see cref="Revoker"/>, by
-///    SPIFFE ID); JWT subjects and plaintext callers have none to revoke.
-/// On becoming leader it publishes the detector's current set; off the request path (the detector only signals).
+/// Carries out what the detector decided, on every replica (a replica that does not lead has the leader's decisions
+/// through <see cref="AnomalyStateSync"/>):
+/// 1. the restrictions of Enforce policies become a new config version (<see cref="ConfigStore.PublishRestrictions"/>;
+///    the replicas agree on its number), pushed at once to this replica's sidecars of the workloads concerned, which
+///    enforce them in their rate-limit stage;
+/// 2. on the leader only (the revocations are shared), a new quarantine under <c>revokeOnQuarantine</c> revokes the
+///    caller's certificates (<see cref="Revoker"/>, by SPIFFE ID); JWT subjects and plaintext callers have none to revoke.
+/// At start it publishes the detector's current set; off the request path (the detector only signals).
 /// </summary>
 internal sealed class AnomalyResponder(
     AnomalyDetector detector, IAnomalyPolicies policies, ConfigStore config, Revoker revoker, AnomalyMetrics metrics, IReplicaLeadership leadership, ILogger<AnomalyResponder> logger)
-    : LeaderOnlyService(leadership)
+    : BackgroundService
 {
     public const string Actor = "anomaly-response";
 
     private readonly HashSet<(string Caller, string Since)> _revoked = [];
 
-    protected override async Task RunAsync(CancellationToken leading)
+    protected override async Task ExecuteAsync(CancellationToken stopping)
     {
         var signal = Channel.CreateBounded<bool>(new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropOldest });
         void OnChanged(ImmutableArray<CallerRestriction> _) => signal.Writer.TryWrite(true);
@@ -33,15 +34,15 @@ internal sealed class AnomalyResponder(
         try
         {
             Apply(detector.Restrictions);
-            while (await signal.Reader.WaitToReadAsync(leading))
+            while (await signal.Reader.WaitToReadAsync(stopping))
             {
                 signal.Reader.TryRead(out _);
                 Apply(detector.Restrictions);
             }
         }
-        catch (OperationCanceledException) when (leading.IsCancellationRequested)
+        catch (OperationCanceledException) when (stopping.IsCancellationRequested)
         {
-            // leadership lost or stopping
+            // stopping
         }
         finally
         {
@@ -57,6 +58,10 @@ internal sealed class AnomalyResponder(
         var quarantines = restrictions.Count(r => r.Action == RestrictionAction.Quarantine);
         metrics.Restrictions(restrictions.Length - quarantines, quarantines);
         AnomalyLog.Pushed(logger, restrictions.Length - quarantines, quarantines, state.Version);
+        if (!leadership.IsLeading)
+        {
+            return;
+        }
         foreach (var restriction in restrictions.Where(r => r.Action == RestrictionAction.Quarantine && r.Subject.Length == 0))
         {
             if (policies.For(restriction.Workload) is not { Spec.RevokeOnQuarantine: true }

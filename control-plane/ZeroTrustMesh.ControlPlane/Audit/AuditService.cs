@@ -43,7 +43,15 @@ internal sealed class AuditService(ICheckpointStore store, WorkloadCaller caller
         {
             throw Invalid($"checkpoint refused: {problem}");
         }
-        return Task.FromResult(new CheckpointAck { Stored = (uint)store.Add(checkpoint) });
+        try
+        {
+            return Task.FromResult(new CheckpointAck { Stored = (uint)store.Add(checkpoint) });
+        }
+        catch (IOException e)
+        {
+            // The sidecar keeps the checkpoint and sends it again.
+            throw new RpcException(new Status(StatusCode.Unavailable, $"checkpoint not stored: {e.Message}"));
+        }
     }
 
     private static RpcException Invalid(string message) => new(new Status(StatusCode.InvalidArgument, message));
@@ -59,7 +67,14 @@ internal sealed class AuditAdminService(ICheckpointStore store) : AuditAdmin.Aud
             throw new RpcException(new Status(StatusCode.InvalidArgument, $"workload '{request.Workload}' is not a SPIFFE ID: {error}"));
         }
         var response = new ListCheckpointsResponse();
-        response.Checkpoints.AddRange(store.List(request.Workload).Select(CheckpointMapping.ToProto));
+        try
+        {
+            response.Checkpoints.AddRange(store.List(request.Workload).Select(CheckpointMapping.ToProto));
+        }
+        catch (IOException e)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, $"checkpoints cannot be read: {e.Message}"));
+        }
         return Task.FromResult(response);
     }
 }

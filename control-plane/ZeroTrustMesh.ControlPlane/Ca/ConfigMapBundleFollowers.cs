@@ -1,9 +1,4 @@
 using System.Globalization;
-using System.IO.Compression;
-using System.Net;
-using System.Security.Cryptography;
-using System.Text;
-using System.Text.Json;
 using System.Text.Json.Serialization;
 using k8s;
 using k8s.Autorest;
@@ -51,8 +46,7 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
     private readonly Dictionary<string, (string ResourceVersion, DateTimeOffset Since)> _observed = new(StringComparer.Ordinal);
 
     private readonly HashSet<string> _staleLogged = new(StringComparer.Ordinal);
-    private List<V1OwnerReference>? _owner;
-    private bool _ownerLooked;
+    private readonly ReplicaConfigMap _own;
     private string _lastFailure = "";
 
     public ConfigMapBundleFollowers(IKubernetes client, string @namespace, ConfigDistributor sessions, ConfigStore config, ControlPlaneOptions options,
@@ -67,6 +61,7 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
         _time = time;
         _logger = logger;
         Name = NameOf(_replica);
+        _own = new ReplicaConfigMap(client, @namespace, _replica);
     }
 
     /// <summary>This replica's ConfigMap.</summary>
@@ -78,13 +73,7 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
     /// The ConfigMap of <paramref name="replica"/>: <c>ztm-sidecars-</c> and its name (a pod's name is a DNS subdomain),
     /// or a digest of it when that is no object name.
     /// </summary>
-    public static string NameOf(string replica)
-    {
-        var name = NamePrefix + replica;
-        return KubernetesNames.IsSubdomain(name)
-            ? name
-            : NamePrefix + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(replica)))[..16];
-    }
+    public static string NameOf(string replica) => ConfigMaps.NameFor(NamePrefix, replica);
 
     public BundleFollowers Read()
     {
@@ -97,7 +86,7 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
         }
         catch (Exception e) when (e is HttpOperationException or HttpRequestException or IOException or OperationCanceledException)
         {
-            return new BundleFollowers(_replica, [own], [], $"the other replicas' reports ({Location}) cannot be read: {Reason(e)}");
+            return new BundleFollowers(_replica, [own], [], $"the other replicas' reports ({Location}) cannot be read: {ConfigMaps.Describe(e)}");
         }
         var live = new List<ReplicaReport> { own };
         var stale = new List<StaleReport>();
@@ -148,12 +137,10 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
             {
                 throw new InvalidDataException($"it has no {SidecarsKey}");
             }
-            using var unzipped = new GZipStream(new MemoryStream(zipped), CompressionMode.Decompress);
-            var report = JsonSerializer.Deserialize(unzipped, BundleFollowersJson.Default.ReplicaReport)
-                ?? throw new InvalidDataException($"its {SidecarsKey} is empty");
+            var report = ConfigMaps.Unzip(zipped, BundleFollowersJson.Default.ReplicaReport);
             return report with { Replica = replica, Sidecars = [.. report.Sidecars.Select(s => s with { Replica = replica })] };
         }
-        catch (Exception e) when (e is JsonException or InvalidDataException or IOException)
+        catch (InvalidDataException e)
         {
             return new ReplicaReport(replica, 0, DateTimeOffset.MinValue, [], $"its report in ConfigMap {_namespace}/{name} does not parse: {e.Message}");
         }
@@ -190,7 +177,6 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
                     Name = Name,
                     NamespaceProperty = _namespace,
                     Labels = new Dictionary<string, string> { [SecretCaStore.ManagedByLabel] = SecretCaStore.ManagedBy, [ReportLabel] = ReportLabelValue },
-                    OwnerReferences = await OwnerAsync(cancellation),
                 },
                 Data = new Dictionary<string, string>
                 {
@@ -199,26 +185,14 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
                     ["sidecars"] = report.Sidecars.Count.ToString(CultureInfo.InvariantCulture),
                     ["refreshedAt"] = report.RefreshedAt.ToString("O", CultureInfo.InvariantCulture),
                 },
-                BinaryData = new Dictionary<string, byte[]> { [SidecarsKey] = Zip(report) },
+                BinaryData = new Dictionary<string, byte[]> { [SidecarsKey] = ConfigMaps.Zip(report, BundleFollowersJson.Default.ReplicaReport) },
             };
-            try
-            {
-                await WriteAsync(map, cancellation);
-            }
-            catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.Forbidden && map.Metadata.OwnerReferences is not null)
-            {
-                // OwnerReferencesPermissionEnforcement wants delete rights for an owner reference, which this role has not:
-                // the report goes without one (and is only ignored once stale, not deleted with the pod).
-                _owner = null;
-                CoordinationLog.ReplicaReportNotOwned(_logger, _namespace, Name, _replica, Reason(e));
-                map.Metadata.OwnerReferences = null;
-                await WriteAsync(map, cancellation);
-            }
+            await _own.WriteAsync(map, reason => CoordinationLog.ReplicaReportNotOwned(_logger, _namespace, Name, _replica, reason), cancellation);
             _lastFailure = "";
         }
-        catch (Exception e) when (e is HttpOperationException or HttpRequestException or IOException || (e is OperationCanceledException && !cancellation.IsCancellationRequested))
+        catch (Exception e) when (ConfigMaps.IsApiFailure(e, cancellation))
         {
-            var reason = Reason(e);
+            var reason = ConfigMaps.Describe(e);
             if (reason != _lastFailure)
             {
                 _lastFailure = reason;
@@ -226,57 +200,6 @@ internal sealed class ConfigMapBundleFollowers : BackgroundService, IBundleFollo
             }
         }
     }
-
-    private async Task WriteAsync(V1ConfigMap map, CancellationToken cancellation)
-    {
-        try
-        {
-            await _client.CoreV1.ReplaceNamespacedConfigMapAsync(map, Name, _namespace, cancellationToken: cancellation);
-        }
-        catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.NotFound)
-        {
-            await _client.CoreV1.CreateNamespacedConfigMapAsync(map, _namespace, cancellationToken: cancellation);
-        }
-    }
-
-    /// <summary>This replica's Pod as the owner of its report, looked up once it is found; none outside a pod (a process on a host).</summary>
-    private async Task<List<V1OwnerReference>?> OwnerAsync(CancellationToken cancellation)
-    {
-        if (_ownerLooked)
-        {
-            return _owner;
-        }
-        try
-        {
-            var pod = await _client.CoreV1.ReadNamespacedPodAsync(_replica, _namespace, cancellationToken: cancellation);
-            _owner = [new V1OwnerReference { ApiVersion = "v1", Kind = "Pod", Name = pod.Metadata.Name, Uid = pod.Metadata.Uid }];
-            _ownerLooked = true;
-        }
-        catch (HttpOperationException e) when (e.Response.StatusCode == HttpStatusCode.NotFound)
-        {
-            _ownerLooked = true; // not a pod of this namespace: the report is not deleted with it, only ignored once stale
-        }
-        catch (Exception e) when (e is HttpOperationException or HttpRequestException || (e is OperationCanceledException && !cancellation.IsCancellationRequested))
-        {
-            // asked again at the next write
-        }
-        return _owner;
-    }
-
-    private static byte[] Zip(ReplicaReport report)
-    {
-        using var zipped = new MemoryStream();
-        using (var gzip = new GZipStream(zipped, CompressionLevel.Fastest))
-        {
-            JsonSerializer.Serialize(gzip, report, BundleFollowersJson.Default.ReplicaReport);
-        }
-        return zipped.ToArray();
-    }
-
-    private static string Reason(Exception e) =>
-        e is HttpOperationException h ? $"the API answered {(int)h.Response.StatusCode} {h.Response.StatusCode}"
-        : e is OperationCanceledException ? "the API did not answer in time"
-        : e.Message;
 }
 
 [JsonSerializable(typeof(ReplicaReport))]

@@ -103,6 +103,47 @@ public sealed class AnomalyResponseTests() : ControlPlanePartsTest("anomaly")
         Assert.Equal(before, config.Current.Version);
     }
 
+    [Fact]
+    public async Task A_restart_lifts_no_restriction_and_keeps_the_baselines_and_events()
+    {
+        var parts = await StartAsync("  mode: Enforce");
+        var detector = parts.Get<AnomalyDetector>();
+        Send(detector, 10, TimeSpan.FromMinutes(15));
+        Send(detector, 5000, TimeSpan.FromSeconds(5));
+        var before = await WaitForAsync(parts.Get<ConfigStore>(), s => !s.Restrictions.IsEmpty);
+        var events = detector.Snapshot().Events;
+        await parts.StopAsync();
+        Assert.True(File.Exists(Path.Combine(DataDir, "anomalies.json")));
+
+        var restarted = await StartAsync("  mode: Enforce");
+
+        // Pushed from the start, before any observation arrives.
+        var after = await WaitForAsync(restarted.Get<ConfigStore>(), s => !s.Restrictions.IsEmpty);
+        Assert.Equal(before.Restrictions.AsEnumerable(), after.Restrictions.AsEnumerable());
+        var again = restarted.Get<AnomalyDetector>();
+        Assert.Equal(events.Select(e => (e.Id, e.Key, e.To)), again.Snapshot().Events.Select(e => (e.Id, e.Key, e.To)));
+        var status = Assert.Single(again.Snapshot().Current, s => s.Key.Route == "*");
+        Assert.InRange(status.Evidence.BaselinePerMinute, 5, 20);
+        // The baseline is the one learned before: the caller back at 10/min is normal, at 5,000 anomalous again at once.
+        Time.Advance(TimeSpan.FromMinutes(16));
+        again.Tick();
+        await WaitForAsync(restarted.Get<ConfigStore>(), s => s.Restrictions.IsEmpty);
+        Send(again, 5000, TimeSpan.FromSeconds(5));
+        await WaitForAsync(restarted.Get<ConfigStore>(), s => !s.Restrictions.IsEmpty);
+    }
+
+    [Fact]
+    public async Task Anomaly_state_that_does_not_parse_is_named_and_the_control_plane_starts_without_it()
+    {
+        File.WriteAllText(Path.Combine(DataDir, "anomalies.json"), "{ not json");
+        var logs = new CollectingLogs();
+        var policies = Directory.CreateDirectory(Path.Combine(DataDir, "policies")).FullName;
+        await using var parts = await ControlPlaneParts.StartAsync(DataDir, Time, s => s.AddAnomalyResponse(), logs);
+        await logs.WaitForAsync(l => l.StartsWith($"anomaly state not taken from {Path.Combine(DataDir, "anomalies.json")} (baselines start over, no restriction is in force): ", StringComparison.Ordinal)
+            && l.Contains("is not anomaly state", StringComparison.Ordinal), 1, TimeSpan.FromSeconds(10));
+        Assert.Empty(parts.Get<AnomalyDetector>().Restrictions);
+    }
+
     /// <summary>The responder runs on its own task: wait for the config it publishes, without sleeping.</summary>
     private static async Task<ConfigState> WaitForAsync(ConfigStore config, Func<ConfigState, bool> condition)
     {
