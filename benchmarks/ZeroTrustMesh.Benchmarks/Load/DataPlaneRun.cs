@@ -218,7 +218,7 @@ internal static class DataPlaneRun
             // Last, so that every phase above ran with no ApiSpec in the mesh.
             var (apiRuns, api) = await ApiProtectionPhase.RunAsync(settings,
                 new ApiProtectionPhase.Context(controlPlane, root, sidecarEnvironment, appPort, outbound, frontend, orders, Track, NewClient()),
-                measuredRuns, startTimeout, cancellation);
+                startTimeout, cancellation);
             runs.AddRange(apiRuns);
             var summaries = targets.Select(t => DataPlaneSummary.Summarize(t, measuredRuns, idle, after, execToRegistered)).ToList();
             var phases = new[] { Http2, Grpc, NewConnection }.SelectMany(phase => targets.Select(t =>

@@ -61,6 +61,15 @@ internal static class MeshSetup
         await new PolicyAdmin.PolicyAdminClient(admin).ApplyAsync(new ApplyRequest { Source = source, Yaml = yaml }, cancellationToken: cancellation);
     }
 
+    /// <summary>Deletes one policy resource through the operator API.</summary>
+    public static async Task DeleteAsync(ControlPlaneProcess controlPlane, string kind, string name, CancellationToken cancellation)
+    {
+        var bundle = controlPlane.Bundle;
+        using var operatorCertificate = controlPlane.OperatorCertificate;
+        using var admin = ControlPlaneChannel.Create(controlPlane.Address, () => bundle, () => operatorCertificate, TimeProvider.System);
+        await new PolicyAdmin.PolicyAdminClient(admin).DeleteAsync(new DeleteRequest { Kind = kind, Namespace = Namespace, Name = name }, cancellationToken: cancellation);
+    }
+
     /// <summary>An SVID from the real Identity API (join token + CSR), as PEM certificate chain + PKCS#8 key, for a proxy or client that is not a sidecar.</summary>
     public static async Task<string> SvidPemAsync(ControlPlaneProcess controlPlane, string serviceAccount, CancellationToken cancellation)
     {

@@ -42,6 +42,14 @@ internal sealed class JsonRedactionTransform(Func<int, ResponseRedactor?> redact
             || (type.EndsWith("+json", StringComparison.OrdinalIgnoreCase) && type.IndexOf('/') > 0);
     }
 
+    /// <summary>
+    /// The most of one write that goes through the redaction before its output is sent on. YARP writes up to 64 KiB at
+    /// a time; taken whole, a write made the carried input and the output each rent a 128 KiB array (large-object heap)
+    /// per response in flight, which the shared pool keeps only a few of: under load, fresh LOH arrays that only a full,
+    /// blocking collection frees. In slices, what a response holds stays near this size, whatever the writes' size.
+    /// </summary>
+    internal const int SliceBytes = 16 * 1024;
+
     /// <summary>The app's body, written by the proxy, on its way to the caller through the redaction.</summary>
     private sealed class RedactingStream(JsonRedaction redaction, Stream downstream, Action<int> redacted, Action? invalidJson) : Stream
     {
@@ -63,11 +71,16 @@ internal sealed class JsonRedactionTransform(Func<int, ResponseRedactor?> redact
 
         public override async ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
         {
-            redaction.Write(buffer.Span);
-            if (redaction.Output.Length > 0)
+            while (!buffer.IsEmpty)
             {
-                await downstream.WriteAsync(redaction.Output, cancellationToken);
-                redaction.TakeOutput();
+                var slice = buffer[..Math.Min(buffer.Length, SliceBytes)];
+                buffer = buffer[slice.Length..];
+                redaction.Write(slice.Span);
+                if (redaction.Output.Length > 0)
+                {
+                    await downstream.WriteAsync(redaction.Output, cancellationToken);
+                    redaction.TakeOutput();
+                }
             }
         }
 
@@ -78,11 +91,16 @@ internal sealed class JsonRedactionTransform(Func<int, ResponseRedactor?> redact
 
         public override void Write(ReadOnlySpan<byte> buffer)
         {
-            redaction.Write(buffer);
-            if (redaction.Output.Length > 0)
+            while (!buffer.IsEmpty)
             {
-                downstream.Write(redaction.Output.Span);
-                redaction.TakeOutput();
+                var slice = buffer[..Math.Min(buffer.Length, SliceBytes)];
+                buffer = buffer[slice.Length..];
+                redaction.Write(slice);
+                if (redaction.Output.Length > 0)
+                {
+                    downstream.Write(redaction.Output.Span);
+                    redaction.TakeOutput();
+                }
             }
         }
 

@@ -99,6 +99,42 @@ public sealed class JsonRedactionTransformTests
         Assert.Equal([1], counts);
     }
 
+    /// <summary>
+    /// What a response holds must not grow with the size of the proxy's writes: a 4 MiB body handed over in one write
+    /// goes out in pieces near <see cref="JsonRedactionTransform.SliceBytes"/>, so the redaction never buffers (nor
+    /// rents) more than about one slice of output. Taken whole, the one write came out as one ~4 MiB write.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_large_write_goes_through_in_slices_so_a_response_holds_about_one_slice(bool async)
+    {
+        var counts = new List<int>();
+        var transform = new JsonRedactionTransform(_ => Passwords, counts.Add);
+        Assert.True(transform.Applies(Response(200, "application/json")));
+        var element = """{"id": 1, "password": "hunter2", "name": "user"}""";
+        var elements = 4 * 1024 * 1024 / (element.Length + 1);
+        var body = Encoding.UTF8.GetBytes("[" + string.Join(",", Enumerable.Repeat(element, elements)) + "]");
+        var downstream = new WriteSizes();
+
+        var stream = transform.Wrap(downstream);
+        if (async)
+        {
+            await stream.WriteAsync(body);
+            await stream.DisposeAsync();
+        }
+        else
+        {
+            stream.Write(body);
+            stream.Dispose();
+        }
+
+        Assert.Equal([elements], counts);
+        Assert.Equal("[" + string.Join(",", Enumerable.Repeat("""{"id":1,"name":"user"}""", elements)) + "]", Encoding.UTF8.GetString(downstream.ToArray()));
+        Assert.True(downstream.Writes > body.Length / JsonRedactionTransform.SliceBytes / 2, $"{downstream.Writes} writes");
+        Assert.InRange(downstream.Largest, 1, JsonRedactionTransform.SliceBytes);
+    }
+
     private static HttpResponse Response(int status, string? contentType, string method = "GET")
     {
         var context = new DefaultHttpContext();
@@ -115,5 +151,30 @@ public sealed class JsonRedactionTransformTests
 
         public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default) =>
             Gone ? ValueTask.FromException(new IOException("The client reset the request stream.")) : base.WriteAsync(buffer, cancellationToken);
+    }
+
+    /// <summary>Keeps what is written and the size of the largest single write.</summary>
+    private sealed class WriteSizes : MemoryStream
+    {
+        public int Largest { get; private set; }
+
+        public int Writes { get; private set; }
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            Largest = Math.Max(Largest, buffer.Length);
+            Writes++;
+            base.Write(buffer);
+        }
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            Largest = Math.Max(Largest, buffer.Length);
+            Writes++;
+            base.Write(buffer.Span);
+            return ValueTask.CompletedTask;
+        }
     }
 }
