@@ -4,6 +4,7 @@ using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
 using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Sidecar.Authorization;
+using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Tcp;
 using ZeroTrustMesh.Sidecar.Telemetry;
 using ZeroTrustMesh.Sidecar.Tls;
