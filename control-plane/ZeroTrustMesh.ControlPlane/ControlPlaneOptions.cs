@@ -125,6 +125,13 @@ internal sealed class ControlPlaneOptions
     /// <summary>API discovery from sidecars' observations: bounds, pins, when a declared operation is unused (<c>--api-*</c>).</summary>
     public Discovery.ApiInventoryOptions ApiInventory { get; init; } = new();
 
+    /// <summary>
+    /// <c>--l4-mode on</c>: HTTP ports whose policies need only L4 attributes are relayed as bytes after the mTLS check
+    /// (<see cref="Policy.L4.L4Eligibility"/>). Off by default: such a port loses per-request metrics, access log and API
+    /// discovery, which an operator should choose (ztunnel's users opt in too).
+    /// </summary>
+    public bool L4Mode { get; init; }
+
     public static string DefaultDataDir =>
         Environment.GetEnvironmentVariable("ZTM_DATA_DIR") is { Length: > 0 } fromEnv
             ? fromEnv
@@ -163,6 +170,8 @@ internal sealed class ControlPlaneOptions
         var caSecret = new Option<string>("--ca-secret") { Description = $"With --kubernetes: the Secret (in --namespace) holding the CA: created by the first replica, or yours in the cert-manager shape (tls.crt, tls.key, ca.crt)", DefaultValueFactory = _ => DefaultCaSecret };
         var apiUnusedAfter = CommandLineOptions.Duration("--api-unused-after", "API discovery: a declared operation not called for this long is unused (ztmctl api diff)", "24h");
         var apiMaxPaths = new Option<int>("--api-max-paths") { Description = "API discovery: distinct path segments kept per service; paths beyond it are counted, not kept", DefaultValueFactory = _ => new Discovery.ApiInventoryOptions().MaxPathsPerService };
+        var l4Mode = new Option<string>("--l4-mode") { Description = "on: HTTP ports whose policies need only L4 attributes (caller identity, namespace, source IP, port) are relayed as bytes after the mTLS check, authorized once per connection; off: every HTTP request is parsed", DefaultValueFactory = _ => "off" };
+        l4Mode.AcceptOnlyFromAmong("off", "on");
         var apiPins = new Option<string[]>("--api-pin") { Description = "API discovery: SERVICE=TEMPLATE, the operator's word on a template, both ways: orders.shop=/users/{id} makes that segment a parameter, orders.shop=/users/me keeps 'me' a word (repeatable)" };
         var tokenAudience = new Option<string?>("--token-audience") { Description = $"With --kubernetes: the audience of the sidecars' service-account tokens (default the injection config's tokenAudience, else {DefaultTokenAudience})" };
 
@@ -172,7 +181,7 @@ internal sealed class ControlPlaneOptions
             webhookPort, webhookDns, injectionConfig, ns, webhookConfiguration, kubernetes, tokenAudience,
             caRootLifetime, caRotateBefore, caRotationSkew, caRotationPoll, caReconnectGrace, replicaReportTimeout,
             leaseDuration, renewDeadline, retryPeriod, caSecret,
-            apiUnusedAfter, apiMaxPaths, apiPins,
+            apiUnusedAfter, apiMaxPaths, apiPins, l4Mode,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -256,6 +265,7 @@ internal sealed class ControlPlaneOptions
                 LeaderElection = election,
                 CaSecret = result.GetValue(caSecret)!,
                 ApiInventory = apiInventory,
+                L4Mode = result.GetValue(l4Mode) == "on",
             };
             return options.Validate() is { } error ? Fail(error) : run(options, cancellation);
         });

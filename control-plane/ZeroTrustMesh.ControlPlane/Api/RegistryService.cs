@@ -1,11 +1,12 @@
 using Grpc.Core;
 using ZeroTrustMesh.ControlPlane.Registry;
+using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Proto.V1;
 
 namespace ZeroTrustMesh.ControlPlane.Api;
 
 /// <summary>The registry API: a thin adapter over <see cref="IServiceRegistry"/>; every caller is a workload with an unrevoked SVID.</summary>
-internal sealed class RegistryService(IServiceRegistry registry, WorkloadCaller caller, ILogger<RegistryService> logger) : Proto.V1.Registry.RegistryBase
+internal sealed class RegistryService(IServiceRegistry registry, WorkloadCaller caller, Config.ConfigStore config, ControlPlaneOptions options, ILogger<RegistryService> logger) : Proto.V1.Registry.RegistryBase
 {
     public override Task<RegisterResponse> Register(RegisterRequest request, ServerCallContext context)
     {
@@ -57,6 +58,7 @@ internal sealed class RegistryService(IServiceRegistry registry, WorkloadCaller 
             _ => throw Invalid("service or address is required"),
         };
         var response = new ResolveResponse();
+        var state = config.Current;
         response.Endpoints.AddRange(endpoints.Select(e =>
         {
             var proto = new ServiceEndpoint
@@ -68,6 +70,12 @@ internal sealed class RegistryService(IServiceRegistry registry, WorkloadCaller 
             };
             proto.HttpPorts.AddRange(e.HttpPorts.Select(p => (uint)p));
             proto.TcpPorts.AddRange(e.TcpPorts.Select(p => (uint)p));
+            if (options.L4Mode && e.Identity is { } id && id.TryGetWorkload(out var ns, out var sa))
+            {
+                // The same decision the endpoint's own sidecar receives in its config: callers relay only what it takes as L4.
+                var modes = state.PortModesFor(ns!, state.KeyFor(new WorkloadRef(ns!, sa!)).Service, l4Mode: true);
+                proto.L4Ports.AddRange(e.HttpPorts.Where(modes.IsL4).Select(p => (uint)p));
+            }
             foreach (var (servicePort, targetPort) in e.ServicePorts)
             {
                 proto.ServicePorts[(uint)servicePort] = (uint)targetPort;

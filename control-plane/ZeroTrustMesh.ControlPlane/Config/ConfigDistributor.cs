@@ -168,9 +168,12 @@ internal sealed class ConfigDistributor : IDisposable
     private System.Collections.Immutable.ImmutableArray<ZeroTrustMesh.Policy.Kinds.CallerRestriction> _restrictions = [];
     private BundleProto? _bundle;
 
-    public ConfigDistributor(ConfigStore store, SvidIssuer issuer, ControlPlaneMetrics metrics, TimeProvider time)
+    private readonly bool _l4Mode;
+
+    public ConfigDistributor(ConfigStore store, SvidIssuer issuer, ControlPlaneMetrics metrics, TimeProvider time, ControlPlaneOptions options)
     {
         _store = store;
+        _l4Mode = options.L4Mode;
         _revocations = store.Current.Revocations;
         _debounce = time.CreateTimer(_ => Push(), null, Timeout.InfiniteTimeSpan, Timeout.InfiniteTimeSpan);
         store.Changed += OnChanged;
@@ -232,6 +235,7 @@ internal sealed class ConfigDistributor : IDisposable
         {
             snapshot.CallerRestrictions.AddRange(state.RestrictionsFor(new WorkloadRef(key.Namespace, service)).Select(r => r.ToProto()));
         }
+        snapshot.PortModes = state.PortModesFor(key.Namespace, key.Service, _l4Mode).ToProto();
         snapshot.Revocations.AddRange(state.Revocations.Entries.Select(e => e.ToProto()));
         // The digest covers the content only; version and nonce are set afterwards.
         var digest = SHA256.HashData(snapshot.ToByteArray());

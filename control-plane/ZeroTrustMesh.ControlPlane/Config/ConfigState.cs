@@ -1,3 +1,4 @@
+using ZeroTrustMesh.Policy.L4;
 using System.Collections.Frozen;
 using System.Collections.Immutable;
 using ZeroTrustMesh.Identity;
@@ -48,6 +49,15 @@ internal sealed record ConfigState(string Version, ImmutableDictionary<ResourceK
     /// </summary>
     public ConfigKey KeyFor(WorkloadRef workload) =>
         SelectedServices.Contains(workload) ? new ConfigKey(workload.Namespace, workload.Service) : new ConfigKey(workload.Namespace, null);
+
+    /// <summary>
+    /// Which HTTP ports of the workloads of (<paramref name="namespace"/>, <paramref name="service"/>) are in L4 mode:
+    /// the resources they receive and their caller restrictions, decided by <see cref="L4Eligibility"/>.
+    /// </summary>
+    /// <param name="service">Null: the namespace-wide resources only (workloads no resource selects by name).</param>
+    public PortModes PortModesFor(string @namespace, string? service, bool l4Mode) =>
+        L4Eligibility.Of(l4Mode, For(@namespace, service).Select(r => r.Document.Resource),
+            service is not null && RestrictionsFor(new WorkloadRef(@namespace, service)).Any());
 
     /// <param name="service">Null: only the namespace-wide (selector-less) resources.</param>
     public IReadOnlyList<StoredResource> For(string @namespace, string? service) =>

@@ -1,3 +1,4 @@
+using ZeroTrustMesh.Identity;
 using ZeroTrustMesh.Policy.Authorization;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
@@ -38,6 +39,25 @@ internal sealed class AuthorizationStage(PolicySnapshot snapshot, SidecarMetrics
             ? StageResult.Continue
             // The reason names the deciding policy and rule, or says that none allowed the request.
             : StageResult.Refuse(new Refusal(StatusCodes.Status403Forbidden, "denied", $"RBAC: access denied: {decision.Reason}")));
+    }
+
+    /// <summary>
+    /// A connection relayed as bytes (an L4-mode port or a declared TCP port), decided once with what L4 knows: the
+    /// caller's verified identity and namespace, the port, the source address and the time. A rule that names methods,
+    /// paths, headers or JWT attributes does not match it.
+    /// </summary>
+    public AuthorizationDecision AuthorizeConnection(SpiffeId caller, int port, System.Net.IPAddress? source, DateTimeOffset now)
+    {
+        var decision = snapshot.Evaluate(new RequestAttributes
+        {
+            Caller = caller,
+            CallerNamespace = caller.TryGetWorkload(out var ns, out _) ? ns : null,
+            Port = port,
+            SourceAddress = source,
+            Now = now,
+        }, default);
+        metrics.Decision(decision.Allowed, decision.Policy);
+        return decision;
     }
 }
 

@@ -60,7 +60,7 @@ internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots
             var alpn = connection.Features.Get<ITlsApplicationProtocolFeature>()?.ApplicationProtocol ?? default;
             if (alpn.Span.SequenceEqual(MeshTls.TcpProtocol.Protocol.Span))
             {
-                return tcp.HandleAsync(connection);
+                return RelayAsync(connection, next);
             }
             metrics.InboundConnection("mtls");
             if (alpn.Span.SequenceEqual(SslApplicationProtocol.Http2.Protocol.Span))
@@ -72,6 +72,38 @@ internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots
             return next(connection);
         };
     };
+
+    /// <summary>
+    /// <c>ztm-tcp/1</c>: relayed as bytes (<see cref="InboundTcp"/>), unless it names an HTTP port that is L7 now: then the
+    /// app's own bytes (HTTP/1.1, or h2c when they start with the preface) go through the HTTP pipeline for that port,
+    /// with the caller's verified identity, so L7 policy applies to every request on it.
+    /// </summary>
+    private async Task RelayAsync(ConnectionContext connection, ConnectionDelegate http)
+    {
+        if (await tcp.HandleAsync(connection) is not { } port)
+        {
+            return;
+        }
+        using var detection = new CancellationTokenSource(DetectionTimeout, time);
+        if (await IsH2cAsync(connection.Transport.Input, detection.Token) is not { } h2c)
+        {
+            metrics.Rejected("inbound", "relayed_http_timeout");
+            return;
+        }
+        connection.Features.Set(new RelayedPortFeature(port));
+        metrics.InboundConnection("mtls");
+        if (h2c)
+        {
+            // The app's h2c: scheme http on every stream, so the TLS feature must go (see H2cSelection).
+            var selection = new H2cSelection(connection.Features);
+            connection.Features.Set<ITlsApplicationProtocolFeature>(selection);
+            connection.Features.Set<ITlsConnectionFeature>(selection);
+            await Http2Async(connection, http);
+            return;
+        }
+        // ALPN ztm-tcp/1 is neither h2 nor http/1.1: Kestrel's protocol selection falls back to HTTP/1.1.
+        await http(connection);
+    }
 
     private async Task OnConnectionAsync(ConnectionContext connection, ConnectionDelegate tls)
     {

@@ -63,7 +63,10 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             await Refuse(context, new Refusal(StatusCodes.Status400BadRequest, "malformed", framing) { CloseConnection = true }, caller, self, started, null, 0);
             return;
         }
-        if (PortFor(context.Request.Headers[MeshHeaders.TargetPort].ToString()) is not { } port)
+        // A connection relayed over ztm-tcp/1 named its port in the preamble; its requests are the app's own, and so
+        // are their mesh headers, which say nothing here.
+        var relayed = context.Features.Get<RelayedPortFeature>()?.Port;
+        if ((relayed ?? PortFor(context.Request.Headers[MeshHeaders.TargetPort].ToString())) is not { } port)
         {
             await Refuse(context, new Refusal(StatusCodes.Status404NotFound, "undeclared_port",
                 $"port {context.Request.Headers[MeshHeaders.TargetPort]} is not a declared application port"), caller, self, started, null, 0);
@@ -85,7 +88,7 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             }
         }
 
-        var http2 = plaintext ? HttpProtocol.IsHttp2(context.Request.Protocol) : context.Request.Headers[MeshHeaders.AppProtocol] == "2";
+        var http2 = plaintext || relayed is not null ? HttpProtocol.IsHttp2(context.Request.Protocol) : context.Request.Headers[MeshHeaders.AppProtocol] == "2";
         if (request.RemoveAuthorization)
         {
             context.Request.Headers.Remove(HeaderNames.Authorization);

@@ -1,4 +1,5 @@
 using ZeroTrustMesh.Policy.Kinds;
+using ZeroTrustMesh.Policy.L4;
 using ZeroTrustMesh.Policy.Model;
 
 namespace ZeroTrustMesh.Sidecar.Inbound;
@@ -13,9 +14,12 @@ internal sealed record CompiledStage(IInboundStageKind Kind, IInboundStage Stage
 /// </summary>
 internal sealed class InboundSnapshot
 {
-    private InboundSnapshot(string version, int resourceCount, IReadOnlyList<CompiledStage> stages)
+    private readonly TaskCompletionSource _superseded = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    private InboundSnapshot(string version, int resourceCount, IReadOnlyList<CompiledStage> stages, PortModes portModes)
     {
         Version = version;
+        PortModes = portModes;
         ResourceCount = resourceCount;
         Stages = stages;
         Pipeline = [.. stages.Select(s => s.Stage)];
@@ -36,8 +40,17 @@ internal sealed class InboundSnapshot
     /// <summary>Whether the inbound listener may accept a connection without TLS (a PERMISSIVE PeerAuthentication).</summary>
     public bool AcceptsPlaintext { get; }
 
+    /// <summary>Which HTTP ports take L4 connections at this version, as the control plane decided.</summary>
+    public PortModes PortModes { get; }
+
+    /// <summary>Completes when a newer snapshot replaces this one: open L4 connections check themselves against it then.</summary>
+    public Task Superseded => _superseded.Task;
+
+    internal void Supersede() => _superseded.TrySetResult();
+
     /// <summary>"PeerAuthentication STRICT; AuthorizationPolicy 2 policies, 5 rules; …" for the applied-config log line.</summary>
-    public string Summary => string.Join("; ", Stages.Select(s => $"{s.Kind.Kind.Name} {s.Stage.Summary}"));
+    public string Summary => string.Join("; ", Stages.Select(s => $"{s.Kind.Kind.Name} {s.Stage.Summary}"))
+        + (PortModes.Enabled ? $"; L4 mode: {PortModes}" : "");
 
     /// <summary>
     /// Compiles, for <paramref name="workload"/>, each kind's resources that apply to it into that kind's stage, in stage
@@ -45,7 +58,8 @@ internal sealed class InboundSnapshot
     /// </summary>
     /// <exception cref="ArgumentException">A kind could not compile its resources; the message lists every failure.</exception>
     public static InboundSnapshot Compile(
-        string version, WorkloadRef workload, IReadOnlyList<PolicyResource> resources, IEnumerable<IInboundStageKind> kinds, IReadOnlyList<CallerRestriction>? restrictions = null)
+        string version, WorkloadRef workload, IReadOnlyList<PolicyResource> resources, IEnumerable<IInboundStageKind> kinds, IReadOnlyList<CallerRestriction>? restrictions = null,
+        PortModes? portModes = null)
     {
         var context = new StageContext(version, workload) { Restrictions = restrictions ?? [] };
         var applying = resources.Where(r => r.AppliesTo(workload)).ToList();
@@ -66,7 +80,7 @@ internal sealed class InboundSnapshot
                 errors.Add(e.Message);
             }
         }
-        return errors.Count > 0 ? throw new ArgumentException(string.Join("; ", errors)) : new InboundSnapshot(version, applying.Count, stages);
+        return errors.Count > 0 ? throw new ArgumentException(string.Join("; ", errors)) : new InboundSnapshot(version, applying.Count, stages, portModes ?? PortModes.Off);
     }
 
     /// <summary>The kinds a sidecar with these stage kinds can read from a config stream.</summary>
@@ -102,12 +116,12 @@ internal sealed class InboundSnapshotState
     /// <exception cref="ArgumentException">A kind could not compile its resources.</exception>
     public InboundSnapshot Compile(Proto.V1.ConfigSnapshot config, WorkloadRef workload) =>
         InboundSnapshot.Compile(config.Version, workload, [.. config.Resources.Select(r => Proto.PolicyMapping.FromProto(r, PolicyKinds))], Kinds,
-            [.. config.CallerRestrictions.Select(r => Proto.RestrictionMapping.FromProto(r, workload))]);
+            [.. config.CallerRestrictions.Select(r => Proto.RestrictionMapping.FromProto(r, workload))], Proto.PortModesMapping.FromProto(config.PortModes));
 
     public void Update(InboundSnapshot snapshot)
     {
         ArgumentNullException.ThrowIfNull(snapshot);
-        Volatile.Write(ref _current, snapshot);
+        Interlocked.Exchange(ref _current, snapshot).Supersede();
     }
 }
 

@@ -13,8 +13,9 @@ namespace ZeroTrustMesh.Sidecar.Outbound;
 
 /// <summary>
 /// Decides what a connection from the local app is, before HTTP parsing:
-/// 1. redirected by iptables to a service's declared TCP port (or a Kubernetes Service port that maps to one) → opaque TCP relay;
-/// 2. <c>CONNECT host:port</c> (the sidecar as HTTP proxy) → opaque TCP relay to that service's declared TCP port;
+/// 1. redirected by iptables to a service's declared TCP port, or to an HTTP port the control plane has in L4 mode (or a
+///    Kubernetes Service port that maps to one) → relayed as bytes (<see cref="OutboundTcp"/>), no HTTP parsing;
+/// 2. <c>CONNECT host:port</c> (the sidecar as HTTP proxy) → the same relay to that service's declared TCP port or L4 port;
 /// 3. the HTTP/2 connection preface (h2c prior knowledge, as gRPC clients send) → Kestrel's HTTP/2;
 /// 4. anything else → Kestrel's HTTP/1.1.
 /// Kestrel cannot tell HTTP/1.1 from h2c on one cleartext port by itself (dotnet/aspnetcore#56984): it picks HTTP/2
@@ -46,7 +47,7 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
                 SidecarLog.ConnectionRefused(logger, "outbound", $"{original}: {e.Message}");
                 return;
             }
-            if (destinations.Count > 0 && destinations[0].TcpPortFor(original.Port) is { } tcpPort)
+            if (destinations.Count > 0 && destinations[0].RelayPortFor(original.Port) is { } tcpPort)
             {
                 await tcp.RelayAsync(connection, destinations, tcpPort);
                 return;
@@ -131,10 +132,10 @@ internal sealed class OutboundConnectionMiddleware(OutboundTcp tcp, MeshRegistry
             await RespondAsync(output, "503 Service Unavailable", $"no endpoints for service '{service}'");
             return;
         }
-        if (destinations[0].TcpPortFor(port) is not { } target)
+        if (destinations[0].RelayPortFor(port) is not { } target)
         {
             metrics.Rejected("outbound", "tcp port not declared");
-            await RespondAsync(output, "403 Forbidden", $"port {port} is not a declared TCP port of '{destinations[0].Service}'");
+            await RespondAsync(output, "403 Forbidden", $"port {port} is neither a declared TCP port of '{destinations[0].Service}' nor one in L4 mode");
             return;
         }
         await tcp.RelayAsync(connection, destinations, target, onConnected: () => RespondAsync(output, "200 Connection Established", null));

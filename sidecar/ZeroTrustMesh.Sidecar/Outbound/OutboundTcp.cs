@@ -16,11 +16,17 @@ namespace ZeroTrustMesh.Sidecar.Outbound;
 /// <summary>
 /// An opaque TCP connection from the local app to a service's declared TCP port: mTLS to an endpoint's inbound
 /// listener (ALPN <c>ztm-tcp/1</c>, server identity checked), a one-line preamble naming the port, then bytes both ways.
+/// The same relay carries an HTTP port in L4 mode; either way the connection is one metric sample and one access-log
+/// line when it ends (the destination authorizes it; a denial shows here as a connection closed with no bytes back).
 /// </summary>
-internal sealed class OutboundTcp(IdentityState state, DestinationClients clients, SidecarOptions options, SidecarMetrics metrics, RefusalLog refusals, ILogger<OutboundTcp> logger)
+internal sealed class OutboundTcp(IdentityState state, DestinationClients clients, SidecarOptions options, SidecarMetrics metrics, RefusalLog refusals, AccessLog accessLog,
+    TimeProvider time, ILogger<OutboundTcp> logger)
 {
     public async Task RelayAsync(ConnectionContext app, IReadOnlyList<Destination> destinations, int port, Func<Task>? onConnected = null)
     {
+        var started = time.GetTimestamp();
+        var mode = destinations[0].TcpPorts.Contains(port) ? "tcp" : "l4";
+        var self = state.Current?.Id.Value ?? "";
         if (clients.Pick(destinations) is not var (destination, _))
         {
             SidecarLog.TcpRelayEnded(logger, "outbound", $"every endpoint of '{destinations[0].Service}' is ejected");
@@ -40,6 +46,8 @@ internal sealed class OutboundTcp(IdentityState state, DestinationClients client
         catch (Exception e) when (e is SocketException or OperationCanceledException or AuthenticationException or IOException)
         {
             SidecarLog.TcpRelayEnded(logger, "outbound", $"cannot reach {destination.Service} at {destination.Inbound}: {e.Message}");
+            metrics.L4Connection("outbound", self, destination.Identity.Value, mode, "unreachable");
+            accessLog.WriteConnection("outbound", mode, self, destination.Identity.Value, port, "unreachable", time.GetElapsedTime(started), 0, 0, e.Message);
             return;
         }
 
@@ -50,11 +58,13 @@ internal sealed class OutboundTcp(IdentityState state, DestinationClients client
                 await onConnected();
             }
             metrics.TcpOpened("outbound");
+            metrics.L4Connection("outbound", self, destination.Identity.Value, mode, "opened");
             var local = new RelaySide(app.Transport.Input, app.Transport.Output, () => app.Transport.Output.CompleteAsync());
             var mesh = new RelaySide(PipeReader.Create(tls), PipeWriter.Create(tls), () => new ValueTask(tls.ShutdownAsync()));
             // Not ConnectionClosed: Kestrel fires it when the app half-closes (FIN), and the reply must still flow back.
             var (sent, received) = await TcpRelay.RunAsync(local, mesh, options.TcpIdleTimeout, CancellationToken.None);
             metrics.TcpClosed("outbound", received, sent);
+            accessLog.WriteConnection("outbound", mode, self, destination.Identity.Value, port, "closed", time.GetElapsedTime(started), sent, received, null);
         }
     }
 }

@@ -9,6 +9,9 @@ internal sealed record Destination(string Service, SpiffeId Identity, IPEndPoint
     /// <summary>Kubernetes: a Service port a client dials → the endpoint's port it reaches (targetPort). Empty standalone.</summary>
     public IReadOnlyDictionary<int, int> ServicePorts { get; init; } = System.Collections.Frozen.FrozenDictionary<int, int>.Empty;
 
+    /// <summary>Those of <see cref="HttpPorts"/> the control plane has in L4 mode: relayed as bytes when the connection is seen before HTTP.</summary>
+    public IReadOnlyList<int> L4Ports { get; init; } = [];
+
     /// <summary>Where the outbound path forwards to: this endpoint's inbound mTLS listener.</summary>
     public string InboundPrefix { get; } = $"https://{Inbound}";
 
@@ -25,4 +28,9 @@ internal sealed record Destination(string Service, SpiffeId Identity, IPEndPoint
     public int? TcpPortFor(int requested) =>
         ServicePorts.TryGetValue(requested, out var target) ? (TcpPorts.Contains(target) ? target : null)
         : TcpPorts.Contains(requested) ? requested : null;
+
+    /// <summary>The port to relay to as bytes: a declared TCP port (<see cref="TcpPortFor"/>), or an HTTP port in L4 mode, mapped the same way.</summary>
+    public int? RelayPortFor(int requested) =>
+        TcpPortFor(requested) ?? (ServicePorts.TryGetValue(requested, out var target) ? (L4Ports.Contains(target) ? target : null)
+        : L4Ports.Contains(requested) ? requested : null);
 }

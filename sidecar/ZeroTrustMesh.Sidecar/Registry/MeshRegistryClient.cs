@@ -131,6 +131,7 @@ internal sealed class MeshRegistryClient : BackgroundService
             ? new Destination(e.Service, id, inbound, [.. e.HttpPorts.Select(p => (int)p)], [.. e.TcpPorts.Select(p => (int)p)])
             {
                 ServicePorts = e.ServicePorts.ToFrozenDictionary(p => (int)p.Key, p => (int)p.Value),
+                L4Ports = [.. e.L4Ports.Where(p => e.HttpPorts.Contains(p)).Select(p => (int)p)],
             }
             : null; // no identity: an endpoint without a sidecar, never sent to (the mesh sends no plaintext)
 

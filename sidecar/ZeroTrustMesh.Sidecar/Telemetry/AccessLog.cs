@@ -67,6 +67,46 @@ internal sealed class AccessLog : IAsyncDisposable
             }
             json.WriteEndObject();
         }
+        Enqueue(buffer);
+    }
+
+    /// <summary>
+    /// One line per connection relayed as bytes (an L4-mode port or a declared TCP port): there are no requests to log.
+    /// <c>{"log":"access","mode":"l4","direction","source","destination","port","outcome","duration_ms","bytes_in","bytes_out","reason"?}</c>
+    /// </summary>
+    public void WriteConnection(string direction, string mode, string source, string destination, int port, string outcome, TimeSpan duration, long bytesIn, long bytesOut, string? reason)
+    {
+        if (!_enabled)
+        {
+            return;
+        }
+        var buffer = t_buffer ??= new ArrayBufferWriter<byte>(512);
+        buffer.ResetWrittenCount();
+        using (var json = new Utf8JsonWriter(buffer))
+        {
+            json.WriteStartObject();
+            json.WriteString("time", DateTimeOffset.UtcNow);
+            json.WriteString("log", "access");
+            json.WriteString("mode", mode);
+            json.WriteString("direction", direction);
+            json.WriteString("source", source);
+            json.WriteString("destination", destination);
+            json.WriteNumber("port", port);
+            json.WriteString("outcome", outcome);
+            json.WriteNumber("duration_ms", Math.Round(duration.TotalMilliseconds, 3));
+            json.WriteNumber("bytes_in", bytesIn);
+            json.WriteNumber("bytes_out", bytesOut);
+            if (reason is not null)
+            {
+                json.WriteString("reason", reason);
+            }
+            json.WriteEndObject();
+        }
+        Enqueue(buffer);
+    }
+
+    private void Enqueue(ArrayBufferWriter<byte> buffer)
+    {
         var length = buffer.WrittenCount + 1;
         var line = ArrayPool<byte>.Shared.Rent(length);
         buffer.WrittenSpan.CopyTo(line);

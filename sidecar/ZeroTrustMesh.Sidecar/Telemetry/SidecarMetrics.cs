@@ -13,6 +13,7 @@ internal sealed class SidecarMetrics
     private readonly Counter _tcpBytes;
     private readonly Counter _tcpConnections;
     private readonly Gauge _tcpActive;
+    private readonly Counter _l4Connections;
     private readonly Counter _retries;
     private readonly Counter _ejections;
     private readonly Counter _rejected;
@@ -43,6 +44,9 @@ internal sealed class SidecarMetrics
         _tcpBytes = factory.CreateCounter("ztm_tcp_bytes_total", "Bytes relayed on opaque TCP connections.", "direction", "flow");
         _tcpConnections = factory.CreateCounter("ztm_tcp_connections_total", "Opaque TCP connections relayed.", "direction");
         _tcpActive = factory.CreateGauge("ztm_tcp_connections_active", "Opaque TCP connections open now.", "direction");
+        _l4Connections = factory.CreateCounter("ztm_l4_connections_total",
+            "Connections relayed as bytes and authorized once (mode: l4 for an HTTP port in L4 mode, tcp for a declared TCP port), by outcome.",
+            "direction", "source", "destination", "mode", "outcome");
         _retries = factory.CreateCounter("ztm_outbound_retries_total", "Outbound requests retried after a connect failure, by destination service.", "service");
         _ejections = factory.CreateCounter("ztm_outbound_ejections_total", "Destination endpoints ejected by the circuit breaker, by service.", "service");
         _rejected = factory.CreateCounter("ztm_rejected_requests_total", "Requests refused before forwarding, by direction and reason.", "direction", "reason");
@@ -103,6 +107,10 @@ internal sealed class SidecarMetrics
     public void InboundConnection(string security) => _inboundConnections.WithLabels(security).Inc();
 
     public void Rejected(string direction, string reason) => _rejected.WithLabels(direction, reason).Inc();
+
+    /// <param name="outcome"><c>allowed</c>, <c>denied</c>, <c>closed_by_policy</c> (a new config no longer allowed it), <c>app_unreachable</c>.</param>
+    public void L4Connection(string direction, string source, string destination, string mode, string outcome) =>
+        _l4Connections.WithLabels(direction, source, destination, mode, outcome).Inc();
 
     public void TcpOpened(string direction)
     {
