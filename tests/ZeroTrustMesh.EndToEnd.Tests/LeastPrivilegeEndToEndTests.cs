@@ -109,6 +109,14 @@ public sealed class LeastPrivilegeEndToEndTests(ITestOutputHelper output) : IAsy
         Assert.Equal(HttpStatusCode.Forbidden, await StatusAsync(asFrontend, HttpMethod.Get, $"{url}/admin/users"));
         Assert.Equal(HttpStatusCode.Forbidden, await StatusAsync(asFrontend, HttpMethod.Get, $"{url}/orders/1/lines"));
         Assert.Equal(HttpStatusCode.Forbidden, await StatusAsync(asFrontend, HttpMethod.Post, $"{url}/orders/1"));
+
+        // 'ztmctl policy test' reads the templates as the sidecar does.
+        var port = orders.HttpPort.ToString(CultureInfo.InvariantCulture);
+        (exit, var verdict, _) = await _mesh.ZtmctlAsync("policy", "test", "--from", DataPlaneFixture.FrontendId, "--to", "orders.shop", "--method", "GET", "--path", "/orders/5", "--port", port);
+        Assert.Equal(0, exit);
+        Assert.Contains("allowed by ALLOW policy 'shop/suggested-orders' rule 1", verdict, StringComparison.Ordinal);
+        (exit, _, _) = await _mesh.ZtmctlAsync("policy", "test", "--from", DataPlaneFixture.FrontendId, "--to", "orders.shop", "--method", "GET", "--path", "/orders/5/lines", "--port", port);
+        Assert.Equal(4, exit);
     }
 
     private static async Task<HttpStatusCode> StatusAsync(HttpClient http, HttpMethod method, string url)

@@ -337,4 +337,31 @@ public sealed class AuthorizerTests
         }
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
+    [Fact]
+    public void A_decision_with_path_templates_and_audit_outcomes_allocates_nothing()
+    {
+        var many = string.Join("\n---\n", Enumerable.Range(0, 100).Select(i =>
+            Doc($"t{i}", $"  rules:\n    - to: [{{operation: {{methods: [GET], paths: [\"/svc{i}/{{*}}/lines/{{*}}\", \"/files{i}/{{**}}\"]}}}}]\n")));
+        var audit = Doc("suggested", "  action: AUDIT\n  rules:\n    - to: [{operation: {paths: [\"/svc50/{*}/lines/{*}\"]}}]\n");
+        var snapshot = Compile(many + "\n---\n" + audit + "\n---\n" + Doc("empty", "  action: AUDIT\n"));
+
+        bool Run()
+        {
+            var request = new RequestAttributes { Method = "GET", Path = "/svc50/o-17/lines/3", Port = 8080 };
+            var decision = snapshot.Evaluate(request, default);
+            return decision.Allowed && decision.Audit.UnmatchedCount == 1;
+        }
+
+        Assert.True(Run());
+        for (var i = 0; i < 5_000; i++)
+        {
+            Run();
+        }
+        var before = GC.GetAllocatedBytesForCurrentThread();
+        for (var i = 0; i < 1000; i++)
+        {
+            Run();
+        }
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
+    }
 }

@@ -44,6 +44,12 @@ internal sealed partial class ApiAdminService(ApiInventory inventory, ConfigStor
             throw new RpcException(new Status(StatusCode.NotFound, $"namespace '{ns}': nothing was observed of its workloads (sidecars report what they serve; see 'ztmctl api inventory')"));
         }
         var suggestion = suggester.Suggest(ns, request.SinceSeconds == 0 ? null : TimeSpan.FromSeconds(request.SinceSeconds), action);
+        if (suggestion.Policies == 0)
+        {
+            throw new RpcException(new Status(StatusCode.FailedPrecondition, request.SinceSeconds > 0
+                ? $"namespace '{ns}': no caller that a policy can name was seen within the last {ZeroTrustMesh.Identity.Durations.Format(TimeSpan.FromSeconds(request.SinceSeconds))}: widen --since"
+                : $"namespace '{ns}': no caller that a policy can name was observed ({suggestion.Skipped.Count} endpoint caller(s) not suggested: {string.Join("; ", suggestion.Skipped.Take(3))})"));
+        }
         var response = new PolicySuggestResponse { Yaml = suggestion.Yaml, Policies = (uint)suggestion.Policies, Rules = (uint)suggestion.Rules };
         response.Skipped.AddRange(suggestion.Skipped);
         return Task.FromResult(response);

@@ -75,6 +75,9 @@ public sealed class LeastPrivilegeTests
         Assert.DoesNotContain(Checkout, recent.Yaml, StringComparison.Ordinal);
         Assert.Contains("action: ALLOW", recent.Yaml, StringComparison.Ordinal);
         Assert.Equal(2, suggester.Suggest("shop", null, "ALLOW").Rules);
+        _time.Advance(TimeSpan.FromHours(1));
+        var none = suggester.Suggest("shop", TimeSpan.FromMinutes(1), "ALLOW");
+        Assert.Equal((0, 0, ""), (none.Policies, none.Rules, none.Yaml));
         Assert.Empty(suggester.ServicesIn("billing"));
         Assert.Empty(suggester.ServicesIn("hop")); // a suffix of 'shop' is not the namespace
     }

@@ -111,7 +111,7 @@ public sealed class ObservationRecordingTests
 
         var recorded = new List<RequestObservation>();
         Assert.Equal(3, host.Observations.Drain(recorded, 100));
-        var wire = recorded.Select(ObservationReporter.ToProto)
+        var wire = recorded.Select(o => ObservationReporter.ToProto(o))
             .Select(o => $"{o.Path} matched[{string.Join(",", o.AuditMatched)}] unmatched[{string.Join(",", o.AuditUnmatched)}]");
         Assert.Equal(
         [
