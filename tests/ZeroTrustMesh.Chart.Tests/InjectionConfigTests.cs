@@ -28,7 +28,8 @@ public sealed class InjectionConfigTests
               "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } },
               "excludeInboundPorts": [],
               "excludeOutboundPorts": [],
-              "excludeOutboundIPRanges": []
+              "excludeOutboundIPRanges": [],
+              "decisionLog": { "enabled": false, "sizeLimit": "", "claimName": "" }
             }
             """);
         var actual = ConfigJson(await Renders.Default);
@@ -51,6 +52,7 @@ public sealed class InjectionConfigTests
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse("[9901]"), config["excludeInboundPorts"]));
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse("[5432, 6379]"), config["excludeOutboundPorts"]));
         Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""["169.254.169.254/32", "fd00::/8"]"""), config["excludeOutboundIPRanges"]));
+        Assert.True(JsonNode.DeepEquals(JsonNode.Parse("""{"enabled": true, "sizeLimit": "2Gi", "claimName": ""}"""), config["decisionLog"]));
 
         var elsewhere = ConfigJson(await RenderedChart.RenderAsync(Helm.ChartDirectory, "mesh-ops"));
         Assert.Equal("https://ztm-controlplane.mesh-ops.svc:15012", (string?)elsewhere["controlPlaneAddress"]);

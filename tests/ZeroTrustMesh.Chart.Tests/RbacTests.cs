@@ -54,7 +54,7 @@ public sealed class RbacTests
             "|secrets|create|",
             "|secrets|get,update|ztm-ca",                                                // the CA: created once, then read; the rotation record
             "|configmaps|get,list,watch,update,patch|ztm-revocations,ztm-config-versions", // shared revocations and versions
-            "|configmaps|list,update|",                                                    // each replica's report of its sidecars (ztm-sidecars-<pod>)
+            "|configmaps|get,list,update|",                                                // replicas' reports (ztm-sidecars-<pod>, ztm-anomaly-counts-<pod>), checkpoints, anomaly state
         ], Describe(role.Rules));
         var binding = chart.Get<V1RoleBinding>("RoleBinding", "ztm-controlplane");
         Assert.Equal(("Role", "ztm-controlplane"), (binding.RoleRef.Kind, binding.RoleRef.Name));

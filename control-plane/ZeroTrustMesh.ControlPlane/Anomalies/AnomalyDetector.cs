@@ -32,6 +32,9 @@ internal interface IAnomalyPolicies
 ///    <see cref="AnomalyEvent"/> with its evidence, kept in a bounded history, counted, logged.
 /// 5. <see cref="Restrictions"/> is what the Enforce policies ask for now; <see cref="RestrictionsChanged"/> says when it
 ///    changed (<see cref="AnomalyResponder"/> pushes it). DryRun policies produce events only.
+/// 6. Only the leader judges. A replica that does not lead forwards its counts (<see cref="TakeForwarded"/>, folded in
+///    by the leader with <see cref="Fold"/>) and takes the leader's state (<see cref="Import"/>); both through
+///    <see cref="AnomalyStateSync"/>, which also stores the state (<see cref="Export"/>) across restarts.
 /// Memory is bounded: at most <see cref="AnomalyOptions.MaxKeys"/> tracks; idle normal ones are forgotten.
 /// </summary>
 internal sealed class AnomalyDetector : IObservationConsumer, IDisposable

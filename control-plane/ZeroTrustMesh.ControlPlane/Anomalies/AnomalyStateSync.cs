@@ -70,6 +70,11 @@ internal sealed class AnomalyStateSync(
     {
         if (leadership.IsLeading)
         {
+            // What this replica counted before it led (its own sidecars: no other leader will take them now).
+            if (detector.TakeForwarded() is { Counts.Count: > 0 } own)
+            {
+                detector.Fold(own.Counts);
+            }
             if (exchange is not null)
             {
                 await TryAsync(async () => detector.Fold(await exchange.CollectAsync(_takenAt, cancellation)));

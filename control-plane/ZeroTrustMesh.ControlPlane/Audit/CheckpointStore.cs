@@ -68,8 +68,9 @@ internal sealed class FileCheckpointStore(string dataDir) : ICheckpointStore
 /// 2. bounded: at most <see cref="MaxCheckpoints"/> and what fits <see cref="ConfigMaps.MaxPayloadBytes"/>; the oldest
 ///    go first and are counted (<c>dropped</c>). <c>ztmctl audit verify</c> then proves the records from the oldest kept
 ///    checkpoint on;
-/// 3. written over the resourceVersion it read: when another replica wrote first (409), it reads again and appends to
-///    that, so two replicas receiving checkpoints of one workload lose neither.
+/// 3. written over the resourceVersion it read: when another replica wrote first (409), it reads again after a short
+///    random pause and appends to that, so two replicas receiving checkpoints of one workload lose neither; after
+///    <see cref="MaxAttempts"/> collisions the call fails UNAVAILABLE and the sidecar sends the checkpoint again.
 /// </summary>
 internal sealed class ConfigMapCheckpointStore(IKubernetes client, string @namespace, int maxCheckpoints = ConfigMapCheckpointStore.MaxCheckpoints) : ICheckpointStore
 {
@@ -78,7 +79,7 @@ internal sealed class ConfigMapCheckpointStore(IKubernetes client, string @names
     public const string LabelValue = "decision-log";
     public const string CheckpointsKey = "checkpoints.jsonl.gz";
     public const int MaxCheckpoints = 2_000;
-    private const int MaxAttempts = 8;
+    private const int MaxAttempts = 16;
 
     public static string NameOf(string workload) => ConfigMaps.NameFor(NamePrefix, workload);
 
@@ -136,6 +137,9 @@ internal sealed class ConfigMapCheckpointStore(IKubernetes client, string @names
             {
                 return kept.Count(c => c.Chain == checkpoint.Chain);
             }
+            // Another replica wrote first. A short random pause, growing with each attempt, so that replicas receiving
+            // one workload's checkpoints at once do not keep colliding.
+            Thread.Sleep(Random.Shared.Next(1, 10 * attempt));
         }
         throw new IOException($"ConfigMap {@namespace}/{name} kept changing under {MaxAttempts} attempts to write it; try again");
     }

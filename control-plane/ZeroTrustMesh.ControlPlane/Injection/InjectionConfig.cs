@@ -13,6 +13,22 @@ internal sealed class InjectionResources
 }
 
 /// <summary>
+/// The sidecar's tamper-evident decision log (<c>--decision-log</c>), off unless enabled: it writes on every request.
+/// Kept on an emptyDir (lost with the pod; <see cref="SizeLimit"/> caps it) or on a PersistentVolumeClaim
+/// (<see cref="ClaimName"/>: one claim for every injected pod, so ReadWriteMany, or a workload of one replica).
+/// </summary>
+internal sealed class InjectionDecisionLog
+{
+    public bool Enabled { get; init; }
+
+    /// <summary>The emptyDir's size limit, a quantity; empty: none.</summary>
+    public string SizeLimit { get; init; } = "";
+
+    /// <summary>A PersistentVolumeClaim in the pod's namespace instead of an emptyDir; empty: an emptyDir.</summary>
+    public string ClaimName { get; init; } = "";
+}
+
+/// <summary>
 /// What the injector puts into a pod (<c>/etc/ztm/injection/config.json</c>, rendered by the chart from its values).
 /// Read and validated as a whole at start: every error is reported, and the control plane does not start with a
 /// config it would inject wrongly.
@@ -38,6 +54,8 @@ internal sealed class InjectionConfig
     public List<int> ExcludeOutboundPorts { get; init; } = [];
 
     public List<string> ExcludeOutboundIPRanges { get; init; } = [];
+
+    public InjectionDecisionLog DecisionLog { get; init; } = new();
 
     private static readonly JsonSerializerOptions ReadOptions = new()
     {
@@ -130,6 +148,18 @@ internal sealed class InjectionConfig
             {
                 errors.Add($"excludeOutboundIPRanges[{i}]: '{ExcludeOutboundIPRanges[i]}' is not a CIDR like 10.0.0.0/8 (host bits must be zero)");
             }
+        }
+        if (DecisionLog.SizeLimit.Length > 0 && !Quantities.IsValid(DecisionLog.SizeLimit))
+        {
+            errors.Add($"decisionLog.sizeLimit: '{DecisionLog.SizeLimit}' is not a Kubernetes quantity (e.g. 1Gi)");
+        }
+        if (DecisionLog.ClaimName.Length > 0 && !Kubernetes.KubernetesNames.IsSubdomain(DecisionLog.ClaimName))
+        {
+            errors.Add($"decisionLog.claimName: '{DecisionLog.ClaimName}' is not a PersistentVolumeClaim name (a DNS-1123 subdomain)");
+        }
+        if (DecisionLog.ClaimName.Length > 0 && DecisionLog.SizeLimit.Length > 0)
+        {
+            errors.Add("decisionLog: sizeLimit is the emptyDir's, and claimName replaces the emptyDir: set one of them");
         }
         return errors;
     }

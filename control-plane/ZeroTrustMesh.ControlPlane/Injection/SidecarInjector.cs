@@ -21,7 +21,8 @@ internal sealed record InjectionResult(InjectionDecision Decision, string Reason
 /// <list type="number">
 /// <item>Skipped: the control plane's own namespace, an already injected pod (<c>ztm.dev/status</c>), hostNetwork, <c>ztm.dev/inject: "false"</c> (label or annotation).</item>
 /// <item>Refused: an invalid <c>ztm.dev/inject</c>, exclusion or resource annotation (every problem named), or a name the mesh reserves already in use.</item>
-/// <item>Injected: the capture init container, the native sidecar, the token and trust-bundle volumes, the status and
+/// <item>Injected: the capture init container, the native sidecar, the token and trust-bundle volumes (and the decision
+/// log's, when the config turns it on), the status and
 /// scrape annotations, and app probes moved to the sidecar's health port.</item>
 /// </list>
 /// Selection itself (namespace label <c>ztm.dev/inject=enabled</c>, pod label <c>ztm.dev/inject=true</c>) is the webhook
@@ -36,6 +37,8 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
     public const string TrustBundleConfigMap = "ztm-ca-root";
     public const string TokenDirectory = "/var/run/secrets/ztm/tokens";
     public const string TrustBundleDirectory = "/var/run/ztm/ca";
+    public const string DecisionLogVolume = "ztm-decision-log";
+    public const string DecisionLogDirectory = "/var/lib/ztm/decision-log";
     public const int InboundPort = 15006;
     public const int OutboundPort = 15001;
     public const int AdminPort = 15020;
@@ -210,7 +213,7 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
         }
         foreach (var name in (spec.Volumes ?? []).Select(v => v.Name))
         {
-            if (name is TokenVolume or TrustBundleVolume)
+            if (name is TokenVolume or TrustBundleVolume or DecisionLogVolume)
             {
                 errors.Add($"volume name {name} is reserved for the mesh's sidecar; rename the volume or opt the pod out with {InjectionAnnotations.Inject}: \"false\"");
             }
@@ -288,14 +291,17 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
             },
         });
         var bundle = ToNode(new V1Volume { Name = TrustBundleVolume, ConfigMap = new V1ConfigMapVolumeSource { Name = TrustBundleConfigMap } });
+        JsonNode[] volumes = DecisionLogSource() is { } log ? [token, bundle, ToNode(log)] : [token, bundle];
         if (spec.Volumes is null)
         {
-            patch.Add(Op("add", "/spec/volumes", new JsonArray(token, bundle)));
+            patch.Add(Op("add", "/spec/volumes", new JsonArray(volumes)));
         }
         else
         {
-            patch.Add(Op("add", "/spec/volumes/-", token));
-            patch.Add(Op("add", "/spec/volumes/-", bundle));
+            foreach (var volume in volumes)
+            {
+                patch.Add(Op("add", "/spec/volumes/-", volume));
+            }
         }
 
         // 4. App probes through the sidecar's health port.
@@ -306,10 +312,22 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
         return patch;
     }
 
+    /// <summary>The decision log's volume when the config turns the log on: an emptyDir, or the named claim.</summary>
+    private V1Volume? DecisionLogSource() => config.DecisionLog switch
+    {
+        { Enabled: false } => null,
+        { ClaimName.Length: > 0 } log => new V1Volume { Name = DecisionLogVolume, PersistentVolumeClaim = new V1PersistentVolumeClaimVolumeSource { ClaimName = log.ClaimName } },
+        var log => new V1Volume
+        {
+            Name = DecisionLogVolume,
+            EmptyDir = new V1EmptyDirVolumeSource { SizeLimit = log.SizeLimit.Length > 0 ? new ResourceQuantity(log.SizeLimit) : null },
+        },
+    };
+
     private string StatusJson() => new JsonObject
     {
         ["initContainers"] = new JsonArray(InitName, SidecarName),
-        ["volumes"] = new JsonArray(TokenVolume, TrustBundleVolume),
+        ["volumes"] = config.DecisionLog.Enabled ? new JsonArray(TokenVolume, TrustBundleVolume, DecisionLogVolume) : new JsonArray(TokenVolume, TrustBundleVolume),
         ["image"] = config.Image,
     }.ToJsonString();
 
@@ -404,6 +422,18 @@ internal sealed class SidecarInjector(InjectionConfig config, string? ownNamespa
             },
         };
         container.Env = [new V1EnvVar { Name = "POD_IP", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "status.podIP" } } }];
+        if (config.DecisionLog.Enabled)
+        {
+            args.AddRange(["--decision-log", DecisionLogDirectory]);
+            var mount = new V1VolumeMount { Name = DecisionLogVolume, MountPath = DecisionLogDirectory };
+            if (config.DecisionLog.ClaimName.Length > 0)
+            {
+                // One claim holds the logs of many pods: each writes its own directory (segment names would collide).
+                container.Env.Add(new V1EnvVar { Name = "POD_NAME", ValueFrom = new V1EnvVarSource { FieldRef = new V1ObjectFieldSelector { FieldPath = "metadata.name" } } });
+                mount.SubPathExpr = "$(POD_NAME)";
+            }
+            container.VolumeMounts.Add(mount);
+        }
         if (probes.Count > 0)
         {
             container.Env.Add(new V1EnvVar { Name = "ZTM_APP_PROBES", Value = ProbeRewriter.ToEnvironment(probes) });

@@ -34,7 +34,8 @@ internal static class InjectionFixtures
           "resources": { "requests": { "cpu": "50m", "memory": "64Mi" }, "limits": { "memory": "256Mi" } },
           "excludeInboundPorts": [],
           "excludeOutboundPorts": [],
-          "excludeOutboundIPRanges": []
+          "excludeOutboundIPRanges": [],
+          "decisionLog": { "enabled": false, "sizeLimit": "", "claimName": "" }
         }
         """;
 
@@ -45,10 +46,19 @@ internal static class InjectionFixtures
     /// <summary>KubernetesClient's serializer options, but an unknown field fails (the chart tests hold rendered objects to the same).</summary>
     public static JsonSerializerOptions Strict { get; } = CreateStrict();
 
-    public static InjectionConfig Config() => InjectionConfig.Parse(ConfigJson, out var errors) ?? throw new InvalidOperationException(string.Join("; ", errors));
+    /// <param name="overrides">Fields that replace the example's (a fixture's <c>config</c>).</param>
+    public static InjectionConfig Config(JsonObject? overrides = null)
+    {
+        var json = JsonNode.Parse(ConfigJson)!.AsObject();
+        foreach (var (key, value) in overrides ?? [])
+        {
+            json[key] = value?.DeepClone();
+        }
+        return InjectionConfig.Parse(json.ToJsonString(), out var errors) ?? throw new InvalidOperationException(string.Join("; ", errors));
+    }
 
-    public static AdmissionWebhook Webhook(ControlPlaneMetrics? metrics = null) =>
-        new(new SidecarInjector(Config(), OwnNamespace), metrics ?? new ControlPlaneMetrics(), NullLogger<AdmissionWebhook>.Instance);
+    public static AdmissionWebhook Webhook(ControlPlaneMetrics? metrics = null, JsonObject? config = null) =>
+        new(new SidecarInjector(Config(config), OwnNamespace), metrics ?? new ControlPlaneMetrics(), NullLogger<AdmissionWebhook>.Instance);
 
     /// <summary>Deserializes a pod strictly: any field V1Pod does not know fails.</summary>
     public static V1Pod StrictPod(JsonNode pod) => pod.Deserialize<V1Pod>(Strict) ?? throw new JsonException("null pod");

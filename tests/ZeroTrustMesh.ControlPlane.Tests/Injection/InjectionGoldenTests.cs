@@ -6,7 +6,8 @@ using ZeroTrustMesh.KubernetesDouble;
 namespace ZeroTrustMesh.ControlPlane.Tests.Injection;
 
 /// <summary>
-/// One fixture file per case in <c>testdata/</c>: an AdmissionReview in (<c>review</c>) and what must come out
+/// One fixture file per case in <c>testdata/</c>: an AdmissionReview in (<c>review</c>), optionally injection-config
+/// fields that replace the example config's (<c>config</c>), and what must come out
 /// (<c>expected</c>): the exact pod after applying the returned JSONPatch to the review's pod, or the refusal's message,
 /// or that the pod was let through unchanged. Every patched pod must deserialize strictly into <c>V1Pod</c>.
 /// <c>ZTM_UPDATE_GOLDEN=1 dotnet test --filter InjectionGoldenTests</c> rewrites <c>expected</c> from what the injector
@@ -37,7 +38,7 @@ public sealed class InjectionGoldenTests
         var review = fixture["review"]!.AsObject();
         var pod = review["request"]!["object"]!;
 
-        var (status, body) = await InjectionFixtures.CallAsync(InjectionFixtures.Webhook(), review.ToJsonString());
+        var (status, body) = await InjectionFixtures.CallAsync(InjectionFixtures.Webhook(config: fixture["config"]?.AsObject()), review.ToJsonString());
 
         Assert.Equal(200, status);
         var response = JsonNode.Parse(body)!["response"]!.AsObject();

@@ -106,7 +106,7 @@ public sealed class InjectionTests
         var bad = InjectionConfig.Parse("""
             {"image":"","imagePullPolicy":"Sometimes","controlPlaneAddress":"http://cp:15012","trustDomain":"Bad Domain","tokenAudience":"",
              "proxyUid":0,"resources":{"requests":{"cpu":"lots","gpu":"1"}},"excludeInboundPorts":[0],"excludeOutboundPorts":[65536],
-             "excludeOutboundIPRanges":["10.0.0.1/8","nope"]}
+             "excludeOutboundIPRanges":["10.0.0.1/8","nope"],"decisionLog":{"enabled":true,"sizeLimit":"big","claimName":"Not_A_Name"}}
             """, out var errors);
 
         Assert.Null(bad);
@@ -114,6 +114,7 @@ public sealed class InjectionTests
             [
                 "image", "imagePullPolicy", "controlPlaneAddress", "trustDomain", "tokenAudience", "proxyUid", "resources.requests.cpu", "resources.requests.gpu",
                 "excludeInboundPorts[0]", "excludeOutboundPorts[0]", "excludeOutboundIPRanges[0]", "excludeOutboundIPRanges[1]",
+                "decisionLog.sizeLimit", "decisionLog.claimName", "decisionLog",
             ],
             errors.Select(e => e.Split(':')[0]).ToArray());
         Assert.Null(InjectionConfig.Parse("""{"image":"x","controlPlaneAddress":"https://cp:15012","imagePullSecret":"y"}""", out var unknown));
