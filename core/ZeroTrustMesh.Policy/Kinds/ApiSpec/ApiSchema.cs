@@ -63,7 +63,8 @@ public sealed class ApiSchema
     /// <summary>Whether <paramref name="instance"/> is valid; adds every error to <paramref name="errors"/>.</summary>
     public bool Validate(JsonElement instance, List<SchemaError>? errors)
     {
-        switch (_compiled?.Check(instance))
+        var compiled = _compiled?.Check(instance);
+        switch (compiled)
         {
             case SchemaOutcome.Valid:
                 return true;
@@ -73,8 +74,9 @@ public sealed class ApiSchema
         EvaluationResults results;
         try
         {
-            results = _schema.Evaluate(instance, Verdict);
-            if (!results.IsValid && errors is not null)
+            // Known invalid: straight to the list of errors (the flag pass would only say so again).
+            results = _schema.Evaluate(instance, compiled == SchemaOutcome.Invalid ? Errors : Verdict);
+            if (!results.IsValid && errors is not null && compiled != SchemaOutcome.Invalid)
             {
                 results = _schema.Evaluate(instance, Errors);
             }

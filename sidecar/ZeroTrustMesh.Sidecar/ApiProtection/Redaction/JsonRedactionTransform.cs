@@ -44,9 +44,9 @@ internal sealed class JsonRedactionTransform(Func<int, ResponseRedactor?> redact
 
     /// <summary>
     /// The most of one write that goes through the redaction before its output is sent on. YARP writes up to 64 KiB at
-    /// a time; taken whole, a write made the carried input and the output each rent a 128 KiB array (large-object heap)
-    /// per response in flight, which the shared pool keeps only a few of: under load, fresh LOH arrays that only a full,
-    /// blocking collection frees. In slices, what a response holds stays near this size, whatever the writes' size.
+    /// a time; taken whole, such a write made every response in flight rent a 128 KiB array for the carried input
+    /// (large-object heap; the shared pool keeps only a few: under load, fresh LOH arrays that only a full, blocking
+    /// collection frees) and a 64 KiB one for the output. In slices, what a response holds stays near this size.
     /// </summary>
     internal const int SliceBytes = 16 * 1024;
 
