@@ -101,7 +101,8 @@ public sealed class L4ModeEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
             $"exec 3<>/dev/tcp/{hosts.VirtualAddress}/{DeniedHttpPort}; printf 'GET / HTTP/1.1\\r\\nHost: orders\\r\\n\\r\\n' >&3; cat <&3; printf 'EOF'");
         Assert.Equal("EOF", denied);
         await orders.WaitForLineAsync(l => l.Contains("\"outcome\":\"denied\"", StringComparison.Ordinal) && l.Contains($"\"port\":{DeniedHttpPort}", StringComparison.Ordinal)
-            && l.Contains("denied by DENY policy 'shop/orders-no-18081' rule 0", StringComparison.Ordinal), "inbound L4 denial");
+            // JSON escapes the quotes: 'shop/orders-no-18081'
+            && l.Contains("denied by DENY policy \\u0027shop/orders-no-18081\\u0027 rule 0", StringComparison.Ordinal), "inbound L4 denial");
 
         // 3. A keep-alive L4 connection stays open until an L7 policy arrives.
         await using var open = MeshProcess.StartProgram("open-l4-connection", "ip", ["netns", "exec", hosts.A, "timeout", "60", "bash", "-c",
