@@ -64,10 +64,10 @@ public sealed class L4ModeEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
               action: ALLOW
               rules:
                 - from: [{source: {principals: ["spiffe://cluster.local/ns/shop/sa/frontend"]}}]
-            """) + Policy("orders-no-18081", $$"""
+            """) + Policy("orders-no-18081", $$$"""
               action: DENY
               rules:
-                - to: [{operation: {ports: [{{DeniedHttpPort}}]}}]
+                - to: [{operation: {ports: [{{{DeniedHttpPort}}}]}}]
             """);
         await ApplyAsync(hosts, config, "l4.yaml", l4Policy);
 
@@ -101,10 +101,11 @@ public sealed class L4ModeEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
             $"exec 3<>/dev/tcp/{hosts.VirtualAddress}/{DeniedHttpPort}; printf 'GET / HTTP/1.1\\r\\nHost: orders\\r\\n\\r\\n' >&3; cat <&3; printf 'EOF'");
         Assert.Equal("EOF", denied);
         await orders.WaitForLineAsync(l => l.Contains("\"outcome\":\"denied\"", StringComparison.Ordinal) && l.Contains($"\"port\":{DeniedHttpPort}", StringComparison.Ordinal)
-            && l.Contains("denied by DENY policy 'shop/orders-no-18081' rule 0", StringComparison.Ordinal), "inbound L4 denial");
+            // JSON escapes the quotes: 'shop/orders-no-18081'
+            && l.Contains("denied by DENY policy \\u0027shop/orders-no-18081\\u0027 rule 0", StringComparison.Ordinal), "inbound L4 denial");
 
         // 3. A keep-alive L4 connection stays open until an L7 policy arrives.
-        using var open = MeshProcess.StartProgram("open-l4-connection", "ip", ["netns", "exec", hosts.A, "timeout", "60", "bash", "-c",
+        await using var open = MeshProcess.StartProgram("open-l4-connection", "ip", ["netns", "exec", hosts.A, "timeout", "60", "bash", "-c",
             $"exec 3<>/dev/tcp/{hosts.VirtualAddress}/{AppHttpPort}; printf 'GET //kept//open HTTP/1.1\\r\\nHost: orders\\r\\n\\r\\n' >&3; cat <&3; echo; echo CLOSED"], output);
         await open.WaitForLineAsync("HTTP/1.1 200"); // the body has no newline: its line comes only with the close
 
@@ -114,10 +115,10 @@ public sealed class L4ModeEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
               rules:
                 - from: [{source: {principals: ["spiffe://cluster.local/ns/shop/sa/frontend"]}}]
                   to: [{operation: {paths: ["/orders/*"]}}]
-            """) + Policy("orders-no-18081", $$"""
+            """) + Policy("orders-no-18081", $$$"""
               action: DENY
               rules:
-                - to: [{operation: {ports: [{{DeniedHttpPort}}]}}]
+                - to: [{operation: {ports: [{{{DeniedHttpPort}}}]}}]
             """);
         await ApplyAsync(hosts, config, "l7.yaml", l7Policy);
         await orders.WaitForLineAsync(l => l.Contains("config v2 applied", StringComparison.Ordinal)
