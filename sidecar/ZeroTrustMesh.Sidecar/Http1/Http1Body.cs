@@ -12,13 +12,16 @@ internal enum Http1BodyStatus : byte
 
 /// <summary>
 /// Reads one message body as its head framed it, so a relay knows exactly where the body ends and the next message
-/// starts: Content-Length counts bytes; chunked is checked chunk by chunk (RFC 9112 §7.1) — a size of hex digits
-/// (at most int.MaxValue, as Kestrel), an optional extension up to CRLF, the data, CRLF, and after the last chunk trailer fields
+/// starts: Content-Length counts bytes; chunked is checked chunk by chunk (RFC 9112 §7.1) — a size of at most 8 hex
+/// digits and int.MaxValue (as Kestrel), an optional extension up to CRLF, the data, CRLF, and after the last chunk trailer fields
 /// checked like header fields, then CRLF; until-close takes everything. Decoded data can be copied out (the tests
 /// compare it); a relay forwards the consumed bytes as they came, framing included, since they passed the check.
 /// </summary>
 internal struct Http1Body
 {
+    /// <summary>Kestrel refuses a chunk size of more hex digits than this, leading zeros included.</summary>
+    private const int MaxChunkSizeDigits = 8;
+
     private enum State : byte
     {
         Size,
@@ -40,6 +43,7 @@ internal struct Http1Body
     private readonly int _maxTrailerBytes;
     private long _remaining;
     private State _state;
+    private int _digits;
     private int _trailerBytes;
 
     public Http1Body(Http1BodyKind kind, long contentLength, int maxTrailerBytes)
@@ -126,7 +130,7 @@ internal struct Http1Body
             case State.SizeDigits:
                 if (Http1Syntax.HexDigits.Contains(b))
                 {
-                    if (_remaining > (int.MaxValue >> 4))
+                    if (++_digits > MaxChunkSizeDigits || _remaining > (int.MaxValue >> 4))
                     {
                         return Http1Refusal.InvalidChunkSize;
                     }
@@ -138,6 +142,7 @@ internal struct Http1Body
                 {
                     return Http1Refusal.InvalidChunkSize;
                 }
+                _digits = 0;
                 if (b == (byte)';')
                 {
                     _state = State.Extension;

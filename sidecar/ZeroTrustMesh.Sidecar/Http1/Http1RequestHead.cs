@@ -177,7 +177,7 @@ internal sealed class Http1RequestHead(Http1Limits limits) : IDisposable
         {
             if (!method.SequenceEqual("OPTIONS"u8))
             {
-                return Refuse(Http1Refusal.InvalidTarget);
+                return Refuse(Http1Refusal.OptionsMethodRequired);
             }
         }
         else if (method.SequenceEqual("CONNECT"u8) || StartsWithIgnoreCase(target, "http://"u8) || StartsWithIgnoreCase(target, "https://"u8))

@@ -145,7 +145,7 @@ internal static class Mutations
             {
                 var sizes = chunked.Chunks.Select(c => chunked.Size(c.Length)).ToList();
                 var i = random.Next(sizes.Count);
-                sizes[i] = Pick("g", " " + sizes[i], sizes[i] + " ", "-1", "", "0x" + sizes[i], "100000000", "ffffffffff", "+" + sizes[i], sizes[i] + "\t", "0000000000" + sizes[i]);
+                sizes[i] = Pick("g", " " + sizes[i], sizes[i] + " ", "-1", "", "0x" + sizes[i], "100000000", "ffffffffff", "+" + sizes[i], sizes[i] + "\t", "0000000000" + sizes[i], "000000" + sizes[i], "0000000" + sizes[i], "7fffffff", "80000000");
                 return Request.Render(chunked.Line, chunked.FramedFields, chunked.ChunkedBody(sizes, chunked.Trailers));
             }
             case "chunk-ext":

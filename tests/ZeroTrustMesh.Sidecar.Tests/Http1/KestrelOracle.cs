@@ -16,7 +16,7 @@ namespace ZeroTrustMesh.Sidecar.Tests.Http1;
 /// <summary>
 /// A real Kestrel on 127.0.0.1:0 with the sidecar's limits and its <c>RequestFraming</c> rule, whose handler reads each
 /// request's body and answers with what it saw (<see cref="Exchange.Report"/>) in a header. Raw bytes go in through a
-/// socket, the send side is shut, and every answer up to the close comes back: the reference the hand-written
+/// socket, and every answer up to the close comes back: the reference the hand-written
 /// framing is compared with.
 /// </summary>
 internal sealed class KestrelOracle : IAsyncDisposable
@@ -38,7 +38,9 @@ internal sealed class KestrelOracle : IAsyncDisposable
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
             kestrel.AddServerHeader = false;
-            kestrel.Limits.RequestHeadersTimeout = Http1Limits.Sidecar.HeadTimeout;
+            // Short deadlines end the cases whose bytes stop inside a head or a body (Kestrel's timer ticks each second).
+            kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(1);
+            kestrel.Limits.MinRequestBodyDataRate = new Microsoft.AspNetCore.Server.Kestrel.Core.MinDataRate(bytesPerSecond: 1_000_000, gracePeriod: TimeSpan.FromSeconds(1.1));
             kestrel.Limits.MaxRequestHeadersTotalSize = Http1Limits.Sidecar.MaxHeadersTotal;
             kestrel.Limits.MaxRequestLineSize = Http1Limits.Sidecar.MaxRequestLine;
             kestrel.Limits.MaxRequestHeaderCount = Http1Limits.Sidecar.MaxHeaderCount;
@@ -52,15 +54,16 @@ internal sealed class KestrelOracle : IAsyncDisposable
         return new KestrelOracle(app, new Uri(address).Port);
     }
 
-    /// <summary>Sends <paramref name="bytes"/> on a fresh connection, shuts the send side and returns the answers.</summary>
-    public async Task<List<Exchange>> SendAsync(byte[] bytes, CancellationToken cancellation)
+    /// <summary>Sends <paramref name="bytes"/> on a fresh connection and returns the answers until Kestrel closes it.</summary>
+    public async Task<(List<Exchange> Answers, string Raw)> SendAsync(byte[] bytes, CancellationToken cancellation)
     {
         using var socket = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
         await socket.ConnectAsync(new IPEndPoint(IPAddress.Loopback, Port), cancellation);
         try
         {
+            // No half-close: Kestrel aborts a connection whose client shuts its send side. Every case ends with a
+            // request saying Connection: close, and a case cut short is ended by Kestrel's own head and body deadlines.
             await socket.SendAsync(bytes, SocketFlags.None, cancellation);
-            socket.Shutdown(SocketShutdown.Send);
         }
         catch (SocketException)
         {
@@ -76,11 +79,12 @@ internal sealed class KestrelOracle : IAsyncDisposable
                 received.Write(chunk, 0, n);
             }
         }
-        catch (SocketException)
+        catch (SocketException e)
         {
             // A reset after the answers: what was received stands.
+            received.Write(Encoding.ASCII.GetBytes($"[{e.SocketErrorCode}]"));
         }
-        return ParseAnswers(received.ToArray());
+        return (ParseAnswers(received.ToArray()), Encoding.Latin1.GetString(received.ToArray()));
     }
 
     public async ValueTask DisposeAsync()
