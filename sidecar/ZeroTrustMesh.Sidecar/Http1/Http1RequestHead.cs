@@ -147,7 +147,8 @@ internal sealed class Http1RequestHead(Http1Limits limits) : IDisposable
         }
         else
         {
-            return Refuse(Http1Refusal.UnsupportedVersion);
+            // No version at all is a malformed line (400); any other is a version Kestrel does not speak (505).
+            return Refuse(version.IsEmpty ? Http1Refusal.InvalidRequestLine : Http1Refusal.UnsupportedVersion);
         }
         Method = new Range(0, sp1);
         Target = new Range(sp1 + 1, sp1 + 1 + sp2);
