@@ -102,16 +102,23 @@ internal sealed class Http1RequestHead(Http1Limits limits) : IDisposable
 
     private Http1ParseStatus Parse(ReadOnlySpan<byte> s)
     {
-        var lf = s[..Math.Min(s.Length, Limits.MaxRequestLine)].IndexOf((byte)'\n');
+        // Empty lines before the request line are skipped, as Kestrel does (RFC 9112 §2.2), and never forwarded.
+        var start = 0;
+        while (start + 1 < s.Length && s[start] == (byte)'\r' && s[start + 1] == (byte)'\n')
+        {
+            start += 2;
+        }
+        var rest = s[start..];
+        var lf = rest[..Math.Min(rest.Length, Limits.MaxRequestLine)].IndexOf((byte)'\n');
         if (lf < 0)
         {
-            return s.Length >= Limits.MaxRequestLine ? Refuse(Http1Refusal.RequestLineTooLong) : Http1ParseStatus.NeedMoreData;
+            return rest.Length >= Limits.MaxRequestLine ? Refuse(Http1Refusal.RequestLineTooLong) : Http1ParseStatus.NeedMoreData;
         }
-        if (lf == 0 || s[lf - 1] != (byte)'\r')
+        if (lf == 0 || rest[lf - 1] != (byte)'\r')
         {
             return Refuse(Http1Refusal.BareLineFeed);
         }
-        var line = s[..(lf - 1)];
+        var line = rest[..(lf - 1)];
         if (line.Contains((byte)'\r'))
         {
             return Refuse(Http1Refusal.InvalidRequestLine);
@@ -150,10 +157,10 @@ internal sealed class Http1RequestHead(Http1Limits limits) : IDisposable
             // No version at all is a malformed line (400); any other is a version Kestrel does not speak (505).
             return Refuse(version.IsEmpty ? Http1Refusal.InvalidRequestLine : Http1Refusal.UnsupportedVersion);
         }
-        Method = new Range(0, sp1);
-        Target = new Range(sp1 + 1, sp1 + 1 + sp2);
+        Method = new Range(start, start + sp1);
+        Target = new Range(start + sp1 + 1, start + sp1 + 1 + sp2);
 
-        var (status, refusal) = Http1FieldSection.Parse(s, lf + 1, _fields, Limits.MaxHeadersTotal + 2, out var count, out var end);
+        var (status, refusal) = Http1FieldSection.Parse(s, start + lf + 1, _fields, Limits.MaxHeadersTotal + 2, out var count, out var end);
         FieldCount = count;
         if (status != Http1ParseStatus.Complete)
         {
