@@ -154,8 +154,8 @@ internal sealed class Http1RequestHead(Http1Limits limits) : IDisposable
         }
         else
         {
-            // No version at all is a malformed line (400); any other is a version Kestrel does not speak (505).
-            return Refuse(version.IsEmpty ? Http1Refusal.InvalidRequestLine : Http1Refusal.UnsupportedVersion);
+            // Eight bytes that are not a version Kestrel speaks: 505; anything else is a malformed line: 400.
+            return Refuse(version.Length == "HTTP/1.1".Length ? Http1Refusal.UnsupportedVersion : Http1Refusal.InvalidRequestLine);
         }
         Method = new Range(start, start + sp1);
         Target = new Range(start + sp1 + 1, start + sp1 + 1 + sp2);
