@@ -260,6 +260,10 @@ internal sealed class Http1RequestHead(Http1Limits limits) : IDisposable
             fallback |= codings > 1 || comma >= 0 || IsHttp10;
             BodyKind = Http1BodyKind.Chunked;
         }
+        else if (lengths == 0 && IsHttp10 && (method.SequenceEqual("POST"u8) || method.SequenceEqual("PUT"u8)))
+        {
+            return Refuse(Http1Refusal.LengthRequired); // HTTP/1.0 has no chunked coding: Kestrel wants the length
+        }
         else if (lengths == 1)
         {
             ContentLength = contentLength;

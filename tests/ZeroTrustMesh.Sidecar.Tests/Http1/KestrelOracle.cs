@@ -112,6 +112,13 @@ internal sealed class KestrelOracle : IAsyncDisposable
             context.Response.Headers.Connection = "close";
             return;
         }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // Kestrel's chunked reader throws other exceptions too (a chunk size past int.MaxValue): the body is refused.
+            context.Response.StatusCode = 400;
+            context.Response.Headers.Connection = "close";
+            return;
+        }
         var headers = context.Request.Headers.SelectMany(h => h.Value.Select(v => (h.Key, v ?? "")));
         var raw = context.Features.GetRequiredFeature<IHttpRequestFeature>().RawTarget;
         context.Response.Headers["x-report"] = Convert.ToBase64String(Encoding.UTF8.GetBytes(Exchange.Report(context.Request.Method, raw, headers, body.ToArray())));
