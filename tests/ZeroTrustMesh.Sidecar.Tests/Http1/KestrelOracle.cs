@@ -40,6 +40,7 @@ internal sealed class KestrelOracle : IAsyncDisposable
             kestrel.AddServerHeader = false;
             // Short deadlines end the cases whose bytes stop inside a head or a body (Kestrel's timer ticks each second).
             kestrel.Limits.RequestHeadersTimeout = TimeSpan.FromSeconds(1);
+            kestrel.Limits.KeepAliveTimeout = TimeSpan.FromSeconds(1); // a case whose leftovers are only empty lines
             kestrel.Limits.MinRequestBodyDataRate = new Microsoft.AspNetCore.Server.Kestrel.Core.MinDataRate(bytesPerSecond: 1_000_000, gracePeriod: TimeSpan.FromSeconds(1.1));
             kestrel.Limits.MaxRequestHeadersTotalSize = Http1Limits.Sidecar.MaxHeadersTotal;
             kestrel.Limits.MaxRequestLineSize = Http1Limits.Sidecar.MaxRequestLine;
