@@ -41,13 +41,17 @@ internal struct Http1Body
 
     private readonly Http1BodyKind _kind;
     private readonly int _maxTrailerBytes;
+    private readonly int _maxTrailerFields;
+    private int _trailerFields;
     private long _remaining;
     private State _state;
     private int _digits;
     private int _trailerBytes;
 
-    public Http1Body(Http1BodyKind kind, long contentLength, int maxTrailerBytes)
+    /// <param name="maxTrailerFields">What the head left of the field count: Kestrel counts trailers with the headers.</param>
+    public Http1Body(Http1BodyKind kind, long contentLength, int maxTrailerBytes, int maxTrailerFields = int.MaxValue)
     {
+        _maxTrailerFields = maxTrailerFields;
         _kind = kind;
         _remaining = contentLength;
         _maxTrailerBytes = maxTrailerBytes;
@@ -199,6 +203,10 @@ internal struct Http1Body
                 if (!Http1Syntax.Token.Contains(b))
                 {
                     return Http1Refusal.InvalidTrailer;
+                }
+                if (++_trailerFields > _maxTrailerFields)
+                {
+                    return Http1Refusal.TooManyHeaders;
                 }
                 _state = State.TrailerName;
                 return Http1Refusal.None;

@@ -43,7 +43,7 @@ internal static class Http1Simulation
                     answers.Add(new Exchange(Http1Refusals.Status(head.Refusal), null));
                     return (answers, Http1End.Refused, head.Refusal);
             }
-            var body = new Http1Body(head.BodyKind, head.ContentLength, Http1Limits.Sidecar.MaxHeadersTotal + 2);
+            var body = new Http1Body(head.BodyKind, head.ContentLength, Http1Limits.Sidecar.MaxHeadersTotal + 2, Http1Limits.Sidecar.MaxHeaderCount - head.FieldCount);
             var data = new ArrayBufferWriter<byte>();
             var rest = input.Slice(head.Length);
             switch (body.Read(rest, isCompleted: true, data, out var consumed))
