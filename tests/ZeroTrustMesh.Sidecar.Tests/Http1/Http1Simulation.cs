@@ -43,7 +43,9 @@ internal static class Http1Simulation
                     answers.Add(new Exchange(Http1Refusals.Status(head.Refusal), null));
                     return (answers, Http1End.Refused, head.Refusal);
             }
-            var body = new Http1Body(head.BodyKind, head.ContentLength, Http1Limits.Sidecar.MaxHeadersTotal + 2, Http1Limits.Sidecar.MaxHeaderCount - head.FieldCount);
+            // Kestrel counts trailers against what the head left of both header limits.
+            var fieldBytes = head.Length - (head.Bytes.Span[..head.Length].IndexOf((byte)'\n') + 1);
+            var body = new Http1Body(head.BodyKind, head.ContentLength, Http1Limits.Sidecar.MaxHeadersTotal + 2 - fieldBytes, Http1Limits.Sidecar.MaxHeaderCount - head.FieldCount);
             var data = new ArrayBufferWriter<byte>();
             var rest = input.Slice(head.Length);
             switch (body.Read(rest, isCompleted: true, data, out var consumed))
