@@ -55,9 +55,6 @@ internal sealed class SidecarOptions
 
     public TimeSpan ConnectTimeout => Resilience.ConnectTimeout;
 
-    /// <summary>Which HTTP version this sidecar speaks to other sidecars (<c>--peer-protocol</c>).</summary>
-    public Outbound.PeerProtocol PeerProtocol { get; init; } = Outbound.PeerProtocol.H2;
-
     /// <summary>Outbound resilience for destinations without their own settings.</summary>
     public Outbound.ResilienceSettings Resilience { get; init; } = Outbound.ResilienceSettings.Default;
 
@@ -121,11 +118,6 @@ internal sealed class SidecarOptions
         var connectTimeout = CommandLineOptions.Duration("--connect-timeout", "Outbound connect timeout", "2s");
         var destinations = new Option<string[]>("--destination") { Description = $"Resilience for one destination service: SERVICE:key=value,… ({Outbound.ResilienceSettings.Keys}); repeatable" };
         var tcpIdle = CommandLineOptions.Duration("--tcp-idle-timeout", "Close an opaque TCP relay idle this long", "10m");
-        var peerProtocol = new Option<string>("--peer-protocol")
-        {
-            Description = "HTTP between sidecars: h2 (every request multiplexed over HTTP/2) or match (HTTP/1.x requests on pooled HTTP/1.1 mTLS connections, HTTP/2 and gRPC over HTTP/2)",
-            DefaultValueFactory = _ => "h2",
-        };
         var observations = new Option<bool>("--observations")
         {
             Description = "Report each inbound request (caller, method, path, status, decision) to the control plane for API discovery (true/false)",
@@ -146,7 +138,7 @@ internal sealed class SidecarOptions
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, serviceAccountTokenFile, adminPort, healthPort,
-            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle, peerProtocol,
+            inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
             observations, observationBuffer,
             decisionLog, decisionLogSegment, checkpointRecords, checkpointInterval,
         };
@@ -235,10 +227,6 @@ internal sealed class SidecarOptions
             {
                 return Fail($"--escaped-slashes '{result.GetValue(escapedSlashes)}' must be reject, unescape or keep");
             }
-            if (!Enum.TryParse<Outbound.PeerProtocol>(result.GetValue(peerProtocol), ignoreCase: true, out var peer) || !Enum.IsDefined(peer))
-            {
-                return Fail($"--peer-protocol '{result.GetValue(peerProtocol)}' must be h2 or match");
-            }
             if (result.GetValue(observationBuffer) is < 1 or > 1_048_576)
             {
                 return Fail($"--observation-buffer {result.GetValue(observationBuffer)} must be between 1 and 1048576");
@@ -291,7 +279,6 @@ internal sealed class SidecarOptions
                 Resilience = defaults,
                 DestinationResilience = perDestination,
                 TcpIdleTimeout = result.GetValue(tcpIdle),
-                PeerProtocol = peer,
                 Observations = result.GetValue(observations),
                 ObservationBuffer = result.GetValue(observationBuffer),
                 DecisionLog = decisionLogSettings,

@@ -48,28 +48,11 @@ public sealed class DataPlaneBadInputTests
     }
 
     [Fact]
-    public async Task Http1_from_a_sidecar_over_mtls_reaches_the_app_with_the_callers_identity_and_smuggling_over_it_is_a_400()
+    public async Task Http1_over_mtls_between_sidecars_is_closed_without_an_answer()
     {
-        // What a sidecar with --peer-protocol match sends: HTTP/1.1 over mTLS, no ALPN (.NET's HTTP/1.1 client offers none).
+        // Sidecars speak HTTP/2 (or the TCP relay) to each other, only: a verified peer offering no ALPN gets its
+        // connection closed before any HTTP is read.
         using var svid = await WorkloadCredential.Issue(_mesh.ControlPlane, "shop", "frontend");
-        using var http = new HttpClient(InboundHandler(svid, () => { }))
-        {
-            DefaultRequestVersion = HttpVersion.Version11,
-            DefaultVersionPolicy = HttpVersionPolicy.RequestVersionExact,
-            Timeout = Mesh.Timeout,
-        };
-        using (var response = await http.GetAsync(new Uri($"https://{_mesh.OrdersSidecar.Inbound}/peer-http1")))
-        {
-            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
-            Assert.Equal(HttpVersion.Version11, response.Version);
-            var echo = await EchoClient.ReadEcho(response);
-            Assert.Equal("/peer-http1", echo.GetProperty("path").GetString());
-            Assert.Equal(DataPlaneFixture.FrontendId, echo.GetProperty("caller").GetString());
-        }
-
-        // The inbound side parses HTTP/1.1 from a peer as strictly as from an app: framing two parsers could read
-        // differently is refused, and the bytes after it are not taken for a second request.
-        var mark = _mesh.OrdersSidecar.Process.LineCount;
         using var timeout = new CancellationTokenSource(Mesh.Timeout);
         using var socket = await ConnectAsync(_mesh.OrdersSidecar.Inbound);
         await using var tls = new SslStream(new NetworkStream(socket, ownsSocket: false));
@@ -82,16 +65,17 @@ public sealed class DataPlaneBadInputTests
             RemoteCertificateValidationCallback = ServerIs(DataPlaneFixture.OrdersId),
         }, timeout.Token);
         Assert.Equal(default, tls.NegotiatedApplicationProtocol);
-        await tls.WriteAsync(Encoding.ASCII.GetBytes(
-            "POST /smuggled HTTP/1.1\r\nHost: orders\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /second HTTP/1.1\r\nHost: orders\r\n\r\n"), timeout.Token);
+        await tls.WriteAsync(Encoding.ASCII.GetBytes("GET /peer-http1 HTTP/1.1\r\nHost: orders\r\n\r\n"), timeout.Token);
         var answer = new MemoryStream();
-        await tls.CopyToAsync(answer, timeout.Token); // the sidecar closes the connection after its one answer
-        var text = Encoding.ASCII.GetString(answer.ToArray());
-        Assert.StartsWith("HTTP/1.1 400 ", text, StringComparison.Ordinal);
-        Assert.Single(text.Split("HTTP/1.1 ", StringSplitOptions.RemoveEmptyEntries));
-        // The access-log line is written after the answer (off the request path): wait for it.
-        await _mesh.OrdersSidecar.Process.WaitForLineAsync(l => l.Contains("/smuggled", StringComparison.Ordinal) && l.Contains("\"status\":400", StringComparison.Ordinal),
-            "the refused /smuggled request's access-log line", after: mark);
+        try
+        {
+            await tls.CopyToAsync(answer, timeout.Token);
+        }
+        catch (IOException)
+        {
+            // A reset instead of a close says the same: no answer.
+        }
+        Assert.Equal(0, answer.Length);
     }
 
     [Fact]

@@ -36,12 +36,10 @@ public sealed class DataPlaneTests
 
     // ---- HTTP/1.1 ----
 
-    [Theory]
-    [InlineData("h2")]
-    [InlineData("match")]
-    public async Task Http1_through_the_sidecar_as_http_proxy_reaches_orders_with_the_callers_identity(string peerProtocol)
+    [Fact]
+    public async Task Http1_through_the_sidecar_as_http_proxy_reaches_orders_with_the_callers_identity()
     {
-        using var http = new HttpClient(Mesh.Proxied(_mesh.FrontendFor(peerProtocol))) { Timeout = Mesh.Timeout };
+        using var http = new HttpClient(Mesh.Proxied(_mesh.Frontend)) { Timeout = Mesh.Timeout };
         using var request = new HttpRequestMessage(HttpMethod.Put, $"{OrdersHttp}/orders/42?expand=lines") { Content = new StringContent("twelve bytes") };
         request.Headers.Add("x-test", "hello");
 
@@ -81,13 +79,10 @@ public sealed class DataPlaneTests
         Assert.Equal(Frontend, echo.GetProperty("caller").GetString());
     }
 
-    [Theory]
-    [InlineData("h2")]
-    [InlineData("match")]
-    public async Task An_identity_header_sent_by_the_app_is_replaced_by_the_verified_identity(string peerProtocol)
+    [Fact]
+    public async Task An_identity_header_sent_by_the_app_is_replaced_by_the_verified_identity()
     {
-        var frontend = _mesh.FrontendFor(peerProtocol);
-        foreach (var handler in new[] { Mesh.Proxied(frontend), Mesh.HostAddressed(frontend) })
+        foreach (var handler in new[] { Mesh.Proxied(_mesh.Frontend), Mesh.HostAddressed(_mesh.Frontend) })
         {
             using var http = new HttpClient(handler) { Timeout = Mesh.Timeout };
             foreach (var version in new[] { HttpVersion.Version11, HttpVersion.Version20 })
@@ -108,12 +103,10 @@ public sealed class DataPlaneTests
         }
     }
 
-    [Theory]
-    [InlineData("h2")]
-    [InlineData("match")]
-    public async Task Status_codes_of_the_app_come_back_unchanged(string peerProtocol)
+    [Fact]
+    public async Task Status_codes_of_the_app_come_back_unchanged()
     {
-        using var http = new HttpClient(Mesh.HostAddressed(_mesh.FrontendFor(peerProtocol))) { Timeout = Mesh.Timeout };
+        using var http = new HttpClient(Mesh.HostAddressed(_mesh.Frontend)) { Timeout = Mesh.Timeout };
 
         using var response = await http.GetAsync($"{OrdersHttp}/status/418");
 
@@ -213,16 +206,13 @@ public sealed class DataPlaneTests
 
     // ---- Large bodies ----
 
-    [Theory]
-    [InlineData("h2")]
-    [InlineData("match")]
-    public async Task A_50_MB_response_and_a_20_MB_upload_are_streamed_through_the_sidecars(string peerProtocol)
+    [Fact]
+    public async Task A_50_MB_response_and_a_20_MB_upload_are_streamed_through_the_sidecars()
     {
         const long download = 50L * 1024 * 1024;
         const long upload = 20L * 1024 * 1024;
-        var frontend = _mesh.FrontendFor(peerProtocol);
-        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = TimeSpan.FromMinutes(2) };
-        Sidecar[] sidecars = [frontend, _mesh.OrdersSidecar];
+        using var http = new HttpClient(Mesh.HostAddressed(_mesh.Frontend)) { Timeout = TimeSpan.FromMinutes(2) };
+        Sidecar[] sidecars = [_mesh.Frontend, _mesh.OrdersSidecar];
         var peakBefore = sidecars.Select(s => PeakRss(s.Process.Pid)).ToList();
 
         using (var response = await http.GetAsync($"{OrdersHttp}/bytes/{download}", HttpCompletionOption.ResponseHeadersRead))
@@ -250,14 +240,12 @@ public sealed class DataPlaneTests
 
     // ---- WebSocket ----
 
-    [Theory]
-    [InlineData("h2")]
-    [InlineData("match")]
-    public async Task WebSocket_upgrade_through_the_sidecars_echoes_messages(string peerProtocol)
+    [Fact]
+    public async Task WebSocket_upgrade_through_the_sidecars_echoes_messages()
     {
         using var socket = new ClientWebSocket();
         using var timeout = new CancellationTokenSource(Mesh.Timeout);
-        using var invoker = new HttpMessageInvoker(Mesh.HostAddressed(_mesh.FrontendFor(peerProtocol)));
+        using var invoker = new HttpMessageInvoker(Mesh.HostAddressed(_mesh.Frontend));
         await socket.ConnectAsync(new Uri($"ws://orders:{_mesh.Orders.HttpPort}/ws"), invoker, timeout.Token);
 
         var big = RandomNumberGenerator.GetBytes(100_000);
@@ -299,16 +287,14 @@ public sealed class DataPlaneTests
 
     // ---- Tracing ----
 
-    [Theory]
-    [InlineData("h2")]
-    [InlineData("match")]
-    public async Task W3C_traceparent_and_tracestate_pass_through_unchanged(string peerProtocol)
+    [Fact]
+    public async Task W3C_traceparent_and_tracestate_pass_through_unchanged()
     {
         const string traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         const string tracestate = "congo=t61rcWkgMzE";
         foreach (var version in new[] { HttpVersion.Version11, HttpVersion.Version20 })
         {
-            using var http = new HttpClient(Mesh.HostAddressed(_mesh.FrontendFor(peerProtocol))) { Timeout = Mesh.Timeout };
+            using var http = new HttpClient(Mesh.HostAddressed(_mesh.Frontend)) { Timeout = Mesh.Timeout };
             using var request = new HttpRequestMessage(HttpMethod.Get, $"{OrdersHttp}/traced") { Version = version, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
             request.Headers.Add("traceparent", traceparent);
             request.Headers.Add("tracestate", tracestate);

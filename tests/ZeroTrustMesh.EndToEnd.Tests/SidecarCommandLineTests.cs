@@ -26,20 +26,6 @@ public sealed class SidecarCommandLineTests(ITestOutputHelper output) : IAsyncLi
     }
 
     [Fact]
-    public async Task A_peer_protocol_other_than_h2_or_match_is_refused_with_exit_code_2()
-    {
-        var controlPlane = await _mesh.StartControlPlaneAsync();
-        foreach (var value in new[] { "h1", "http/1.1", "" })
-        {
-            var refused = _mesh.Track(MeshProcess.Start("sidecar-bad-peer-protocol", Executables.Sidecar,
-                ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", controlPlane.BundlePath, "--join-token", "ztmjt_unused",
-                    "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0", "--peer-protocol", value], output, _mesh.Environment));
-            Assert.Equal(2, await refused.Exited.WaitAsync(Mesh.Timeout));
-            Assert.Equal($"ztm-sidecar: --peer-protocol '{value}' must be h2 or match", Assert.Single(refused.Lines));
-        }
-    }
-
-    [Fact]
     public async Task A_bad_probe_path_is_refused_with_exit_code_2_before_the_join_token_is_spent()
     {
         var controlPlane = await _mesh.StartControlPlaneAsync();

@@ -49,7 +49,7 @@ internal static class DataPlaneLoad
         var bareProxy = new Option<string?>("--bare-proxy") { Description = "ztm-bare-proxy published with NativeAOT (benchmarks/ZeroTrustMesh.BareProxy): run idle beside the sidecars as the bare stack's memory floor, and as a pair (bare-stack-pair) doing the sidecar pair's job as the stack's capacity floor; without it both are skipped (a .dll: the pair runs, the memory row is skipped)" };
         var floorRelay = new Option<string?>("--floor-relay") { Description = "ztm-floor-relay published with NativeAOT (benchmarks/ZeroTrustMesh.FloorRelay): run as a pair (floor-relay-pair), the runtime's floor for the sidecar pair (issue 20); without it the pair is skipped" };
         var sidecarEnv = new Option<string[]>("--sidecar-env") { Description = "KEY=VALUE set in both sidecars' environment, to compare variants (e.g. DOTNET_GCgen0size=0x400000); repeatable" };
-        var sidecarFlag = new Option<string[]>("--sidecar-flag") { Description = "NAME=VALUE passed to both measured sidecars as --NAME VALUE, to compare variants (e.g. peer-protocol=match); repeatable" };
+        var sidecarFlag = new Option<string[]>("--sidecar-flag") { Description = "NAME=VALUE passed to both measured sidecars as --NAME VALUE, to compare variants (e.g. http1-fast-path=true); repeatable" };
         var command = new RootCommand("dataplane-load: direct vs the ZeroTrustMesh sidecar pair vs HAProxy and nginx mTLS pairs, side by side, plus the control plane")
         {
             quick, repetitions, capacity, connections, rateDuration, rate, h2Duration, h2Clients, h2Streams, newConnDuration, newConnWorkers,

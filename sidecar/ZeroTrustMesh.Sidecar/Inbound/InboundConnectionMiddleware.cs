@@ -22,8 +22,7 @@ internal sealed class PlaintextConnectionFeature
 /// <summary>
 /// Decides what a connection to the inbound port is, before and after Kestrel's HTTPS middleware:
 /// 1. its first byte is a TLS handshake record → the mTLS path: the HTTPS middleware verifies the client's SVID, then
-///    ALPN picks the opaque TCP relay (<c>ztm-tcp/1</c>), HTTP/2, or HTTP/1.1 (no ALPN or <c>http/1.1</c>: a sidecar
-///    with <c>--peer-protocol match</c> forwarding an HTTP/1.1 request);
+///    ALPN picks the opaque TCP relay (<c>ztm-tcp/1</c>) or HTTP/2; a sidecar never negotiates anything else;
 /// 2. otherwise, when the workload's current PeerAuthentication accepts plaintext (PERMISSIVE for the workload or for
 ///    one of its ports) → the same HTTP pipeline with the HTTPS middleware left out: HTTP/1.1, or HTTP/2 when the
 ///    connection starts with the h2c preface; marked <see cref="PlaintextConnectionFeature"/>, no peer identity;
@@ -62,14 +61,14 @@ internal sealed class InboundConnectionMiddleware(InboundSnapshotState snapshots
             {
                 return RelayAsync(connection, next);
             }
-            metrics.InboundConnection("mtls");
             if (alpn.Span.SequenceEqual(SslApplicationProtocol.Http2.Protocol.Span))
             {
+                metrics.InboundConnection("mtls");
                 return Http2Async(connection, next);
             }
-            // HTTP/1.1 from a sidecar with --peer-protocol match (.NET's HTTP/1.1 client offers no ALPN, others offer
-            // "http/1.1"): Kestrel's HTTP/1.1 with its head timeout and limits, the caller verified as for HTTP/2.
-            return next(connection);
+            // HTTP/1.1 on this listener is for plaintext callers only; between sidecars it is HTTP/2 or TCP.
+            metrics.Rejected("inbound", "no_alpn");
+            return Task.CompletedTask;
         };
     };
 

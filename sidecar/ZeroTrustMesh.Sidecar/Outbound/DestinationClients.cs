@@ -21,46 +21,18 @@ internal readonly record struct ForwardResult(ForwarderError Error)
     public bool IsEndpointFailure => Error is ForwarderError.Request or ForwarderError.RequestTimedOut;
 }
 
-/// <summary>Which HTTP version one sidecar speaks to another (<c>--peer-protocol</c>).</summary>
-internal enum PeerProtocol
-{
-    /// <summary>Every request multiplexed over HTTP/2.</summary>
-    H2,
-
-    /// <summary>
-    /// The calling app's version: HTTP/1.x requests on pooled HTTP/1.1 mTLS connections (no HPACK, frames or flow
-    /// control to pay for), HTTP/2 and gRPC multiplexed over HTTP/2.
-    /// </summary>
-    Match,
-}
-
-/// <summary>What the outbound path keeps per destination endpoint: its mTLS client and its circuit breaker.</summary>
-internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePipeline<ForwardResult> breaker, CircuitBreakerStateProvider state, ResilienceSettings settings, PeerProtocol peerProtocol)
+/// <summary>What the outbound path keeps per destination endpoint: its mTLS HTTP/2 client and its circuit breaker.</summary>
+internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePipeline<ForwardResult> breaker, CircuitBreakerStateProvider state, ResilienceSettings settings)
 {
     public ResilienceSettings Settings { get; } = settings;
 
-    /// <summary>HTTP/2 only, with the destination's request idle timeout.</summary>
-    private readonly ForwarderRequestConfig _http2 = new()
+    /// <summary>How YARP forwards to this endpoint: HTTP/2 only, with the destination's request idle timeout.</summary>
+    public ForwarderRequestConfig Forwarding { get; } = new()
     {
         Version = System.Net.HttpVersion.Version20,
         VersionPolicy = HttpVersionPolicy.RequestVersionExact,
         ActivityTimeout = settings.RequestTimeout,
     };
-
-    /// <summary>HTTP/1.1 only (one request at a time per pooled connection), with the same timeout.</summary>
-    private readonly ForwarderRequestConfig _http11 = new()
-    {
-        Version = System.Net.HttpVersion.Version11,
-        VersionPolicy = HttpVersionPolicy.RequestVersionExact,
-        ActivityTimeout = settings.RequestTimeout,
-    };
-
-    /// <summary>
-    /// How YARP forwards a request the app sent in <paramref name="protocol"/> to this endpoint. One handler serves both
-    /// versions: its pool offers ALPN h2 for HTTP/2 and no ALPN for HTTP/1.1, and the inbound side reads either.
-    /// </summary>
-    public ForwarderRequestConfig ForwardingFor(string protocol) =>
-        peerProtocol == PeerProtocol.Match && (HttpProtocol.IsHttp11(protocol) || HttpProtocol.IsHttp10(protocol)) ? _http11 : _http2;
 
     public HttpMessageInvoker Invoker { get; } = invoker;
 
@@ -72,8 +44,8 @@ internal sealed class DestinationClient(HttpMessageInvoker invoker, ResiliencePi
 
 /// <summary>
 /// One <see cref="DestinationClient"/> per (endpoint, identity), created on first use. Each client's connections
-/// verify that the server is exactly the identity the registry gave for that endpoint, and carry requests over HTTP/2
-/// (or HTTP/1.1, see <see cref="PeerProtocol"/>). Endpoints are picked round-robin among those not ejected.
+/// verify that the server is exactly the identity the registry gave for that endpoint, and multiplex every request
+/// to it over HTTP/2. Endpoints are picked round-robin among those not ejected.
 /// </summary>
 internal sealed class DestinationClients(IdentityState state, SidecarOptions options, SidecarMetrics metrics, RefusalLog refusals)
 {
@@ -146,6 +118,6 @@ internal sealed class DestinationClients(IdentityState state, SidecarOptions opt
                 },
             })
             .Build();
-        return new DestinationClient(new HttpMessageInvoker(handler), breaker, breakerState, settings, options.PeerProtocol);
+        return new DestinationClient(new HttpMessageInvoker(handler), breaker, breakerState, settings);
     }
 }

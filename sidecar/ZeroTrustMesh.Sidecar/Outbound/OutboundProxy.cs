@@ -22,7 +22,7 @@ internal sealed class OutboundRouteFeature(int port)
 ///    (absolute-form as an HTTP proxy, or the Host header; an IP there is an address, like a captured one), resolved
 ///    through the control plane's registry;
 /// 4. the app port must be one the service declares (in Kubernetes: the target of the Service port dialled);
-/// 5. YARP forwards it over mTLS (HTTP/2, or HTTP/1.1 for an HTTP/1.1 request with <c>--peer-protocol match</c>) to an endpoint whose server identity is checked at the
+/// 5. YARP forwards it over mTLS, multiplexed on HTTP/2, to an endpoint whose server identity is checked at the
 ///    handshake; a connect failure of an idempotent request without a body is retried on another endpoint (as many
 ///    times as the destination's settings allow), and each endpoint's circuit breaker ejects it after repeated failures;
 /// 6. one metric sample and one access-log line; a failed forward says why in the 502's body and the access log (and,
@@ -109,7 +109,7 @@ internal sealed class OutboundProxy(
             try
             {
                 error = (await client.Breaker.ExecuteAsync(
-                    async ct => new ForwardResult(await forwarder.SendAsync(context, next.InboundPrefix, client.Invoker, client.ForwardingFor(context.Request.Protocol), _transformer, ct)),
+                    async ct => new ForwardResult(await forwarder.SendAsync(context, next.InboundPrefix, client.Invoker, client.Forwarding, _transformer, ct)),
                     context.RequestAborted)).Error;
             }
             catch (BrokenCircuitException)

@@ -47,7 +47,7 @@ internal static class MeshTls
             ServerCertificateContext = identity.TlsContext,
             EnabledSslProtocols = Protocols,
             ClientCertificateRequired = true,
-            ApplicationProtocols = [SslApplicationProtocol.Http2, TcpProtocol, SslApplicationProtocol.Http11],
+            ApplicationProtocols = [SslApplicationProtocol.Http2, TcpProtocol],
             RemoteCertificateValidationCallback = (_, certificate, chain, _) =>
             {
                 var verified = Verify(certificate, chain, state, SvidPurpose.Client);

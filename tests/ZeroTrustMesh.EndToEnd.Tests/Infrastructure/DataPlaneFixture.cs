@@ -22,17 +22,6 @@ public sealed class DataPlaneFixture : ControlPlaneFixture
 
     internal Sidecar Frontend { get; private set; } = null!;
 
-    /// <summary>A second frontend sidecar (the same identity) with <c>--peer-protocol match</c>: HTTP/1.1 between sidecars.</summary>
-    internal Sidecar FrontendMatch { get; private set; } = null!;
-
-    /// <summary>The frontend sidecar for a <c>--peer-protocol</c> value: h2 (the default) or match.</summary>
-    internal Sidecar FrontendFor(string peerProtocol) => peerProtocol switch
-    {
-        "h2" => Frontend,
-        "match" => FrontendMatch,
-        _ => throw new ArgumentOutOfRangeException(nameof(peerProtocol), peerProtocol, "h2 or match"),
-    };
-
     /// <summary>The mesh CA's certificate with its key, to sign certificates the control plane would never issue.</summary>
     internal System.Security.Cryptography.X509Certificates.X509Certificate2 MeshCa => ZeroTrustMesh.Identity.Pem.LoadCertificateWithKey(
         Path.Combine(ControlPlane.DataDir, "ca", "ca.crt"), Path.Combine(ControlPlane.DataDir, "ca", "ca.key"));
@@ -41,9 +30,6 @@ public sealed class DataPlaneFixture : ControlPlaneFixture
     {
         await base.InitializeAsync();
         (Orders, OrdersSidecar, Frontend) = await StartOrdersAndFrontendAsync(Mesh, ControlPlane);
-        FrontendMatch = await Mesh.StartSidecarAsync(ControlPlane, await ControlPlane.MintTokenAsync("shop", "frontend"), "sidecar-frontend-match", "--peer-protocol", "match");
-        await FrontendMatch.WaitForIdentityAsync();
-        await FrontendMatch.Process.WaitForLineAsync("registered with the control plane ");
     }
 
     /// <summary>Starts the orders app, its sidecar and the frontend sidecar, and waits until both hold an SVID and are registered.</summary>
