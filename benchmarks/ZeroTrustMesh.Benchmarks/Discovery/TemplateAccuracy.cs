@@ -68,13 +68,13 @@ internal static class TemplateAccuracy
             report.AppendLine();
             report.AppendLine(CultureInfo.InvariantCulture, $"Traffic from `{Path.GetFileName(dotcomFile)}` ({dotcom.Operations.Count} operations, {dotcom.Operations.Select(o => o.Template).Distinct().Count()} path templates); declared: `{Path.GetFileName(ghesFile)}` ({ghes.Operations.Count} operations). Seed {result.GetValue(seed)}.");
             report.AppendLine();
-            report.AppendLine("| requests per operation | templates found | true | template precision | recall | F1 | over-merged | under-merged (split) | shadow operations (truth) | shadow recall | shadow precision | ms |");
-            report.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            report.AppendLine("| requests per operation | templates found | true | template precision | recall | F1 | over-merged | under-merged (split) | shadow operations (truth) | shadow recall | shadow precision | requests dropped (trie full) | ms |");
+            report.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var n in rounds)
             {
                 var score = Score(dotcom, ghes, n, result.GetValue(seed), result.GetValue(examples));
                 report.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {n} | {score.Found} | {score.True} | {score.Precision:P2} | {score.Recall:P2} | {score.F1:0.0000} | {score.OverMerged} ({score.OverMergedShare:P2}) | {score.Split} | {score.ShadowTruth} | {score.ShadowRecall:P2} | {score.ShadowPrecision:P2} | {score.Milliseconds:0} |");
+                    $"| {n} | {score.Found} | {score.True} | {score.Precision:P2} | {score.Recall:P2} | {score.F1:0.0000} | {score.OverMerged} ({score.OverMergedShare:P2}) | {score.Split} | {score.ShadowTruth} | {score.ShadowRecall:P2} | {score.ShadowPrecision:P2} | {score.Dropped} | {score.Milliseconds:0} |");
                 foreach (var line in score.Examples)
                 {
                     Console.Error.WriteLine($"discovery-accuracy: n={n} {line}");
@@ -92,7 +92,7 @@ internal static class TemplateAccuracy
     }
 
     internal sealed record Accuracy(int Found, int True, double Precision, double Recall, double F1, int OverMerged, double OverMergedShare, int Split,
-        int ShadowTruth, double ShadowRecall, double ShadowPrecision, double Milliseconds, IReadOnlyList<string> Examples);
+        int ShadowTruth, double ShadowRecall, double ShadowPrecision, long Dropped, double Milliseconds, IReadOnlyList<string> Examples);
 
     internal static Accuracy Score(Spec traffic, Spec declared, int perOperation, int seed, int shown = 8)
     {
@@ -147,10 +147,10 @@ internal static class TemplateAccuracy
         var shadowFound = trueShadow.Count(t => landings[t].All(landed => flagged.Contains((t.Method, landed))));
         examples.AddRange(trueShadow.Where(t => !landings[t].All(landed => flagged.Contains((t.Method, landed)))).Take(shown)
             .Select(t => $"shadow not found {t.Method} {t.Normalized} → {string.Join(", ", landings[t])}"));
-        var flaggedRight = flagged.Count(f => sources[f].All(source => trueShadow.Contains((f.Method, source))));
+        var flaggedRight = flagged.Count(f => sources.TryGetValue(f, out var fed) && fed.All(source => trueShadow.Contains((f.Method, source))));
         return new Accuracy(produced.Count, truth.Count, precision, recall, 2 * precision * recall / (precision + recall), overMerged.Count,
             (double)overMerged.Count / produced.Count, split, trueShadow.Count, trueShadow.Count == 0 ? 1 : (double)shadowFound / trueShadow.Count,
-            flagged.Count == 0 ? 1 : (double)flaggedRight / flagged.Count, elapsed, examples);
+            flagged.Count == 0 ? 1 : (double)flaggedRight / flagged.Count, inventory.Dropped, elapsed, examples);
     }
 
     /// <summary>The operations of an OpenAPI description, each able to make a concrete path with realistic values.</summary>

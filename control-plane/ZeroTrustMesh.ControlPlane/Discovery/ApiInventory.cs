@@ -232,8 +232,8 @@ internal sealed class ApiInventory(ApiInventoryOptions options, TimeProvider tim
                     _notFound++;
                     return;
                 }
-                var shape = Shape(path);
-                if (!paths.Observe(method, shape))
+                // As the trie keeps it: a value it took as a parameter for room does not make one more statistics entry.
+                if (paths.Keep(method, Shape(path)) is not { } shape)
                 {
                     return; // a new path over the cap: counted by the trie (Dropped)
                 }

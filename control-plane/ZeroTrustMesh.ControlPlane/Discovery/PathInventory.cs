@@ -27,6 +27,14 @@ internal sealed record PathInventoryOptions
     public int MaxNodes { get; init; } = 50_000;
 
     /// <summary>
+    /// Distinct values kept at one place of the trie (below one concrete prefix): a value first seen after that many is
+    /// kept as a parameter (<c>{}</c>). Far more than any vocabulary of words and than the counts need to decide, so the
+    /// decisions stay the same; without it, identifiers (user names, repository names) filled
+    /// <see cref="MaxNodes"/> and later paths, whole endpoints among them, were dropped.
+    /// </summary>
+    public int MaxValuesPerPosition { get; init; } = 1024;
+
+    /// <summary>
     /// The operator's word on what is a parameter and what is not, as templates: <c>/users/{id}</c> makes that position a
     /// parameter however few values were seen; <c>/users/me</c> keeps <c>me</c> a word however many users were seen.
     /// </summary>
@@ -74,11 +82,20 @@ internal sealed class PathInventory(PathInventoryOptions options)
     }
 
     /// <summary>Records one request. False when the trie is full and the path was new (counted in <see cref="Dropped"/>).</summary>
-    public bool Observe(string method, string path, long requests = 1)
+    public bool Observe(string method, string path, long requests = 1) => Keep(method, path, requests) is not null;
+
+    /// <summary>
+    /// Records one request and returns the path as the trie keeps it: <paramref name="path"/> itself, or with the
+    /// segments it kept as a parameter written <c>{}</c> (a place that already had
+    /// <see cref="PathInventoryOptions.MaxValuesPerPosition"/> values and a value that did not recur). Null when the trie is full and the path was new
+    /// (counted in <see cref="Dropped"/>).
+    /// </summary>
+    public string? Keep(string method, string path, long requests = 1)
     {
         lock (_lock)
         {
             var node = _root;
+            List<Range>? folded = null;
             foreach (var range in path.AsSpan().Split('/'))
             {
                 var segment = path.AsSpan()[range];
@@ -86,16 +103,30 @@ internal sealed class PathInventory(PathInventoryOptions options)
                 {
                     continue;
                 }
-                var key = SegmentShape.IsIdentifier(segment) ? SegmentShape.Parameter : segment.ToString();
                 node.Children ??= new Dictionary<string, Node>(StringComparer.Ordinal);
-                if (!node.Children.TryGetValue(key, out var child))
+                Node? child;
+                if (SegmentShape.IsIdentifier(segment))
+                {
+                    node.Children.TryGetValue(SegmentShape.Parameter, out child);
+                    segment = SegmentShape.Parameter;
+                }
+                else if (!node.Children.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(segment, out child)
+                    && node.Children.Count - (node.Children.ContainsKey(SegmentShape.Parameter) ? 1 : 0) >= options.MaxValuesPerPosition
+                    && !IsRecurring(node, segment))
+                {
+                    // So many values here already that this one is an identifier too: kept under the parameter.
+                    (folded ??= []).Add(range);
+                    node.Children.TryGetValue(SegmentShape.Parameter, out child);
+                    segment = SegmentShape.Parameter;
+                }
+                if (child is null)
                 {
                     if (_nodes >= options.MaxNodes)
                     {
                         _dropped += requests;
-                        return false;
+                        return null;
                     }
-                    node.Children[key] = child = new Node();
+                    node.Children[segment.ToString()] = child = new Node { ManyValues = node.ManyValues || segment.SequenceEqual(SegmentShape.Parameter) };
                     _nodes++;
                 }
                 node.Through += requests;
@@ -104,7 +135,40 @@ internal sealed class PathInventory(PathInventoryOptions options)
             node.Through += requests;
             node.Ends ??= new Dictionary<string, long>(StringComparer.Ordinal);
             node.Ends[method] = node.Ends.GetValueOrDefault(method) + requests;
-            return true;
+            return folded is null ? path : Fold(path, folded);
+        }
+
+        // A word first requested after the place filled up (/secrets/public-key after 1,024 secret names) recurs, and an
+        // identifier seldom does: a value met again RepeatsOfAWord times among the last values folded here gets its own node.
+        bool IsRecurring(Node node, ReadOnlySpan<char> segment)
+        {
+            var candidates = node.Folded ??= new Dictionary<string, int>(StringComparer.Ordinal);
+            var lookup = candidates.GetAlternateLookup<ReadOnlySpan<char>>();
+            var seen = lookup.TryGetValue(segment, out var n) ? n + 1 : 1;
+            if (seen >= options.RepeatsOfAWord)
+            {
+                lookup.Remove(segment);
+                return true;
+            }
+            if (seen == 1 && candidates.Count >= options.MaxValuesPerPosition)
+            {
+                candidates.Clear(); // bounded: values that did not recur within a window are forgotten
+            }
+            lookup[segment] = seen;
+            return false;
+        }
+
+        static string Fold(string path, List<Range> folded)
+        {
+            var kept = new StringBuilder(path.Length);
+            var from = 0;
+            foreach (var range in folded)
+            {
+                var (start, length) = range.GetOffsetAndLength(path.Length);
+                kept.Append(path, from, start - from).Append(SegmentShape.Parameter);
+                from = start + length;
+            }
+            return kept.Append(path, from, path.Length - from).ToString();
         }
     }
 
@@ -193,6 +257,10 @@ internal sealed class PathInventory(PathInventoryOptions options)
                 }
                 value.Nodes.Add(child);
                 value.Through += child.Through;
+                if (instance.ManyValues)
+                {
+                    value.ThroughManyValues += child.Through;
+                }
             }
         }
         if (values.Count == 0)
@@ -202,8 +270,12 @@ internal sealed class PathInventory(PathInventoryOptions options)
 
         var (forcedParameter, pinnedWords) = PinsAt(prefix);
         var belowParameter = instances.Count > 1;
+        // Below a parameter a word recurs under several parent instances; an instance that stands for many values (a
+        // {} node) cannot say under how many, so there a value requested again and again is a word, as below a literal.
         bool IsWord(string key, Value value) => pinnedWords.Contains(key)
-            || (!forcedParameter && (belowParameter ? value.Nodes.Count >= 2 : value.Through >= options.RepeatsOfAWord));
+            || (!forcedParameter && (belowParameter
+                ? value.Nodes.Count >= 2 || value.ThroughManyValues >= options.RepeatsOfAWord
+                : value.Through >= options.RepeatsOfAWord));
         var rare = values.Where(kv => kv.Key != SegmentShape.Parameter && !IsWord(kv.Key, kv.Value)).Select(kv => kv.Key).ToList();
         var parameterized = forcedParameter
             || rare.Count >= (belowParameter ? options.DistinctValuesBelowParameter : options.DistinctValuesBelowLiteral);
@@ -337,10 +409,13 @@ internal sealed class PathInventory(PathInventoryOptions options)
         return [.. Enumerable.Range(0, candidates.Count).GroupBy(Find).Where(g => g.Count() >= options.SiblingsOfOneShape).Select(g => g.Select(i => candidates[i]).ToList())];
     }
 
-    /// <summary>Nothing below it, and seen under no more parent instances (or, below a literal, no more often) than a word must be.</summary>
+    /// <summary>
+    /// Nothing below it, and seen under no more parent instances (or, below a literal, no more often) than a word must be;
+    /// each request under an instance that stands for many values counts as under one more parent.
+    /// </summary>
     private bool IsRareLeaf(Value value, bool belowParameter) =>
         value.Nodes.All(n => n.Children is null or { Count: 0 })
-        && (belowParameter ? value.Nodes.Count : value.Through) <= options.RepeatsOfAWord;
+        && (belowParameter ? value.Nodes.Count + value.ThroughManyValues : value.Through) <= options.RepeatsOfAWord;
 
     private static string Join(string segment, string rest) => rest.Length == 0 ? segment : segment + "/" + rest;
 
@@ -409,11 +484,20 @@ internal sealed class PathInventory(PathInventoryOptions options)
         public Dictionary<string, Node>? Children;
         public Dictionary<string, long>? Ends;
         public long Through;
+
+        /// <summary>Values kept under this node's parameter because it was full, and how often each came (<see cref="PathInventoryOptions.MaxValuesPerPosition"/> at most).</summary>
+        public Dictionary<string, int>? Folded;
+
+        /// <summary>Keyed <c>{}</c> or below such a node: it stands for many concrete prefixes (identifiers by shape, or values past <see cref="PathInventoryOptions.MaxValuesPerPosition"/>).</summary>
+        public bool ManyValues;
     }
 
     private sealed class Value
     {
         public readonly List<Node> Nodes = [];
         public long Through;
+
+        /// <summary>The part of <see cref="Through"/> seen under instances that stand for many values.</summary>
+        public long ThroughManyValues;
     }
 }

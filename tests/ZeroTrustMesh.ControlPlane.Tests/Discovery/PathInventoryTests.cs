@@ -166,6 +166,61 @@ public sealed class PathInventoryTests
     }
 
     [Fact]
+    public void A_place_with_more_values_than_it_keeps_takes_the_rest_as_a_parameter_instead_of_dropping_paths()
+    {
+        // The GitHub shape the accuracy benchmark missed: thousands of organizations filled the trie, and the few requests
+        // to /orgs/{org}/insights/api/time-stats/{actor_type}/{actor_id} that came later were dropped, a shadow endpoint with them.
+        var inventory = new PathInventory(new PathInventoryOptions { MaxNodes = 300, MaxValuesPerPosition = 32 });
+        var orgs = Users(1005).ToList();
+        foreach (var org in orgs.Take(1000))
+        {
+            inventory.Observe("GET", $"/orgs/{org}/repos");
+        }
+        foreach (var (org, i) in orgs.Skip(1000).Select((o, i) => (o, i)))
+        {
+            // Kept as the trie holds it: the organization past the bound as a parameter.
+            Assert.Equal($"/orgs/{{}}/insights/api/time-stats/classic_pat/{1000 + i}", inventory.Keep("GET", $"/orgs/{org}/insights/api/time-stats/classic_pat/{1000 + i}"));
+        }
+
+        Assert.Equal(0, inventory.Dropped);
+        Assert.Equal(["GET /orgs/{}/insights/api/time-stats/classic_pat/{} 5", "GET /orgs/{}/repos 1000"], Describe(inventory));
+    }
+
+    [Fact]
+    public void A_word_first_seen_after_its_place_filled_up_still_becomes_a_word()
+    {
+        var inventory = new PathInventory(new PathInventoryOptions { MaxValuesPerPosition = 16 });
+        for (var i = 0; i < 40; i++)
+        {
+            inventory.Observe("GET", $"/orgs/acme/actions/secrets/{Users(40).ElementAt(i).ToUpperInvariant()}_TOKEN");
+        }
+        for (var i = 0; i < 6; i++)
+        {
+            inventory.Observe("GET", "/orgs/acme/actions/secrets/public-key");
+        }
+
+        // The first two requests went under the parameter; from the third on it has its own node (and, seen more than
+        // three times, it is no popular identifier beside the parameter).
+        Assert.Equal(["GET /orgs/acme/actions/secrets/public-key 4", "GET /orgs/acme/actions/secrets/{} 42"], Describe(inventory));
+        Assert.Equal("/orgs/acme/actions/secrets/public-key", PathInventory.TemplateOf("/orgs/acme/actions/secrets/public-key", inventory.Operations()));
+    }
+
+    [Fact]
+    public void Below_many_parents_kept_as_one_a_word_requested_again_and_again_stays_a_word()
+    {
+        // Past the bound the organizations share one node, which cannot say how many parents a value was seen under;
+        // counted by requests there, public-key is a word and the secret names are a parameter (not over-merged).
+        var inventory = new PathInventory(new PathInventoryOptions { MaxValuesPerPosition = 16 });
+        foreach (var (org, i) in Users(200).Select((o, i) => (o, i)))
+        {
+            inventory.Observe("GET", $"/orgs/{org}/actions/secrets/public-key");
+            inventory.Observe("GET", $"/orgs/{org}/actions/secrets/{Users(200).ElementAt(199 - i).ToUpperInvariant()}_TOKEN");
+        }
+
+        Assert.Equal(["GET /orgs/{}/actions/secrets/public-key 200", "GET /orgs/{}/actions/secrets/{} 200"], Describe(inventory));
+    }
+
+    [Fact]
     public void Templates_are_named_after_the_word_before_each_parameter()
     {
         Assert.Equal("/users/{user}/keys/{key}", PathInventory.Named("/users/{}/keys/{}"));
