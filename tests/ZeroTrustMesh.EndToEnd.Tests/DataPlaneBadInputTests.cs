@@ -328,7 +328,7 @@ public sealed class DataPlaneBadInputTests
         var head = await DataPlaneTests.ConnectAsync(socket, $"orders.shop:{_mesh.Orders.HttpPort}", timeout.Token);
 
         Assert.StartsWith("HTTP/1.1 403 ", head, StringComparison.Ordinal);
-        Assert.Contains("not a declared TCP port", Encoding.ASCII.GetString(await EchoClient.ReceiveToEnd(socket, timeout.Token)), StringComparison.Ordinal);
+        Assert.Contains("is neither a declared TCP port", Encoding.ASCII.GetString(await EchoClient.ReceiveToEnd(socket, timeout.Token)), StringComparison.Ordinal);
         var after = await Mesh.MetricsAsync(_mesh.Frontend);
         (string, string)[] labels = [("direction", "outbound"), ("reason", "tcp port not declared")];
         Assert.Equal(Mesh.Sample(before, "ztm_rejected_requests_total", labels) + 1, Mesh.Sample(after, "ztm_rejected_requests_total", labels));

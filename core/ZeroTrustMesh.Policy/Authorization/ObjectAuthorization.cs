@@ -6,7 +6,8 @@ namespace ZeroTrustMesh.Policy.Authorization;
 /// <summary>
 /// Which operations of an ApiSpec an object rule or a redaction applies to: an <c>operationId</c>, or
 /// <c>METHOD PATTERN</c> where METHOD may be <c>*</c> and PATTERN is a rule path pattern matched against the path
-/// template (<c>GET /users/{userId}/orders/*</c>).
+/// template (<c>GET /users/{userId}/orders/*</c>). The pattern is matched against the OpenAPI document's path text, not
+/// a request path, so a brace in it is literal (<c>{userId}</c> names the parameter) and not a rule path template.
 /// </summary>
 public sealed class OperationSelector
 {
@@ -31,14 +32,15 @@ public sealed class OperationSelector
                 : $"'{text}' is neither an operationId nor 'METHOD /path/template'";
         }
         var method = text[..space];
-        return method == "*" ? PolicySyntax.ValidatePath(text[(space + 1)..]) : PolicySyntax.ValidateMethod(method) ?? PolicySyntax.ValidatePath(text[(space + 1)..]);
+        var path = text[(space + 1)..];
+        return method == "*" ? PolicySyntax.ValidatePath(path, templates: false) : PolicySyntax.ValidateMethod(method) ?? PolicySyntax.ValidatePath(path, templates: false);
     }
 
     /// <summary>A validated selector.</summary>
     public static OperationSelector Parse(string text)
     {
         var space = text.IndexOf(' ', StringComparison.Ordinal);
-        return space < 0 ? new OperationSelector(text, null, null) : new OperationSelector(null, text[..space], new PathPatterns([text[(space + 1)..]]));
+        return space < 0 ? new OperationSelector(text, null, null) : new OperationSelector(null, text[..space], new PathPatterns([text[(space + 1)..]], templates: false));
     }
 
     public bool Matches(ApiOperation operation) =>

@@ -105,8 +105,14 @@ internal static class PolicySyntax
             : $"'{method}' is not an HTTP method; use one of {string.Join(", ", HttpMethods)} or '*'";
     }
 
-    /// <summary>A path pattern: <c>/exact</c>, <c>/prefix/*</c>, <c>*.suffix</c> or <c>*</c>; no query, fragment or whitespace.</summary>
-    public static string? ValidatePath(string path)
+    /// <summary>
+    /// A path pattern: <c>/exact</c>, <c>/prefix/*</c>, <c>*.suffix</c>, <c>*</c> or, with <paramref name="templates"/>, a
+    /// template (<c>{*}</c>, <c>{**}</c>); no query, fragment or whitespace. Without templates a brace is literal text.
+    /// </summary>
+    public static string? ValidatePath(string path) => ValidatePath(path, templates: true);
+
+    /// <inheritdoc cref="ValidatePath(string)"/>
+    public static string? ValidatePath(string path, bool templates)
     {
         if (path.Length == 0)
         {
@@ -127,7 +133,7 @@ internal static class PolicySyntax
                 return $"'{path}' contains '{c}'; paths are matched without the query string or fragment";
             }
         }
-        if (path.AsSpan().IndexOfAny('{', '}') >= 0)
+        if (templates && path.AsSpan().IndexOfAny('{', '}') >= 0)
         {
             return PathTemplate.Validate(path);
         }
