@@ -10,8 +10,11 @@ internal static class Http1Syntax
 
     public static readonly SearchValues<byte> HexDigits = SearchValues.Create("0123456789ABCDEFabcdef"u8);
 
-    /// <summary>Bytes a request target never holds: controls, space, DEL.</summary>
-    public static readonly SearchValues<byte> NotInTarget = SearchValues.Create(Controls(includeTab: true, includeSpace: true));
+    /// <summary>
+    /// Bytes a request target never holds: controls, space, DEL, and any byte above 0x7F (Kestrel answers 400 to raw
+    /// non-ASCII in the target, e.g. UTF-8 'é' in the path: found by the differential test, seed aaQKWGMkOM3a).
+    /// </summary>
+    public static readonly SearchValues<byte> NotInTarget = SearchValues.Create([.. Controls(includeTab: true, includeSpace: true), .. Enumerable.Range(0x80, 0x80).Select(b => (byte)b)]);
 
     /// <summary>Bytes a field value never holds: NUL, CR, LF (Kestrel's rule: other bytes pass, obs-text included).</summary>
     public static readonly SearchValues<byte> NotInFieldValue = SearchValues.Create([0x00, (byte)'\r', (byte)'\n']);

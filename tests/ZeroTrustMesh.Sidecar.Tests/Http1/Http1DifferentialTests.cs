@@ -99,6 +99,11 @@ public sealed class Http1DifferentialTests(ITestOutputHelper output) : IAsyncLif
                 // expected; any other is tallied (see the test output) so the next difference is visible, not hidden.
                 compared = mine.Count - 1;
                 break;
+            case Http1End.Refused when kestrel.Count == mine.Count - 1:
+                // Refused here, no answer yet from Kestrel to the same bytes (it waits for more, e.g. a lone LF after a
+                // body that stopped short: seed chFqS3M733Dd): the safe direction; the requests before must match.
+                compared = mine.Count - 1;
+                break;
             case Http1End.Refused when kestrel.Count == mine.Count && kestrel[^1].Status != 200:
                 // Both refused: the status may differ (tallied), the refusal may not.
                 compared = mine.Count - 1;
@@ -114,6 +119,7 @@ public sealed class Http1DifferentialTests(ITestOutputHelper output) : IAsyncLif
         return end switch
         {
             Http1End.Closed => "accepted",
+            Http1End.Refused when compared >= kestrel.Count => $"refused ({refusal}), Kestrel still waiting",
             Http1End.Refused when compared < mine.Count && kestrel[compared].Status == 200 => IsStricterOnPurpose(refusal)
                 ? $"refused ({refusal}), Kestrel accepted: stricter on purpose"
                 : $"refused ({refusal}), Kestrel accepted: STRICTER, NOT LISTED",
