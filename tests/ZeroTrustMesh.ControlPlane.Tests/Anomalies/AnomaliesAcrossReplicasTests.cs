@@ -28,22 +28,12 @@ public sealed class AnomaliesAcrossReplicasTests : IAsyncLifetime
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
     private static readonly TimeSpan Window = TimeSpan.FromSeconds(10);
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("ztm-anomaly-replicas-").FullName;
+    private readonly ReplicaCluster _cluster = new("ztm-anomaly-replicas-");
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 1, 0, 0, 0, TimeSpan.Zero));
-    private readonly List<KubernetesReplicaParts> _replicas = [];
-    private KubernetesApiDouble _api = null!;
 
-    public async Task InitializeAsync() => _api = await KubernetesApiDouble.StartAsync();
+    public Task InitializeAsync() => _cluster.InitializeAsync();
 
-    public async Task DisposeAsync()
-    {
-        foreach (var replica in _replicas)
-        {
-            await replica.DisposeAsync();
-        }
-        await _api.DisposeAsync();
-        Directory.Delete(_dir, recursive: true);
-    }
+    public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
     [Fact]
     public async Task The_leader_judges_what_another_replica_observed_every_replica_pushes_the_restriction_and_it_outlives_the_leader()
@@ -70,9 +60,9 @@ public sealed class AnomaliesAcrossReplicasTests : IAsyncLifetime
         Assert.Contains(b.Get<AnomalyDetector>().Snapshot().Current, s => s.Key.Caller == Scraper && s.State == AnomalyState.Throttled);
 
         // Where it is kept: the state in one ConfigMap, B's counts in a ConfigMap of its own.
-        var stored = _api.Get<V1ConfigMap>("v1", "configmaps", Namespace, ConfigMapAnomalyStateStore.Name)!;
+        var stored = _cluster.Api.Get<V1ConfigMap>("v1", "configmaps", Namespace, ConfigMapAnomalyStateStore.Name)!;
         Assert.True(int.Parse(stored.Data["restricted"], System.Globalization.CultureInfo.InvariantCulture) >= 1);
-        Assert.NotNull(_api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-anomaly-counts-controlplane-b"));
+        Assert.NotNull(_cluster.Api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-anomaly-counts-controlplane-b"));
 
         // The leader stops: B leads with the restriction and the baseline it learned from A's state.
         await a.DisposeAsync();
@@ -100,13 +90,13 @@ public sealed class AnomaliesAcrossReplicasTests : IAsyncLifetime
         await a.Logs.WaitForAsync(l => l.StartsWith("leading: controlplane-a ", StringComparison.Ordinal), 1, Timeout);
         var b = await StartAsync("controlplane-b");
         Observe(b, 30);
-        _api.Fail(r => r.Method == "PUT" && r.Path.Value!.Contains("ztm-anomaly-counts-controlplane-b", StringComparison.Ordinal), 1, 500);
+        _cluster.Api.Fail(r => r.Method == "PUT" && r.Path.Value!.Contains("ztm-anomaly-counts-controlplane-b", StringComparison.Ordinal), 1, 500);
 
         await SyncAsync(b);
 
         await b.Logs.WaitForAsync(l => l.StartsWith("anomaly state not shared, tried again next window: cannot write ConfigMap ztm-system/ztm-anomaly-counts-controlplane-b: the API answered 500", StringComparison.Ordinal), 1, Timeout);
         await SyncAsync(b); // the batch is kept and written with the next
-        var collected = await new ConfigMapAnomalyCounts(_api.CreateClient(), Namespace, a.Get<IReplicaLeadership>(), _time,
+        var collected = await new ConfigMapAnomalyCounts(_cluster.Api.CreateClient(), Namespace, a.Get<IReplicaLeadership>(), _time,
             a.Get<ILogger<ConfigMapAnomalyCounts>>()).CollectAsync(DateTimeOffset.MinValue, CancellationToken.None);
         Assert.Equal(30 * 2, collected.Sum(c => c.Count)); // its route and "*"
     }
@@ -115,7 +105,7 @@ public sealed class AnomaliesAcrossReplicasTests : IAsyncLifetime
 
     private async Task<KubernetesReplicaParts> StartAsync(string name, TimeProvider time)
     {
-        var dataDir = Path.Combine(_dir, name);
+        var dataDir = Path.Combine(_cluster.Dir, name);
         var policies = Directory.CreateDirectory(Path.Combine(dataDir, "policies")).FullName;
         File.WriteAllText(Path.Combine(policies, "anomaly.yaml"), """
             apiVersion: security.ztm.dev/v1
@@ -125,7 +115,7 @@ public sealed class AnomaliesAcrossReplicasTests : IAsyncLifetime
               selector: {service: orders}
               mode: Enforce
             """);
-        var replica = await KubernetesReplicaParts.StartAsync(_api, dataDir, name, configure: services =>
+        var replica = await KubernetesReplicaParts.StartAsync(_cluster.Api, dataDir, name, configure: services =>
         {
             // Rounds are the test's: a sync interval that never comes; the detector on the shared fake clock.
             services.AddSingleton(new AnomalyOptions { SyncInterval = TimeSpan.FromDays(1) });
@@ -133,7 +123,7 @@ public sealed class AnomaliesAcrossReplicasTests : IAsyncLifetime
                 sp.GetRequiredService<AnomalyMetrics>(), sp.GetRequiredService<IReplicaLeadership>(), time, sp.GetRequiredService<ILogger<AnomalyDetector>>()));
             services.AddAnomalyResponse();
         });
-        _replicas.Add(replica);
+        _cluster.Track(replica);
         return replica;
     }
 

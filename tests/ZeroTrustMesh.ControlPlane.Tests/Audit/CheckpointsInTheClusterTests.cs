@@ -25,21 +25,11 @@ public sealed class CheckpointsInTheClusterTests : IAsyncLifetime
     private static readonly SpiffeId Orders = SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/orders");
     private const string Chain = "0123456789abcdef0123456789abcdef";
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("ztm-checkpoints-cluster-").FullName;
-    private readonly List<KubernetesReplicaParts> _replicas = [];
-    private KubernetesApiDouble _api = null!;
+    private readonly ReplicaCluster _cluster = new("ztm-checkpoints-cluster-");
 
-    public async Task InitializeAsync() => _api = await KubernetesApiDouble.StartAsync();
+    public Task InitializeAsync() => _cluster.InitializeAsync();
 
-    public async Task DisposeAsync()
-    {
-        foreach (var replica in _replicas)
-        {
-            await replica.DisposeAsync();
-        }
-        await _api.DisposeAsync();
-        Directory.Delete(_dir, recursive: true);
-    }
+    public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
     [Fact]
     public async Task Checkpoints_received_by_either_replica_are_listed_by_both_and_by_a_replica_started_later()
@@ -56,7 +46,7 @@ public sealed class CheckpointsInTheClusterTests : IAsyncLifetime
         {
             Assert.Equal([10ul, 20ul, 30ul], (await List(replica)).Select(c => c.Sequence));
         }
-        var map = _api.Get<V1ConfigMap>("v1", "configmaps", Namespace, ConfigMapCheckpointStore.NameOf(Orders.Value))!;
+        var map = _cluster.Api.Get<V1ConfigMap>("v1", "configmaps", Namespace, ConfigMapCheckpointStore.NameOf(Orders.Value))!;
         Assert.Equal((Orders.Value, "3", "0"), (map.Data["workload"], map.Data["checkpoints"], map.Data["dropped"]));
         Assert.Equal(ConfigMapCheckpointStore.LabelValue, map.Metadata.Labels[ConfigMapCheckpointStore.Label]);
 
@@ -73,13 +63,13 @@ public sealed class CheckpointsInTheClusterTests : IAsyncLifetime
     {
         var a = await StartAsync("controlplane-a");
         using var svid = Issue(a, Orders);
-        var store = new ConfigMapCheckpointStore(_api.CreateClient(), Namespace, maxCheckpoints: 3);
+        var store = new ConfigMapCheckpointStore(_cluster.Api.CreateClient(), Namespace, maxCheckpoints: 3);
         for (var sequence = 1; sequence <= 5; sequence++)
         {
             store.Add(Sign(svid, sequence));
         }
         Assert.Equal([3L, 4L, 5L], store.List(Orders.Value).Select(c => c.Sequence));
-        var map = _api.Get<V1ConfigMap>("v1", "configmaps", Namespace, ConfigMapCheckpointStore.NameOf(Orders.Value))!;
+        var map = _cluster.Api.Get<V1ConfigMap>("v1", "configmaps", Namespace, ConfigMapCheckpointStore.NameOf(Orders.Value))!;
         Assert.Equal(("3", "2"), (map.Data["checkpoints"], map.Data["dropped"]));
     }
 
@@ -88,8 +78,8 @@ public sealed class CheckpointsInTheClusterTests : IAsyncLifetime
     {
         var a = await StartAsync("controlplane-a");
         using var svid = Issue(a, Orders);
-        var first = new ConfigMapCheckpointStore(_api.CreateClient(), Namespace);
-        var second = new ConfigMapCheckpointStore(_api.CreateClient(), Namespace);
+        var first = new ConfigMapCheckpointStore(_cluster.Api.CreateClient(), Namespace);
+        var second = new ConfigMapCheckpointStore(_cluster.Api.CreateClient(), Namespace);
         await Task.WhenAll(
             Task.Run(() => { for (var s = 1; s <= 10; s++) { first.Add(Sign(svid, s)); } }),
             Task.Run(() => { for (var s = 101; s <= 110; s++) { second.Add(Sign(svid, s)); } }));
@@ -101,7 +91,7 @@ public sealed class CheckpointsInTheClusterTests : IAsyncLifetime
     {
         var a = await StartAsync("controlplane-a");
         using var svid = Issue(a, Orders);
-        _api.Fail(r => r.Path.Value!.Contains("ztm-checkpoints-", StringComparison.Ordinal), 1, 500);
+        _cluster.Api.Fail(r => r.Path.Value!.Contains("ztm-checkpoints-", StringComparison.Ordinal), 1, 500);
 
         var e = await Assert.ThrowsAsync<RpcException>(() => Service(a).Checkpoint(CheckpointMapping.ToProto(Sign(svid, 1)), Call(svid)));
 
@@ -113,8 +103,8 @@ public sealed class CheckpointsInTheClusterTests : IAsyncLifetime
 
     private async Task<KubernetesReplicaParts> StartAsync(string name)
     {
-        var replica = await KubernetesReplicaParts.StartAsync(_api, Path.Combine(_dir, name), name);
-        _replicas.Add(replica);
+        var replica = await KubernetesReplicaParts.StartAsync(_cluster.Api, Path.Combine(_cluster.Dir, name), name);
+        _cluster.Track(replica);
         return replica;
     }
 

@@ -26,27 +26,17 @@ public sealed class RotationAcrossReplicasTests : IAsyncLifetime
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
     private static readonly TimeSpan Poll = TimeSpan.FromMilliseconds(200);
 
-    private readonly string _dir = Directory.CreateTempSubdirectory("ztm-rotation-replicas-").FullName;
-    private readonly List<KubernetesReplicaParts> _replicas = [];
-    private KubernetesApiDouble _api = null!;
+    private readonly ReplicaCluster _cluster = new("ztm-rotation-replicas-");
 
-    public async Task InitializeAsync() => _api = await KubernetesApiDouble.StartAsync();
+    public Task InitializeAsync() => _cluster.InitializeAsync();
 
-    public async Task DisposeAsync()
-    {
-        foreach (var replica in _replicas)
-        {
-            await replica.DisposeAsync();
-        }
-        await _api.DisposeAsync();
-        Directory.Delete(_dir, recursive: true);
-    }
+    public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
     [Fact]
     public async Task Activation_waits_for_the_sidecars_of_the_replica_that_does_not_lead_and_proceeds_once_they_follow()
     {
-        _api.Seed(ClusterObjects.Pod(Namespace, "controlplane-b", "ztm-controlplane", "10.0.0.12", meshed: false));
-        var pod = _api.Get<V1Pod>("v1", "pods", Namespace, "controlplane-b")!;
+        _cluster.Api.Seed(ClusterObjects.Pod(Namespace, "controlplane-b", "ztm-controlplane", "10.0.0.12", meshed: false));
+        var pod = _cluster.Api.Get<V1Pod>("v1", "pods", Namespace, "controlplane-b")!;
         var a = await StartLeaderAsync("controlplane-a");
         var b = await StartAsync("controlplane-b");
         var orders = Open(a, Orders, follows: 1);
@@ -82,12 +72,12 @@ public sealed class RotationAcrossReplicasTests : IAsyncLifetime
         Assert.Equal((2u, 2u), (CaAdminService.StatusOf(a.Get<CaRotation>()).SidecarsCounted, CaAdminService.StatusOf(a.Get<CaRotation>()).SidecarsFollowing));
 
         // Each report is its replica's ConfigMap; B's is owned by B's pod (deleted with it), A is no pod here.
-        var reportB = _api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-b")!;
+        var reportB = _cluster.Api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-b")!;
         var owner = Assert.Single(reportB.Metadata.OwnerReferences);
         Assert.Equal(("v1", "Pod", "controlplane-b", pod.Metadata.Uid), (owner.ApiVersion, owner.Kind, owner.Name, owner.Uid));
         Assert.Equal("sidecars", reportB.Metadata.Labels[ConfigMapBundleFollowers.ReportLabel]);
         Assert.Equal(("controlplane-b", "2", "1"), (reportB.Data["replica"], reportB.Data["bundleSequence"], reportB.Data["sidecars"]));
-        Assert.Null(_api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-a")!.Metadata.OwnerReferences);
+        Assert.Null(_cluster.Api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-a")!.Metadata.OwnerReferences);
     }
 
     [Fact]
@@ -125,7 +115,7 @@ public sealed class RotationAcrossReplicasTests : IAsyncLifetime
     public async Task A_report_that_does_not_parse_and_an_API_that_fails_hold_the_step_and_say_why()
     {
         var a = await StartLeaderAsync("controlplane-a");
-        _api.Seed(new V1ConfigMap
+        _cluster.Api.Seed(new V1ConfigMap
         {
             ApiVersion = "v1",
             Kind = "ConfigMap",
@@ -144,12 +134,12 @@ public sealed class RotationAcrossReplicasTests : IAsyncLifetime
         Assert.StartsWith("replica controlplane-x (its report in ConfigMap ztm-system/ztm-sidecars-controlplane-x does not parse: ", Assert.Single(gate.Blockers), StringComparison.Ordinal);
         Assert.Equal(RotationPhase.Prepared, a.Get<CaRotation>().State.Phase);
 
-        await _api.CreateClient().CoreV1.DeleteNamespacedConfigMapAsync("ztm-sidecars-controlplane-x", Namespace);
-        _api.Fail(r => r.Method == "GET" && r.Query["labelSelector"].ToString() == "ztm.dev/report=sidecars", 1000, 500);
+        await _cluster.Api.CreateClient().CoreV1.DeleteNamespacedConfigMapAsync("ztm-sidecars-controlplane-x", Namespace);
+        _cluster.Api.Fail(r => r.Method == "GET" && r.Query["labelSelector"].ToString() == "ztm.dev/report=sidecars", 1000, 500);
         gate = a.Get<CaRotation>().Gate();
         Assert.Equal("the other replicas' reports (ConfigMaps ztm-system/ztm-sidecars-* (label ztm.dev/report=sidecars)) cannot be read: the API answered 500 InternalServerError", Assert.Single(gate.Blockers));
 
-        _api.Heal();
+        _cluster.Api.Heal();
         await a.Logs.WaitForAsync(l => l.StartsWith("ca rotation activate ", StringComparison.Ordinal), 1, Timeout);
     }
 
@@ -157,14 +147,14 @@ public sealed class RotationAcrossReplicasTests : IAsyncLifetime
     public async Task A_report_the_API_will_not_let_be_owned_by_its_pod_is_written_without_the_owner()
     {
         // OwnerReferencesPermissionEnforcement: an owner reference needs delete rights, which the chart's role does not grant.
-        _api.Seed(ClusterObjects.Pod(Namespace, "controlplane-b", "ztm-controlplane", "10.0.0.12", meshed: false));
-        _api.Fail(r => r.Method == "PUT" && r.Path.Value!.EndsWith("/configmaps/ztm-sidecars-controlplane-b", StringComparison.Ordinal), 1, 403, "Forbidden");
+        _cluster.Api.Seed(ClusterObjects.Pod(Namespace, "controlplane-b", "ztm-controlplane", "10.0.0.12", meshed: false));
+        _cluster.Api.Fail(r => r.Method == "PUT" && r.Path.Value!.EndsWith("/configmaps/ztm-sidecars-controlplane-b", StringComparison.Ordinal), 1, 403, "Forbidden");
 
         var b = await StartAsync("controlplane-b");
 
         await b.Logs.WaitForAsync(l => l.StartsWith("sidecar report ConfigMap ztm-system/ztm-sidecars-controlplane-b is not owned by pod controlplane-b (so not deleted with it; ignored once stale): the API answered 403 Forbidden", StringComparison.Ordinal), 1, Timeout);
-        await _api.WaitForAsync(api => api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-b") is not null, Timeout);
-        Assert.Null(_api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-b")!.Metadata.OwnerReferences);
+        await _cluster.Api.WaitForAsync(api => api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-b") is not null, Timeout);
+        Assert.Null(_cluster.Api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-sidecars-controlplane-b")!.Metadata.OwnerReferences);
         Assert.DoesNotContain(b.Logs.Lines, l => l.StartsWith("sidecar report not written", StringComparison.Ordinal));
     }
 
@@ -219,13 +209,13 @@ public sealed class RotationAcrossReplicasTests : IAsyncLifetime
 
     private async Task<KubernetesReplicaParts> StartAsync(string name, TimeSpan? reportTimeout = null)
     {
-        var replica = await KubernetesReplicaParts.StartAsync(_api, Path.Combine(_dir, name), name, Poll, reportTimeout);
-        _replicas.Add(replica);
+        var replica = await KubernetesReplicaParts.StartAsync(_cluster.Api, Path.Combine(_cluster.Dir, name), name, Poll, reportTimeout);
+        _cluster.Track(replica);
         return replica;
     }
 
     /// <summary>Waits until the report in <paramref name="replica"/>'s ConfigMap holds <paramref name="holds"/>.</summary>
-    private Task ReportedAsync(string replica, Func<ReplicaReport, bool> holds) => _api.WaitForAsync(api =>
+    private Task ReportedAsync(string replica, Func<ReplicaReport, bool> holds) => _cluster.Api.WaitForAsync(api =>
         api.Get<V1ConfigMap>("v1", "configmaps", Namespace, ConfigMapBundleFollowers.NameOf(replica)) is { } map && holds(Decode(map)), Timeout);
 
     private static ReplicaReport Decode(V1ConfigMap map)

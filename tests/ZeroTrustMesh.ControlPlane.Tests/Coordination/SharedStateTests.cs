@@ -16,21 +16,11 @@ namespace ZeroTrustMesh.ControlPlane.Tests.Coordination;
 public sealed class SharedStateTests : IAsyncLifetime
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
-    private readonly string _dir = Directory.CreateTempSubdirectory("ztm-replicas-").FullName;
-    private readonly List<KubernetesReplicaParts> _replicas = [];
-    private KubernetesApiDouble _api = null!;
+    private readonly ReplicaCluster _cluster = new("ztm-replicas-");
 
-    public async Task InitializeAsync() => _api = await KubernetesApiDouble.StartAsync();
+    public Task InitializeAsync() => _cluster.InitializeAsync();
 
-    public async Task DisposeAsync()
-    {
-        foreach (var replica in _replicas)
-        {
-            await replica.DisposeAsync();
-        }
-        await _api.DisposeAsync();
-        Directory.Delete(_dir, recursive: true);
-    }
+    public async Task DisposeAsync() => await _cluster.DisposeAsync();
 
     [Fact]
     public async Task A_revocation_made_on_one_replica_is_in_force_on_the_other_at_the_same_config_version()
@@ -48,7 +38,7 @@ public sealed class SharedStateTests : IAsyncLifetime
         Assert.Equal(state.Version, seen.Version);
         Assert.Equal(entries[0].Subject, Assert.Single(b.Get<IRevocationStore>().Current.Entries).Subject);
         // B's audit log says what A did, not that something changed somewhere.
-        var audited = File.ReadLines(Path.Combine(_dir, "controlplane-b", "policy-audit.log")).Last();
+        var audited = File.ReadLines(Path.Combine(_cluster.Dir, "controlplane-b", "policy-audit.log")).Last();
         Assert.Contains($"\"version\":\"{seen.Version}\"", audited, StringComparison.Ordinal);
         Assert.Contains("\"action\":\"revoke\"", audited, StringComparison.Ordinal);
         Assert.Contains("\"actor\":\"spiffe://cluster.local/ztm/operator\"", audited, StringComparison.Ordinal);
@@ -73,13 +63,13 @@ public sealed class SharedStateTests : IAsyncLifetime
 
         Assert.Equal(["1a", "1b"], b.Current.Entries.Select(e => e.Serial).Order(StringComparer.Ordinal));
         // B created it too, from its empty read: 409 AlreadyExists, read again, and its revocation added to A's.
-        Assert.Contains(_api.Requests, r => r.Method == "POST" && r.Path.EndsWith("/configmaps", StringComparison.Ordinal) && r.Status == 409);
+        Assert.Contains(_cluster.Api.Requests, r => r.Method == "POST" && r.Path.EndsWith("/configmaps", StringComparison.Ordinal) && r.Status == 409);
 
         // And with both stale again (each knows only its own write): A's write over an old resourceVersion is a 409 Conflict.
         Assert.True(a.Revise(l => (l.With(Revocation.ForSerial("1d", now, now.AddHours(1), "")), ["serial 1d"]), "revoke", "operator-a", null));
         Assert.Equal(["1a", "1b", "1d"], a.Current.Entries.Select(e => e.Serial).Order(StringComparer.Ordinal));
-        Assert.Contains(_api.Requests, r => r.Method == "PUT" && r.Path.EndsWith("/configmaps/ztm-revocations", StringComparison.Ordinal) && r.Status == 409);
-        var map = _api.Get<V1ConfigMap>("v1", "configmaps", KubernetesReplicaParts.Namespace, ConfigMapRevocationStore.Name)!;
+        Assert.Contains(_cluster.Api.Requests, r => r.Method == "PUT" && r.Path.EndsWith("/configmaps/ztm-revocations", StringComparison.Ordinal) && r.Status == 409);
+        var map = _cluster.Api.Get<V1ConfigMap>("v1", "configmaps", KubernetesReplicaParts.Namespace, ConfigMapRevocationStore.Name)!;
         Assert.Equal(3, FileRevocationStore.Parse(map.Data[ConfigMapRevocationStore.DataKey]).Count);
         Assert.Equal("operator-a", JsonDocument.Parse(map.Metadata.Annotations[ConfigMapRevocationStore.LastChangeAnnotation]).RootElement.GetProperty("actor").GetString());
     }
@@ -114,7 +104,7 @@ public sealed class SharedStateTests : IAsyncLifetime
         Assert.Contains("\nztm_controlplane_leader 1\n", await ScrapeAsync(a), StringComparison.Ordinal);
         Assert.Contains("\nztm_controlplane_leader 0\n", await ScrapeAsync(b), StringComparison.Ordinal);
         Assert.Equal("controlplane-a", a.Get<IReplicaLeadership>().Leader);
-        await _api.WaitForAsync(_ => b.Get<IReplicaLeadership>().Leader == "controlplane-a", Timeout); // at B's next try
+        await _cluster.Api.WaitForAsync(_ => b.Get<IReplicaLeadership>().Leader == "controlplane-a", Timeout); // at B's next try
     }
 
     private static async Task<string> ScrapeAsync(KubernetesReplicaParts replica)
@@ -129,22 +119,22 @@ public sealed class SharedStateTests : IAsyncLifetime
     {
         var a = await StartAsync("controlplane-a");
         // B's data directory has counted far more changes (a replica that ran alone for a while).
-        Directory.CreateDirectory(Path.Combine(_dir, "controlplane-b"));
-        File.WriteAllText(Path.Combine(_dir, "controlplane-b", "config-version.json"), """{"version":40,"digest":"other"}""");
+        Directory.CreateDirectory(Path.Combine(_cluster.Dir, "controlplane-b"));
+        File.WriteAllText(Path.Combine(_cluster.Dir, "controlplane-b", "config-version.json"), """{"version":40,"digest":"other"}""");
         var b = await StartAsync("controlplane-b");
 
         Assert.Equal(a.Get<ConfigStore>().Current.Version, b.Get<ConfigStore>().Current.Version);
-        var map = _api.Get<V1ConfigMap>("v1", "configmaps", KubernetesReplicaParts.Namespace, SharedConfigVersions.Name)!;
+        var map = _cluster.Api.Get<V1ConfigMap>("v1", "configmaps", KubernetesReplicaParts.Namespace, SharedConfigVersions.Name)!;
         Assert.Equal(a.Get<ConfigStore>().Current.Version, "v" + map.Data[SharedConfigVersions.LatestKey]);
     }
 
     private async Task<KubernetesReplicaParts> StartAsync(string name)
     {
-        var replica = await KubernetesReplicaParts.StartAsync(_api, Path.Combine(_dir, name), name);
-        _replicas.Add(replica);
+        var replica = await KubernetesReplicaParts.StartAsync(_cluster.Api, Path.Combine(_cluster.Dir, name), name);
+        _cluster.Track(replica);
         return replica;
     }
 
     private ConfigMapRevocationStore Store() =>
-        new(_api.CreateClient(), KubernetesReplicaParts.Namespace, TimeProvider.System, NullLogger<ConfigMapRevocationStore>.Instance);
+        new(_cluster.Api.CreateClient(), KubernetesReplicaParts.Namespace, TimeProvider.System, NullLogger<ConfigMapRevocationStore>.Instance);
 }
