@@ -202,7 +202,18 @@ internal static partial class LoadClients
     /// every request is a POST of that body.
     /// </summary>
     public static async Task<ClientResult> FixedRateAsync(HttpClient client, Uri url, string? host, int rate, TimeSpan warmup, TimeSpan duration, CancellationToken cancellation,
-        byte[]? json = null)
+        byte[]? json = null) =>
+        (await FixedRateAsync(client, [new RateArm(url, host, json)], rate, warmup, duration, cancellation))[0];
+
+    /// <summary>
+    /// The same open loop shared by several requests in turn: request i goes to <paramref name="arms"/>[i % n], so
+    /// each arm is sent at rate/n and every arm lives through the same moments of the machine (a collection, a
+    /// scheduling stall, another process's burst hits them alike). That is what makes a small difference between two
+    /// routes measurable on a shared, noisy host where runs one after the other differ by more than the difference.
+    /// One result per arm, in the order given.
+    /// </summary>
+    public static async Task<ClientResult[]> FixedRateAsync(HttpClient client, IReadOnlyList<RateArm> arms, int rate, TimeSpan warmup, TimeSpan duration,
+        CancellationToken cancellation)
     {
         var skip = (int)(warmup.TotalSeconds * rate);
         var total = skip + (int)(duration.TotalSeconds * rate);
@@ -215,9 +226,10 @@ internal static partial class LoadClients
 
         async Task SendAsync(int i, long sent)
         {
+            var arm = arms[i % arms.Count];
             try
             {
-                if (await OnceAsync(client, url, host, cancellation, json))
+                if (await OnceAsync(client, arm.Url, arm.Host, cancellation, arm.Json))
                 {
                     latency[i] = Stopwatch.GetTimestamp() - sent;
                 }
@@ -252,14 +264,18 @@ internal static partial class LoadClients
         var outstanding = Task.WhenAll(pending.Where(p => p is not null));
         await Task.WhenAny(outstanding, Task.Delay(TimeSpan.FromSeconds(15), cancellation));
 
-        var measured = latency.Skip(skip).ToArray();
-        var ok = measured.Where(l => l > 0).Order().ToArray();
-        var kinds = Enumerable.Range(skip, total - skip).Where(i => latency[i] <= 0)
-            .GroupBy(i => failure[i] ?? "not sent, or no answer within 15 s of the last send").ToDictionary(g => g.Key, g => g.LongCount());
-        var lags = lag.Skip(skip).Order().ToArray();
         var seconds = duration.TotalSeconds;
-        return new ClientResult(ok.LongLength, measured.LongLength - ok.LongLength, seconds, ok.LongLength / seconds,
-            Ms(At(ok, 0.50)), Ms(At(ok, 0.90)), Ms(At(ok, 0.99)), Ms(At(lags, 0.99)), pending.Count(p => p is not null)) { ErrorsByKind = kinds };
+        return arms.Select((_, a) =>
+        {
+            var mine = Enumerable.Range(skip, total - skip).Where(i => i % arms.Count == a).ToArray();
+            var ok = mine.Select(i => latency[i]).Where(l => l > 0).Order().ToArray();
+            var kinds = mine.Where(i => latency[i] <= 0)
+                .GroupBy(i => failure[i] ?? "not sent, or no answer within 15 s of the last send").ToDictionary(g => g.Key, g => g.LongCount());
+            var lags = mine.Select(i => lag[i]).Order().ToArray();
+            return new ClientResult(ok.LongLength, mine.LongLength - ok.LongLength, seconds, ok.LongLength / seconds,
+                Ms(At(ok, 0.50)), Ms(At(ok, 0.90)), Ms(At(ok, 0.99)), Ms(At(lags, 0.99)),
+                Enumerable.Range(0, total).Count(i => i % arms.Count == a && pending[i] is not null)) { ErrorsByKind = kinds };
+        }).ToArray();
     }
 
     /// <summary>Waits until <paramref name="url"/> answers 2xx (a proxy may need a moment for its upstream or the registry).</summary>
@@ -297,3 +313,6 @@ internal static partial class LoadClients
 
     private static double Ms(long ticks) => ticks < 0 ? double.NaN : ticks * 1000.0 / Stopwatch.Frequency;
 }
+
+/// <summary>One of the requests an open loop sends in turn: where to, the Host header, and the JSON body to POST (null: a GET).</summary>
+internal sealed record RateArm(Uri Url, string? Host, byte[]? Json);
