@@ -174,9 +174,11 @@ internal sealed class Http1AppHop(Http1AppPool pool, TimeSpan activityTimeout)
             transformer.WrapResponse(context.Response);
             var framing = response.BodyKind;
             var body = new Http1Body(framing, response.ContentLength, maxTrailerBytes: 32 * 1024);
+            var afterHead = buffer.Length > response.Length;
             input.AdvanceTo(buffer.GetPosition(response.Length));
             phase = Phase.Body;
-            var leftover = false;
+            // A response without a body followed by more bytes: the app and the framing disagree on where it ended.
+            var leftover = framing == Http1BodyKind.None && afterHead;
             var output = context.Response.BodyWriter;
             while (framing != Http1BodyKind.None)
             {
@@ -318,9 +320,18 @@ internal sealed class Http1AppHop(Http1AppPool pool, TimeSpan activityTimeout)
             ReadResult read;
             try
             {
-                read = await body.ReadAsync(connection.Activity);
+                // What has arrived goes on with the head; the app gets it before the sidecar waits for more, so a
+                // small body leaves in the head's write and a streamed one is not held back.
+                if (!body.TryRead(out read))
+                {
+                    if (output.UnflushedBytes > 0)
+                    {
+                        await Flush(output, connection);
+                    }
+                    read = await body.ReadAsync(connection.Activity);
+                }
             }
-            catch (Exception e) when (e is not OperationCanceledException)
+            catch (Exception e) when (e is not OperationCanceledException and not BodyException)
             {
                 throw new BodyException(ForwarderError.RequestBodyClient, e);
             }
