@@ -37,6 +37,19 @@ internal static class MeshHeaders
         }
     }
 
+    /// <summary>Whether a request header of this name never reaches the app: a mesh header, or a name that folds into one (see <see cref="Strip"/>).</summary>
+    public static bool IsStripped(string name)
+    {
+        foreach (var mesh in All)
+        {
+            if (string.Equals(name, mesh, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+        return name.Contains('_', StringComparison.Ordinal) && FoldsIntoMeshHeader(name);
+    }
+
     private static bool FoldsIntoMeshHeader(string name)
     {
         foreach (var mesh in All)

@@ -50,6 +50,13 @@ internal sealed class SidecarOptions
     /// <summary>What an escaped slash or backslash in a request path gets (<c>--escaped-slashes</c>): refused by default.</summary>
     public Inbound.EscapedSlashes EscapedSlashes { get; init; } = Inbound.EscapedSlashes.Reject;
 
+    /// <summary>
+    /// Whether HTTP/1.1 requests reach the app through the sidecar's own HTTP/1.1 framing on pooled loopback connections
+    /// (<c>--http1-fast-path</c>, <see cref="Http1.Http1AppHop"/>) instead of YARP's HttpClient; what it does not carry
+    /// goes through YARP either way.
+    /// </summary>
+    public bool Http1FastPath { get; init; }
+
     /// <summary>The app's health-probe paths: allowed without a policy, as kubelet probes must be.</summary>
     public IReadOnlyList<string> ProbePaths { get; init; } = [];
 
@@ -108,6 +115,10 @@ internal sealed class SidecarOptions
             Description = $"One JSON line per request on stdout (json), or none (off); default ${AccessLogVariable}, else json",
             DefaultValueFactory = _ => Environment.GetEnvironmentVariable(AccessLogVariable) is { Length: > 0 } value ? value : "json",
         };
+        var http1FastPath = new Option<bool>("--http1-fast-path")
+        {
+            Description = "Forward HTTP/1.1 requests to the app over the sidecar's own HTTP/1.1 framing on pooled connections instead of HttpClient (true/false); upgrades, Expect and HTTP/2 go through YARP",
+        };
         var probePaths = new Option<string[]>("--probe-path") { Description = "The app's health-probe path, allowed without a policy (repeatable)" };
         var escapedSlashes = new Option<string>("--escaped-slashes")
         {
@@ -139,6 +150,7 @@ internal sealed class SidecarOptions
         {
             controlPlane, trustBundle, trustDomain, joinToken, joinTokenFile, serviceAccountTokenFile, adminPort, healthPort,
             inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
+            http1FastPath,
             observations, observationBuffer,
             decisionLog, decisionLogSegment, checkpointRecords, checkpointInterval,
         };
@@ -275,6 +287,7 @@ internal sealed class SidecarOptions
                 ProbePaths = result.GetValue(probePaths) ?? [],
                 EscapedSlashes = escaped,
                 ExplainDenials = result.GetValue(explainDenials),
+                Http1FastPath = result.GetValue(http1FastPath),
                 AccessLog = accessLogMode == "json",
                 Resilience = defaults,
                 DestinationResilience = perDestination,

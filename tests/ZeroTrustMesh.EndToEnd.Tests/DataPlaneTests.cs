@@ -19,7 +19,7 @@ namespace ZeroTrustMesh.EndToEnd.Tests;
 /// every protocol the data plane carries, through two real sidecars, a real control plane and the real demo app.
 /// </summary>
 [Collection(DataPlaneCollection.Name)]
-public sealed class DataPlaneTests
+public class DataPlaneTests
 {
     private const string Frontend = DataPlaneFixture.FrontendId;
     private const string Orders = DataPlaneFixture.OrdersId;
@@ -402,3 +402,7 @@ public sealed class DataPlaneTests
         return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
     }
 }
+
+/// <summary>Every data-plane test again with the orders sidecar's <c>--http1-fast-path</c> on (what it does not carry goes through YARP).</summary>
+[Collection(DataPlaneHttp1FastPathCollection.Name)]
+public sealed class DataPlaneTestsWithHttp1FastPath(DataPlaneHttp1FastPathFixture fixture, ITestOutputHelper output) : DataPlaneTests(fixture, output);

@@ -14,12 +14,19 @@ internal sealed class Http1ResponseHead(int maxLine = 8 * 1024, int maxFields = 
 {
     private readonly Http1Field[] _fields = new Http1Field[maxFieldCount];
     private byte[]? _copy;
+    private int _statusLineLength;
 
     public ReadOnlyMemory<byte> Bytes { get; private set; }
 
     public int Length { get; private set; }
 
     public int Status { get; private set; }
+
+    /// <summary>The status line's version is HTTP/1.0 (the connection then closes after the response).</summary>
+    public bool IsHttp10 { get; private set; }
+
+    /// <summary>The reason phrase, possibly empty.</summary>
+    public ReadOnlySpan<byte> ReasonPhrase => _statusLineLength > 13 ? Bytes.Span[13.._statusLineLength] : default;
 
     public int FieldCount { get; private set; }
 
@@ -63,6 +70,7 @@ internal sealed class Http1ResponseHead(int maxLine = 8 * 1024, int maxFields = 
         BodyKind = Http1BodyKind.None;
         ContentLength = 0;
         Refusal = Http1Refusal.None;
+        _statusLineLength = 0;
         var lf = s[..Math.Min(s.Length, maxLine)].IndexOf((byte)'\n');
         if (lf < 0)
         {
@@ -79,6 +87,8 @@ internal sealed class Http1ResponseHead(int maxLine = 8 * 1024, int maxFields = 
         {
             return Refuse(Http1Refusal.InvalidStatusLine);
         }
+        _statusLineLength = line.Length;
+        IsHttp10 = line[7] == (byte)'0';
         Status = (line[9] - '0') * 100 + (line[10] - '0') * 10 + (line[11] - '0');
 
         var (status, refusal) = Http1FieldSection.Parse(s, lf + 1, _fields, maxFields + 2, out var count, out var end);

@@ -3,6 +3,7 @@ using System.Net;
 using Microsoft.AspNetCore.WebUtilities;
 using Microsoft.Net.Http.Headers;
 using Yarp.ReverseProxy.Forwarder;
+using ZeroTrustMesh.Sidecar.Http1;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Observations;
 using ZeroTrustMesh.Sidecar.Telemetry;
@@ -24,7 +25,8 @@ namespace ZeroTrustMesh.Sidecar.Inbound;
 ///    rule), rate limits (429 with Retry-After), then the kinds that come after them (API protection, response
 ///    transforms). A refusal is answered and recorded in one place (status, reason, access-log line, metrics);
 /// 6. the app is spoken to in the HTTP version the calling app used (gRPC needs HTTP/2);
-/// 7. YARP forwards the request to the app on loopback, with the identity header set to the verified caller — any
+/// 7. YARP forwards the request to the app on loopback (or, with <c>--http1-fast-path</c>, <see cref="Http1AppHop"/> for
+///    HTTP/1.1 it can carry, sending and answering alike), with the identity header set to the verified caller — any
 ///    incoming copy, and any header name a framework would fold into it, is dropped, and a plaintext caller gets none —,
 ///    the validated JWT removed unless its rule keeps it, a body a stage buffered replayed as it came, and the response
 ///    through the transforms stages registered;
@@ -37,6 +39,11 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
     private readonly HttpMessageInvoker _toApp = new(Outbound.DestinationClients.ForwardingHandler(options.ConnectTimeout));
 
     private readonly InboundTransformer _transformer = new(null);
+
+    /// <summary>With <c>--http1-fast-path</c>: the app hop for HTTP/1.1 requests without HttpClient (YARP takes the rest).</summary>
+    private readonly Http1AppHop? _fastPath = options.Http1FastPath
+        ? new(new Http1AppPool(options.AppAddress, options.AppPorts, time, options.ConnectTimeout, Http1AppPool.DefaultIdleTimeout), Http1AppHop.DefaultActivityTimeout)
+        : null;
 
     /// <summary>Each declared app port's address, formatted once rather than per request.</summary>
     private readonly Dictionary<int, string> _appPrefixes = options.AppPorts.Distinct()
@@ -98,12 +105,16 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             context.Request.Path = new PathString(path); // the app reads the path the policy matched
         }
         var transformer = request.ResponseTransforms is { } transforms ? new InboundTransformer(transforms) : _transformer;
-        var error = await forwarder.SendAsync(context, _appPrefixes[port], _toApp, http2 ? ToAppHttp2 : ToAppHttp11, transformer);
+        var hop = _fastPath is null ? Http1HopResult.NotCarried : await _fastPath.SendAsync(context, port, http2, transformer);
+        var (error, exception) = hop.Carried
+            ? (hop.Error, hop.Exception)
+            : (await forwarder.SendAsync(context, _appPrefixes[port], _toApp, http2 ? ToAppHttp2 : ToAppHttp11, transformer),
+                context.Features.Get<IForwarderErrorFeature>()?.Exception);
         await transformer.CompleteAsync();
         string? reason = null;
         if (error != ForwarderError.None)
         {
-            reason = $"forward to the app on port {port} failed: {error}{Detail(context)}";
+            reason = $"forward to the app on port {port} failed: {error}{Detail(exception)}";
             if (!context.Response.HasStarted)
             {
                 context.Response.StatusCode = StatusCodes.Status502BadGateway;
@@ -120,9 +131,9 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
         decisionLog.Record(context, request, context.Response.StatusCode, refused: false, reason);
     }
 
-    /// <summary>Why YARP could not forward, in a few words (its exception's message), for the 502 and the access log.</summary>
-    internal static string Detail(HttpContext context) =>
-        context.Features.Get<IForwarderErrorFeature>()?.Exception is { } e ? $" ({e.GetBaseException().Message.TrimEnd('.')})" : "";
+    /// <summary>Why the app could not be reached, in a few words (the exception's message), for the 502 and the access log.</summary>
+    internal static string Detail(Exception? exception) =>
+        exception is { } e ? $" ({e.GetBaseException().Message.TrimEnd('.')})" : "";
 
     private int? PortFor(string requested) =>
         string.IsNullOrEmpty(requested)
@@ -156,63 +167,5 @@ internal sealed class InboundProxy(IHttpForwarder forwarder, SidecarOptions opti
             request?.DecidingPolicy, request?.DecidingRule ?? -1, request?.SchemaVerdict ?? default, context.Request.ContentLength ?? 0, 0, elapsed,
             request?.Authorization?.Audit ?? default));
         decisionLog.Record(context, request, refusal.Status, refused: true, refusal.Reason);
-    }
-
-    /// <param name="transforms">The response transforms of one request; null for the shared instance (no transforms).</param>
-    private sealed class InboundTransformer(IReadOnlyList<IResponseTransform>? transforms) : HttpTransformer
-    {
-        private List<Stream>? _wrapped;
-
-        public override async ValueTask TransformRequestAsync(HttpContext httpContext, HttpRequestMessage proxyRequest, string destinationPrefix, CancellationToken cancellationToken)
-        {
-            await base.TransformRequestAsync(httpContext, proxyRequest, destinationPrefix, cancellationToken);
-            MeshHeaders.Strip(proxyRequest.Headers, httpContext.Request.Headers);
-            if (httpContext.Features.Get<PeerIdentityFeature>() is { } peer)
-            {
-                proxyRequest.Headers.TryAddWithoutValidation(MeshHeaders.ClientIdentity, peer.Id.Value);
-            }
-            proxyRequest.Headers.Host = httpContext.Request.Host.Value;
-            if (transforms is not null)
-            {
-                // A transform rewrites the whole body as it comes: the app must send all of it (a 206 with part of it
-                // would pass untransformed), uncompressed (the hop is loopback anyway).
-                proxyRequest.Headers.Remove(HeaderNames.AcceptEncoding);
-                proxyRequest.Headers.Remove(HeaderNames.Range);
-                proxyRequest.Headers.Remove(HeaderNames.IfRange);
-            }
-        }
-
-        public override async ValueTask<bool> TransformResponseAsync(HttpContext httpContext, HttpResponseMessage? proxyResponse, CancellationToken cancellationToken)
-        {
-            var proceed = await base.TransformResponseAsync(httpContext, proxyResponse, cancellationToken);
-            if (transforms is null || proxyResponse is null)
-            {
-                return proceed;
-            }
-            foreach (var transform in transforms)
-            {
-                if (transform.Applies(httpContext.Response))
-                {
-                    // The body changes length: it goes out chunked (HTTP/1.1) or in DATA frames without a length.
-                    httpContext.Response.Headers.ContentLength = null;
-                    httpContext.Response.Body = transform.Wrap(httpContext.Response.Body);
-                    (_wrapped ??= []).Add(httpContext.Response.Body);
-                }
-            }
-            return proceed;
-        }
-
-        /// <summary>Flushes what the transforms still hold, innermost (the last wrapped, which YARP wrote to) first.</summary>
-        public async ValueTask CompleteAsync()
-        {
-            if (_wrapped is null)
-            {
-                return;
-            }
-            for (var i = _wrapped.Count - 1; i >= 0; i--)
-            {
-                await _wrapped[i].DisposeAsync();
-            }
-        }
     }
 }

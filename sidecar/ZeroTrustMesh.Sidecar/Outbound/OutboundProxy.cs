@@ -130,7 +130,7 @@ internal sealed class OutboundProxy(
         string? reason = null;
         if (error != ForwarderError.None)
         {
-            reason = $"forward to {peer} at {destination?.Inbound} failed: {error}{Inbound.InboundProxy.Detail(context)}";
+            reason = $"forward to {peer} at {destination?.Inbound} failed: {error}{Inbound.InboundProxy.Detail(context.Features.Get<IForwarderErrorFeature>()?.Exception)}";
             if (state.Revocations.Find(identity.Certificate, identity.Id) is { } revoked)
             {
                 reason += $"; this sidecar's certificate {identity.Serial} is revoked ({revoked.Subject}"

@@ -11,7 +11,7 @@ namespace ZeroTrustMesh.EndToEnd.Tests.Infrastructure;
 /// (shop/orders, its HTTP and gRPC ports and its TCP port declared) and a <c>frontend</c> sidecar (shop/frontend)
 /// that the tests use as the calling application's sidecar. Tests that share it do not change it.
 /// </summary>
-public sealed class DataPlaneFixture : ControlPlaneFixture
+public class DataPlaneFixture : ControlPlaneFixture
 {
     public const string FrontendId = "spiffe://cluster.local/ns/shop/sa/frontend";
     public const string OrdersId = "spiffe://cluster.local/ns/shop/sa/orders";
@@ -26,19 +26,25 @@ public sealed class DataPlaneFixture : ControlPlaneFixture
     internal System.Security.Cryptography.X509Certificates.X509Certificate2 MeshCa => ZeroTrustMesh.Identity.Pem.LoadCertificateWithKey(
         Path.Combine(ControlPlane.DataDir, "ca", "ca.crt"), Path.Combine(ControlPlane.DataDir, "ca", "ca.key"));
 
+    /// <summary>Flags of the orders sidecar beyond the app's ports (a variant of the mesh runs the same tests).</summary>
+    protected virtual string[] OrdersSidecarFlags => [];
+
     public override async Task InitializeAsync()
     {
         await base.InitializeAsync();
-        (Orders, OrdersSidecar, Frontend) = await StartOrdersAndFrontendAsync(Mesh, ControlPlane);
+        (Orders, OrdersSidecar, Frontend) = await StartOrdersAndFrontendAsync(Mesh, ControlPlane, ordersSidecarFlags: OrdersSidecarFlags);
     }
 
     /// <summary>Starts the orders app, its sidecar and the frontend sidecar, and waits until both hold an SVID and are registered.</summary>
     /// <param name="allowNamespace">Apply a policy that lets namespace shop call orders (tests of the data plane); false leaves orders with no policy.</param>
-    internal static async Task<(DemoApp Orders, Sidecar OrdersSidecar, Sidecar Frontend)> StartOrdersAndFrontendAsync(TestMesh mesh, ControlPlane controlPlane, bool allowNamespace = true)
+    /// <param name="ordersSidecarFlags">More flags for the orders sidecar.</param>
+    internal static async Task<(DemoApp Orders, Sidecar OrdersSidecar, Sidecar Frontend)> StartOrdersAndFrontendAsync(TestMesh mesh, ControlPlane controlPlane, bool allowNamespace = true,
+        string[]? ordersSidecarFlags = null)
     {
         var policy = allowNamespace ? await controlPlane.AllowNamespaceAsync("orders") : "v0";
         var orders = await DemoApp.StartAsync(mesh, "orders");
-        var ordersSidecar = await mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "orders"), "sidecar-orders", orders.SidecarArguments);
+        var ordersSidecar = await mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "orders"), "sidecar-orders",
+            [.. orders.SidecarArguments, .. ordersSidecarFlags ?? []]);
         var frontend = await mesh.StartSidecarAsync(controlPlane, await controlPlane.MintTokenAsync("shop", "frontend"), "sidecar-frontend");
         foreach (var sidecar in new[] { ordersSidecar, frontend })
         {
@@ -54,6 +60,18 @@ public sealed class DataPlaneFixture : ControlPlaneFixture
 public sealed class DataPlaneCollection : ICollectionFixture<DataPlaneFixture>
 {
     public const string Name = "data plane";
+}
+
+/// <summary>The same mesh with the orders sidecar's <c>--http1-fast-path</c> on: HTTP/1.1 reaches orders through the sidecar's own framing.</summary>
+public sealed class DataPlaneHttp1FastPathFixture : DataPlaneFixture
+{
+    protected override string[] OrdersSidecarFlags => ["--http1-fast-path", "true"];
+}
+
+[CollectionDefinition(Name)]
+public sealed class DataPlaneHttp1FastPathCollection : ICollectionFixture<DataPlaneHttp1FastPathFixture>
+{
+    public const string Name = "data plane, HTTP/1.1 fast path";
 }
 
 /// <summary>How an application reaches the mesh through its sidecar's outbound listener, and what the sidecars export.</summary>

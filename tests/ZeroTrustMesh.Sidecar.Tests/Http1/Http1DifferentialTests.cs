@@ -32,7 +32,7 @@ public sealed class Http1DifferentialTests(ITestOutputHelper output) : IAsyncLif
         {
             var verdict = await CompareAsync(c.Bytes, c.Splits);
             counts.AddOrUpdate($"{c.Mutation} → {verdict}", 1, (_, n) => n + 1);
-        }, iter: 1500, threads: 8, print: c => c.ToString());
+        }, iter: Iterations(1500), threads: 8, print: c => c.ToString());
         foreach (var (key, n) in counts.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             output.WriteLine($"{n,5}  {key}");
@@ -44,6 +44,13 @@ public sealed class Http1DifferentialTests(ITestOutputHelper output) : IAsyncLif
             Assert.Contains(counts.Keys, k => k.StartsWith(mutation + " → refused", StringComparison.Ordinal));
         }
     }
+
+    /// <summary>
+    /// How many generated cases a differential test runs: <paramref name="ci"/> unless <c>ZTM_HTTP1_DIFFERENTIAL_ITERATIONS</c>
+    /// asks for more (a longer exploration on a developer's machine; CsCheck prints the seed of a failing case).
+    /// </summary>
+    internal static int Iterations(int ci) =>
+        int.TryParse(Environment.GetEnvironmentVariable("ZTM_HTTP1_DIFFERENTIAL_ITERATIONS"), out var n) && n > 0 ? n : ci;
 
     /// <summary>Every raw HTTP/1.1 request of the existing bad-input suites (the sidecar's and the end-to-end ones).</summary>
     public static TheoryData<string> BadInputSuiteCases => new()

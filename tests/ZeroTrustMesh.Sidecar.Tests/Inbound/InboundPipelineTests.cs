@@ -10,7 +10,7 @@ using ZeroTrustMesh.Sidecar.Inbound;
 namespace ZeroTrustMesh.Sidecar.Tests.Inbound;
 
 /// <summary>The inbound path as stages, end to end in one process: a kind defined here runs as a stage of the real pipeline.</summary>
-public sealed class InboundPipelineTests : IAsyncLifetime
+public class InboundPipelineTests : IAsyncLifetime
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
 
@@ -39,10 +39,13 @@ public sealed class InboundPipelineTests : IAsyncLifetime
     private InboundTestHost _host = null!;
     private HttpClient _http = null!;
 
+    /// <summary>The sidecar's <c>--http1-fast-path</c>: every test here runs with it off, and again with it on.</summary>
+    protected virtual bool Http1FastPath => false;
+
     public async Task InitializeAsync()
     {
         // The one registration line of the test kind, next to the sidecar's own.
-        _host = await InboundTestHost.StartAsync(services => services.AddSingleton<IInboundStageKind>(_guard));
+        _host = await InboundTestHost.StartAsync(http1FastPath: Http1FastPath, extraKinds: services => services.AddSingleton<IInboundStageKind>(_guard));
         _http = new HttpClient { BaseAddress = _host.BaseAddress, Timeout = Timeout };
     }
 
@@ -143,4 +146,10 @@ public sealed class InboundPipelineTests : IAsyncLifetime
     }
 
     private static StringContent Json(string text) => new(text, Encoding.UTF8, "application/json");
+}
+
+/// <summary>The same with <c>--http1-fast-path</c>: HTTP/1.1 requests reach the app through the sidecar's own framing.</summary>
+public sealed class InboundPipelineTestsWithHttp1FastPath : InboundPipelineTests
+{
+    protected override bool Http1FastPath => true;
 }

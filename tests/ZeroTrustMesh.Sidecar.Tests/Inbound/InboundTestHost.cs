@@ -75,11 +75,15 @@ internal sealed class InboundTestHost : IAsyncDisposable
 
     /// <param name="extraKinds">Stage kinds registered from the test, one line each, as the sidecar registers its own.</param>
     /// <param name="observationBuffer">The sidecar's <c>--observation-buffer</c>.</param>
+    /// <param name="http1FastPath">The sidecar's <c>--http1-fast-path</c>.</param>
+    /// <param name="firstAppPort">An app port declared before the test app's two (so the default one), for an app a test plays itself.</param>
+    /// <param name="time">The sidecar's clock (the system's by default).</param>
     public static async Task<InboundTestHost> StartAsync(Action<IServiceCollection>? extraKinds = null, EscapedSlashes escapedSlashes = EscapedSlashes.Reject,
-        int observationBuffer = SidecarOptions.DefaultObservationBuffer)
+        int observationBuffer = SidecarOptions.DefaultObservationBuffer, bool http1FastPath = false, int? firstAppPort = null, TimeProvider? time = null)
     {
         var app = await StartAppAsync();
         var appPorts = Ports(app);
+        var declared = firstAppPort is { } first ? [first, .. appPorts] : appPorts;
 
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
@@ -92,13 +96,14 @@ internal sealed class InboundTestHost : IAsyncDisposable
             AdminPort = 0,
             InboundEndpoint = new IPEndPoint(IPAddress.Loopback, 0),
             OutboundPort = 0,
-            AppPorts = appPorts,
+            AppPorts = declared,
             TcpPorts = [],
+            Http1FastPath = http1FastPath,
             AccessLog = false,
             EscapedSlashes = escapedSlashes,
             ObservationBuffer = observationBuffer,
         });
-        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton(time ?? TimeProvider.System);
         services.AddSingleton<IdentityState>();
         services.AddSingleton<SidecarMetrics>();
         services.AddSingleton<Sidecar.Tls.RefusalLog>();
@@ -162,7 +167,8 @@ internal sealed class InboundTestHost : IAsyncDisposable
     /// <summary>
     /// The app: <c>POST /echo</c> answers the body it received; <c>POST /respond?status=&amp;type=&amp;length</c> too, with that
     /// status, content type and framing; <c>GET /secret</c> a text holding "hunter2"; any other path
-    /// answers with the path and the request headers it received, one per line.
+    /// answers with the path and the request headers it received, one per line; <c>/connection</c> the id of the connection
+    /// it came on; <c>/close</c> answers with <c>Connection: close</c>.
     /// </summary>
     private static async Task<WebApplication> StartAppAsync()
     {
@@ -200,6 +206,18 @@ internal sealed class InboundTestHost : IAsyncDisposable
                     await context.Response.Body.WriteAsync(bytes.AsMemory(offset, Math.Min(1000, bytes.Length - offset)));
                     await context.Response.Body.FlushAsync();
                 }
+                return;
+            }
+            if (context.Request.Path == "/connection")
+            {
+                // Which connection the request came on, to see the sidecar's connection reuse.
+                await context.Response.WriteAsync(context.Connection.Id);
+                return;
+            }
+            if (context.Request.Path == "/close")
+            {
+                context.Response.Headers.Connection = "close";
+                await context.Response.WriteAsync("closing");
                 return;
             }
             if (context.Request.Path == "/secret")

@@ -19,7 +19,7 @@ namespace ZeroTrustMesh.Sidecar.Tests.ApiProtection.Redaction;
 /// and a real app on Kestrel, over HTTP/1.1 and HTTP/2: the framing the caller gets when the body changes length, and
 /// what is left alone.
 /// </summary>
-public sealed class RedactionProxyTests : IAsyncLifetime
+public class RedactionProxyTests : IAsyncLifetime
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
 
@@ -50,9 +50,12 @@ public sealed class RedactionProxyTests : IAsyncLifetime
 
     private InboundTestHost _host = null!;
 
+    /// <summary>The sidecar's <c>--http1-fast-path</c>: every test here runs with it off, and again with it on.</summary>
+    protected virtual bool Http1FastPath => false;
+
     public async Task InitializeAsync()
     {
-        _host = await InboundTestHost.StartAsync(services => services.AddSingleton<IInboundStageKind>(_redact));
+        _host = await InboundTestHost.StartAsync(http1FastPath: Http1FastPath, extraKinds: services => services.AddSingleton<IInboundStageKind>(_redact));
         _host.Apply("v1", Config, Kinds);
     }
 
@@ -177,6 +180,12 @@ public sealed class RedactionProxyTests : IAsyncLifetime
             rest = rest[(line + 2 + size + 2)..];
         }
     }
+}
+
+/// <summary>The same with <c>--http1-fast-path</c>: HTTP/1.1 requests reach the app through the sidecar's own framing.</summary>
+public sealed class RedactionProxyTestsWithHttp1FastPath : RedactionProxyTests
+{
+    protected override bool Http1FastPath => true;
 }
 
 /// <summary><c>kind: Redact</c>, only for these tests: ApiSpec (api-validate's) is the real way to configure redaction.</summary>
