@@ -13,7 +13,7 @@ using ZeroTrustMesh.Proto.V1;
 namespace ZeroTrustMesh.ControlPlane.Tests.LeastPrivilege;
 
 /// <summary>Suggestions from the inventory's per-caller evidence, and AUDIT would-deny counts from observations.</summary>
-public sealed class LeastPrivilegeTests
+public sealed class LeastPrivilegeTests : IDisposable
 {
     private static readonly ObservationReporter Orders = new(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/orders"), "orders.shop");
     private static readonly ObservationReporter Payments = new(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/payments"), "payments.shop");
@@ -22,6 +22,9 @@ public sealed class LeastPrivilegeTests
     private const string Checkout = "spiffe://cluster.local/ns/shop/sa/checkout";
 
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 6, 12, 0, 0, TimeSpan.Zero));
+    private readonly string _dataDir = Directory.CreateTempSubdirectory("ztm-audit-counts-").FullName;
+
+    public void Dispose() => Directory.Delete(_dataDir, recursive: true);
 
     [Fact]
     public void The_suggestion_allows_exactly_the_observed_combinations_and_validates()
@@ -132,11 +135,10 @@ public sealed class LeastPrivilegeTests
         Assert.Equal($"{Frontend} GET /x/19", report.Recent[0].Request); // newest first
     }
 
-    /// <summary>Counts in a fresh data directory, following AUDIT policies with these names (namespace/name).</summary>
+    /// <summary>Counts in the test's data directory, following AUDIT policies with these names (namespace/name).</summary>
     private AuditCounts CountsFollowing(params string[] policies)
     {
-        var dir = Directory.CreateTempSubdirectory("ztm-audit-counts-").FullName;
-        var counts = new AuditCounts(new FileAuditCountStore(dir), _time, Microsoft.Extensions.Logging.Abstractions.NullLogger<AuditCounts>.Instance);
+        var counts = new AuditCounts(new FileAuditCountStore(_dataDir), _time, Microsoft.Extensions.Logging.Abstractions.NullLogger<AuditCounts>.Instance);
         counts.Follow(1, policies.Select(p => new AuthorizationPolicy(new ResourceMetadata(p.Split('/')[1], p.Split('/')[0]),
             new AuthorizationPolicySpec(null, PolicyAction.Audit, []))));
         return counts;
