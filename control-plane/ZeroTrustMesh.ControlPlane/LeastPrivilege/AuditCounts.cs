@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Security.Cryptography;
 using System.Text.Json;
 using ZeroTrustMesh.ControlPlane.Config;
@@ -37,7 +36,7 @@ internal sealed class AuditCounts(IAuditCountStore store, TimeProvider time, ILo
     private readonly SemaphoreSlim _io = new(1, 1);
     private Dictionary<string, Tally> _pending = new(StringComparer.Ordinal);
     private Dictionary<string, (string Generation, DateTimeOffset Since)> _inForce = new(StringComparer.Ordinal);
-    private long _followed = -1;
+    private bool _changed;
     private long _overCap;
     private string _lastFailure = "";
 
@@ -47,20 +46,30 @@ internal sealed class AuditCounts(IAuditCountStore store, TimeProvider time, ILo
     /// <summary>Where the counts are kept, for messages.</summary>
     public string Location => store.Location;
 
+    /// <summary>The AUDIT AuthorizationPolicies in force now: a policy whose spec changed starts over now.</summary>
+    public void Follow(IEnumerable<PolicyResource> resources) => Follow(resources, fromChange: true);
+
     /// <summary>
-    /// The AUDIT AuthorizationPolicies of config <paramref name="version"/> (a newer version only: the store's change
-    /// event and the first read may come in either order): a policy whose spec changed starts over now.
+    /// Follows <paramref name="config"/>'s policies from now on. Not by version number: in Kubernetes a content that
+    /// comes back gets its earlier number again. The store raises its changes in order; the first read is taken only
+    /// when no change came before it.
     /// </summary>
-    public void Follow(long version, IEnumerable<PolicyResource> resources)
+    public void Follow(ConfigStore config)
+    {
+        config.Changed += state => Follow(state.Resources.Values.Select(r => r.Document.Resource), fromChange: true);
+        Follow(config.Current.Resources.Values.Select(r => r.Document.Resource), fromChange: false);
+    }
+
+    private void Follow(IEnumerable<PolicyResource> resources, bool fromChange)
     {
         var now = time.GetUtcNow();
         lock (_lock)
         {
-            if (version <= _followed)
+            if (!fromChange && _changed)
             {
                 return;
             }
-            _followed = version;
+            _changed |= fromChange;
             var next = new Dictionary<string, (string, DateTimeOffset)>(StringComparer.Ordinal);
             foreach (var policy in resources.OfType<AuthorizationPolicy>().Where(p => p.Spec.Action == PolicyAction.Audit))
             {
@@ -70,14 +79,6 @@ internal sealed class AuditCounts(IAuditCountStore store, TimeProvider time, ILo
             }
             _inForce = next;
         }
-    }
-
-    /// <summary>Follows <paramref name="config"/>'s policies from now on.</summary>
-    public void Follow(ConfigStore config)
-    {
-        config.Changed += state => Follow(VersionOf(state.Version), state.Resources.Values.Select(r => r.Document.Resource));
-        var current = config.Current;
-        Follow(VersionOf(current.Version), current.Resources.Values.Select(r => r.Document.Resource));
     }
 
     /// <summary>
@@ -221,9 +222,6 @@ internal sealed class AuditCounts(IAuditCountStore store, TimeProvider time, ILo
         }
         return Convert.ToHexStringLower(SHA256.HashData(buffer.ToArray()))[..16];
     }
-
-    private static long VersionOf(string version) =>
-        long.TryParse(version.AsSpan(1), NumberStyles.None, CultureInfo.InvariantCulture, out var n) ? n : 0;
 
     private async Task<AuditCountsDocument> LoadAsync(CancellationToken cancellation)
     {

@@ -139,7 +139,7 @@ public sealed class LeastPrivilegeTests : IDisposable
     private AuditCounts CountsFollowing(params string[] policies)
     {
         var counts = new AuditCounts(new FileAuditCountStore(_dataDir), _time, Microsoft.Extensions.Logging.Abstractions.NullLogger<AuditCounts>.Instance);
-        counts.Follow(1, policies.Select(p => new AuthorizationPolicy(new ResourceMetadata(p.Split('/')[1], p.Split('/')[0]),
+        counts.Follow(policies.Select(p => new AuthorizationPolicy(new ResourceMetadata(p.Split('/')[1], p.Split('/')[0]),
             new AuthorizationPolicySpec(null, PolicyAction.Audit, []))));
         return counts;
     }
