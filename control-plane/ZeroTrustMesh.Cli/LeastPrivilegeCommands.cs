@@ -80,8 +80,8 @@ internal static class LeastPrivilegeCommands
         {
             var response = await new ApiAdmin.ApiAdminClient(channel).AuditReportAsync(new AuditReportRequest { Namespace = parse.GetValue(ns) ?? "" },
                 deadline: DateTime.UtcNow.AddSeconds(30), cancellationToken: ct);
-            var policies = response.Policies.Select(p => new AuditPolicyOutput(p.Policy, (long)p.Requests, (long)p.WouldDeny,
-                p.FirstSeen.ToDateTimeOffset(), p.LastSeen.ToDateTimeOffset(), p.LastWouldDeny?.ToDateTimeOffset(), [.. p.RecentWouldDeny])).ToList();
+            var policies = response.Policies.Select(p => new AuditPolicyOutput(p.Policy, p.Generation, p.Since?.ToDateTimeOffset(), (long)p.Requests, (long)p.WouldDeny,
+                p.FirstSeen?.ToDateTimeOffset(), p.LastSeen?.ToDateTimeOffset(), p.LastWouldDeny?.ToDateTimeOffset(), [.. p.RecentWouldDeny])).ToList();
             if (parse.GetValue(Ztmctl.OutputOption) == "json")
             {
                 Console.WriteLine(JsonSerializer.Serialize(policies, LeastPrivilegeJson.Default.ListAuditPolicyOutput));
@@ -89,13 +89,14 @@ internal static class LeastPrivilegeCommands
             }
             if (policies.Count == 0)
             {
-                Console.WriteLine("no AUDIT policy has seen a request yet");
+                Console.WriteLine("no AUDIT policy is in force");
                 return 0;
             }
-            Console.WriteLine($"{"POLICY",-40} {"REQUESTS",9} {"WOULD DENY",10}  {"FIRST SEEN",-20}  {"LAST SEEN",-20}  LAST WOULD DENY");
+            // SINCE: when the policy's current content was applied; counting starts over with each change of its spec.
+            Console.WriteLine($"{"POLICY",-40} {"REQUESTS",9} {"WOULD DENY",10}  {"SINCE",-20}  {"LAST SEEN",-20}  LAST WOULD DENY");
             foreach (var p in policies)
             {
-                Console.WriteLine($"{p.Policy,-40} {p.Requests,9} {p.WouldDeny,10}  {Time(p.FirstSeen),-20}  {Time(p.LastSeen),-20}  {Time(p.LastWouldDeny)}");
+                Console.WriteLine($"{p.Policy,-40} {p.Requests,9} {p.WouldDeny,10}  {Time(p.Since),-20}  {Time(p.LastSeen),-20}  {Time(p.LastWouldDeny)}");
                 foreach (var sample in p.RecentWouldDeny)
                 {
                     Console.WriteLine($"  would deny: {sample}");
@@ -111,7 +112,10 @@ internal static class LeastPrivilegeCommands
 
 internal sealed record SuggestOutput(int Policies, int Rules, IReadOnlyList<string> Skipped, string Yaml);
 
-internal sealed record AuditPolicyOutput(string Policy, long Requests, long WouldDeny, DateTimeOffset FirstSeen, DateTimeOffset LastSeen, DateTimeOffset? LastWouldDeny, IReadOnlyList<string> RecentWouldDeny);
+/// <param name="Since">When the policy's content (<paramref name="Generation"/>) was applied: the counts are since then.</param>
+internal sealed record AuditPolicyOutput(
+    string Policy, string Generation, DateTimeOffset? Since, long Requests, long WouldDeny, DateTimeOffset? FirstSeen, DateTimeOffset? LastSeen, DateTimeOffset? LastWouldDeny,
+    IReadOnlyList<string> RecentWouldDeny);
 
 [JsonSerializable(typeof(SuggestOutput))]
 [JsonSerializable(typeof(List<AuditPolicyOutput>))]

@@ -106,7 +106,8 @@ internal static class ControlPlaneServices
     /// leadership is a Lease (<see cref="KubernetesLeadership"/>), revocations a ConfigMap
     /// (<see cref="ConfigMapRevocationStore"/>), config versions another (<see cref="SharedConfigVersions"/>), which trust
     /// bundle each replica's sidecars follow one ConfigMap per replica (<see cref="ConfigMapBundleFollowers"/>), decision-log
-    /// checkpoints one ConfigMap per workload (<see cref="Audit.ConfigMapCheckpointStore"/>), the anomaly detector's state one ConfigMap and its counts one per replica (<see cref="Anomalies.AnomalyStateSync"/>); the CA's
+    /// checkpoints one ConfigMap per workload (<see cref="Audit.ConfigMapCheckpointStore"/>), the anomaly detector's state one ConfigMap and its counts one per replica (<see cref="Anomalies.AnomalyStateSync"/>), the AUDIT
+    /// policies' counts one ConfigMap every replica adds to (<see cref="LeastPrivilege.ConfigMapAuditCountStore"/>); the CA's
     /// Secret is read before the container is built (<see cref="SecretCaStore"/>). Registered before
     /// <see cref="AddStandaloneState"/> and before every leader-only service: hosted services stop in reverse order, so
     /// the Lease is released only after the singleton work has stopped.
@@ -128,6 +129,7 @@ internal static class ControlPlaneServices
         services.AddSingleton<Audit.ICheckpointStore>(new Audit.ConfigMapCheckpointStore(client, @namespace));
         services.AddSingleton<Anomalies.IAnomalyStateStore>(new Anomalies.ConfigMapAnomalyStateStore(client, @namespace));
         services.AddSingleton<Anomalies.IAnomalyCountExchange>(sp => ActivatorUtilities.CreateInstance<Anomalies.ConfigMapAnomalyCounts>(sp, client, @namespace));
+        services.AddSingleton<LeastPrivilege.IAuditCountStore>(new LeastPrivilege.ConfigMapAuditCountStore(client, @namespace));
         return services;
     }
 

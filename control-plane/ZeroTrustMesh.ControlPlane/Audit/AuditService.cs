@@ -15,7 +15,7 @@ namespace ZeroTrustMesh.ControlPlane.Audit;
 /// </summary>
 internal sealed class AuditService(ICheckpointStore store, WorkloadCaller caller, CertificateAuthority ca) : Proto.V1.Audit.AuditBase
 {
-    public override Task<CheckpointAck> Checkpoint(DecisionLogCheckpoint request, ServerCallContext context)
+    public override async Task<CheckpointAck> Checkpoint(DecisionLogCheckpoint request, ServerCallContext context)
     {
         var identity = caller.Require(context).Id;
         DecisionLog.Checkpoint checkpoint;
@@ -45,7 +45,7 @@ internal sealed class AuditService(ICheckpointStore store, WorkloadCaller caller
         }
         try
         {
-            return Task.FromResult(new CheckpointAck { Stored = (uint)store.Add(checkpoint) });
+            return new CheckpointAck { Stored = (uint)await store.AddAsync(checkpoint, context.CancellationToken) };
         }
         catch (IOException e)
         {
@@ -60,7 +60,7 @@ internal sealed class AuditService(ICheckpointStore store, WorkloadCaller caller
 /// <summary>Operator calls: the checkpoints of a workload.</summary>
 internal sealed class AuditAdminService(ICheckpointStore store) : AuditAdmin.AuditAdminBase
 {
-    public override Task<ListCheckpointsResponse> ListCheckpoints(ListCheckpointsRequest request, ServerCallContext context)
+    public override async Task<ListCheckpointsResponse> ListCheckpoints(ListCheckpointsRequest request, ServerCallContext context)
     {
         if (!SpiffeId.TryParse(request.Workload, out _, out var error))
         {
@@ -69,12 +69,12 @@ internal sealed class AuditAdminService(ICheckpointStore store) : AuditAdmin.Aud
         var response = new ListCheckpointsResponse();
         try
         {
-            response.Checkpoints.AddRange(store.List(request.Workload).Select(CheckpointMapping.ToProto));
+            response.Checkpoints.AddRange((await store.ListAsync(request.Workload, context.CancellationToken)).Select(CheckpointMapping.ToProto));
         }
         catch (IOException e)
         {
             throw new RpcException(new Status(StatusCode.Unavailable, $"checkpoints cannot be read: {e.Message}"));
         }
-        return Task.FromResult(response);
+        return response;
     }
 }

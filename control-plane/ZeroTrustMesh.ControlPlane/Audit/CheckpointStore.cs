@@ -13,10 +13,12 @@ namespace ZeroTrustMesh.ControlPlane.Audit;
 public interface ICheckpointStore
 {
     /// <summary>Keeps a verified checkpoint; how many this chain now has.</summary>
-    int Add(Checkpoint checkpoint);
+    /// <exception cref="IOException">It could not be kept (the sidecar sends it again).</exception>
+    ValueTask<int> AddAsync(Checkpoint checkpoint, CancellationToken cancellation);
 
     /// <summary>A workload's checkpoints, every chain, in the order they arrived.</summary>
-    IReadOnlyList<Checkpoint> List(string workload);
+    /// <exception cref="IOException">They could not be read.</exception>
+    ValueTask<IReadOnlyList<Checkpoint>> ListAsync(string workload, CancellationToken cancellation);
 }
 
 /// <summary>
@@ -31,27 +33,34 @@ internal sealed class FileCheckpointStore(string dataDir) : ICheckpointStore
     /// <summary>Checkpoints per (workload, chain), counted from the file once per workload: not re-read at every add.</summary>
     private readonly Dictionary<string, Dictionary<string, int>> _counts = new(StringComparer.Ordinal);
 
-    public int Add(Checkpoint checkpoint)
+    // A local file append of one line: done synchronously, under the lock that keeps the counts and the file in step.
+    public ValueTask<int> AddAsync(Checkpoint checkpoint, CancellationToken cancellation)
     {
         lock (_lock)
         {
             if (!_counts.TryGetValue(checkpoint.Workload, out var chains))
             {
-                _counts[checkpoint.Workload] = chains = List(checkpoint.Workload).GroupBy(c => c.Chain).ToDictionary(g => g.Key, g => g.Count());
+                _counts[checkpoint.Workload] = chains = Read(checkpoint.Workload).GroupBy(c => c.Chain).ToDictionary(g => g.Key, g => g.Count());
             }
             Directory.CreateDirectory(_directory);
             File.AppendAllText(PathOf(checkpoint.Workload), checkpoint.ToJson() + "\n");
-            return chains[checkpoint.Chain] = chains.GetValueOrDefault(checkpoint.Chain) + 1;
+            return ValueTask.FromResult(chains[checkpoint.Chain] = chains.GetValueOrDefault(checkpoint.Chain) + 1);
         }
     }
 
-    public IReadOnlyList<Checkpoint> List(string workload)
+    public ValueTask<IReadOnlyList<Checkpoint>> ListAsync(string workload, CancellationToken cancellation)
     {
         lock (_lock)
         {
-            var path = PathOf(workload);
-            return File.Exists(path) ? [.. Checkpoint.ReadLines(File.ReadLines(path)).Where(c => c.Workload == workload)] : [];
+            return ValueTask.FromResult<IReadOnlyList<Checkpoint>>(Read(workload));
         }
+    }
+
+    /// <summary>Under the lock.</summary>
+    private List<Checkpoint> Read(string workload)
+    {
+        var path = PathOf(workload);
+        return File.Exists(path) ? [.. Checkpoint.ReadLines(File.ReadLines(path)).Where(c => c.Workload == workload)] : [];
     }
 
     /// <summary>The workload's file: its SPIFFE ID with every character but letters, digits, '.' and '-' as '_'.</summary>
@@ -83,12 +92,12 @@ internal sealed class ConfigMapCheckpointStore(IKubernetes client, string @names
 
     public static string NameOf(string workload) => ConfigMaps.NameFor(NamePrefix, workload);
 
-    public int Add(Checkpoint checkpoint)
+    public async ValueTask<int> AddAsync(Checkpoint checkpoint, CancellationToken cancellation)
     {
         var name = NameOf(checkpoint.Workload);
         for (var attempt = 1; attempt <= MaxAttempts; attempt++)
         {
-            var map = Read(name);
+            var map = await ReadAsync(name, cancellation);
             var kept = map is null ? [] : Parse(map, checkpoint.Workload);
             kept.Add(checkpoint);
             var dropped = (map?.Data?.TryGetValue("dropped", out var d) == true && long.TryParse(d, CultureInfo.InvariantCulture, out var n) ? n : 0)
@@ -127,9 +136,9 @@ internal sealed class ConfigMapCheckpointStore(IKubernetes client, string @names
             V1ConfigMap? written;
             try
             {
-                written = ConfigMaps.TryWriteAsync(client, next, CancellationToken.None).GetAwaiter().GetResult();
+                written = await ConfigMaps.TryWriteAsync(client, next, cancellation);
             }
-            catch (Exception e) when (ConfigMaps.IsApiFailure(e, CancellationToken.None))
+            catch (Exception e) when (ConfigMaps.IsApiFailure(e, cancellation))
             {
                 throw new IOException($"cannot write ConfigMap {@namespace}/{name}: {ConfigMaps.Describe(e)}", e);
             }
@@ -139,20 +148,21 @@ internal sealed class ConfigMapCheckpointStore(IKubernetes client, string @names
             }
             // Another replica wrote first. A short random pause, growing with each attempt, so that replicas receiving
             // one workload's checkpoints at once do not keep colliding.
-            Thread.Sleep(Random.Shared.Next(1, 10 * attempt));
+            await Task.Delay(Random.Shared.Next(1, 10 * attempt), cancellation);
         }
         throw new IOException($"ConfigMap {@namespace}/{name} kept changing under {MaxAttempts} attempts to write it; try again");
     }
 
-    public IReadOnlyList<Checkpoint> List(string workload) => Read(NameOf(workload)) is { } map ? Parse(map, workload) : [];
+    public async ValueTask<IReadOnlyList<Checkpoint>> ListAsync(string workload, CancellationToken cancellation) =>
+        await ReadAsync(NameOf(workload), cancellation) is { } map ? Parse(map, workload) : [];
 
-    private V1ConfigMap? Read(string name)
+    private async Task<V1ConfigMap?> ReadAsync(string name, CancellationToken cancellation)
     {
         try
         {
-            return ConfigMaps.ReadAsync(client, @namespace, name, CancellationToken.None).GetAwaiter().GetResult();
+            return await ConfigMaps.ReadAsync(client, @namespace, name, cancellation);
         }
-        catch (Exception e) when (ConfigMaps.IsApiFailure(e, CancellationToken.None))
+        catch (Exception e) when (ConfigMaps.IsApiFailure(e, cancellation))
         {
             throw new IOException($"cannot read ConfigMap {@namespace}/{name}: {ConfigMaps.Describe(e)}", e);
         }

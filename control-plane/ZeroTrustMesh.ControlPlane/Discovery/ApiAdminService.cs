@@ -55,24 +55,35 @@ internal sealed partial class ApiAdminService(ApiInventory inventory, ConfigStor
         return Task.FromResult(response);
     }
 
-    public override Task<AuditReportResponse> AuditReport(AuditReportRequest request, ServerCallContext context)
+    public override async Task<AuditReportResponse> AuditReport(AuditReportRequest request, ServerCallContext context)
     {
+        IReadOnlyList<LeastPrivilege.AuditPolicyRecord> policies;
+        try
+        {
+            policies = await audits.ReportAsync(request.Namespace, context.CancellationToken);
+        }
+        catch (IOException e)
+        {
+            throw new RpcException(new Status(StatusCode.Unavailable, $"AUDIT counts cannot be read: {e.Message}"));
+        }
         var response = new AuditReportResponse();
-        response.Policies.AddRange(audits.Report(request.Namespace).Select(p =>
+        response.Policies.AddRange(policies.Select(p =>
         {
             var proto = new AuditPolicyReport
             {
                 Policy = p.Policy,
+                Generation = p.Generation,
+                Since = Timestamp.FromDateTimeOffset(p.Since),
                 Requests = (ulong)p.Requests,
                 WouldDeny = (ulong)p.WouldDeny,
-                FirstSeen = Timestamp.FromDateTimeOffset(p.FirstSeen),
-                LastSeen = Timestamp.FromDateTimeOffset(p.LastSeen),
+                FirstSeen = p.FirstSeen is { } first ? Timestamp.FromDateTimeOffset(first) : null,
+                LastSeen = p.LastSeen is { } last ? Timestamp.FromDateTimeOffset(last) : null,
                 LastWouldDeny = p.LastWouldDeny is { } at ? Timestamp.FromDateTimeOffset(at) : null,
             };
-            proto.RecentWouldDeny.AddRange(p.RecentWouldDeny);
+            proto.RecentWouldDeny.AddRange(p.Recent.Select(s => s.Request));
             return proto;
         }));
-        return Task.FromResult(response);
+        return response;
     }
 
     public override Task<ApiInventoryResponse> Inventory(ApiInventoryRequest request, ServerCallContext context)

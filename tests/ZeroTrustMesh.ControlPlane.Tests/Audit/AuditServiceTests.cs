@@ -36,7 +36,7 @@ public sealed class AuditServiceTests() : ControlPlanePartsTest("audit")
         Assert.Equal([10ul, 20ul], listed.Checkpoints.Select(c => c.Sequence));
         Assert.Null(CheckpointMapping.FromProto(listed.Checkpoints[1]).Problem(parts.Get<CertificateAuthority>().Bundle));
         // Kept in the data directory: a restarted control plane lists them too.
-        Assert.Equal(2, new FileCheckpointStore(DataDir).List(Orders.Value).Count);
+        Assert.Equal(2, (await new FileCheckpointStore(DataDir).ListAsync(Orders.Value, CancellationToken.None)).Count);
     }
 
     [Fact]
@@ -77,7 +77,7 @@ public sealed class AuditServiceTests() : ControlPlanePartsTest("audit")
 
         e = await Assert.ThrowsAsync<RpcException>(() => service.Checkpoint(CheckpointMapping.ToProto(Sign(svid, Orders, 5)), Call(null)));
         Assert.Equal(StatusCode.Unauthenticated, e.StatusCode);
-        Assert.Empty(parts.Get<ICheckpointStore>().List(Orders.Value));
+        Assert.Empty(await parts.Get<ICheckpointStore>().ListAsync(Orders.Value, CancellationToken.None));
     }
 
     [Fact]

@@ -66,9 +66,9 @@ public sealed class CheckpointsInTheClusterTests : IAsyncLifetime
         var store = new ConfigMapCheckpointStore(_cluster.Api.CreateClient(), Namespace, maxCheckpoints: 3);
         for (var sequence = 1; sequence <= 5; sequence++)
         {
-            store.Add(Sign(svid, sequence));
+            await store.AddAsync(Sign(svid, sequence), CancellationToken.None);
         }
-        Assert.Equal([3L, 4L, 5L], store.List(Orders.Value).Select(c => c.Sequence));
+        Assert.Equal([3L, 4L, 5L], (await store.ListAsync(Orders.Value, CancellationToken.None)).Select(c => c.Sequence));
         var map = _cluster.Api.Get<V1ConfigMap>("v1", "configmaps", Namespace, ConfigMapCheckpointStore.NameOf(Orders.Value))!;
         Assert.Equal(("3", "2"), (map.Data["checkpoints"], map.Data["dropped"]));
     }
@@ -81,9 +81,9 @@ public sealed class CheckpointsInTheClusterTests : IAsyncLifetime
         var first = new ConfigMapCheckpointStore(_cluster.Api.CreateClient(), Namespace);
         var second = new ConfigMapCheckpointStore(_cluster.Api.CreateClient(), Namespace);
         await Task.WhenAll(
-            Task.Run(() => { for (var s = 1; s <= 10; s++) { first.Add(Sign(svid, s)); } }),
-            Task.Run(() => { for (var s = 101; s <= 110; s++) { second.Add(Sign(svid, s)); } }));
-        Assert.Equal(Enumerable.Range(1, 10).Concat(Enumerable.Range(101, 10)), first.List(Orders.Value).Select(c => (int)c.Sequence).Order());
+            Task.Run(async () => { for (var s = 1; s <= 10; s++) { await first.AddAsync(Sign(svid, s), CancellationToken.None); } }),
+            Task.Run(async () => { for (var s = 101; s <= 110; s++) { await second.AddAsync(Sign(svid, s), CancellationToken.None); } }));
+        Assert.Equal(Enumerable.Range(1, 10).Concat(Enumerable.Range(101, 10)), (await first.ListAsync(Orders.Value, CancellationToken.None)).Select(c => (int)c.Sequence).Order());
     }
 
     [Fact]

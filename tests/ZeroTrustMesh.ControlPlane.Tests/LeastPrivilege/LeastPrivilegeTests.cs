@@ -13,7 +13,7 @@ using ZeroTrustMesh.Proto.V1;
 namespace ZeroTrustMesh.ControlPlane.Tests.LeastPrivilege;
 
 /// <summary>Suggestions from the inventory's per-caller evidence, and AUDIT would-deny counts from observations.</summary>
-public sealed class LeastPrivilegeTests
+public sealed class LeastPrivilegeTests : IDisposable
 {
     private static readonly ObservationReporter Orders = new(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/orders"), "orders.shop");
     private static readonly ObservationReporter Payments = new(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/payments"), "payments.shop");
@@ -22,6 +22,9 @@ public sealed class LeastPrivilegeTests
     private const string Checkout = "spiffe://cluster.local/ns/shop/sa/checkout";
 
     private readonly FakeTimeProvider _time = new(new DateTimeOffset(2026, 12, 6, 12, 0, 0, TimeSpan.Zero));
+    private readonly string _dataDir = Directory.CreateTempSubdirectory("ztm-audit-counts-").FullName;
+
+    public void Dispose() => Directory.Delete(_dataDir, recursive: true);
 
     [Fact]
     public void The_suggestion_allows_exactly_the_observed_combinations_and_validates()
@@ -93,37 +96,52 @@ public sealed class LeastPrivilegeTests
         Assert.Equal(path, PolicySuggester.PolicyPath(template));
 
     [Fact]
-    public void Audit_counts_say_per_policy_how_many_requests_it_saw_and_would_have_denied()
+    public async Task Audit_counts_say_per_policy_how_many_requests_it_saw_and_would_have_denied()
     {
-        var counts = new AuditCounts();
+        var counts = CountsFollowing("shop/suggested-orders", "shopx/a");
         var at = _time.GetUtcNow();
         counts.Consume(Orders,
         [
             Audited(Observe("GET", "/orders/1", Frontend, at), matched: ["shop/suggested-orders"], unmatched: []),
             Audited(Observe("GET", "/admin", Frontend, at.AddSeconds(1)), matched: [], unmatched: ["shop/suggested-orders"]),
             Observe("GET", "/orders/2", Frontend, at), // no AUDIT policy applied
+            Audited(Observe("GET", "/x", Frontend, at), matched: ["shop/not-in-force"], unmatched: []), // deleted meanwhile: not counted
         ]);
         counts.Consume(Other, [Audited(Observe("GET", "/x", Frontend, at), matched: ["shopx/a"], unmatched: [])]);
 
-        var report = Assert.Single(counts.Report("shop"));
-        Assert.Equal(new AuditPolicyCounts("shop/suggested-orders", 2, 1, at, at.AddSeconds(1), at.AddSeconds(1), [$"{Frontend} GET /admin"]) { RecentWouldDeny = report.RecentWouldDeny }, report);
-        Assert.Equal([$"{Frontend} GET /admin"], report.RecentWouldDeny);
-        Assert.Equal(["shop/suggested-orders", "shopx/a"], counts.Report("").Select(r => r.Policy));
-        Assert.Null(Assert.Single(counts.Report("shopx")).LastWouldDeny);
+        var report = Assert.Single(await counts.ReportAsync("shop", CancellationToken.None));
+        Assert.Equal(("shop/suggested-orders", 2L, 1L, at, at, at.AddSeconds(1), at.AddSeconds(1)),
+            (report.Policy, report.Requests, report.WouldDeny, report.Since, report.FirstSeen, report.LastSeen, report.LastWouldDeny));
+        Assert.Equal([$"{Frontend} GET /admin"], report.Recent.Select(s => s.Request));
+        Assert.Equal(["shop/suggested-orders", "shopx/a"], (await counts.ReportAsync("", CancellationToken.None)).Select(r => r.Policy));
+        Assert.Null(Assert.Single(await counts.ReportAsync("shopx", CancellationToken.None)).LastWouldDeny);
     }
 
     [Fact]
-    public void Audit_counts_keep_the_last_few_would_deny_samples_only()
+    public async Task Audit_counts_keep_the_last_few_would_deny_samples_only()
     {
-        var counts = new AuditCounts();
+        var counts = CountsFollowing("shop/p");
         for (var i = 0; i < 20; i++)
         {
-            counts.Consume(Orders, [Audited(Observe("GET", $"/x/{i}", Frontend, _time.GetUtcNow()), matched: [], unmatched: ["shop/p"])]);
+            counts.Consume(Orders, [Audited(Observe("GET", $"/x/{i}", Frontend, _time.GetUtcNow().AddSeconds(i)), matched: [], unmatched: ["shop/p"])]);
+            if (i == 10)
+            {
+                await counts.FlushAsync(CancellationToken.None); // samples of the stored counts and of this replica's merge by time
+            }
         }
-        var report = Assert.Single(counts.Report("shop"));
+        var report = Assert.Single(await counts.ReportAsync("shop", CancellationToken.None));
         Assert.Equal(20, report.WouldDeny);
-        Assert.Equal(AuditCounts.RecentSamples, report.RecentWouldDeny.Count);
-        Assert.Equal($"{Frontend} GET /x/19", report.RecentWouldDeny[0]); // newest first
+        Assert.Equal(AuditCounts.RecentSamples, report.Recent.Count);
+        Assert.Equal($"{Frontend} GET /x/19", report.Recent[0].Request); // newest first
+    }
+
+    /// <summary>Counts in the test's data directory, following AUDIT policies with these names (namespace/name).</summary>
+    private AuditCounts CountsFollowing(params string[] policies)
+    {
+        var counts = new AuditCounts(new FileAuditCountStore(_dataDir), _time, Microsoft.Extensions.Logging.Abstractions.NullLogger<AuditCounts>.Instance);
+        counts.Follow(policies.Select(p => new AuthorizationPolicy(new ResourceMetadata(p.Split('/')[1], p.Split('/')[0]),
+            new AuthorizationPolicySpec(null, PolicyAction.Audit, []))));
+        return counts;
     }
 
     private static bool Allowed(PolicySnapshot snapshot, string caller, string method, string path)
