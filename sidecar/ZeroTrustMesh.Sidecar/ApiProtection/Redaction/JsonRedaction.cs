@@ -1,45 +1,50 @@
 using System.Buffers;
-using System.Text.Encodings.Web;
 using System.Text.Json;
+using System.Text.Unicode;
 
 namespace ZeroTrustMesh.Sidecar.ApiProtection.Redaction;
 
 /// <summary>
 /// One response body being redacted as it streams: bytes go in as they arrive (<see cref="Write"/>), the redacted JSON
 /// collects in <see cref="Output"/> for the caller to send on, and <see cref="Complete"/> ends it.
-/// 1. The bytes are read with <see cref="Utf8JsonReader"/> over what has arrived; a token cut by the end of a write waits
-///    (with the reader's <see cref="JsonReaderState"/>) for the next one, so only that token is carried, never the body.
-/// 2. Each member or element is decided once, when its name or first token is read: kept (written through
-///    <see cref="Utf8JsonWriter"/>, strings and numbers as their raw bytes), masked (<c>"****"</c>) or removed; a
-///    masked or removed object or array is then read to its end without being written.
-/// 3. What is kept per open object or array is one small frame (its rule and schema states, the next element's index),
-///    so memory grows with the nesting depth, not with the size of the body (nor with the depth's recursion: none).
-/// 4. Invalid JSON (or nesting over <see cref="MaxDepth"/>) ends the body where it went wrong: what was already
-///    checked has been written, nothing after it is, and <see cref="Invalid"/> says so. Nothing is passed on unchecked.
-/// Whitespace between tokens is not kept; escapes in member names are rewritten in the writer's (equivalent) form.
+/// 1. The bytes are read with <see cref="Utf8JsonReader"/> where they lie; a token cut by the end of a write waits (with
+///    the reader's <see cref="JsonReaderState"/>) for the next one, so only that token is carried, never the body.
+/// 2. Each member or element is decided once, when its name or first token is read: kept, masked (its value becomes
+///    <c>"****"</c>) or removed. The output is the input's own bytes, copied in runs between the edits: kept JSON is
+///    never re-serialized (escapes, digits and whitespace stay as the app wrote them). A removed member or element
+///    takes one separating comma with it: the one before it, or, when nothing before it in its object or array was
+///    kept, the one after it.
+/// 3. What is kept per open object or array is one small frame (its rule and schema states, the next element's index,
+///    whether anything in it was kept yet), so memory grows with the nesting depth, not with the size of the body.
+/// 4. Invalid JSON (or nesting over <see cref="MaxDepth"/>, or a member name that is not UTF-8) ends the body where it
+///    went wrong: the tokens already read have been written, nothing after them is, and <see cref="Invalid"/> says so.
+///    Nothing is passed on unchecked.
+/// Whitespace after the body's last token is not kept.
 /// </summary>
 internal sealed class JsonRedaction : IDisposable
 {
     /// <summary>Deeper than any API response; deeper bodies are treated as invalid JSON.</summary>
     public const int MaxDepth = 4096;
 
-    private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = MaxDepth };
+    /// <summary>
+    /// How much of a write is read together with a carried token to finish it; the rest of the write is then read
+    /// where it lies (not copied after the carried bytes, which for a 64 KiB write would need a 128 KiB array).
+    /// </summary>
+    private const int CarryStep = 4096;
 
-    /// <summary>The writer only frames what the reader validated; relaxed escaping leaves member names as readable as they came.</summary>
-    private static readonly JsonWriterOptions WriterOptions = new()
-    {
-        MaxDepth = MaxDepth,
-        SkipValidation = true,
-        Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping,
-    };
+    /// <summary>Whitespace at the end of a write is carried to the next one (so the output does not depend on where writes end), unless there is more than this.</summary>
+    private const int MaxCarriedWhitespace = 1024;
+
+    private static readonly JsonReaderOptions ReaderOptions = new() { MaxDepth = MaxDepth };
 
     private static ReadOnlySpan<byte> Masked => "\"****\""u8;
 
     private static ReadOnlySpan<byte> ByteOrderMark => [0xEF, 0xBB, 0xBF];
 
+    private static ReadOnlySpan<byte> Whitespace => " \t\r\n"u8;
+
     private readonly ResponseRedactor _redactor;
     private readonly PooledBufferWriter _output = new();
-    private readonly Utf8JsonWriter _writer;
     private JsonReaderState _readerState = new(ReaderOptions);
     private byte[] _pending = [];
     private int _pendingLength;
@@ -49,11 +54,13 @@ internal sealed class JsonRedaction : IDisposable
     private int _skipping = -1;
     private long _received;
 
-    public JsonRedaction(ResponseRedactor redactor)
-    {
-        _redactor = redactor;
-        _writer = new Utf8JsonWriter(_output, WriterOptions);
-    }
+    /// <summary>Where, in the bytes being read, the run to copy to the output starts; -1 while the bytes read are left out.</summary>
+    private int _copyFrom;
+
+    /// <summary>Where, in the bytes being read, the last token read ends.</summary>
+    private int _lastEnd;
+
+    public JsonRedaction(ResponseRedactor redactor) => _redactor = redactor;
 
     /// <summary>Values removed or masked so far.</summary>
     public int Redacted { get; private set; }
@@ -70,30 +77,7 @@ internal sealed class JsonRedaction : IDisposable
     /// <summary>Marks <see cref="Output"/> as sent.</summary>
     public void TakeOutput() => _output.Clear();
 
-    public void Write(ReadOnlySpan<byte> data) => Read(data, final: false);
-
-    /// <summary>The body has ended: the last token is read, or the body is found truncated (<see cref="Invalid"/>).</summary>
-    public void Complete()
-    {
-        // An empty body (a HEAD answer, a 204 labelled JSON) has nothing to redact and is not an error.
-        if (_received > 0)
-        {
-            Read([], final: true);
-        }
-    }
-
-    public void Dispose()
-    {
-        _writer.Dispose();
-        _output.Dispose();
-        if (_pending.Length > 0)
-        {
-            ArrayPool<byte>.Shared.Return(_pending);
-            _pending = [];
-        }
-    }
-
-    private void Read(ReadOnlySpan<byte> data, bool final)
+    public void Write(ReadOnlySpan<byte> data)
     {
         if (Invalid)
         {
@@ -104,48 +88,96 @@ internal sealed class JsonRedaction : IDisposable
             data = data[ByteOrderMark.Length..];
         }
         _received += data.Length;
-        Append(data);
-        var input = _pending.AsSpan(0, _pendingLength);
+        if (_pendingLength > 0)
+        {
+            // Finish the carried token with the first bytes of this write; read the rest where it lies.
+            var carried = _pendingLength;
+            var take = Math.Min(data.Length, CarryStep);
+            Append(data[..take]);
+            var kept = Read(_pending.AsSpan(0, _pendingLength), final: false);
+            if (Invalid)
+            {
+                return;
+            }
+            if (kept < carried)
+            {
+                // A token longer than the step (a long string): it takes the whole write.
+                Shift(kept);
+                if (take < data.Length)
+                {
+                    Append(data[take..]);
+                    Shift(Read(_pending.AsSpan(0, _pendingLength), final: false));
+                }
+                return;
+            }
+            data = data[(kept - carried)..];
+            _pendingLength = 0;
+        }
+        var end = Read(data, final: false);
+        if (!Invalid)
+        {
+            Append(data[end..]);
+        }
+    }
+
+    /// <summary>The body has ended: the last token is read, or the body is found truncated (<see cref="Invalid"/>).</summary>
+    public void Complete()
+    {
+        // An empty body (a HEAD answer, a 204 labelled JSON) has nothing to redact and is not an error.
+        if (_received > 0 && !Invalid)
+        {
+            Read(_pending.AsSpan(0, _pendingLength), final: true);
+            _pendingLength = 0;
+        }
+    }
+
+    public void Dispose()
+    {
+        _output.Dispose();
+        if (_pending.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(_pending);
+            _pending = [];
+        }
+    }
+
+    /// <summary>Reads the tokens of <paramref name="input"/>, writes what is kept of them, and returns where the bytes to carry to the next read start.</summary>
+    private int Read(ReadOnlySpan<byte> input, bool final)
+    {
         var reader = new Utf8JsonReader(input, final, _readerState);
+        _lastEnd = 0;
+        if (_copyFrom > 0)
+        {
+            _copyFrom = 0;
+        }
         try
         {
             while (reader.Read())
             {
                 Token(ref reader, input);
+                _lastEnd = (int)reader.BytesConsumed;
             }
         }
         catch (Exception e) when (e is JsonException or ArgumentException or InvalidOperationException)
         {
-            // The reader refuses invalid JSON and nesting over MaxDepth; the writer a member name that is not UTF-8.
+            // The reader refuses invalid JSON and nesting over MaxDepth (and member names that are not UTF-8, below).
             InvalidReason = e.Message;
         }
-        _writer.Flush();
+        if (_copyFrom >= 0)
+        {
+            Copy(input[_copyFrom.._lastEnd]);
+        }
         if (Invalid)
         {
+            // Nothing more is read: nothing is carried.
             _pendingLength = 0;
-            return;
+            return 0;
         }
         _readerState = reader.CurrentState;
+        // The reader has read past the whitespace after the last token; its state is the same before it, so the
+        // whitespace is carried and read again with what follows (a removal may take it), unless there is too much.
         var consumed = (int)reader.BytesConsumed;
-        input[consumed..].CopyTo(_pending);
-        _pendingLength -= consumed;
-    }
-
-    /// <summary>Adds <paramref name="data"/> after the bytes still unread (a token cut by the end of the last write).</summary>
-    private void Append(ReadOnlySpan<byte> data)
-    {
-        if (_pendingLength + data.Length > _pending.Length)
-        {
-            var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_pendingLength + data.Length, 4096));
-            _pending.AsSpan(0, _pendingLength).CopyTo(larger);
-            if (_pending.Length > 0)
-            {
-                ArrayPool<byte>.Shared.Return(_pending);
-            }
-            _pending = larger;
-        }
-        data.CopyTo(_pending.AsSpan(_pendingLength));
-        _pendingLength += data.Length;
+        return consumed - _lastEnd > MaxCarriedWhitespace && input[_lastEnd..consumed].IndexOfAnyExcept(Whitespace) < 0 ? consumed : _lastEnd;
     }
 
     private void Token(ref Utf8JsonReader reader, ReadOnlySpan<byte> input)
@@ -157,28 +189,27 @@ internal sealed class JsonRedaction : IDisposable
             if (token is JsonTokenType.EndObject or JsonTokenType.EndArray && reader.CurrentDepth == _skipping)
             {
                 _skipping = -1;
+                _copyFrom = (int)reader.BytesConsumed;
             }
             return;
         }
         switch (token)
         {
             case JsonTokenType.PropertyName:
+                ValidateName(ref reader);
                 _member = MemberVerdict(ref reader, _frames[_depth - 1]);
-                if (_member.Action != RedactionAction.Remove)
-                {
-                    WriteName(ref reader);
-                }
+                Item(input, ref _frames[_depth - 1], _member.Action == RedactionAction.Remove, (int)reader.TokenStartIndex);
                 return;
-            case JsonTokenType.EndObject:
-                _writer.WriteEndObject();
-                _depth--;
-                return;
-            case JsonTokenType.EndArray:
-                _writer.WriteEndArray();
+            case JsonTokenType.EndObject or JsonTokenType.EndArray:
                 _depth--;
                 return;
         }
+        var element = _depth > 0 && _frames[_depth - 1].NextIndex >= 0;
         var verdict = ValueVerdict();
+        if (element)
+        {
+            Item(input, ref _frames[_depth - 1], verdict.Action == RedactionAction.Remove, (int)reader.TokenStartIndex);
+        }
         var container = token is JsonTokenType.StartObject or JsonTokenType.StartArray;
         switch (verdict.Action)
         {
@@ -187,31 +218,50 @@ internal sealed class JsonRedaction : IDisposable
                 break;
             case RedactionAction.Mask:
                 Redacted++;
-                _writer.WriteRawValue(Masked, skipInputValidation: true);
+                Copy(input[_copyFrom..(int)reader.TokenStartIndex]);
+                Copy(Masked);
                 break;
             default:
-                if (token == JsonTokenType.StartObject)
+                if (container)
                 {
-                    _writer.WriteStartObject();
-                    Push(new Frame(verdict.Rules, verdict.Schema, -1));
-                }
-                else if (token == JsonTokenType.StartArray)
-                {
-                    _writer.WriteStartArray();
-                    Push(new Frame(verdict.Rules, verdict.Schema, 0));
-                }
-                else
-                {
-                    // Strings and numbers exactly as the app wrote them (escapes, digits, exponent).
-                    var start = (int)reader.TokenStartIndex;
-                    _writer.WriteRawValue(input[start..(int)reader.BytesConsumed], skipInputValidation: true);
+                    Push(new Frame(verdict.Rules, verdict.Schema, token == JsonTokenType.StartArray ? 0 : -1));
                 }
                 return;
         }
+        // A removed or masked value is left out up to its end.
         if (container)
         {
+            _copyFrom = -1;
             _skipping = reader.CurrentDepth;
         }
+        else
+        {
+            _copyFrom = (int)reader.BytesConsumed;
+        }
+    }
+
+    /// <summary>A member (at its name) or an element (at its first token, at <paramref name="start"/>) starts in the open object or array <paramref name="frame"/>.</summary>
+    private void Item(ReadOnlySpan<byte> input, ref Frame frame, bool removed, int start)
+    {
+        if (removed)
+        {
+            // Out goes the comma before it (from the end of the kept item before it), or, when nothing before it was
+            // kept, the comma after it (up to where the next kept item starts; after a removed first item, its comma
+            // is this one's).
+            if (!frame.DropSeparator)
+            {
+                Copy(input[_copyFrom..(frame.AnyKept ? _lastEnd : start)]);
+            }
+            _copyFrom = -1;
+            frame.DropSeparator |= !frame.AnyKept;
+            return;
+        }
+        if (frame.DropSeparator)
+        {
+            _copyFrom = start;
+            frame.DropSeparator = false;
+        }
+        frame.AnyKept = true;
     }
 
     /// <summary>What happens to the value about to be read: the body itself, a member (decided at its name), or an element.</summary>
@@ -269,11 +319,18 @@ internal sealed class JsonRedaction : IDisposable
         : rules?.Action is { } action ? new Verdict(action, null, null)
         : new Verdict(null, rules, schema.State);
 
-    private void WriteName(ref Utf8JsonReader reader)
+    /// <summary>
+    /// The reader does not check that a member name is UTF-8; the output must be JSON, so a name that is not (raw, or
+    /// once its escapes are read: a lone surrogate) makes the body invalid.
+    /// </summary>
+    private static void ValidateName(ref Utf8JsonReader reader)
     {
         if (!reader.ValueIsEscaped)
         {
-            _writer.WritePropertyName(reader.ValueSpan);
+            if (!Utf8.IsValid(reader.ValueSpan))
+            {
+                throw new InvalidOperationException($"a member name is not UTF-8 (byte {reader.TokenStartIndex})");
+            }
             return;
         }
         var length = reader.ValueSpan.Length;
@@ -281,7 +338,10 @@ internal sealed class JsonRedaction : IDisposable
         Span<byte> name = length <= 256 ? stackalloc byte[256] : (rented = ArrayPool<byte>.Shared.Rent(length));
         try
         {
-            _writer.WritePropertyName(name[..reader.CopyString(name)]);
+            if (!Utf8.IsValid(name[..reader.CopyString(name)]))
+            {
+                throw new InvalidOperationException($"a member name is not UTF-8 (byte {reader.TokenStartIndex})");
+            }
         }
         finally
         {
@@ -290,6 +350,40 @@ internal sealed class JsonRedaction : IDisposable
                 ArrayPool<byte>.Shared.Return(rented);
             }
         }
+    }
+
+    private void Copy(ReadOnlySpan<byte> bytes)
+    {
+        bytes.CopyTo(_output.GetSpan(bytes.Length));
+        _output.Advance(bytes.Length);
+    }
+
+    /// <summary>Adds <paramref name="data"/> after the bytes carried (a token cut by the end of the last write).</summary>
+    private void Append(ReadOnlySpan<byte> data)
+    {
+        if (data.IsEmpty)
+        {
+            return;
+        }
+        if (_pendingLength + data.Length > _pending.Length)
+        {
+            var larger = ArrayPool<byte>.Shared.Rent(Math.Max(_pendingLength + data.Length, CarryStep * 2));
+            _pending.AsSpan(0, _pendingLength).CopyTo(larger);
+            if (_pending.Length > 0)
+            {
+                ArrayPool<byte>.Shared.Return(_pending);
+            }
+            _pending = larger;
+        }
+        data.CopyTo(_pending.AsSpan(_pendingLength));
+        _pendingLength += data.Length;
+    }
+
+    /// <summary>Drops the first <paramref name="count"/> carried bytes (they have been read).</summary>
+    private void Shift(int count)
+    {
+        _pending.AsSpan(count, _pendingLength - count).CopyTo(_pending);
+        _pendingLength -= count;
     }
 
     private void Push(Frame frame)
@@ -304,6 +398,15 @@ internal sealed class JsonRedaction : IDisposable
     /// <summary>What to do with one value: <see cref="Action"/>, or (null) keep it, with the states its members or elements are in.</summary>
     private readonly record struct Verdict(RedactionAction? Action, RuleState? Rules, SchemaState? Schema);
 
-    /// <summary>An open object (<see cref="NextIndex"/> -1) or array (the index of its next element), with the states its members or elements start from.</summary>
-    private record struct Frame(RuleState? Rules, SchemaState? Schema, int NextIndex);
+    /// <summary>
+    /// An open object (<see cref="NextIndex"/> -1) or array (the index of its next element), with the states its members
+    /// or elements start from; whether one of them has been kept, and whether the comma before the next kept one goes
+    /// (it followed a removed first one).
+    /// </summary>
+    private record struct Frame(RuleState? Rules, SchemaState? Schema, int NextIndex)
+    {
+        public bool AnyKept;
+
+        public bool DropSeparator;
+    }
 }

@@ -43,12 +43,13 @@ internal sealed class JsonRedactionTransform(Func<int, ResponseRedactor?> redact
     }
 
     /// <summary>
-    /// The most of one write that goes through the redaction before its output is sent on. YARP writes up to 64 KiB at
-    /// a time; taken whole, such a write made every response in flight rent a 128 KiB array for the carried input
-    /// (large-object heap; the shared pool keeps only a few: under load, fresh LOH arrays that only a full, blocking
-    /// collection frees) and a 64 KiB one for the output. In slices, what a response holds stays near this size.
+    /// The most of one write that goes through the redaction before its output is sent on (each send is a flush: a
+    /// chunk, a TLS record, a system call). YARP writes up to 64 KiB at a time; the redaction reads a write where it
+    /// lies and carries only a token cut at its end, and the output of one slice (about its size, as the output is
+    /// the input's bytes less what is removed) fits a pooled 64 KiB array, below the large-object heap's 85,000 bytes
+    /// that only a full, blocking collection frees. A 64 KiB write goes out in 2 sends.
     /// </summary>
-    internal const int SliceBytes = 16 * 1024;
+    internal const int SliceBytes = 32 * 1024;
 
     /// <summary>The app's body, written by the proxy, on its way to the caller through the redaction.</summary>
     private sealed class RedactingStream(JsonRedaction redaction, Stream downstream, Action<int> redacted, Action? invalidJson) : Stream

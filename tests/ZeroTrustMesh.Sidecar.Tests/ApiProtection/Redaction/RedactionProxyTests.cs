@@ -69,7 +69,7 @@ public class RedactionProxyTests : IAsyncLifetime
         Assert.StartsWith("HTTP/1.1 200", head, StringComparison.Ordinal);
         Assert.DoesNotContain("Content-Length:", head, StringComparison.OrdinalIgnoreCase);
         Assert.Contains("Transfer-Encoding: chunked", head, StringComparison.OrdinalIgnoreCase);
-        Assert.Equal(Redacted, body);
+        Assert.Equal(Redacted, Redact.Minify(body));
         Assert.Equal([5], _redact.Counts); // 2 passwords removed, 2 SSNs masked, debug undeclared
     }
 
@@ -124,12 +124,12 @@ public class RedactionProxyTests : IAsyncLifetime
         using (var broken = await http.PostAsync("/respond?type=application/json", new StringContent("""{"users": [{"name": "ada"}], oops "password": "x"}""")))
         {
             Assert.Equal(HttpStatusCode.OK, broken.StatusCode);
-            Assert.Equal("""{"users":[{"name":"ada"}]""", await broken.Content.ReadAsStringAsync());
+            Assert.Equal("""{"users":[{"name":"ada"}]""", Redact.Minify(await broken.Content.ReadAsStringAsync()));
         }
         Assert.Equal(1, _redact.Invalid);
 
         using var next = await http.PostAsync("/respond?type=application/json", new StringContent(Leaky));
-        Assert.Equal(Redacted, await next.Content.ReadAsStringAsync());
+        Assert.Equal(Redacted, Redact.Minify(await next.Content.ReadAsStringAsync()));
         Assert.Equal([0, 5], _redact.Counts);
     }
 

@@ -187,7 +187,7 @@ public sealed class UndeclaredFieldsTests
     {
         var redactor = Redact.Schema("""{"properties": {"a/b": {}, "m~n": {}, "é": {}, "\"": {}}}""");
 
-        Assert.Equal("""{"a/b":1,"m~n":2,"é":3,"\"":4}""", Redact.Json(redactor, """{"a\/b": 1, "m~n": 2, "\u00e9": 3, "\"": 4, "\u0078": 5}"""));
+        Assert.Equal("""{"a\/b":1,"m~n":2,"\u00e9":3,"\"":4}""" /* names as the app escaped them */, Redact.Json(redactor, """{"a\/b": 1, "m~n": 2, "\u00e9": 3, "\"": 4, "\u0078": 5}"""));
     }
 
     [Theory]
