@@ -109,10 +109,6 @@ internal sealed class MemoryTrimmer(SidecarMetrics metrics, TimeProvider time, I
             GC.WaitForPendingFinalizers(); // connections' SafeHandles free their OpenSSL state
             NativeHeap.Trim();
         }
-        // What the trim itself allocated (reading smaps: about a megabyte of strings) is not traffic. Counted, it made
-        // the next interval look busy and the one after "went quiet" again: an idle sidecar trimmed every 10-15 s,
-        // re-faulting the code it had just unmapped and churning the heap it had just compacted.
-        _allocatedAtLastCheck = GC.GetTotalAllocatedBytes();
         metrics.MemoryTrimmed();
         return true;
     }
