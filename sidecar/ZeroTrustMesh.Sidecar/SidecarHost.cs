@@ -72,6 +72,10 @@ internal static class SidecarHost
         services.AddSingleton<Observations.ObservationReporter>();
         services.AddHostedService(sp => sp.GetRequiredService<Observations.ObservationReporter>());
         services.AddSingleton<DecisionLog.CheckpointSender>();
+        if (options.DecisionLog?.Export is not null)
+        {
+            services.AddSingleton<DecisionLog.OtlpExport>(); // --decision-log-otlp; the writer takes it when it is there
+        }
         services.AddSingleton<DecisionLog.DecisionLogWriter>();
         services.AddHostedService(sp => sp.GetRequiredService<DecisionLog.DecisionLogWriter>()); // on stop: the queue written, a last checkpoint sent
         services.AddHttpForwarder();

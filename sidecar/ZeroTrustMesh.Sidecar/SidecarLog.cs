@@ -93,4 +93,16 @@ internal static partial class SidecarLog
 
     [LoggerMessage(EventId = 704, Level = LogLevel.Warning, Message = "stopping with {Count} decision log checkpoint(s) not sent to the control plane; the next start continues the chain and checkpoints it")]
     public static partial void CheckpointsUnsent(ILogger logger, int count);
+
+    [LoggerMessage(EventId = 705, Level = LogLevel.Warning, Message = "decision log export to {Endpoint} failing ({Reason}); retrying in {RetrySeconds:0.0}s, records wait in the queue (dropped and counted in ztm_decision_log_export_dropped_total when it is full)")]
+    public static partial void OtlpExportFailing(ILogger logger, string endpoint, string reason, double retrySeconds);
+
+    [LoggerMessage(EventId = 706, Level = LogLevel.Information, Message = "decision log export to {Endpoint} works again")]
+    public static partial void OtlpExportRecovered(ILogger logger, string endpoint);
+
+    [LoggerMessage(EventId = 707, Level = LogLevel.Warning, Message = "decision log export to {Endpoint}: {Count} record(s) dropped after {Attempts} attempt(s) ({Reason})")]
+    public static partial void OtlpExportGaveUp(ILogger logger, string endpoint, int count, int attempts, string reason);
+
+    [LoggerMessage(EventId = 708, Level = LogLevel.Error, Message = "decision log export to {Endpoint}: the collector refused {Count} record(s) ({Reason}); they are dropped, not retried")]
+    public static partial void OtlpExportRefused(ILogger logger, string endpoint, int count, string reason);
 }

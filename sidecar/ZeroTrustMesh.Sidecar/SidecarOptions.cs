@@ -145,6 +145,7 @@ internal sealed class SidecarOptions
         var decisionLogSegment = new Option<long>("--decision-log-segment-bytes") { Description = "Start a new decision-log segment at this size", DefaultValueFactory = _ => Sidecar.DecisionLog.DecisionLogSettings.DefaultSegmentBytes };
         var checkpointRecords = new Option<long>("--decision-log-checkpoint-records") { Description = "Sign a checkpoint after this many records", DefaultValueFactory = _ => Sidecar.DecisionLog.DecisionLogSettings.DefaultCheckpointRecords };
         var checkpointInterval = CommandLineOptions.Duration("--decision-log-checkpoint-interval", "Sign a checkpoint this often when there are new records", "10s");
+        var decisionLogOtlp = new Option<string?>("--decision-log-otlp") { Description = "Also export every decision-log record as an OpenTelemetry log to this OTLP/HTTP collector (http://collector:4318); needs --decision-log" };
 
         var command = new RootCommand("ZeroTrustMesh sidecar: the per-workload proxy")
         {
@@ -152,7 +153,7 @@ internal sealed class SidecarOptions
             inboundAddress, inboundPort, outboundPort, appPorts, tcpPorts, serviceAddress, probePaths, escapedSlashes, explainDenials, accessLog, connectTimeout, destinations, tcpIdle,
             http1FastPath,
             observations, observationBuffer,
-            decisionLog, decisionLogSegment, checkpointRecords, checkpointInterval,
+            decisionLog, decisionLogSegment, checkpointRecords, checkpointInterval, decisionLogOtlp,
         };
         command.SetAction((result, cancellation) =>
         {
@@ -254,6 +255,18 @@ internal sealed class SidecarOptions
                 perDestination[service] = settings;
             }
             Sidecar.DecisionLog.DecisionLogSettings? decisionLogSettings = null;
+            Sidecar.DecisionLog.OtlpExportSettings? export = null;
+            if (result.GetValue(decisionLogOtlp) is { } otlp)
+            {
+                if (result.GetValue(decisionLog) is null)
+                {
+                    return Fail("--decision-log-otlp exports the decision log's records and needs --decision-log DIR");
+                }
+                if (!Sidecar.DecisionLog.OtlpExportSettings.TryParse(otlp, out export, out var otlpError))
+                {
+                    return Fail(otlpError);
+                }
+            }
             if (result.GetValue(decisionLog) is { } decisionLogDir)
             {
                 if (string.IsNullOrWhiteSpace(decisionLogDir))
@@ -269,7 +282,7 @@ internal sealed class SidecarOptions
                     return Fail("--decision-log-checkpoint-records and --decision-log-checkpoint-interval must be positive");
                 }
                 decisionLogSettings = new Sidecar.DecisionLog.DecisionLogSettings(Path.GetFullPath(decisionLogDir), result.GetValue(decisionLogSegment),
-                    result.GetValue(checkpointRecords), result.GetValue(checkpointInterval));
+                    result.GetValue(checkpointRecords), result.GetValue(checkpointInterval)) { Export = export };
             }
             return run(new SidecarOptions
             {

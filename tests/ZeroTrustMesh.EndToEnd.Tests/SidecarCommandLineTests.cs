@@ -26,6 +26,29 @@ public sealed class SidecarCommandLineTests(ITestOutputHelper output) : IAsyncLi
     }
 
     [Fact]
+    public async Task A_decision_log_OTLP_address_that_is_not_an_http_URL_or_without_the_log_is_refused_with_exit_code_2()
+    {
+        var controlPlane = await _mesh.StartControlPlaneAsync();
+        string[] common = ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", controlPlane.BundlePath, "--join-token", "ztmjt_unused",
+            "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0"];
+        var logDir = Path.Combine(_mesh.Root, "decisions");
+        foreach (var (arguments, line) in new[]
+        {
+            ((string[])["--decision-log", logDir, "--decision-log-otlp", "otel-collector:4318"],
+                "ztm-sidecar: --decision-log-otlp 'otel-collector:4318' must be the http:// or https:// URL of an OTLP/HTTP collector, e.g. http://otel-collector:4318"),
+            (["--decision-log", logDir, "--decision-log-otlp", "grpc://otel-collector:4317"],
+                "ztm-sidecar: --decision-log-otlp 'grpc://otel-collector:4317' must be the http:// or https:// URL of an OTLP/HTTP collector, e.g. http://otel-collector:4318"),
+            (["--decision-log-otlp", "http://otel-collector:4318"],
+                "ztm-sidecar: --decision-log-otlp exports the decision log's records and needs --decision-log DIR"),
+        })
+        {
+            var refused = _mesh.Track(MeshProcess.Start("sidecar-bad-otlp", Executables.Sidecar, [.. common, .. arguments], output, _mesh.Environment));
+            Assert.Equal(2, await refused.Exited.WaitAsync(Mesh.Timeout));
+            Assert.Equal(line, Assert.Single(refused.Lines));
+        }
+    }
+
+    [Fact]
     public async Task A_bad_probe_path_is_refused_with_exit_code_2_before_the_join_token_is_spent()
     {
         var controlPlane = await _mesh.StartControlPlaneAsync();

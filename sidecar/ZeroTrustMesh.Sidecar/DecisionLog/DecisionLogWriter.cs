@@ -11,6 +11,9 @@ internal sealed record DecisionLogSettings(string Directory, long SegmentBytes, 
 {
     public const long DefaultSegmentBytes = 64L << 20;
     public const long DefaultCheckpointRecords = 10_000;
+
+    /// <summary>Where the records are also exported as OpenTelemetry logs (<c>--decision-log-otlp</c>); null: not exported.</summary>
+    public OtlpExportSettings? Export { get; init; }
 }
 
 /// <summary>
@@ -23,17 +26,22 @@ internal sealed record DecisionLogSettings(string Directory, long SegmentBytes, 
 /// 3. every <see cref="DecisionLogSettings.CheckpointRecords"/> records or <see cref="DecisionLogSettings.CheckpointInterval"/>
 ///    (when there are new records) it flushes, signs a checkpoint with the current SVID's key and hands it to the sender;
 ///    on stop it writes what is queued and makes a last checkpoint.
+/// Each record written is also handed to <see cref="OtlpExport"/> when <c>--decision-log-otlp</c> names a collector
+/// (the exporter is registered only then; without it there is none).
 /// The directory is opened at the first decision: the SVID names the workload in each segment's open record.
 /// </summary>
 internal sealed class DecisionLogWriter : IHostedService, IAsyncDisposable
 {
     private const int QueueLength = 16_384;
 
+    // Wait mode, used only through TryWrite: a full queue refuses the write, so the decision is counted as lost and the
+    // chain gets its gap record (DropWrite would report it as written and the loss would go unrecorded).
     private readonly Channel<Decision> _queue = Channel.CreateBounded<Decision>(
-        new BoundedChannelOptions(QueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
+        new BoundedChannelOptions(QueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
     private readonly DecisionLogSettings? _settings;
     private readonly IdentityState _identity;
     private readonly CheckpointSender _sender;
+    private readonly OtlpExport? _export;
     private readonly TimeProvider _time;
     private readonly Telemetry.SidecarMetrics _metrics;
     private readonly ILogger<DecisionLogWriter> _logger;
@@ -44,11 +52,13 @@ internal sealed class DecisionLogWriter : IHostedService, IAsyncDisposable
     private ChainWriter? _chain;
     private long _checkpointed;
 
-    public DecisionLogWriter(SidecarOptions options, IdentityState identity, CheckpointSender sender, TimeProvider time, Telemetry.SidecarMetrics metrics, ILogger<DecisionLogWriter> logger)
+    public DecisionLogWriter(SidecarOptions options, IdentityState identity, CheckpointSender sender, TimeProvider time, Telemetry.SidecarMetrics metrics, ILogger<DecisionLogWriter> logger,
+        OtlpExport? export = null)
     {
         _settings = options.DecisionLog;
         _identity = identity;
         _sender = sender;
+        _export = export;
         _time = time;
         _metrics = metrics;
         _logger = logger;
@@ -87,6 +97,7 @@ internal sealed class DecisionLogWriter : IHostedService, IAsyncDisposable
     {
         if (_settings is not null)
         {
+            _export?.Start();
             _writer = Task.Run(WriteLoopAsync, CancellationToken.None);
             _ticker = _time.CreateTimer(_ =>
             {
@@ -114,8 +125,10 @@ internal sealed class DecisionLogWriter : IHostedService, IAsyncDisposable
                     if (Interlocked.Exchange(ref _lost, 0) is > 0 and var lost)
                     {
                         chain.AppendGap(decision.Time, lost);
+                        _export?.OfferGap(decision.Time, chain.Chain, chain.Sequence, chain.Hash, lost);
                     }
                     chain.Append(decision);
+                    _export?.Offer(decision, chain.Chain, chain.Sequence, chain.Hash);
                     if (chain.Sequence - Checkpointed >= settings.CheckpointRecords)
                     {
                         Checkpoint(chain);
@@ -190,7 +203,7 @@ internal sealed class DecisionLogWriter : IHostedService, IAsyncDisposable
             chain.Dispose();
             _chain = null;
         }
-        await _sender.DrainAsync(cancellationToken);
+        await Task.WhenAll(_sender.DrainAsync(cancellationToken), _export?.StopAsync(cancellationToken) ?? Task.CompletedTask);
     }
 
     public async ValueTask DisposeAsync()
@@ -198,6 +211,6 @@ internal sealed class DecisionLogWriter : IHostedService, IAsyncDisposable
         _ticker?.Dispose();
         _queue.Writer.TryComplete();
         await _writer;
-        _chain?.Dispose();
+        _chain?.Dispose(); // the exporter, when there is one, is the container's to dispose (after this writer: it was created first)
     }
 }

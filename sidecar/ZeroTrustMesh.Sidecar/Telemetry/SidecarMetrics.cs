@@ -27,6 +27,8 @@ internal sealed class SidecarMetrics
     private readonly Counter _accessLogDropped;
     private readonly Counter _observationsDropped;
     private readonly Counter _decisionLogLost;
+    private readonly Counter _decisionLogExported;
+    private readonly Counter _decisionLogExportDropped;
 
     public SidecarMetrics(IdentityState state)
     {
@@ -67,6 +69,11 @@ internal sealed class SidecarMetrics
             "Request observations not sent to the control plane: the buffer was full (--observation-buffer) or the stream broke with them in flight. Requests are never slowed down to report them.");
         _decisionLogLost = factory.CreateCounter("ztm_decision_log_lost_total",
             "Decisions not written to the decision log (its queue was full, or the directory could not be written); the chain records each run of them as a gap.");
+        _decisionLogExported = factory.CreateCounter("ztm_decision_log_exported_total",
+            "Decision-log records the OTLP collector accepted (--decision-log-otlp).");
+        _decisionLogExportDropped = factory.CreateCounter("ztm_decision_log_export_dropped_total",
+            "Decision-log records not exported to the OTLP collector, by reason: queue_full (the collector fell behind), collector_unreachable (retries ran out), collector_refused, stopped. The log on disk still holds them.",
+            "reason");
         var expiry = factory.CreateGauge("ztm_certificate_expiry_timestamp_seconds", "Unix time at which the sidecar's current certificate expires.");
         state.Changed += identity => expiry.Set(identity.NotAfter.ToUnixTimeSeconds());
     }
@@ -135,4 +142,8 @@ internal sealed class SidecarMetrics
 
     public void ObservationDropped(long count = 1) => _observationsDropped.Inc(count);
     public void DecisionLogLost() => _decisionLogLost.Inc();
+
+    public void DecisionLogExported(long count) => _decisionLogExported.Inc(count);
+
+    public void DecisionLogExportDropped(string reason, long count) => _decisionLogExportDropped.WithLabels(reason).Inc(count);
 }
