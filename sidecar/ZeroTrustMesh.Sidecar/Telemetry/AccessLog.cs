@@ -19,8 +19,10 @@ internal sealed class AccessLog : IAsyncDisposable
     [ThreadStatic]
     private static ArrayBufferWriter<byte>? t_buffer;
 
+    // Wait mode, used only through TryWrite: a full queue refuses the line, so the drop is counted and the rented array
+    // returned (DropWrite would report the line as written and neither would happen).
     private readonly Channel<(byte[] Line, int Length)> _queue = Channel.CreateBounded<(byte[], int)>(
-        new BoundedChannelOptions(QueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.DropWrite });
+        new BoundedChannelOptions(QueueLength) { SingleReader = true, FullMode = BoundedChannelFullMode.Wait });
     private readonly Stream _stdout = Console.OpenStandardOutput();
     private readonly bool _enabled;
     private readonly Task _writer;
