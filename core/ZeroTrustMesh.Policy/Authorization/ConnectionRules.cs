@@ -74,6 +74,30 @@ public static class ConnectionRules
         ? $"{string.Join(", ", fields)} cannot match a TCP connection: this ALLOW rule allows no TCP or L4 connection"
         : $"{string.Join(", ", fields)} ignored for a TCP connection: this {(action == PolicyAction.Deny ? "DENY" : "AUDIT")} rule applies to every TCP or L4 connection the rest of it matches";
 
+    /// <summary>
+    /// What an operator should hear when applying <paramref name="policy"/>, as Istio warns at apply: a DENY rule with
+    /// HTTP-only fields that is not limited to named ports denies every TCP and L4 connection to the workloads it selects.
+    /// </summary>
+    public static IEnumerable<string> Warnings(AuthorizationPolicy policy)
+    {
+        ArgumentNullException.ThrowIfNull(policy);
+        if (policy.Spec.Action != PolicyAction.Deny || policy.Spec.Rules.IsDefault)
+        {
+            yield break;
+        }
+        for (var i = 0; i < policy.Spec.Rules.Length; i++)
+        {
+            var rule = policy.Spec.Rules[i];
+            var fields = HttpOnlyFields(rule);
+            if (fields.Count > 0 && (rule.To.IsDefaultOrEmpty || rule.To.Any(o => o.Ports.IsDefaultOrEmpty)))
+            {
+                yield return $"AuthorizationPolicy {policy.Metadata.Namespace}/{policy.Metadata.Name} rule {i}: {string.Join(", ", fields)} cannot be checked on a TCP "
+                    + "connection, so this DENY rule denies every connection to the TCP and L4 ports of the workloads it selects; "
+                    + "name the HTTP ports in to[].operation.ports to keep it on HTTP";
+            }
+        }
+    }
+
     private static bool IsHttpOnly(RuleCondition condition) =>
         !ConditionKeys.TryParse(condition.Key, out var kind, out _) || kind is ConditionKind.Header or ConditionKind.Claim;
 }
