@@ -8,8 +8,8 @@ using System.Runtime.InteropServices;
 namespace ZeroTrustMesh.Benchmarks.Load;
 
 /// <summary>
-/// A network namespace that plays a pod for the L4 target, as <c>L4ModeEndToEndTests</c> sets one up: loopback, and a
-/// dummy interface on a /24 of 10.252.x.0 that exists only inside it, whose <see cref="VirtualAddress"/> no process
+/// A network namespace that plays a pod for the L4 target, as <c>L4ModeEndToEndTests</c> sets one up: loopback, and an
+/// interface on a /24 of 10.252.x.0 that exists only inside it, whose <see cref="VirtualAddress"/> no process
 /// owns (a ClusterIP). The mesh of the L4 target runs inside; the nat rule that captures the client's connections is
 /// this namespace's own, never the host's. The harness reaches inside without a link to the host: sockets made on a
 /// thread that joined the namespace (<c>setns</c>) belong to it wherever they are used afterwards, which is what
@@ -58,8 +58,10 @@ internal sealed class CaptureNamespace : IAsyncDisposable
         try
         {
             await RunAsync(["ip", "-n", ns.Name, "link", "set", "lo", "up"], cancellation);
-            await RunAsync(["ip", "-n", ns.Name, "link", "add", "ztm-svc", "type", "dummy"], cancellation);
+            // A veth pair with both ends inside (the dummy driver is often missing from container kernels): the route to the subnet.
+            await RunAsync(["ip", "-n", ns.Name, "link", "add", "ztm-svc", "type", "veth", "peer", "name", "ztm-svc-peer"], cancellation);
             await RunAsync(["ip", "-n", ns.Name, "addr", "add", $"{subnet}.1/24", "dev", "ztm-svc"], cancellation);
+            await RunAsync(["ip", "-n", ns.Name, "link", "set", "ztm-svc-peer", "up"], cancellation);
             await RunAsync(["ip", "-n", ns.Name, "link", "set", "ztm-svc", "up"], cancellation);
             await ns.StartSocketThreadAsync();
             return ns;
