@@ -61,7 +61,7 @@ internal static class PolicyCommands
                 deadline: DateTime.UtcNow.AddSeconds(30), cancellationToken: ct);
             if (parse.GetValue(Ztmctl.OutputOption) == "json")
             {
-                Console.WriteLine(JsonSerializer.Serialize(new ApplyOutput(response.Version, [.. response.Applied]), PolicyJson.Default.ApplyOutput));
+                Console.WriteLine(JsonSerializer.Serialize(new ApplyOutput(response.Version, [.. response.Applied], [.. response.Warnings]), PolicyJson.Default.ApplyOutput));
             }
             else
             {
@@ -70,6 +70,11 @@ internal static class PolicyCommands
                     Console.WriteLine(line);
                 }
                 Console.WriteLine($"policy version {response.Version}");
+            }
+            // As kubectl prints admission warnings: on stderr, the apply still succeeded.
+            foreach (var warning in response.Warnings)
+            {
+                Console.Error.WriteLine($"Warning: {warning}");
             }
             return 0;
         }, cancellation));
@@ -171,18 +176,25 @@ internal static class PolicyCommands
         var header = new Option<string[]>("--header", "-H") { Description = "name: value (repeatable)" };
         var jwt = new Option<string?>("--jwt") { Description = "A bearer token whose claims the request carries (its signature is not checked here)" };
         var sourceIp = new Option<string?>("--source-ip");
+        var tcp = new Option<bool>("--tcp")
+        {
+            Description = "Evaluate a connection to a TCP or L4 port (needs --port), as the sidecar authorizes one: no method, path, headers or JWT",
+        };
         var command = new Command("test", "Evaluate a hypothetical request against the live policy and show the rules that decided it")
         {
-            from, to, method, path, port, header, jwt, sourceIp,
+            from, to, method, path, port, header, jwt, sourceIp, tcp,
         };
         command.SetAction((parse, cancellation) => Ztmctl.CallAsync(parse, async (channel, ct) =>
         {
+            var connection = parse.GetValue(tcp);
             var request = new PolicyTestRequest
             {
                 From = parse.GetValue(from) ?? "",
                 To = parse.GetValue(to)!,
-                Method = parse.GetValue(method)!,
-                Path = parse.GetValue(path)!,
+                // With --tcp the defaults are not sent; a method or path typed anyway is refused by the control plane.
+                Method = connection && parse.GetResult(method) is not { Implicit: false } ? "" : parse.GetValue(method)!,
+                Path = connection && parse.GetResult(path) is not { Implicit: false } ? "" : parse.GetValue(path)!,
+                Connection = connection,
                 Port = (uint)parse.GetValue(port),
                 Jwt = parse.GetValue(jwt) ?? "",
                 SourceIp = parse.GetValue(sourceIp) ?? "",
@@ -217,7 +229,7 @@ internal static class PolicyCommands
     }
 }
 
-internal sealed record ApplyOutput(string Version, IReadOnlyList<string> Applied);
+internal sealed record ApplyOutput(string Version, IReadOnlyList<string> Applied, IReadOnlyList<string> Warnings);
 
 internal sealed record ResourceOutput(string Key, string Yaml);
 

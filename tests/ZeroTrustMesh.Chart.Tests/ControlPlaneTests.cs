@@ -111,7 +111,7 @@ public sealed class ControlPlaneTests
         var pod = deployment.Spec.Template.Spec;
         var container = pod.Containers.Single();
         Assert.Equal(("registry.example/ztm-controlplane:0.1.0-rc1", "Always"), (container.Image, container.ImagePullPolicy));
-        Assert.Equal(["--svid-ttl", "30m"], container.Args.TakeLast(2));
+        Assert.Equal(["--l4-mode", "on", "--svid-ttl", "30m"], container.Args.TakeLast(4));
         Assert.Equal("mesh-ca", container.Args[container.Args.IndexOf("--ca-secret") + 1]);
         Assert.Contains("ztm-controlplane.ztm-system.svc.k8s.example", container.Args);
         Assert.Equal("mesh.example", container.Args[container.Args.IndexOf("--trust-domain") + 1]);
@@ -125,6 +125,27 @@ public sealed class ControlPlaneTests
         var claim = chart.Get<V1PersistentVolumeClaim>("PersistentVolumeClaim", "ztm-controlplane-data");
         Assert.Equal(("fast", "2Gi"), (claim.Spec.StorageClassName, claim.Spec.Resources.Requests["storage"].ToString()));
         Assert.Equal("keep", claim.Metadata.Annotations["helm.sh/resource-policy"]);
+    }
+
+    [HelmTheory]
+    [InlineData("", false)] // default "off": the flag is left out, the control plane's default
+    [InlineData("controlPlane: {l4Mode: \"off\"}", false)]
+    [InlineData("controlPlane: {l4Mode: off}", false)] // YAML 1.1: unquoted off is false
+    [InlineData("controlPlane: {l4Mode: false}", false)]
+    [InlineData("controlPlane: {l4Mode: \"on\"}", true)]
+    [InlineData("controlPlane: {l4Mode: on}", true)] // YAML 1.1: unquoted on is true
+    [InlineData("controlPlane: {l4Mode: true}", true)]
+    public async Task L4_mode_is_the_control_planes_l4_mode_flag(string values, bool on)
+    {
+        var chart = await RenderedChart.RenderAsync(Helm.ChartDirectory, valuesYaml: values);
+        var args = chart.Get<V1Deployment>("Deployment", "ztm-controlplane").Spec.Template.Spec.Containers.Single().Args;
+        var at = args.IndexOf("--l4-mode");
+        Assert.Equal(on, at >= 0);
+        if (on)
+        {
+            Assert.Equal("on", args[at + 1]);
+            Assert.Single(args, a => a == "--l4-mode");
+        }
     }
 
     [HelmFact]

@@ -10,6 +10,8 @@ public sealed class ValuesSchemaTests
     [InlineData("controlPlane: {replicas: 0}", "controlPlane.replicas: Must be greater than or equal to 1")]
     [InlineData("controlPlane: {replicaCount: 2}", "controlPlane: Additional property replicaCount is not allowed")]
     [InlineData("controlPlane: {antiAffinity: sometimes}", "controlPlane.antiAffinity: controlPlane.antiAffinity must be one of the following")]
+    [InlineData("controlPlane: {l4Mode: auto}", "controlPlane.l4Mode: controlPlane.l4Mode must be one of the following")]
+    [InlineData("controlPlane: {l4Mode: 1}", "controlPlane.l4Mode: controlPlane.l4Mode must be one of the following")]
     [InlineData("controlPlane: {persistence: {enabled: \"yes\"}}", "controlPlane.persistence.enabled: Invalid type. Expected: boolean, given: string")]
     [InlineData("controlPlane: {resources: {requests: {cpu: lots}}}", "controlPlane.resources.requests.cpu")]
     [InlineData("images: {sidecar: {repository: ztm-sidecar, pullPolicy: Sometimes}}", "images.sidecar.pullPolicy")]

@@ -77,6 +77,9 @@ public sealed class L4ModeEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
              "--service-address", hosts.VirtualAddress], output, _mesh.Environment, hosts.B));
         await orders.WaitForLineAsync("registered with the control plane");
         await orders.WaitForLineAsync(l => l.Contains("config v1 applied", StringComparison.Ordinal) && l.Contains("L4 mode: every port L4", StringComparison.Ordinal), "config v1 in L4 mode");
+        var ports = await PortsAsync(orders, hosts.B);
+        Assert.Equal("l4", ports[AppHttpPort].Mode);
+        Assert.Equal("l4", ports[DeniedHttpPort].Mode);
 
         var frontend = _mesh.Track(MeshProcess.Start("frontend-sidecar", Executables.Sidecar,
             ["--control-plane", address, "--trust-bundle", bundle, "--join-token", await MintAsync(hosts.B, config, "frontend"), "--admin-port", "0",
@@ -124,6 +127,8 @@ public sealed class L4ModeEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
         await orders.WaitForLineAsync(l => l.Contains("config v2 applied", StringComparison.Ordinal)
             && l.Contains("AuthorizationPolicy 'shop/orders-l4' rule 0: 'paths' needs the HTTP request", StringComparison.Ordinal), "config v2 with every port L7");
         await open.WaitForLineAsync("CLOSED");
+        ports = await PortsAsync(orders, hosts.B);
+        Assert.Equal(("l7", "AuthorizationPolicy 'shop/orders-l4' rule 0: 'paths' needs the HTTP request"), ports[AppHttpPort]);
         await orders.WaitForLineAsync(l => l.Contains("\"outcome\":\"closed_by_policy\"", StringComparison.Ordinal)
             && l.Contains($"port {AppHttpPort} is L7 from config v2", StringComparison.Ordinal), "open L4 connection closed by the L7 policy");
 
@@ -135,6 +140,17 @@ public sealed class L4ModeEndToEndTests(ITestOutputHelper output) : IAsyncLifeti
         var admin = await TwoHosts.ExecAsync(hosts.A, "curl", "-sS", "--max-time", "20", "-w", "\n%{http_code}", $"http://{hosts.VirtualAddress}:{AppHttpPort}/admin");
         Assert.EndsWith("\n403", admin, StringComparison.Ordinal);
         Assert.Contains("RBAC: access denied", admin, StringComparison.Ordinal);
+    }
+
+    /// <summary>The port modes of <c>/config_dump</c> (the admin port is on loopback inside the host's namespace).</summary>
+    private static async Task<Dictionary<int, (string? Mode, string? Reason)>> PortsAsync(MeshProcess sidecar, string host)
+    {
+        var listening = await sidecar.WaitForLineAsync("admin listening on ");
+        var admin = listening[listening.IndexOf("http://", StringComparison.Ordinal)..].Split(' ')[0];
+        var dump = JsonDocument.Parse(await TwoHosts.ExecAsync(host, "curl", "-sS", "--max-time", "20", $"{admin}/config_dump")).RootElement;
+        Assert.True(dump.GetProperty("policy").GetProperty("l4Mode").GetBoolean());
+        return dump.GetProperty("policy").GetProperty("ports").EnumerateArray()
+            .ToDictionary(p => p.GetProperty("port").GetInt32(), p => (p.GetProperty("mode").GetString(), p.GetProperty("reason").GetString()));
     }
 
     private async Task<JsonElement> CurlAsync(TwoHosts hosts, string path)

@@ -18,6 +18,9 @@ public sealed record Req(string? Caller = "spiffe://cluster.local/ns/shop/sa/fro
     public string? Ip { get; init; }
 
     public DateTimeOffset Now { get; init; } = new(2025, 6, 4, 12, 0, 0, TimeSpan.Zero); // a Wednesday
+
+    /// <summary>A connection relayed as bytes (a TCP or L4 port): method, path, headers and claims are not sent.</summary>
+    public bool Connection { get; init; }
 }
 
 public sealed class Values(Dictionary<string, string[]> values) : IRequestValues
@@ -60,13 +63,14 @@ internal static class PolicyTestSupport
         {
             Caller = caller,
             CallerNamespace = ns,
-            Method = req.Method,
-            Path = req.Path,
+            Method = req.Connection ? "" : req.Method,
+            Path = req.Connection ? "" : req.Path,
             Port = req.Port,
-            Headers = new Values(req.Headers),
-            Claims = req.Claims is null ? null : new Values(req.Claims),
+            Headers = req.Connection ? null : new Values(req.Headers),
+            Claims = req.Connection || req.Claims is null ? null : new Values(req.Claims),
             SourceAddress = req.Ip is null ? null : IPAddress.Parse(req.Ip),
             Now = req.Now,
+            IsConnection = req.Connection,
         };
         return snapshot.Evaluate(request, audits);
     }

@@ -24,11 +24,13 @@ internal sealed class ControlPlaneProcess : IAsyncDisposable
     private long _issuedLines;
     private long _refusedLines;
 
-    private ControlPlaneProcess(string dll, string root)
+    private ControlPlaneProcess(string dll, string root, CaptureNamespace? netns, IEnumerable<string> extraArgs)
     {
         Root = root;
         DataDir = Path.Combine(root, "data");
-        var start = new ProcessStartInfo("dotnet")
+        IEnumerable<string> args = [dll, "--data-dir", DataDir, "--listen", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--operator-config", Path.Combine(root, "config"), .. extraArgs];
+        var (file, arguments) = netns is null ? ("dotnet", args) : netns.Exec("dotnet", args);
+        var start = new ProcessStartInfo(file)
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
@@ -36,7 +38,7 @@ internal sealed class ControlPlaneProcess : IAsyncDisposable
             StandardOutputEncoding = Encoding.UTF8,
             StandardErrorEncoding = Encoding.UTF8,
         };
-        foreach (var arg in new[] { dll, "--data-dir", DataDir, "--listen", "127.0.0.1", "--port", "0", "--metrics-port", "0", "--operator-config", Path.Combine(root, "config") })
+        foreach (var arg in arguments)
         {
             start.ArgumentList.Add(arg);
         }
@@ -63,7 +65,11 @@ internal sealed class ControlPlaneProcess : IAsyncDisposable
     /// <summary>The exit code once the process has exited (on its own or killed), else null.</summary>
     public int? ExitCode => _exited.Task.IsCompleted ? _exited.Task.Result : null;
 
+    /// <summary>Where the harness calls the control plane's API (through a forwarder when it runs in a namespace).</summary>
     public Uri Address { get; private set; } = null!;
+
+    /// <summary>Where sidecars started beside it dial it: <see cref="Address"/>, or its address inside its namespace.</summary>
+    public Uri SidecarAddress { get; private set; } = null!;
 
     /// <summary>"svid issued" log lines seen so far: the server's own count, to cross-check the client's.</summary>
     public long IssuedLines => Interlocked.Read(ref _issuedLines);
@@ -85,10 +91,12 @@ internal sealed class ControlPlaneProcess : IAsyncDisposable
         }
     }
 
-    public static async Task<ControlPlaneProcess> StartAsync(string dll, TimeSpan timeout, string tempPrefix = "ztm-signing-load-")
+    /// <param name="netns">Run it inside this network namespace (the L4 target's), reached through <see cref="CaptureNamespace.Forward"/>.</param>
+    /// <param name="extraArgs">More ztm-controlplane flags (<c>--l4-mode on</c>).</param>
+    public static async Task<ControlPlaneProcess> StartAsync(string dll, TimeSpan timeout, string tempPrefix = "ztm-signing-load-", CaptureNamespace? netns = null, params string[] extraArgs)
     {
         var root = Directory.CreateTempSubdirectory(tempPrefix).FullName;
-        var process = new ControlPlaneProcess(dll, root);
+        var process = new ControlPlaneProcess(dll, root, netns, extraArgs);
         try
         {
             var winner = await Task.WhenAny(process._listening.Task, process._exited.Task, Task.Delay(timeout));
@@ -98,7 +106,8 @@ internal sealed class ControlPlaneProcess : IAsyncDisposable
                 throw new InvalidOperationException($"ztm-controlplane did not start: {why}. Output:\n{process.Output}");
             }
             var line = await process._listening.Task;
-            process.Address = new Uri(line[line.IndexOf("https://", StringComparison.Ordinal)..].Trim());
+            process.SidecarAddress = new Uri(line[line.IndexOf("https://", StringComparison.Ordinal)..].Trim());
+            process.Address = netns is null ? process.SidecarAddress : netns.Forward(process.SidecarAddress);
             return process;
         }
         catch

@@ -49,11 +49,12 @@ internal static class DataPlaneLoad
         var bareProxy = new Option<string?>("--bare-proxy") { Description = "ztm-bare-proxy published with NativeAOT (benchmarks/ZeroTrustMesh.BareProxy): run idle beside the sidecars as the bare stack's memory floor, and as a pair (bare-stack-pair) doing the sidecar pair's job as the stack's capacity floor; without it both are skipped (a .dll: the pair runs, the memory row is skipped)" };
         var floorRelay = new Option<string?>("--floor-relay") { Description = "ztm-floor-relay published with NativeAOT (benchmarks/ZeroTrustMesh.FloorRelay): run as a pair (floor-relay-pair), the runtime's floor for the sidecar pair (issue 20); without it the pair is skipped" };
         var sidecarEnv = new Option<string[]>("--sidecar-env") { Description = "KEY=VALUE set in both sidecars' environment, to compare variants (e.g. DOTNET_GCgen0size=0x400000); repeatable" };
+        var l4 = new Option<bool>("--l4") { Description = "Add ztm-sidecar-pair-l4: the sidecar pair in L4 mode (control plane --l4-mode on), its client in a network namespace with iptables capture; root only, needs ip and iptables (skipped with the reason otherwise)" };
         var sidecarFlag = new Option<string[]>("--sidecar-flag") { Description = "NAME=VALUE passed to both measured sidecars as --NAME VALUE, to compare variants (e.g. http1-fast-path=true); repeatable" };
         var command = new RootCommand("dataplane-load: direct vs the ZeroTrustMesh sidecar pair vs HAProxy and nginx mTLS pairs, side by side, plus the control plane")
         {
             quick, repetitions, capacity, connections, rateDuration, rate, h2Duration, h2Clients, h2Streams, newConnDuration, newConnWorkers,
-            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, sidecarFlag, bareProxy, floorRelay,
+            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, sidecarFlag, bareProxy, floorRelay, l4,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -76,6 +77,7 @@ internal static class DataPlaneLoad
                 result.GetValue(floorRelay) is { } floor ? Path.GetFullPath(floor) : null)
             {
                 SidecarFlags = [.. (result.GetValue(sidecarFlag) ?? []).Select(f => f.Split('=', 2)).SelectMany(kv => kv.Length == 2 ? new[] { "--" + kv[0], kv[1] } : ["--" + kv[0]])],
+                L4 = result.GetValue(l4),
             };
             if (settings.Repetitions < 1 || settings.Connections < 1 || settings.Rate < 1 || settings.H2Clients < 1 || settings.H2Streams < 1 || settings.NewConnectionWorkers < 1)
             {
@@ -94,7 +96,7 @@ internal static class DataPlaneLoad
             var perTarget = settings.Capacity + settings.H2Duration * 2 + settings.NewConnectionDuration + settings.RateDuration + settings.Warmup + TimeSpan.FromSeconds(15);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
             var apiPhase = (settings.RateDuration + settings.Warmup + TimeSpan.FromSeconds(2)) * 5 * settings.Repetitions + StartTimeout;
-            timeout.CancelAfter(perTarget * 6 * (settings.Repetitions + 1) + apiPhase + TimeSpan.FromMinutes(settings.NoControlPlane ? 3 : q ? 6 : 15));
+            timeout.CancelAfter(perTarget * 7 * (settings.Repetitions + 1) + apiPhase + TimeSpan.FromMinutes(settings.NoControlPlane ? 3 : q ? 6 : 15));
             return await RunAsync(settings, timeout.Token);
         });
         return command;
@@ -115,13 +117,14 @@ internal static class DataPlaneLoad
         // The bare-stack pair measures the stack's capacity, not a memory floor: a JIT build (the tests' --quick) is kept, and the report says which.
         var barePairSkipped = settings.BareProxy is null ? "no --bare-proxy given (benchmarks/run publishes ztm-bare-proxy with NativeAOT and passes it)" : null;
         var floorPairSkipped = settings.FloorRelay is null ? "no --floor-relay given (benchmarks/run publishes ztm-floor-relay with NativeAOT and passes it)" : null;
+        var l4Skipped = !settings.L4 ? "--l4 was not given" : CaptureNamespace.Unavailable();
         var h2loadSkipped = LoadHost.Which("h2load") is null ? "h2load is not installed (Debian nghttp2-client; benchmarks/run installs it when run as root)" : null;
         var wrk = LoadHost.Which("wrk");
         var capacityClient = wrk is not null ? $"wrk -t{settings.WrkThreads}" : "in-process HttpClient closed loop (wrk is not installed)";
         var dir = Path.Combine(settings.ResultsDir, date.ToString("yyyyMMdd'T'HHmmss'Z'", CultureInfo.InvariantCulture));
         Directory.CreateDirectory(dir);
 
-        var measured = await DataPlaneRun.MeasureAsync(settings, haproxySkipped, nginxSkipped, h2loadSkipped, bareSkipped, barePairSkipped, floorPairSkipped, wrk is not null, capacityClient, StartTimeout, cancellation);
+        var measured = await DataPlaneRun.MeasureAsync(settings, haproxySkipped, nginxSkipped, h2loadSkipped, bareSkipped, barePairSkipped, floorPairSkipped, wrk is not null, capacityClient, StartTimeout, cancellation, l4Skipped);
 
         ControlPlaneFiguresJson? controlPlaneFigures = null;
         if (!settings.NoControlPlane)
@@ -157,6 +160,7 @@ internal static class DataPlaneLoad
                 BarePairSkipped = barePairSkipped,
                 FloorRelay = settings.FloorRelay,
                 FloorPairSkipped = floorPairSkipped,
+                L4Skipped = l4Skipped,
             },
             measured.Targets, [.. DataPlaneSummary.Checks(measured.Targets, measured.Phases, measured.Startup, runtimeFloor, controlPlaneFigures, settings.Rate),
                 .. ApiProtectionPhase.Checks(measured.ApiProtection, settings.Rate)],
@@ -168,6 +172,7 @@ internal static class DataPlaneLoad
             StartupRuns = measured.StartupRuns,
             StackFloor = DataPlaneSummary.Floor(measuredRuns, DataPlaneReport.BarePair),
             RuntimeFloor = runtimeFloor,
+            L4Floor = DataPlaneSummary.Floor(measuredRuns, DataPlaneReport.FloorPair, DataPlaneReport.ZtmL4),
             ControlPlane = controlPlaneFigures,
             ApiProtection = measured.ApiProtection,
             ControlPlaneSkipped = settings.NoControlPlane ? "--no-control-plane was given" : null,

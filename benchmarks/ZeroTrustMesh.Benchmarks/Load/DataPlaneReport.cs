@@ -75,6 +75,9 @@ internal sealed record DataPlaneSettingsJson(bool Quick, int Repetitions, double
     public string? FloorRelay { get; init; }
 
     public string? FloorPairSkipped { get; init; }
+
+    /// <summary>Why the L4 target did not run (no <c>--l4</c>, not root, no ip or iptables); null when it ran.</summary>
+    public string? L4Skipped { get; init; }
 }
 
 /// <summary>
@@ -110,6 +113,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
 {
     public const string Direct = "direct";
     public const string Ztm = "ztm-sidecar-pair";
+    public const string ZtmL4 = "ztm-sidecar-pair-l4";
     public const string Haproxy = "haproxy-pair";
     public const string Nginx = "nginx-pair";
     public const string Bare = "bare-stack";
@@ -127,6 +131,9 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
     public IReadOnlyList<FloorComparisonJson> StackFloor { get; init; } = [];
 
     public IReadOnlyList<FloorComparisonJson> RuntimeFloor { get; init; } = [];
+
+    /// <summary>The L4 sidecar pair against the floor-relay pair, as <see cref="RuntimeFloor"/> is for the L7 pair.</summary>
+    public IReadOnlyList<FloorComparisonJson> L4Floor { get; init; } = [];
 
     public ControlPlaneFiguresJson? ControlPlane { get; init; }
 
@@ -184,6 +191,7 @@ internal sealed record DataPlaneReport(DateTimeOffset Date, MachineFactsJson Mac
         ReportSections.AppendProtocols(md, this);
         ReportSections.AppendStackFloor(md, this);
         ReportSections.AppendRuntimeFloor(md, this);
+        ReportSections.AppendL4Floor(md, this);
         ReportSections.AppendStartup(md, this);
         ApiProtectionPhase.AppendSection(md, this);
         md.AppendLine();

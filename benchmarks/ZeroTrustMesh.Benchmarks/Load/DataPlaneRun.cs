@@ -21,9 +21,10 @@ internal static class DataPlaneRun
     public const string Rate = "rate";
 
     public static async Task<MeasuredDataPlane> MeasureAsync(DataPlaneSettings settings, string? haproxySkipped, string? nginxSkipped, string? h2loadSkipped, string? bareSkipped, string? barePairSkipped, string? floorPairSkipped, bool useWrk,
-        string capacityClient, TimeSpan startTimeout, CancellationToken cancellation)
+        string capacityClient, TimeSpan startTimeout, CancellationToken cancellation, string? l4Skipped = null)
     {
         var processes = new List<LoadProcess>();
+        L4SidecarPair? l4 = null;
         var clients = new List<HttpClient>();
         await using var controlPlane = await ControlPlaneProcess.StartAsync(settings.ControlPlane, startTimeout, "ztm-dataplane-load-");
         var root = controlPlane.Root;
@@ -141,6 +142,19 @@ internal static class DataPlaneRun
                 });
             }
 
+            // The sidecar pair in L4 mode, in its own namespace with capture (root only).
+            if (l4Skipped is not null)
+            {
+                DataPlaneLoad.Log($"{DataPlaneReport.ZtmL4} skipped: {l4Skipped}");
+            }
+            else
+            {
+                l4 = await L4SidecarPair.StartAsync(settings, environment, sidecarEnvironment, startTimeout, cancellation);
+                var l4Client = l4.Namespace.Client(256);
+                clients.Add(l4Client);
+                targets.Add(new Target(DataPlaneReport.ZtmL4, L4SidecarPair.Description, l4.Url, service, [l4.Frontend, l4.Orders], l4Client) { Namespace = l4.Namespace });
+            }
+
             // Every entry must serve before anything is measured; a protocol an entry cannot serve is skipped with the reason.
             var skips = new Dictionary<(string Target, string Phase), string>();
             foreach (var target in targets)
@@ -158,6 +172,10 @@ internal static class DataPlaneRun
                 if (target.ServerSide is null || !await newConnections.OnceAsync(target.ServerSide, cancellation))
                 {
                     skips[(target.Name, NewConnection)] = "the server side did not answer 2xx to a new mTLS connection";
+                }
+                if (target.Name == DataPlaneReport.ZtmL4)
+                {
+                    skips[(target.Name, Http2)] = skips[(target.Name, Grpc)] = skips[(target.Name, NewConnection)] = L4SidecarPair.NotServed;
                 }
             }
 
@@ -182,7 +200,7 @@ internal static class DataPlaneRun
                 foreach (var t in targets)
                 {
                     runs.Add(await MeasureAsync(rep, Capacity, t, t.Proxies, capacityClient, () => useWrk
-                        ? LoadClients.WrkAsync(t.Url, t.Host, settings.Connections, settings.WrkThreads, Time(settings.Capacity), cancellation)
+                        ? LoadClients.WrkAsync(t.Url, t.Host, settings.Connections, settings.WrkThreads, Time(settings.Capacity), cancellation, t.Namespace)
                         : LoadClients.ClosedLoopAsync(t.Client, t.Url, t.Host, settings.Connections, Time(settings.Capacity), cancellation)));
                 }
                 foreach (var t in targets.Where(t => !skips.ContainsKey((t.Name, Http2))))
@@ -234,6 +252,10 @@ internal static class DataPlaneRun
             for (var i = processes.Count - 1; i >= 0; i--)
             {
                 await processes[i].DisposeAsync();
+            }
+            if (l4 is not null)
+            {
+                await l4.DisposeAsync();
             }
             await controlPlane.StopAsync(TimeSpan.FromSeconds(10));
         }

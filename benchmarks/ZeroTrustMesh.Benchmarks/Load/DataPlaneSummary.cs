@@ -48,20 +48,20 @@ internal static class DataPlaneSummary
             Compare(runs, phase, target.Name, DataPlaneReport.Haproxy, (a, b) => a.P50Ms / b.P50Ms), processes);
     }
 
-    /// <summary>The sidecar pair against <paramref name="floor"/> (a pair's target name), phase by phase; empty when that pair did not run.</summary>
-    public static List<FloorComparisonJson> Floor(List<RunJson> runs, string floor)
+    /// <summary>The sidecar pair (or <paramref name="sidecar"/>, the L4 pair) against <paramref name="floor"/> (a pair's target name), phase by phase; empty when either did not run.</summary>
+    public static List<FloorComparisonJson> Floor(List<RunJson> runs, string floor, string sidecar = DataPlaneReport.Ztm)
     {
         static double PairCpu(RunJson run) => run.Processes.Sum(p => p.CpuSecondsPer1000Requests);
         Stat Cpu(string phase, string target) => Stat.Of(runs.Where(r => r.Phase == phase && r.Target == target).Select(PairCpu));
         Stat CpuRatio(string phase) => Stat.Of(runs.Select(r => r.Repetition).Distinct().Order().Select(rep =>
-            runs.FirstOrDefault(r => r.Repetition == rep && r.Phase == phase && r.Target == DataPlaneReport.Ztm) is { } mine
+            runs.FirstOrDefault(r => r.Repetition == rep && r.Phase == phase && r.Target == sidecar) is { } mine
             && runs.FirstOrDefault(r => r.Repetition == rep && r.Phase == phase && r.Target == floor) is { } theirs
                 ? PairCpu(mine) / PairCpu(theirs) : double.NaN));
         return [.. new[] { DataPlaneRun.Capacity, DataPlaneRun.Http2, DataPlaneRun.Grpc, DataPlaneRun.NewConnection, DataPlaneRun.Rate }
-            .Where(phase => runs.Any(r => r.Phase == phase && r.Target == floor) && runs.Any(r => r.Phase == phase && r.Target == DataPlaneReport.Ztm))
+            .Where(phase => runs.Any(r => r.Phase == phase && r.Target == floor) && runs.Any(r => r.Phase == phase && r.Target == sidecar))
             .Select(phase => new FloorComparisonJson(phase,
-                Compare(runs, phase, DataPlaneReport.Ztm, floor, (a, b) => a.PerSecond / b.PerSecond),
-                Cpu(phase, DataPlaneReport.Ztm), Cpu(phase, floor), Cpu(phase, DataPlaneReport.Haproxy), CpuRatio(phase)))];
+                Compare(runs, phase, sidecar, floor, (a, b) => a.PerSecond / b.PerSecond),
+                Cpu(phase, sidecar), Cpu(phase, floor), Cpu(phase, DataPlaneReport.Haproxy), CpuRatio(phase)))];
     }
 
     public static List<StartupSummaryJson> SummarizeStartup(List<StartupRunJson> runs) =>

@@ -8,6 +8,9 @@ internal sealed record DataPlaneSettings(bool Quick, int Repetitions, TimeSpan C
 {
     /// <summary>Extra flags for the measured sidecars (<c>--sidecar-flag NAME=VALUE</c> → <c>--NAME VALUE</c>), to compare variants.</summary>
     public IReadOnlyList<string> SidecarFlags { get; init; } = [];
+
+    /// <summary><c>--l4</c>: add the sidecar pair in L4 mode (<see cref="L4SidecarPair"/>) as a target.</summary>
+    public bool L4 { get; init; }
 }
 
 /// <summary>
@@ -29,6 +32,9 @@ internal sealed record Target(string Name, string Description, Uri Url, string? 
     public Uri? ServerSide { get; init; }
 
     public IReadOnlyList<LoadProcess> ServerProxies { get; init; } = [];
+
+    /// <summary>The network namespace the client dials from (the L4 target's capture); null: this one.</summary>
+    public CaptureNamespace? Namespace { get; init; }
 
     /// <summary>Starts one more instance of this target's proxy, waits until it is ready, stops it: (which process, ms from exec to ready, what "ready" meant).</summary>
     public Func<CancellationToken, Task<(string Process, double Ms, string Ready)>>? Startup { get; init; }

@@ -35,9 +35,14 @@ internal sealed record ClientResult(long Requests, long Errors, double Seconds, 
 internal static partial class LoadClients
 {
     /// <summary><c>wrk -t&lt;threads&gt; -c&lt;connections&gt; -d&lt;s&gt; --latency</c>, killed by its PID if it overruns.</summary>
-    public static async Task<ClientResult> WrkAsync(Uri url, string? host, int connections, int threads, TimeSpan duration, CancellationToken cancellation)
+    /// <param name="netns">Run wrk inside this network namespace (the L4 target's client), else here.</param>
+    public static async Task<ClientResult> WrkAsync(Uri url, string? host, int connections, int threads, TimeSpan duration, CancellationToken cancellation, CaptureNamespace? netns = null)
     {
-        var start = new ProcessStartInfo("wrk") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        var start = new ProcessStartInfo(netns is null ? "wrk" : "ip") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        foreach (var arg in netns is null ? [] : new[] { "netns", "exec", netns.Name, "wrk" })
+        {
+            start.ArgumentList.Add(arg);
+        }
         foreach (var arg in new[] { $"-t{threads}", $"-c{connections}", $"-d{(int)Math.Ceiling(duration.TotalSeconds)}s", "--latency", "--timeout", "5s" })
         {
             start.ArgumentList.Add(arg);
@@ -113,8 +118,10 @@ internal static partial class LoadClients
     private static partial Regex SocketErrorsLine();
 
     /// <summary>An HttpClient for one target: HTTP/1.1 keep-alive, no proxy, connections kept across runs.</summary>
-    public static HttpClient Client(int maxConnections) => new(new SocketsHttpHandler
+    /// <param name="connect">How a connection is opened, when not with a socket of this process's namespace.</param>
+    public static HttpClient Client(int maxConnections, Func<SocketsHttpConnectionContext, CancellationToken, ValueTask<Stream>>? connect = null) => new(new SocketsHttpHandler
     {
+        ConnectCallback = connect,
         UseProxy = false,
         AllowAutoRedirect = false,
         MaxConnectionsPerServer = maxConnections,

@@ -23,10 +23,10 @@ internal sealed class LoadProcess : IAsyncDisposable
     private readonly Task[] _readers;
     private volatile bool _quiet;
 
-    private LoadProcess(string name, string fileName, IEnumerable<string> args, IReadOnlyDictionary<string, string> environment)
+    private LoadProcess(string name, string fileName, IEnumerable<string> args, IReadOnlyDictionary<string, string> environment, bool runsOnDotnet)
     {
         Name = name;
-        RunsOnDotnet = fileName == "dotnet";
+        RunsOnDotnet = runsOnDotnet;
         var start = new ProcessStartInfo(fileName)
         {
             RedirectStandardOutput = true,
@@ -72,11 +72,17 @@ internal sealed class LoadProcess : IAsyncDisposable
         }
     }
 
-    /// <summary>Runs <paramref name="fileName"/>; a path ending in <c>.dll</c> is run with <c>dotnet</c>.</summary>
-    public static LoadProcess Start(string name, string fileName, IEnumerable<string> args, IReadOnlyDictionary<string, string> environment) =>
-        fileName.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
-            ? new LoadProcess(name, "dotnet", [fileName, .. args], environment)
-            : new LoadProcess(name, fileName, args, environment);
+    /// <summary>Runs <paramref name="fileName"/>; a path ending in <c>.dll</c> is run with <c>dotnet</c>; inside <paramref name="netns"/> when given.</summary>
+    public static LoadProcess Start(string name, string fileName, IEnumerable<string> args, IReadOnlyDictionary<string, string> environment, CaptureNamespace? netns = null)
+    {
+        var dotnet = fileName.EndsWith(".dll", StringComparison.OrdinalIgnoreCase);
+        var (file, arguments) = dotnet ? ("dotnet", (IEnumerable<string>)[fileName, .. args]) : (fileName, args);
+        if (netns is not null)
+        {
+            (file, arguments) = netns.Exec(file, arguments);
+        }
+        return new LoadProcess(name, file, arguments, environment, dotnet || fileName == "dotnet");
+    }
 
     /// <summary>The first line containing <paramref name="text"/>, seen already or still to come; milliseconds since exec with it.</summary>
     public async Task<(string Line, double MsSinceStart)> WaitForLineAsync(string text, TimeSpan timeout)

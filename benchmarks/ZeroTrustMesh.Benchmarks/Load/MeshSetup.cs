@@ -95,15 +95,20 @@ internal static class MeshSetup
     }
 
     /// <summary>A sidecar with its own join token file in <paramref name="root"/>, every port picked free.</summary>
-    public static async Task<LoadProcess> StartSidecarAsync(string name, string serviceAccount, string sidecar, ControlPlaneProcess controlPlane, string root,
+    public static Task<LoadProcess> StartSidecarAsync(string name, string serviceAccount, string sidecar, ControlPlaneProcess controlPlane, string root,
+        IReadOnlyDictionary<string, string> environment, CancellationToken cancellation, params string[] extra) =>
+        StartSidecarAsync(null, name, serviceAccount, sidecar, controlPlane, root, environment, cancellation, extra);
+
+    /// <summary>The same, inside <paramref name="netns"/> (with its control plane there too) when given.</summary>
+    public static async Task<LoadProcess> StartSidecarAsync(CaptureNamespace? netns, string name, string serviceAccount, string sidecar, ControlPlaneProcess controlPlane, string root,
         IReadOnlyDictionary<string, string> environment, CancellationToken cancellation, params string[] extra)
     {
         var token = await MintAsync(controlPlane, serviceAccount, cancellation);
         var tokenFile = Path.Combine(root, name + ".token");
         File.WriteAllText(tokenFile, token);
         return LoadProcess.Start(name, sidecar,
-            ["--control-plane", controlPlane.Address.ToString(), "--trust-bundle", Path.Combine(controlPlane.DataDir, "bundle.pem"), "--join-token-file", tokenFile,
-                "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0", .. extra], environment);
+            ["--control-plane", controlPlane.SidecarAddress.ToString(), "--trust-bundle", Path.Combine(controlPlane.DataDir, "bundle.pem"), "--join-token-file", tokenFile,
+                "--admin-port", "0", "--inbound-port", "0", "--outbound-port", "0", .. extra], environment, netns);
     }
 
     /// <summary>

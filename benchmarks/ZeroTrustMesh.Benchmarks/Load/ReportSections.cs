@@ -53,6 +53,11 @@ internal static class ReportSections
         "`floor-relay-pair` is two `ztm-floor-relay` processes (`benchmarks/ZeroTrustMesh.FloorRelay`, NativeAOT, the sidecar's GC settings): plaintext in, `Socket` + `SslStream` (TLS 1.3, client SVID, chain checked against the mesh CA once per connection) between them, bytes copied out to the app, one connection out per connection in, nothing parsed. It is the least any .NET program pays here for the transport part of the pair's job; it serves HTTP/1.1 capacity, the 1000 req/s rate, HTTP/2 (h2c bytes relayed to the app's protocol-detecting port) and new connections, not gRPC (one upstream port). Ratios per repetition, then median (min..max): requests/s and CPU per request of the sidecar pair ÷ the floor pair's; at the rate phase CPU per 1,000 requests is vCPU.",
         "floor pair", report.RuntimeFloor, report.Settings.FloorPairSkipped);
 
+    /// <summary>The sidecar pair in L4 mode against the runtime's floor: what is left of the gap without HTTP parsing.</summary>
+    public static void AppendL4Floor(StringBuilder md, DataPlaneReport report) => AppendFloor(md, "The L4 sidecar pair against the runtime's floor (ztm-sidecar-pair-l4 ÷ floor-relay pair)",
+        "`ztm-sidecar-pair-l4` is the sidecar pair with the control plane's `--l4-mode on` and a policy on the caller's identity only, so the app port is relayed as bytes after the mTLS check (authorized once per connection). Its client dials the service address from inside a network namespace whose iptables rule captures the connection into the frontend sidecar (L4 needs the connection before any HTTP); wrk runs there with `ip netns exec`, the in-process client with sockets made in that namespace. Measured for HTTP/1.1 capacity, the 1000 req/s rate and idle memory. In the columns below \"sidecar pair\" is the L4 pair.",
+        "floor pair", report.L4Floor, report.Settings.L4Skipped ?? report.Settings.FloorPairSkipped);
+
     private static void AppendFloor(StringBuilder md, string title, string explain, string floorName, IReadOnlyList<FloorComparisonJson> rows, string? skipped)
     {
         md.AppendLine();

@@ -34,6 +34,7 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
             var result = policies.Apply(source, request.Yaml, Operator);
             var response = new ApplyResponse { Version = store.Current.Version };
             response.Applied.AddRange(result.Outcomes);
+            response.Warnings.AddRange(result.Warnings);
             return Task.FromResult(response);
         }
         catch (PolicyValidationException e)
@@ -118,7 +119,8 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
 
     /// <summary>
     /// Evaluates a hypothetical request exactly as the destination's sidecar would (same compiler, same snapshot),
-    /// then each policy on its own, to show the trail of what matched.
+    /// then each policy on its own, to show the trail of what matched. A connection (<c>--tcp</c>) is evaluated as the
+    /// sidecar authorizes a TCP or L4 connection, and the trail says how each rule with HTTP-only fields reads there.
     /// </summary>
     public override Task<PolicyTestResponse> Test(PolicyTestRequest request, ServerCallContext context)
     {
@@ -133,6 +135,15 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
         {
             throw Invalid($"source ip '{request.SourceIp}' is not an IP address");
         }
+        var connection = request.Connection;
+        if (connection && (request.Method.Length > 0 || request.Path.Length > 0 || request.Headers.Count > 0 || request.Jwt.Length > 0))
+        {
+            throw Invalid("a TCP connection has no method, path, headers or JWT: leave out --method, --path, --header and --jwt with --tcp");
+        }
+        if (connection && request.Port == 0)
+        {
+            throw Invalid("--tcp needs --port: the destination's TCP or L4 port");
+        }
         var claims = request.Jwt.Length > 0 ? JwtClaims.Decode(request.Jwt) : null;
         var headers = new MapValues(request.Headers.ToDictionary(h => h.Key.ToLowerInvariant(), h => h.Value));
         var method = request.Method.Length > 0 ? request.Method.ToUpperInvariant() : "GET";
@@ -141,18 +152,29 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
         var state = store.Current;
         var policies = state.For(workload).Select(r => r.Document.Resource).OfType<AuthorizationPolicy>().ToList();
         AuthorizationDecision Decide(IEnumerable<AuthorizationPolicy> set) =>
-            PolicyCompiler.Compile(state.Version, workload, set).Evaluate(new RequestAttributes
-            {
-                Caller = caller,
-                CallerNamespace = caller is { } c && c.TryGetWorkload(out var ns, out _) ? ns : null,
-                Method = method,
-                Path = path,
-                Port = (int)request.Port,
-                Headers = headers,
-                Claims = claims,
-                SourceAddress = source,
-                Now = DateTimeOffset.UtcNow,
-            }, default);
+            PolicyCompiler.Compile(state.Version, workload, set).Evaluate(connection
+                ? new RequestAttributes
+                {
+                    // As the sidecar's AuthorizeConnection describes a connection.
+                    Caller = caller,
+                    CallerNamespace = caller is { } c1 && c1.TryGetWorkload(out var ns1, out _) ? ns1 : null,
+                    Port = (int)request.Port,
+                    SourceAddress = source,
+                    Now = DateTimeOffset.UtcNow,
+                    IsConnection = true,
+                }
+                : new RequestAttributes
+                {
+                    Caller = caller,
+                    CallerNamespace = caller is { } c && c.TryGetWorkload(out var ns, out _) ? ns : null,
+                    Method = method,
+                    Path = path,
+                    Port = (int)request.Port,
+                    Headers = headers,
+                    Claims = claims,
+                    SourceAddress = source,
+                    Now = DateTimeOffset.UtcNow,
+                }, default);
 
         var decision = Decide(policies);
         var response = new PolicyTestResponse
@@ -174,10 +196,22 @@ internal sealed class PolicyAdminService(ConfigStore store, IPolicySource polici
             };
             response.Trail.Add($"{policy.Spec.Action.ToString().ToUpperInvariant()} {policy.Metadata.Namespace}/{policy.Metadata.Name}: "
                 + (matched ? $"matched (rule {alone.Rule})" : "no rule matched"));
+            for (var i = 0; connection && !policy.Spec.Rules.IsDefault && i < policy.Spec.Rules.Length; i++)
+            {
+                if (ConnectionRules.HttpOnlyFields(policy.Spec.Rules[i]) is { Count: > 0 } fields)
+                {
+                    response.Trail.Add($"  rule {i}: {ConnectionRules.Explain(policy.Spec.Action, fields)}");
+                }
+            }
         }
         if (policies.Count == 0)
         {
             response.Trail.Add($"no AuthorizationPolicy selects {workload.Service}.{workload.Namespace}");
+        }
+        if (connection)
+        {
+            // ApiSpec object rules need a path: a connection relayed as bytes never meets them.
+            return Task.FromResult(response);
         }
         // Then the workload's ApiSpec object rules (BOLA), as its sidecar checks them after authorization.
         var query = path.IndexOf('?', StringComparison.Ordinal);

@@ -3,6 +3,8 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using ZeroTrustMesh.ControlPlane.Config;
 using ZeroTrustMesh.Identity;
+using ZeroTrustMesh.Policy.Authorization;
+using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
 using ZeroTrustMesh.Policy.Validation;
 
@@ -118,7 +120,8 @@ internal sealed class DirectoryPolicySource : IPolicySource, IHostedService, IDi
             {
                 Commit(next, "apply", actor, [.. read.Resources.Select(r => r.KeyText)]);
             }
-            return new PolicyApplyResult(outcomes, changed);
+            var warnings = read.Resources.Select(r => r.Document.Resource).OfType<AuthorizationPolicy>().SelectMany(ConnectionRules.Warnings).ToList();
+            return new PolicyApplyResult(outcomes, changed, warnings);
         }
     }
 

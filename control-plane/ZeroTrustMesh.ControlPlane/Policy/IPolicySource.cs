@@ -8,7 +8,8 @@ namespace ZeroTrustMesh.ControlPlane.Policy;
 internal sealed record PolicyChange(ImmutableDictionary<ResourceKey, StoredResource> Resources, string Action, string Actor, IReadOnlyList<string> Keys);
 
 /// <summary>What an apply did to each resource it carried ("kind/ns/name created|configured|unchanged").</summary>
-internal sealed record PolicyApplyResult(IReadOnlyList<string> Outcomes, bool Changed);
+/// <param name="Warnings">Applied, but probably not what was meant (<see cref="ZeroTrustMesh.Policy.Authorization.ConnectionRules.Warnings"/>).</param>
+internal sealed record PolicyApplyResult(IReadOnlyList<string> Outcomes, bool Changed, IReadOnlyList<string> Warnings);
 
 /// <summary>A change this source cannot make (the message says why and what to do instead).</summary>
 /// <param name="notServed">

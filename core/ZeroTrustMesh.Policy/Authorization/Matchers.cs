@@ -10,7 +10,8 @@ namespace ZeroTrustMesh.Policy.Authorization;
 /// <see cref="Id"/> orders rules by (policy namespace, policy name, rule index) so that the deciding rule is the same
 /// whichever index found it.
 /// </summary>
-internal sealed class CompiledRule(int id, PolicyAction action, string policy, int ruleIndex, SourceMatcher[] from, OperationMatcher[] to, ConditionMatcher[] when)
+internal sealed class CompiledRule(int id, PolicyAction action, string policy, int ruleIndex, SourceMatcher[] from, OperationMatcher[] to, ConditionMatcher[] when,
+    string? note = null)
 {
     public int Id { get; } = id;
     public PolicyAction Action { get; } = action;
@@ -23,12 +24,13 @@ internal sealed class CompiledRule(int id, PolicyAction action, string policy, i
     /// <summary>For an AUDIT rule: its policy's position in <see cref="PolicySnapshot.AuditPolicies"/> (a bit of <see cref="AuditOutcome"/>); -1 otherwise.</summary>
     public int AuditSlot { get; init; } = -1;
 
-    public string Reason { get; } = action switch
+    /// <summary>Why the rule decided, with <c>note</c> appended in parentheses (how a connection read it).</summary>
+    public string Reason { get; } = (action switch
     {
         PolicyAction.Deny => $"denied by DENY policy '{policy}' rule {ruleIndex}",
         PolicyAction.Allow => $"allowed by ALLOW policy '{policy}' rule {ruleIndex}",
         _ => $"audited by AUDIT policy '{policy}' rule {ruleIndex}",
-    };
+    }) + (note is null ? "" : $" ({note})");
 
     public bool Matches(in RequestAttributes request, ReadOnlySpan<char> path, uint methodBit)
     {

@@ -44,6 +44,8 @@ public static class PolicyCompiler
         var principals = new Dictionary<string, List<CompiledRule>>(StringComparer.Ordinal);
         var general = new List<CompiledRule>();
         var audits = new List<CompiledRule>();
+        var connectionRules = new List<CompiledRule>();
+        var connectionAudits = new List<CompiledRule>();
         var id = 0;
         var hasAllow = false;
         var auditPolicies = new List<string>();
@@ -73,6 +75,10 @@ public static class PolicyCompiler
                     AuditSlot = auditSlot,
                 };
                 File(compiled, exact, prefix, principals, general, audits);
+                if (ForConnection(compiled, rule, policy.Spec.Action) is { } connection)
+                {
+                    (connection.Action == PolicyAction.Audit ? connectionAudits : connectionRules).Add(connection);
+                }
             }
         }
 
@@ -88,7 +94,39 @@ public static class PolicyCompiler
             [.. general],
             [.. audits],
             [.. auditPolicies],
-            new HashSet<string>(probes, StringComparer.Ordinal));
+            new HashSet<string>(probes, StringComparer.Ordinal),
+            [.. connectionRules],
+            [.. connectionAudits]);
+    }
+
+    /// <summary>
+    /// The rule as a connection reads it (<see cref="ConnectionRules"/>): itself without HTTP-only fields; null for an
+    /// ALLOW rule with some; otherwise the same rule (same id, policy and index, so it decides in the same order) without them,
+    /// its reason saying what was left out.
+    /// </summary>
+    private static CompiledRule? ForConnection(CompiledRule compiled, AuthorizationRule rule, PolicyAction action)
+    {
+        var fields = ConnectionRules.HttpOnlyFields(rule);
+        if (fields.Count == 0)
+        {
+            return compiled;
+        }
+        if (ConnectionRules.ForConnection(rule, action) is not { } stripped)
+        {
+            return null;
+        }
+        return new CompiledRule(
+            compiled.Id,
+            action,
+            compiled.Policy,
+            compiled.RuleIndex,
+            [.. stripped.From.Select(s => new SourceMatcher(s))],
+            [.. stripped.To.Select(o => new OperationMatcher(o))],
+            [.. stripped.When.Select(ConditionMatcher.Create)],
+            $"{string.Join(", ", fields)} ignored for a TCP connection")
+        {
+            AuditSlot = compiled.AuditSlot,
+        };
     }
 
     private static void File(

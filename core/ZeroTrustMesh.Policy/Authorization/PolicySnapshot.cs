@@ -25,6 +25,8 @@ public sealed class PolicySnapshot
     private readonly string[] _auditPolicies;
     private readonly HashSet<string>.AlternateLookup<ReadOnlySpan<char>> _probePaths;
     private readonly int _probeCount;
+    private readonly CompiledRule[] _connectionRules;
+    private readonly CompiledRule[] _connectionAudits;
 
     internal PolicySnapshot(
         string version,
@@ -38,8 +40,12 @@ public sealed class PolicySnapshot
         CompiledRule[] general,
         CompiledRule[] audits,
         string[] auditPolicies,
-        HashSet<string> probePaths)
+        HashSet<string> probePaths,
+        CompiledRule[] connectionRules,
+        CompiledRule[] connectionAudits)
     {
+        _connectionRules = connectionRules;
+        _connectionAudits = connectionAudits;
         _auditPolicies = auditPolicies;
         Version = version;
         Workload = workload;
@@ -87,9 +93,10 @@ public sealed class PolicySnapshot
     public int UnindexedRuleCount { get; }
 
     /// <summary>
-    /// Decides one request:
+    /// Decides one request, or one connection (<see cref="RequestAttributes.IsConnection"/>):
     /// 1. collect candidate rules from the path index (exact, then each <c>/segment/</c> prefix), the principal index and
-    ///    the unindexed list;
+    ///    the unindexed list; for a connection, every rule as <see cref="ConnectionRules"/> reads it (a connection is
+    ///    decided once, so it needs no index);
     /// 2. the lowest-ordered matching DENY rule denies;
     /// 3. otherwise the lowest-ordered matching ALLOW rule allows;
     /// 4. otherwise a GET/HEAD to a declared health probe path is allowed;
@@ -107,31 +114,21 @@ public sealed class PolicySnapshot
         var methodBit = PolicySyntax.MethodBit(request.Method);
         var state = new State();
 
-        if (_exactPaths.TryGetValue(path, out var rules))
+        var auditRules = _audits;
+        if (request.IsConnection)
         {
-            Visit(rules, ref state, request, path, methodBit);
+            Visit(_connectionRules, ref state, request, path, methodBit);
+            auditRules = _connectionAudits;
         }
-        if (_prefixCount > 0)
+        else
         {
-            // Prefixes are filed by their text up to and including a '/', so each '/' in the path is one lookup.
-            for (var i = path.IndexOf('/'); i >= 0; i = NextSlash(path, i))
-            {
-                if (_prefixPaths.TryGetValue(path[..(i + 1)], out rules))
-                {
-                    Visit(rules, ref state, request, path, methodBit);
-                }
-            }
+            VisitIndexed(ref state, request, path, methodBit);
         }
-        if (_principals.Count > 0 && request.Caller is { IsEmpty: false } caller && _principals.TryGetValue(caller.Value, out rules))
-        {
-            Visit(rules, ref state, request, path, methodBit);
-        }
-        Visit(_general, ref state, request, path, methodBit);
 
         var auditCount = 0;
         RuleMatch? firstAudit = null;
         var auditMatched = 0UL;
-        foreach (var rule in _audits)
+        foreach (var rule in auditRules)
         {
             if (rule.Matches(request, path, methodBit))
             {
@@ -165,6 +162,31 @@ public sealed class PolicySnapshot
         return new AuthorizationDecision(false, null, -1,
             HasAllowPolicy ? AuthorizationDecision.NoAllowPolicyMatched : AuthorizationDecision.NoAllowPolicy,
             Version, auditCount, firstAudit, audit);
+    }
+
+    /// <summary>Step 1 for a request: the rules its path and caller can match, then the unindexed ones.</summary>
+    private void VisitIndexed(ref State state, in RequestAttributes request, ReadOnlySpan<char> path, uint methodBit)
+    {
+        if (_exactPaths.TryGetValue(path, out var rules))
+        {
+            Visit(rules, ref state, request, path, methodBit);
+        }
+        if (_prefixCount > 0)
+        {
+            // Prefixes are filed by their text up to and including a '/', so each '/' in the path is one lookup.
+            for (var i = path.IndexOf('/'); i >= 0; i = NextSlash(path, i))
+            {
+                if (_prefixPaths.TryGetValue(path[..(i + 1)], out rules))
+                {
+                    Visit(rules, ref state, request, path, methodBit);
+                }
+            }
+        }
+        if (_principals.Count > 0 && request.Caller is { IsEmpty: false } caller && _principals.TryGetValue(caller.Value, out rules))
+        {
+            Visit(rules, ref state, request, path, methodBit);
+        }
+        Visit(_general, ref state, request, path, methodBit);
     }
 
     /// <summary>Kubelet httpGet probes send GET; HEAD is what some load balancers use for the same check.</summary>

@@ -38,6 +38,13 @@ public readonly ref struct RequestAttributes
 
     /// <summary>The decision's clock, for <c>request.time</c>; from the sidecar's TimeProvider.</summary>
     public DateTimeOffset Now { get; init; }
+
+    /// <summary>
+    /// A connection relayed as bytes (a declared TCP port or an L4-mode port), decided once: it has no method, path,
+    /// headers or JWT, and rules read as <see cref="ConnectionRules"/> says (an ALLOW rule with HTTP-only fields
+    /// matches nothing; a DENY or AUDIT rule applies without them).
+    /// </summary>
+    public bool IsConnection { get; init; }
 }
 
 /// <summary>

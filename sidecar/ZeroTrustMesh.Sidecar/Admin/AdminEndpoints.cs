@@ -15,7 +15,7 @@ internal static class AdminEndpoints
 
         app.MapGet("/metrics", (HttpContext context, Telemetry.SidecarMetrics metrics) => metrics.WriteAsync(context));
 
-        app.MapGet("/config_dump", (IdentityState state, Inbound.InboundSnapshotState inbound, Health.Readiness readiness, TimeProvider time) =>
+        app.MapGet("/config_dump", (IdentityState state, Inbound.InboundSnapshotState inbound, Health.Readiness readiness, SidecarOptions options, TimeProvider time) =>
         {
             var identity = state.Current;
             var current = inbound.Current;
@@ -25,7 +25,8 @@ internal static class AdminEndpoints
                 Ready: readiness.IsReady,
                 Policy: new PolicyDump(current.Version, authorization.PolicyCount, authorization.RuleCount, authorization.HasAllowPolicy,
                     mtls.ToString(), mtls.Source, current.ResourceCount,
-                    [.. current.Stages.Select(s => new StageDump(s.Kind.Kind.Name, s.Kind.Order, s.Stage.Summary))]),
+                    [.. current.Stages.Select(s => new StageDump(s.Kind.Kind.Name, s.Kind.Order, s.Stage.Summary))],
+                    current.PortModes.Enabled, PortDump.Of(options, current.PortModes)),
                 Revocations: new RevocationsDump(state.Revocations.Count, [.. state.Revocations.Entries.Select(e => e.Subject)]),
                 Identity: identity is null ? null : new IdentityDump(
                     identity.Id.Value,
@@ -70,8 +71,25 @@ internal sealed record MemoryDump(long GcHeapBytes, long GcCommittedBytes, long 
 /// <param name="PeerAuthentication"><c>namespace/name</c> of the PeerAuthentication that applies; null for none (STRICT).</param>
 /// <param name="Resources">Resources of every kind that apply to this workload.</param>
 /// <param name="Stages">The inbound stages in the order they run.</param>
+/// <param name="L4Mode">Whether the control plane runs with <c>--l4-mode on</c> (pushed with the config).</param>
+/// <param name="Ports">Each app port and how this config version treats it.</param>
 internal sealed record PolicyDump(string Version, int Policies, int Rules, bool HasAllowPolicy, string InboundMtls, string? PeerAuthentication,
-    int Resources, IReadOnlyList<StageDump> Stages);
+    int Resources, IReadOnlyList<StageDump> Stages, bool L4Mode, IReadOnlyList<PortDump> Ports);
+
+/// <summary>
+/// One app port: <c>l4</c> (relayed as bytes, authorized per connection), <c>l7</c> (HTTP, every request through the
+/// inbound stages) or <c>tcp</c> (a declared TCP port: always bytes), and why.
+/// </summary>
+internal sealed record PortDump(int Port, string Mode, string Reason)
+{
+    public static PortDump[] Of(SidecarOptions options, ZeroTrustMesh.Policy.L4.PortModes modes) =>
+    [
+        .. options.AppPorts.Distinct().Order().Select(port => modes.L7Reason(port) is { } l7
+            ? new PortDump(port, "l7", l7)
+            : new PortDump(port, "l4", "every policy that applies to the port needs only L4 attributes")),
+        .. options.TcpPorts.Distinct().Order().Select(port => new PortDump(port, "tcp", "declared TCP port (--tcp-port)")),
+    ];
+}
 
 /// <summary>One inbound stage: the policy kind it enforces, where it runs, and what it holds.</summary>
 internal sealed record StageDump(string Kind, int Order, string Summary);

@@ -43,8 +43,9 @@ internal sealed class AuthorizationStage(PolicySnapshot snapshot, SidecarMetrics
 
     /// <summary>
     /// A connection relayed as bytes (an L4-mode port or a declared TCP port), decided once with what L4 knows: the
-    /// caller's verified identity and namespace, the port, the source address and the time. A rule that names methods,
-    /// paths, headers or JWT attributes does not match it.
+    /// caller's verified identity and namespace, the port, the source address and the time. Rules read as Istio reads them
+    /// on TCP traffic (<see cref="ConnectionRules"/>): an ALLOW rule with methods, paths, requestPrincipals or a header or
+    /// JWT condition allows no connection; a DENY or AUDIT rule applies without those fields.
     /// </summary>
     public AuthorizationDecision AuthorizeConnection(SpiffeId caller, int port, System.Net.IPAddress? source, DateTimeOffset now)
     {
@@ -55,6 +56,7 @@ internal sealed class AuthorizationStage(PolicySnapshot snapshot, SidecarMetrics
             Port = port,
             SourceAddress = source,
             Now = now,
+            IsConnection = true,
         }, default);
         metrics.Decision(decision.Allowed, decision.Policy);
         return decision;

@@ -47,6 +47,31 @@ public sealed class DirectoryPolicySourceTests : IDisposable
     }
 
     [Theory]
+    [InlineData("DENY", "to: [{operation: {paths: [\"/admin\"]}}]", true)]
+    [InlineData("DENY", "from: [{source: {requestPrincipals: [\"*\"]}}]", true)]
+    [InlineData("DENY", "to: [{operation: {ports: [8080], paths: [\"/admin\"]}}]", false)] // scoped to a port: no warning, as Istio
+    [InlineData("DENY", "from: [{source: {principals: [\"*\"]}}]", false)]
+    [InlineData("ALLOW", "to: [{operation: {paths: [\"/admin\"]}}]", false)] // allows less on TCP: safe, no warning
+    public void Apply_warns_about_a_deny_with_http_only_fields_and_no_ports_as_Istio_does(string action, string rule, bool warned)
+    {
+        using var source = Create();
+        var yaml = $"apiVersion: security.ztm.dev/v1\nkind: AuthorizationPolicy\nmetadata: {{name: p, namespace: shop}}\nspec:\n  action: {action}\n  rules:\n    - {rule}\n";
+
+        var result = source.Apply("p.yaml", yaml, "operator");
+
+        Assert.Equal(["AuthorizationPolicy/shop/p created"], result.Outcomes);
+        if (warned)
+        {
+            Assert.StartsWith("AuthorizationPolicy shop/p rule 0: ", Assert.Single(result.Warnings), StringComparison.Ordinal);
+            Assert.Contains("denies every connection to the TCP and L4 ports", result.Warnings[0], StringComparison.Ordinal);
+        }
+        else
+        {
+            Assert.Empty(result.Warnings);
+        }
+    }
+
+    [Theory]
     [InlineData("")]
     [InlineData("# only a comment\n")]
     [InlineData("---\n---\n")]
