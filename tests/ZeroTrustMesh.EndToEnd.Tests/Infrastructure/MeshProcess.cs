@@ -132,7 +132,9 @@ internal sealed class MeshProcess : IAsyncDisposable
         }
         var limit = timeout ?? DefaultTimeout;
         var winner = await Task.WhenAny(found.Task, _exited.Task, Task.Delay(limit));
-        if (winner == found.Task)
+        // Both completions run their continuations on the thread pool, so WhenAny can see the exit first even though
+        // the line was matched before it (a line printed just before exiting): the line wins whenever it was found.
+        if (winner == found.Task || found.Task.IsCompleted)
         {
             return await found.Task;
         }

@@ -168,6 +168,24 @@ public sealed class Http1AppHopTests(Xunit.Abstractions.ITestOutputHelper output
         }
     }
 
+    /// <summary>
+    /// Which hop carried the request, seen from outside: a response with bare LF line ends is one HttpClient
+    /// accepts and the fast path's framing refuses, so with the flag it must be a 502 — if every request fell back to
+    /// YARP, the flag-on runs of the other tests would pass all the same and this one would not.
+    /// </summary>
+    [Fact]
+    public async Task With_the_flag_the_fast_path_carries_the_request_not_YARP()
+    {
+        await using var app = await RawApp.StartAsync();
+        foreach (var (fastPath, expected) in new[] { (false, HttpStatusCode.OK), (true, HttpStatusCode.BadGateway) })
+        {
+            await using var host = await StartAsync(fastPath, app.Port);
+            using var http = new HttpClient { BaseAddress = host.BaseAddress, Timeout = Timeout };
+            using var response = await http.GetAsync(new Uri("/bare-lf", UriKind.Relative));
+            Assert.Equal(expected, response.StatusCode);
+        }
+    }
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -320,6 +338,7 @@ public sealed class Http1AppHopTests(Xunit.Abstractions.ITestOutputHelper output
                     "/garbage" => "garbage\r\n\r\n",
                     "/bad-header-name" => "HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 0\r\n\r\n",
                     "/bad-status" => "HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n",
+                    "/bare-lf" => "HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
                     "/short-length" => "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this",
                     "/short-chunked" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
                     "/bad-chunk" => "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
