@@ -86,18 +86,7 @@ internal sealed class ConfigMapAnomalyStateStore(IKubernetes client, string @nam
         {
             return null;
         }
-        if (map.BinaryData?.TryGetValue(StateKey, out var zipped) != true || zipped is null)
-        {
-            throw new InvalidDataException($"{Location} has no {StateKey}");
-        }
-        try
-        {
-            return ConfigMaps.Unzip(zipped, AnomalyStateJson.Default.AnomalyStateDocument);
-        }
-        catch (InvalidDataException e)
-        {
-            throw new InvalidDataException($"{Location} key {StateKey} is not anomaly state: {e.Message}", e);
-        }
+        return ConfigMaps.UnzipKey(map, StateKey, AnomalyStateJson.Default.AnomalyStateDocument, Location, "anomaly state");
     }
 
     public async Task SaveAsync(AnomalyStateDocument state, CancellationToken cancellation)

@@ -43,6 +43,26 @@ internal static class ConfigMaps
     }
 
     /// <exception cref="InvalidDataException">Not gzip, or not the JSON of <typeparamref name="T"/>.</exception>
+    /// <summary>
+    /// The gzipped JSON document under <paramref name="key"/> of a map this control plane wrote: a missing key or one
+    /// that does not parse is <see cref="InvalidDataException"/> naming <paramref name="location"/> and what was expected.
+    /// </summary>
+    public static T UnzipKey<T>(V1ConfigMap map, string key, JsonTypeInfo<T> type, string location, string what)
+    {
+        if (map.BinaryData?.TryGetValue(key, out var zipped) != true || zipped is null)
+        {
+            throw new InvalidDataException($"{location} has no {key}");
+        }
+        try
+        {
+            return Unzip(zipped, type);
+        }
+        catch (InvalidDataException e)
+        {
+            throw new InvalidDataException($"{location} key {key} is not {what}: {e.Message}", e);
+        }
+    }
+
     public static T Unzip<T>(byte[] bytes, JsonTypeInfo<T> type)
     {
         try

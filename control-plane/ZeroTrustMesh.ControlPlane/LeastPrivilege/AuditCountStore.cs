@@ -239,18 +239,7 @@ internal sealed class ConfigMapAuditCountStore(IKubernetes client, string @names
         {
             return AuditCountsDocument.None;
         }
-        if (map.BinaryData?.TryGetValue(CountsKey, out var zipped) != true || zipped is null)
-        {
-            throw new InvalidDataException($"{Location} has no {CountsKey}");
-        }
-        try
-        {
-            return ConfigMaps.Unzip(zipped, AuditCountsJson.Default.AuditCountsDocument);
-        }
-        catch (InvalidDataException e)
-        {
-            throw new InvalidDataException($"{Location} key {CountsKey} is not AUDIT counts: {e.Message}", e);
-        }
+        return ConfigMaps.UnzipKey(map, CountsKey, AuditCountsJson.Default.AuditCountsDocument, Location, "AUDIT counts");
     }
 }
 
