@@ -8,10 +8,13 @@ using ZeroTrustMesh.Sidecar.Telemetry;
 namespace ZeroTrustMesh.Sidecar.Tests;
 
 /// <summary>The GC's own decisions are process-wide: nothing else in this assembly runs beside these tests.</summary>
-[CollectionDefinition(nameof(MemoryTrimmerTests), DisableParallelization = true)]
-public sealed class GarbageCollectorCollection;
+[CollectionDefinition(Name, DisableParallelization = true)]
+public sealed class GarbageCollectorCollection
+{
+    public const string Name = "process-wide GC and allocation figures";
+}
 
-[Collection(nameof(MemoryTrimmerTests))]
+[Collection(GarbageCollectorCollection.Name)]
 public sealed class MemoryTrimmerTests
 {
     private const long MiB = 1 << 20;
