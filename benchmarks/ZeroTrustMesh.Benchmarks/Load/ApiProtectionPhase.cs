@@ -123,7 +123,7 @@ internal static class ApiProtectionPhase
             var run = await DataPlaneRun.MeasureAsync(rep, Phase, both, both.Proxies, $"{client} alternating with {on.Name}{what}", async () =>
             {
                 arms = await LoadClients.FixedRateAsync(context.Client, [new RateArm(off.Url, off.Host, json), new RateArm(on.Url, on.Host, json)],
-                    settings.Rate, settings.Warmup, settings.RateDuration * 2, cancellation);
+                    settings.Rate, settings.Warmup, settings.PairedApiDuration, cancellation);
                 return arms.Length == 2 ? arms[0] with { Requests = arms[0].Requests + arms[1].Requests, Errors = arms[0].Errors + arms[1].Errors, Sent = arms[0].Sent + arms[1].Sent } : arms[0];
             });
             return arms.Length == 2
@@ -181,7 +181,7 @@ internal static class ApiProtectionPhase
             md.AppendLine("Not measured.");
             return;
         }
-        md.AppendLine(inv, $"After every other phase (the latency phase ran with no ApiSpec in the mesh), an ApiSpec in Enforce mode is applied to a third workload, `catalog` (its own sidecar in front of the same demo app), and the frontend sidecar calls `orders` (no ApiSpec) and `catalog` alternately, request by request, in one open loop at {report.Settings.Rate} req/s ({report.Settings.Rate / 2} req/s each) for {2 * report.Settings.RateSeconds:0.#} s after {report.Settings.WarmupSeconds:0.#} s unmeasured, so that both routes live through the same moments of this shared machine (runs one after the other differ by more than the cost measured): a {api.BodyBytes:N0}-byte JSON `POST /api/orders` whose body catalog validates against the document's schema (`$ref`s, nested objects, an array of lines), and the demo app's {api.ResponseBytes:N0}-byte JSON page of users `GET /json/65536` that catalog redacts (remove `/users/*/password`, mask `/users/*/ssn`: {api.RedactedResponseBytes:N0} bytes out). Added = catalog − orders, per repetition. Checked before measuring: {api.Verified}.");
+        md.AppendLine(inv, $"After every other phase (the latency phase ran with no ApiSpec in the mesh), an ApiSpec in Enforce mode is applied to a third workload, `catalog` (its own sidecar in front of the same demo app), and the frontend sidecar calls `orders` (no ApiSpec) and `catalog` alternately, request by request, in one open loop at {report.Settings.Rate} req/s ({report.Settings.Rate / 2} req/s each) for {report.Settings.ApiPairedSeconds:0.#} s after {report.Settings.WarmupSeconds:0.#} s unmeasured, so that both routes live through the same moments of this shared machine (runs one after the other differ by more than the cost measured): a {api.BodyBytes:N0}-byte JSON `POST /api/orders` whose body catalog validates against the document's schema (`$ref`s, nested objects, an array of lines), and the demo app's {api.ResponseBytes:N0}-byte JSON page of users `GET /json/65536` that catalog redacts (remove `/users/*/password`, mask `/users/*/ssn`: {api.RedactedResponseBytes:N0} bytes out). Added = catalog − orders, per repetition. Checked before measuring: {api.Verified}.");
         md.AppendLine();
         md.AppendLine("| figure | no ApiSpec (orders) | ApiSpec (catalog) | added |");
         md.AppendLine("|---|---:|---:|---:|");

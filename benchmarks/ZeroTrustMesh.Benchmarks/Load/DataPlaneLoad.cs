@@ -50,11 +50,12 @@ internal static class DataPlaneLoad
         var floorRelay = new Option<string?>("--floor-relay") { Description = "ztm-floor-relay published with NativeAOT (benchmarks/ZeroTrustMesh.FloorRelay): run as a pair (floor-relay-pair), the runtime's floor for the sidecar pair (issue 20); without it the pair is skipped" };
         var sidecarEnv = new Option<string[]>("--sidecar-env") { Description = "KEY=VALUE set in both sidecars' environment, to compare variants (e.g. DOTNET_GCgen0size=0x400000); repeatable" };
         var l4 = new Option<bool>("--l4") { Description = "Add ztm-sidecar-pair-l4: the sidecar pair in L4 mode (control plane --l4-mode on), its client in a network namespace with iptables capture; root only, needs ip and iptables (skipped with the reason otherwise)" };
+        var apiDuration = CommandLineOptions.Duration("--api-duration", "Each paired run of the API protection phase (0: twice --rate-duration)", "0s");
         var sidecarFlag = new Option<string[]>("--sidecar-flag") { Description = "NAME=VALUE passed to both measured sidecars as --NAME VALUE, to compare variants (e.g. http1-fast-path=true); repeatable" };
         var command = new RootCommand("dataplane-load: direct vs the ZeroTrustMesh sidecar pair vs HAProxy and nginx mTLS pairs, side by side, plus the control plane")
         {
             quick, repetitions, capacity, connections, rateDuration, rate, h2Duration, h2Clients, h2Streams, newConnDuration, newConnWorkers,
-            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, sidecarFlag, bareProxy, floorRelay, l4,
+            controlPlane, sidecar, demoApp, results, noHaproxy, noNginx, noControlPlane, sidecars, identities, sidecarEnv, sidecarFlag, bareProxy, floorRelay, l4, apiDuration,
         };
         command.SetAction(async (result, cancellation) =>
         {
@@ -78,6 +79,7 @@ internal static class DataPlaneLoad
             {
                 SidecarFlags = [.. (result.GetValue(sidecarFlag) ?? []).Select(f => f.Split('=', 2)).SelectMany(kv => kv.Length == 2 ? new[] { "--" + kv[0], kv[1] } : ["--" + kv[0]])],
                 L4 = result.GetValue(l4),
+                ApiDuration = q ? TimeSpan.Zero : result.GetValue(apiDuration),
             };
             if (settings.Repetitions < 1 || settings.Connections < 1 || settings.Rate < 1 || settings.H2Clients < 1 || settings.H2Streams < 1 || settings.NewConnectionWorkers < 1)
             {
@@ -95,7 +97,7 @@ internal static class DataPlaneLoad
             // The whole run is bounded: (warm-up + repetitions) × 6 targets × every phase, start-ups, the control plane, slack.
             var perTarget = settings.Capacity + settings.H2Duration * 2 + settings.NewConnectionDuration + settings.RateDuration + settings.Warmup + TimeSpan.FromSeconds(15);
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
-            var apiPhase = (settings.RateDuration + settings.Warmup + TimeSpan.FromSeconds(2)) * 5 * settings.Repetitions + StartTimeout;
+            var apiPhase = (settings.PairedApiDuration * 2 + settings.RateDuration * 2 + (settings.Warmup + TimeSpan.FromSeconds(2)) * 4) * settings.Repetitions + StartTimeout;
             timeout.CancelAfter(perTarget * 7 * (settings.Repetitions + 1) + apiPhase + TimeSpan.FromMinutes(settings.NoControlPlane ? 3 : q ? 6 : 15));
             return await RunAsync(settings, timeout.Token);
         });
@@ -151,6 +153,7 @@ internal static class DataPlaneLoad
                 NginxSkipped = nginxSkipped,
                 H2loadSkipped = h2loadSkipped,
                 H2Seconds = settings.H2Duration.TotalSeconds,
+                ApiPairedSeconds = settings.PairedApiDuration.TotalSeconds,
                 H2Clients = settings.H2Clients,
                 H2Streams = settings.H2Streams,
                 NewConnectionSeconds = settings.NewConnectionDuration.TotalSeconds,

@@ -58,6 +58,9 @@ internal sealed record DataPlaneSettingsJson(bool Quick, int Repetitions, double
 
     public double H2Seconds { get; init; }
 
+    /// <summary>Each paired run of the API protection phase (both routes together).</summary>
+    public double ApiPairedSeconds { get; init; }
+
     public int H2Clients { get; init; }
 
     public int H2Streams { get; init; }
