@@ -34,10 +34,21 @@ internal static class Ztmctl
         Recursive = true,
     };
 
+    /// <summary>A CLI process starts cold (JIT, first TLS handshake): on a loaded host 5 s to connect and handshake was
+    /// too short. An address that refuses still fails at once.</summary>
+    internal static readonly Option<TimeSpan> ConnectTimeoutOption = WithRecursive(ZeroTrustMesh.CommandLine.CommandLineOptions.Duration(
+        "--connect-timeout", "How long to wait for the control plane's connection and TLS handshake", "20s"));
+
+    private static Option<TimeSpan> WithRecursive(Option<TimeSpan> option)
+    {
+        option.Recursive = true;
+        return option;
+    }
+
     public static RootCommand Command()
     {
         OutputOption.AcceptOnlyFromAmong("table", "json", "token", "yaml");
-        var root = new RootCommand("ztmctl: operate a ZeroTrustMesh control plane") { ConfigOption, OutputOption };
+        var root = new RootCommand("ztmctl: operate a ZeroTrustMesh control plane") { ConfigOption, OutputOption, ConnectTimeoutOption };
         root.Subcommands.Add(TokenCommands.Command());
         root.Subcommands.Add(CaCommands.Command());
         root.Subcommands.Add(CheckCommand.Command());
@@ -73,14 +84,17 @@ internal static class Ztmctl
             return Fail(Unreachable, $"cannot read the config {configPath}: {e.Message}");
         }
 
-        using var channel = ControlPlaneChannel.Create(new Uri(config.Address), () => bundle, () => credential, TimeProvider.System);
+        using var channel = ControlPlaneChannel.Create(new Uri(config.Address), () => bundle, () => credential, TimeProvider.System,
+            parse.GetValue(ConnectTimeoutOption));
         try
         {
             return await call(channel, cancellation);
         }
-        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded)
+        catch (RpcException e) when (e.StatusCode is StatusCode.Unavailable or StatusCode.DeadlineExceeded
+            || (e.StatusCode is StatusCode.Cancelled && !cancellation.IsCancellationRequested && e.Status.DebugException is OperationCanceledException))
         {
-            return Fail(Unreachable, $"cannot reach the control plane at {config.Address}: {e.Status.Detail}");
+            // A connect timeout surfaces as Cancelled with no detail: the reason is in the exception underneath.
+            return Fail(Unreachable, $"cannot reach the control plane at {config.Address}: {Reason(e)}");
         }
         catch (RpcException e) when (e.StatusCode is StatusCode.Unimplemented)
         {
@@ -89,8 +103,23 @@ internal static class Ztmctl
         }
         catch (RpcException e)
         {
-            return Fail(Refused, $"{e.Status.Detail} ({e.StatusCode})");
+            return Fail(Refused, e.Status.Detail.Length > 0 ? $"{e.Status.Detail} ({e.StatusCode})" : Reason(e));
         }
+    }
+
+    /// <summary>The status's detail, or else the innermost exception's message: never an empty line.</summary>
+    internal static string Reason(RpcException e)
+    {
+        if (e.Status.Detail.Length > 0)
+        {
+            return e.Status.Detail;
+        }
+        var inner = e.Status.DebugException;
+        while (inner?.InnerException is { } next)
+        {
+            inner = next;
+        }
+        return inner is null ? e.StatusCode.ToString() : $"{inner.Message} ({e.StatusCode})";
     }
 
     public static int Fail(int code, string message)
