@@ -37,10 +37,10 @@ internal static class TemplateAccuracy
     {
         var openApi = new Option<string>("--openapi") { Description = "Directory holding api.github.com.json and ghes-*.json (npm pack @octokit/openapi; benchmarks/run fetches it)", Required = true };
         var perEndpoint = new Option<string>("--requests-per-endpoint") { Description = "Requests generated per operation, comma list: one round each", DefaultValueFactory = _ => "5,10,20" };
-        var seed = new Option<int>("--seed") { Description = "Random seed", DefaultValueFactory = _ => 20261206 };
+        var seeds = new Option<string>("--seeds", "--seed") { Description = "Random seeds, comma list: every round runs with each, and the report gives the worst seed's figures too", DefaultValueFactory = _ => "1,2,3,4,20261206" };
         var output = new Option<string?>("--output") { Description = "Write the markdown report here too" };
         var examples = new Option<int>("--examples") { Description = "How many over-merged, split and missed templates to print (stderr) per kind", DefaultValueFactory = _ => 8 };
-        var command = new RootCommand("discovery-accuracy: path templating and shadow-API detection on GitHub's REST API descriptions") { openApi, perEndpoint, seed, output, examples };
+        var command = new RootCommand("discovery-accuracy: path templating and shadow-API detection on GitHub's REST API descriptions") { openApi, perEndpoint, seeds, output, examples };
         command.SetAction(async (result, cancellation) =>
         {
             var dir = result.GetValue(openApi)!;
@@ -61,24 +61,63 @@ internal static class TemplateAccuracy
                 }
                 rounds.Add(n);
             }
+            var seedList = new List<int>();
+            foreach (var part in (result.GetValue(seeds) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries))
+            {
+                if (!int.TryParse(part, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var n))
+                {
+                    Console.Error.WriteLine($"discovery-accuracy: --seeds takes integers, not '{part}'");
+                    return CommandLineOptions.UsageError;
+                }
+                if (!seedList.Contains(n))
+                {
+                    seedList.Add(n);
+                }
+            }
+            if (rounds.Count == 0 || seedList.Count == 0)
+            {
+                Console.Error.WriteLine("discovery-accuracy: --requests-per-endpoint and --seeds need at least one value each");
+                return CommandLineOptions.UsageError;
+            }
             var dotcom = Spec.Load(dotcomFile);
             var ghes = Spec.Load(ghesFile);
             var report = new StringBuilder();
             report.AppendLine(CultureInfo.InvariantCulture, $"# discovery-accuracy {DateTimeOffset.UtcNow:yyyy-MM-dd HH:mm} UTC");
             report.AppendLine();
-            report.AppendLine(CultureInfo.InvariantCulture, $"Traffic from `{Path.GetFileName(dotcomFile)}` ({dotcom.Operations.Count} operations, {dotcom.Operations.Select(o => o.Template).Distinct().Count()} path templates); declared: `{Path.GetFileName(ghesFile)}` ({ghes.Operations.Count} operations). Seed {result.GetValue(seed)}.");
+            report.AppendLine(CultureInfo.InvariantCulture, $"Traffic from `{Path.GetFileName(dotcomFile)}` ({dotcom.Operations.Count} operations, {dotcom.Operations.Select(o => o.Template).Distinct().Count()} path templates); declared: `{Path.GetFileName(ghesFile)}` ({ghes.Operations.Count} operations). Seeds {string.Join(", ", seedList)}.");
             report.AppendLine();
-            report.AppendLine("| requests per operation | templates found | true | template precision | recall | F1 | over-merged | under-merged (split) | shadow operations (truth) | shadow recall | shadow precision | requests dropped (trie full) | ms |");
-            report.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            report.AppendLine("| seed | requests per operation | templates found | true | template precision | recall | F1 | over-merged | under-merged (split) | shadow operations (truth) | shadow recall | shadow precision | requests dropped (trie full) | ms |");
+            report.AppendLine("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            var scores = new List<(int Seed, int PerOperation, Accuracy Score)>();
+            foreach (var s in seedList)
+            {
+                foreach (var n in rounds)
+                {
+                    var score = Score(dotcom, ghes, n, s, result.GetValue(examples));
+                    scores.Add((s, n, score));
+                    report.AppendLine(CultureInfo.InvariantCulture,
+                        $"| {s} | {n} | {score.Found} | {score.True} | {score.Precision:P2} | {score.Recall:P2} | {score.F1:0.0000} | {score.OverMerged} ({score.OverMergedShare:P2}) | {score.Split} | {score.ShadowTruth} | {score.ShadowRecall:P2} | {score.ShadowPrecision:P2} | {score.Dropped} | {score.Milliseconds:0} |");
+                    foreach (var line in score.Examples)
+                    {
+                        Console.Error.WriteLine($"discovery-accuracy: seed={s} n={n} {line}");
+                    }
+                }
+            }
+            // The targets must hold on every seed, not on a lucky one: per round, each figure at its worst and the seed it came from.
+            report.AppendLine();
+            report.AppendLine(CultureInfo.InvariantCulture, $"Worst over {seedList.Count} seed(s) (the seed in brackets):");
+            report.AppendLine();
+            report.AppendLine("| requests per operation | lowest F1 | most over-merged | lowest shadow recall | lowest shadow precision |");
+            report.AppendLine("|---:|---:|---:|---:|---:|");
             foreach (var n in rounds)
             {
-                var score = Score(dotcom, ghes, n, result.GetValue(seed), result.GetValue(examples));
+                var round = scores.Where(x => x.PerOperation == n).ToList();
+                var f1 = round.MinBy(x => x.Score.F1);
+                var merged = round.MaxBy(x => x.Score.OverMergedShare);
+                var recall = round.MinBy(x => x.Score.ShadowRecall);
+                var precision = round.MinBy(x => x.Score.ShadowPrecision);
                 report.AppendLine(CultureInfo.InvariantCulture,
-                    $"| {n} | {score.Found} | {score.True} | {score.Precision:P2} | {score.Recall:P2} | {score.F1:0.0000} | {score.OverMerged} ({score.OverMergedShare:P2}) | {score.Split} | {score.ShadowTruth} | {score.ShadowRecall:P2} | {score.ShadowPrecision:P2} | {score.Dropped} | {score.Milliseconds:0} |");
-                foreach (var line in score.Examples)
-                {
-                    Console.Error.WriteLine($"discovery-accuracy: n={n} {line}");
-                }
+                    $"| {n} | {f1.Score.F1:0.0000} ({f1.Seed}) | {merged.Score.OverMerged} ({merged.Score.OverMergedShare:P2}) ({merged.Seed}) | {recall.Score.ShadowRecall:P2} ({recall.Seed}) | {precision.Score.ShadowPrecision:P2} ({precision.Seed}) |");
             }
             var markdown = report.ToString();
             Console.Out.Write(markdown);

@@ -261,6 +261,8 @@ internal sealed class PathInventory(PathInventoryOptions options)
                 {
                     value.ThroughManyValues += child.Through;
                 }
+                // A concrete instance is one parent; below one that stands for many, every request may be another.
+                value.Parents += instance.ManyValues ? child.Through : 1;
             }
         }
         if (values.Count == 0)
@@ -410,12 +412,12 @@ internal sealed class PathInventory(PathInventoryOptions options)
     }
 
     /// <summary>
-    /// Nothing below it, and seen under no more parent instances (or, below a literal, no more often) than a word must be;
-    /// each request under an instance that stands for many values counts as under one more parent.
+    /// Nothing below it, and seen under no more parents (<see cref="Value.Parents"/>; below a literal, no more often) than
+    /// a word must be.
     /// </summary>
     private bool IsRareLeaf(Value value, bool belowParameter) =>
         value.Nodes.All(n => n.Children is null or { Count: 0 })
-        && (belowParameter ? value.Nodes.Count + value.ThroughManyValues : value.Through) <= options.RepeatsOfAWord;
+        && (belowParameter ? value.Parents : value.Through) <= options.RepeatsOfAWord;
 
     private static string Join(string segment, string rest) => rest.Length == 0 ? segment : segment + "/" + rest;
 
@@ -499,5 +501,12 @@ internal sealed class PathInventory(PathInventoryOptions options)
 
         /// <summary>The part of <see cref="Through"/> seen under instances that stand for many values.</summary>
         public long ThroughManyValues;
+
+        /// <summary>
+        /// The most distinct parents it can have been seen under: one per concrete instance, and one per request under an
+        /// instance that stands for many values (that instance itself is no parent of its own: counting it as one too
+        /// made a secret name requested twice under <c>/repos/{}/{}</c> look like one seen under four repositories).
+        /// </summary>
+        public long Parents;
     }
 }

@@ -221,6 +221,46 @@ public sealed class PathInventoryTests
     }
 
     [Fact]
+    public void Below_many_parents_kept_as_one_each_request_counts_as_one_parent_not_two()
+    {
+        // The accuracy benchmark's splits on seeds 1, 2 and 4: past the bound the organizations share one {} node, and a
+        // secret name requested under three of them was counted as seen under four parents (the node itself and its three
+        // requests), more than a popular identifier may be. It stayed a literal beside /secrets/{}: one endpoint split in two.
+        var inventory = new PathInventory(new PathInventoryOptions { MaxValuesPerPosition = 16 });
+        var orgs = Users(27).ToList();
+        foreach (var (org, i) in orgs.Take(24).Select((o, i) => (o, i)))
+        {
+            inventory.Observe("GET", $"/orgs/{org}/actions/secrets/public-key");
+            inventory.Observe("GET", $"/orgs/{org}/actions/secrets/{orgs[23 - i].ToUpperInvariant()}_TOKEN");
+        }
+        foreach (var org in orgs.Skip(24))
+        {
+            inventory.Observe("GET", $"/orgs/{org}/actions/secrets/NPM_TOKEN");
+        }
+
+        Assert.Equal(["GET /orgs/{}/actions/secrets/public-key 24", "GET /orgs/{}/actions/secrets/{} 27"], Describe(inventory));
+    }
+
+    [Fact]
+    public void Below_many_parents_kept_as_one_a_leaf_requested_more_often_than_a_word_needs_stays_a_word()
+    {
+        // The other side of the count: four requests under the shared node may be four organizations, so public-key,
+        // requested only there, is still a word beside the secret names.
+        var inventory = new PathInventory(new PathInventoryOptions { MaxValuesPerPosition = 16 });
+        var orgs = Users(24).ToList();
+        foreach (var (org, i) in orgs.Select((o, i) => (o, i)))
+        {
+            inventory.Observe("GET", $"/orgs/{org}/actions/secrets/{orgs[23 - i].ToUpperInvariant()}_TOKEN");
+        }
+        foreach (var org in orgs.Skip(16).Take(4))
+        {
+            inventory.Observe("GET", $"/orgs/{org}/actions/secrets/public-key");
+        }
+
+        Assert.Equal(["GET /orgs/{}/actions/secrets/public-key 4", "GET /orgs/{}/actions/secrets/{} 24"], Describe(inventory));
+    }
+
+    [Fact]
     public void Templates_are_named_after_the_word_before_each_parameter()
     {
         Assert.Equal("/users/{user}/keys/{key}", PathInventory.Named("/users/{}/keys/{}"));
