@@ -161,6 +161,96 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
     }
 
     /// <summary>
+    /// Anomaly state shared by two replicas as processes: every request of the burst reaches an orders sidecar connected
+    /// to replica B, which does not lead; A, the leader, sees them only through B's counts in the API (the ConfigMap
+    /// ztm-anomaly-counts-controlplane-b), throttles the caller, and pushes the restriction to the orders sidecar
+    /// connected to it; B takes the leader's state and pushes the same restriction, in the same config version, to its
+    /// own; AnomalyAdmin.List (<c>ztmctl anomalies</c>) through either replica lists it. The processes run on the real
+    /// clock (they take no fake one): the policy's short history and low floor keep it to seconds, as in the
+    /// single-replica test, and the test waits on log lines and answers, never on time.
+    /// </summary>
+    [Fact]
+    public async Task A_burst_seen_only_through_the_replica_that_does_not_lead_is_throttled_and_both_replicas_push_and_list_it()
+    {
+        _api.Seed(AllowShopToCallOrders());
+        _api.Seed(new System.Text.Json.Nodes.JsonObject
+        {
+            ["apiVersion"] = "security.ztm.dev/v1",
+            ["kind"] = "AnomalyPolicy",
+            ["metadata"] = new System.Text.Json.Nodes.JsonObject { ["name"] = "orders-anomalies", ["namespace"] = Shop },
+            ["spec"] = System.Text.Json.Nodes.JsonNode.Parse("""{"selector":{"service":"orders"},"mode":"Enforce","minimumHistory":"2s","minimumRate":60,"throttleRate":1,"quarantineAfter":"1h","coolOff":"1h"}"""),
+        });
+        var orders = await DemoApp.StartAsync(_mesh, "orders");
+        // Callers reach only orders-0, whose sidecar reports to B; orders-1's sidecar (on A) serves nobody.
+        _api.Seed(ClusterObjects.Service(Shop, "orders", OrdersClusterIp, "http", orders.HttpPort, orders.HttpPort));
+        _api.Seed(ClusterObjects.EndpointSlice(Shop, "orders-abcde", "orders", "http", orders.HttpPort, (_ordersPodIp, "orders-0")));
+        var a = await StartReplicaAsync("controlplane-a");
+        await a.Process.WaitForLineAsync("leading: controlplane-a ");
+        var b = await StartReplicaAsync("controlplane-b");
+        await b.Process.WaitForLineAsync("leader is controlplane-a ");
+
+        var onB = await StartSidecarAsync("orders", _ordersPodIp, a.BundlePath, ["--inbound-address", _ordersPodIp, "--inbound-port", "15006", .. orders.SidecarArguments], b.Address);
+        var otherPodIp = $"127.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(2, 255)}";
+        var onA = await StartSidecarAsync("orders", otherPodIp, a.BundlePath, ["--inbound-address", otherPodIp, "--inbound-port", "15006", .. orders.SidecarArguments], a.Address, pod: "orders-1");
+        var frontend = await StartSidecarAsync("frontend", "10.1.0.4", a.BundlePath, ["--inbound-port", "0"], b.Address);
+        foreach (var sidecar in new[] { onB, onA, frontend })
+        {
+            await sidecar.Process.WaitForLineAsync("registered with the control plane ");
+        }
+        await onA.Process.WaitForLineAsync("config v");
+
+        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
+        var url = $"http://orders:{orders.HttpPort}/orders/1";
+        // The caller's normal: one request a second for a few seconds (this paces traffic, it waits for nothing).
+        using (var pace = new PeriodicTimer(TimeSpan.FromSeconds(1)))
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                using var normal = await http.GetAsync(url);
+                Assert.Equal(HttpStatusCode.OK, normal.StatusCode);
+                await pace.WaitForNextTickAsync();
+            }
+        }
+
+        // The jump, until orders-0's sidecar refuses it by anomaly response: B pushes what A decided.
+        var jump = Stopwatch.StartNew();
+        var sent = 0;
+        string body;
+        while (true)
+        {
+            Assert.True(jump.Elapsed < TimeSpan.FromSeconds(90), $"not throttled 90 s after the jump ({sent} requests)");
+            using var response = await http.GetAsync(url);
+            sent++;
+            if (response.StatusCode != HttpStatusCode.OK)
+            {
+                body = await response.Content.ReadAsStringAsync();
+                Assert.True(response.StatusCode == HttpStatusCode.TooManyRequests, $"{response.StatusCode}: {body}");
+                break;
+            }
+        }
+        Assert.Contains("throttled by anomaly response to 1/min", body, StringComparison.Ordinal);
+        output.WriteLine($"throttled {jump.Elapsed.TotalSeconds:0.0} s after the jump ({sent} requests, all through B)");
+
+        // A pushed the same restriction to orders-1, which B's sidecars never reached: the same config version.
+        static bool Restricted(string line) => line.Contains("config v", StringComparison.Ordinal) && line.Contains(" applied", StringComparison.Ordinal)
+            && line.Contains("1 caller restrictions", StringComparison.Ordinal);
+        var onAVersion = Version(await onA.Process.WaitForLineAsync(Restricted, "the restriction on A's sidecar", TimeSpan.FromSeconds(30)));
+        var onBVersion = Version(await onB.Process.WaitForLineAsync(Restricted, "the restriction on B's sidecar", TimeSpan.FromSeconds(30)));
+        Assert.Equal(onAVersion, onBVersion);
+        Assert.NotNull(_api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-anomaly-counts-controlplane-b"));
+
+        // 'ztmctl anomalies' through either replica lists it.
+        foreach (var (replica, leading) in new[] { (a, true), (b, false) })
+        {
+            using var channel = replica.Channel(replica.OperatorCertificate);
+            var listed = await new AnomalyAdmin.AnomalyAdminClient(channel).ListAsync(new AnomalyListRequest());
+            Assert.Equal((replica.Process.Name, leading), (listed.Replica, listed.Leading));
+            var current = Assert.Single(listed.Current, c => c.Caller == DataPlaneFixture.FrontendId && c.Route == "*");
+            Assert.Equal(("throttled", "shop/orders", "shop/orders-anomalies"), (current.State, current.Workload, current.Policy));
+        }
+    }
+
+    /// <summary>
     /// Kills <paramref name="leader"/> (SIGKILL: no release of the Lease) and removes it from the Service, then waits
     /// for <paramref name="next"/> to lead and for every sidecar to resync on it with the same config version.
     /// </summary>
@@ -212,13 +302,16 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
     /// A sidecar of the meshed pod <c>shop/NAME-0</c> (service account NAME, <paramref name="podIp"/>), reaching the
     /// control plane through the Service with its pod's projected token.
     /// </summary>
-    private async Task<Sidecar> StartSidecarAsync(string name, string podIp, string bundlePath, string[] extraArgs)
+    /// <param name="controlPlane">A replica of its own instead of the Service.</param>
+    /// <param name="pod">The pod's name; NAME-0 by default.</param>
+    private async Task<Sidecar> StartSidecarAsync(string name, string podIp, string bundlePath, string[] extraArgs, Uri? controlPlane = null, string? pod = null)
     {
-        _api.Seed(ClusterObjects.Pod(Shop, name + "-0", name, podIp, meshed: true));
-        var tokenFile = Path.Combine(_mesh.Root, name + ".token");
-        await File.WriteAllTextAsync(tokenFile, _api.IssuePodToken(Shop, name + "-0", "ztm-controlplane"));
-        var process = _mesh.Track(MeshProcess.Start("sidecar-" + name, Executables.Sidecar,
-            ["--control-plane", _service.Address.ToString(), "--trust-bundle", bundlePath, "--service-account-token-file", tokenFile,
+        pod ??= name + "-0";
+        _api.Seed(ClusterObjects.Pod(Shop, pod, name, podIp, meshed: true));
+        var tokenFile = Path.Combine(_mesh.Root, pod + ".token");
+        await File.WriteAllTextAsync(tokenFile, _api.IssuePodToken(Shop, pod, "ztm-controlplane"));
+        var process = _mesh.Track(MeshProcess.Start("sidecar-" + pod, Executables.Sidecar,
+            ["--control-plane", (controlPlane ?? _service.Address).ToString(), "--trust-bundle", bundlePath, "--service-account-token-file", tokenFile,
                 "--admin-port", "0", "--outbound-port", "0", .. extraArgs],
             output, _mesh.Environment));
         var listening = await process.WaitForLineAsync("ztm-sidecar: admin listening on ");
