@@ -161,6 +161,104 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
     }
 
     /// <summary>
+    /// Anomaly state shared by two replicas as processes: every request of the burst reaches an orders sidecar connected
+    /// to the replica that does not lead (the follower); the leader sees them only through the follower's counts in the
+    /// API (its ConfigMap ztm-anomaly-counts-&lt;replica&gt;), throttles the caller, and pushes the restriction to the
+    /// orders sidecar connected to it, which serves nobody; the follower takes the leader's state and pushes the same
+    /// restriction, in the same config version, to its own; AnomalyAdmin.List (<c>ztmctl anomalies</c>) through either
+    /// replica lists it. The processes run on the real clock (they take no fake one): the policy's short history and low
+    /// floor keep it to seconds, and the test waits on log lines and answers, never on time. The replicas and then the
+    /// sidecars start side by side; whichever replica takes the Lease leads (the default lease, so that a slow machine
+    /// does not move it mid-test).
+    /// </summary>
+    [Fact]
+    public async Task A_burst_seen_only_through_the_replica_that_does_not_lead_is_throttled_and_both_replicas_push_and_list_it()
+    {
+        _api.Seed(AllowShopToCallOrders());
+        _api.Seed(new System.Text.Json.Nodes.JsonObject
+        {
+            ["apiVersion"] = "security.ztm.dev/v1",
+            ["kind"] = "AnomalyPolicy",
+            ["metadata"] = new System.Text.Json.Nodes.JsonObject { ["name"] = "orders-anomalies", ["namespace"] = Shop },
+            ["spec"] = System.Text.Json.Nodes.JsonNode.Parse("""{"selector":{"service":"orders"},"mode":"Enforce","minimumHistory":"2s","minimumRate":60,"throttleRate":1,"quarantineAfter":"1h","coolOff":"1h"}"""),
+        });
+        var orders = await DemoApp.StartAsync(_mesh, "orders");
+        // Callers reach only orders-0, whose sidecar reports to the follower; orders-1's sidecar (on the leader) serves nobody.
+        _api.Seed(ClusterObjects.Service(Shop, "orders", OrdersClusterIp, "http", orders.HttpPort, orders.HttpPort));
+        _api.Seed(ClusterObjects.EndpointSlice(Shop, "orders-abcde", "orders", "http", orders.HttpPort, (_ordersPodIp, "orders-0")));
+        var replicas = await Task.WhenAll(StartReplicaAsync("controlplane-a", []), StartReplicaAsync("controlplane-b", []));
+        // Both replicas name the Lease's holder once they see it (the holder too, before it says it leads).
+        var seen = await replicas[0].Process.WaitForLineAsync("leader is ");
+        var leader = replicas.Single(r => seen.Contains($"leader is {r.Process.Name} ", StringComparison.Ordinal));
+        var follower = replicas.Single(r => r != leader);
+        await leader.Process.WaitForLineAsync($"leading: {leader.Process.Name} ");
+        await follower.Process.WaitForLineAsync($"leader is {leader.Process.Name} ");
+
+        var otherPodIp = $"127.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(1, 255)}.{Random.Shared.Next(2, 255)}";
+        var sidecars = await Task.WhenAll(
+            StartSidecarAsync("orders", _ordersPodIp, leader.BundlePath, ["--inbound-address", _ordersPodIp, "--inbound-port", "15006", .. orders.SidecarArguments], follower.Address),
+            StartSidecarAsync("orders", otherPodIp, leader.BundlePath, ["--inbound-address", otherPodIp, "--inbound-port", "15006", .. orders.SidecarArguments], leader.Address, pod: "orders-1"),
+            StartSidecarAsync("frontend", "10.1.0.4", leader.BundlePath, ["--inbound-port", "0"], follower.Address));
+        var (onFollower, onLeader, frontend) = (sidecars[0], sidecars[1], sidecars[2]);
+        await Task.WhenAll(sidecars.Select(s => s.Process.WaitForLineAsync("registered with the control plane ")));
+        await Task.WhenAll(sidecars.Select(s => s.Process.WaitForLineAsync("config v")));
+
+        using var http = new HttpClient(Mesh.HostAddressed(frontend)) { Timeout = Mesh.Timeout };
+        var url = $"http://orders:{orders.HttpPort}/orders/1";
+        // The caller's normal: one request a second for a few seconds (this paces traffic, it waits for nothing).
+        using (var pace = new PeriodicTimer(TimeSpan.FromSeconds(1)))
+        {
+            for (var i = 0; i < 4; i++)
+            {
+                using var normal = await http.GetAsync(url);
+                Assert.Equal(HttpStatusCode.OK, normal.StatusCode);
+                await pace.WaitForNextTickAsync();
+            }
+        }
+
+        // The jump, until orders-0's sidecar refuses it by anomaly response: the follower pushes what the leader decided.
+        // Three hand-overs of up to a window (10 s) each: the follower's counts, the leader's read, the follower's take.
+        var jump = Stopwatch.StartNew();
+        var sent = 0;
+        string body;
+        while (true)
+        {
+            Assert.True(jump.Elapsed < TimeSpan.FromSeconds(90), $"not throttled 90 s after the jump ({sent} requests); {SharedAnomalyState()}");
+            using var response = await http.GetAsync(url);
+            sent++;
+            if (response.StatusCode != HttpStatusCode.OK)
+            {
+                body = await response.Content.ReadAsStringAsync();
+                Assert.True(response.StatusCode == HttpStatusCode.TooManyRequests, $"{response.StatusCode}: {body}");
+                break;
+            }
+        }
+        Assert.Contains("throttled by anomaly response to 1/min", body, StringComparison.Ordinal);
+        output.WriteLine($"throttled {jump.Elapsed.TotalSeconds:0.0} s after the jump ({sent} requests, all through {follower.Process.Name}, which does not lead)");
+
+        // Only the leader judged; it pushed the same restrictions to orders-1, which the follower's sidecars never reached:
+        // the same config version on both. Two restrictions: the caller on its route and on every route (*).
+        Assert.Contains(leader.Process.Lines, l => l.Contains("Normal -> Throttled", StringComparison.Ordinal) && l.Contains(" route=* ", StringComparison.Ordinal));
+        Assert.DoesNotContain(follower.Process.Lines, l => l.Contains("Normal -> Throttled", StringComparison.Ordinal));
+        static bool Restricted(string line) => line.Contains("config v", StringComparison.Ordinal) && line.Contains(" applied", StringComparison.Ordinal)
+            && line.Contains(" 2 caller restrictions", StringComparison.Ordinal);
+        var onLeaderVersion = Version(await onLeader.Process.WaitForLineAsync(Restricted, "the restriction on the leader's sidecar", TimeSpan.FromSeconds(30)));
+        var onFollowerVersion = Version(await onFollower.Process.WaitForLineAsync(Restricted, "the restriction on the follower's sidecar", TimeSpan.FromSeconds(30)));
+        Assert.Equal(onLeaderVersion, onFollowerVersion);
+        Assert.NotNull(_api.Get<V1ConfigMap>("v1", "configmaps", Namespace, $"ztm-anomaly-counts-{follower.Process.Name}"));
+
+        // 'ztmctl anomalies' through either replica lists it.
+        foreach (var (replica, leading) in new[] { (leader, true), (follower, false) })
+        {
+            using var channel = replica.Channel(replica.OperatorCertificate);
+            var listed = await new AnomalyAdmin.AnomalyAdminClient(channel).ListAsync(new AnomalyListRequest());
+            Assert.Equal((replica.Process.Name, leading), (listed.Replica, listed.Leading));
+            var current = Assert.Single(listed.Current, c => c.Caller == DataPlaneFixture.FrontendId && c.Route == "*");
+            Assert.Equal(("throttled", "shop/orders", "shop/orders-anomalies"), (current.State, current.Workload, current.Policy));
+        }
+    }
+
+    /// <summary>
     /// Kills <paramref name="leader"/> (SIGKILL: no release of the Lease) and removes it from the Service, then waits
     /// for <paramref name="next"/> to lead and for every sidecar to resync on it with the same config version.
     /// </summary>
@@ -185,9 +283,23 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
         return takeover;
     }
 
+    /// <summary>What the replicas shared through the API, for a failure's message: the anomaly ConfigMaps and the calls on them.</summary>
+    private string SharedAnomalyState()
+    {
+        var maps = new[] { "ztm-anomalies", "ztm-anomaly-counts-controlplane-a", "ztm-anomaly-counts-controlplane-b" }
+            .Select(name => $"{name}: {(_api.Get<V1ConfigMap>("v1", "configmaps", Namespace, name) is { } map ? string.Join(", ", map.Data?.Select(d => $"{d.Key}={d.Value}") ?? []) : "none")}");
+        var calls = _api.Requests.Where(r => (r.Path.Contains("/configmaps", StringComparison.Ordinal) && r.Path.Contains("anomal", StringComparison.Ordinal)) || r.Query.Contains("anomaly-counts", StringComparison.Ordinal))
+            .GroupBy(r => $"{r.Method} {r.Path}{r.Query} {r.Status}").Select(g => $"{g.Count()}x {g.Key}");
+        var state = _api.Get<V1ConfigMap>("v1", "configmaps", Namespace, "ztm-anomalies")?.BinaryData is { } binary && binary.TryGetValue("state.json.gz", out var zipped)
+            ? new StreamReader(new System.IO.Compression.GZipStream(new MemoryStream(zipped), System.IO.Compression.CompressionMode.Decompress)).ReadToEnd()
+            : "none";
+        return $"shared state: {string.Join("; ", maps)}\ncalls: {string.Join("\n", calls)}\nstate: {state}";
+    }
+
     private static string Version(string line) => line[line.IndexOf("config v", StringComparison.Ordinal)..].Split(' ')[1];
 
-    private async Task<ControlPlane> StartReplicaAsync(string name)
+    /// <param name="flags">Leader-election and SVID flags; the HA takeover's short timings unless given.</param>
+    private async Task<ControlPlane> StartReplicaAsync(string name, string[]? flags = null)
     {
         var dataDir = Path.Combine(_mesh.Root, name);
         var environment = new Dictionary<string, string>(_mesh.Environment)
@@ -198,7 +310,7 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
             ["ZTM_CONFIG"] = Path.Combine(dataDir, "operator", "config"),
         };
         var process = _mesh.Track(MeshProcess.Start(name, Executables.ControlPlane,
-            ["--kubernetes", "--data-dir", dataDir, "--listen", "127.0.0.1", "--port", "0", "--metrics-port", "0", .. LeaderFlags, .. SvidFlags], output, environment));
+            ["--kubernetes", "--data-dir", dataDir, "--listen", "127.0.0.1", "--port", "0", "--metrics-port", "0", .. flags ?? [.. LeaderFlags, .. SvidFlags]], output, environment));
         // The registry is listed before the replica serves: it resolves orders from the API from its first call on.
         await process.WaitForLineAsync("registry listed endpointslices count=1 ");
         var listening = await process.WaitForLineAsync("ztm-controlplane: listening on ");
@@ -212,13 +324,16 @@ public sealed class HighAvailabilityEndToEndTests(ITestOutputHelper output) : IA
     /// A sidecar of the meshed pod <c>shop/NAME-0</c> (service account NAME, <paramref name="podIp"/>), reaching the
     /// control plane through the Service with its pod's projected token.
     /// </summary>
-    private async Task<Sidecar> StartSidecarAsync(string name, string podIp, string bundlePath, string[] extraArgs)
+    /// <param name="controlPlane">A replica of its own instead of the Service.</param>
+    /// <param name="pod">The pod's name; NAME-0 by default.</param>
+    private async Task<Sidecar> StartSidecarAsync(string name, string podIp, string bundlePath, string[] extraArgs, Uri? controlPlane = null, string? pod = null)
     {
-        _api.Seed(ClusterObjects.Pod(Shop, name + "-0", name, podIp, meshed: true));
-        var tokenFile = Path.Combine(_mesh.Root, name + ".token");
-        await File.WriteAllTextAsync(tokenFile, _api.IssuePodToken(Shop, name + "-0", "ztm-controlplane"));
-        var process = _mesh.Track(MeshProcess.Start("sidecar-" + name, Executables.Sidecar,
-            ["--control-plane", _service.Address.ToString(), "--trust-bundle", bundlePath, "--service-account-token-file", tokenFile,
+        pod ??= name + "-0";
+        _api.Seed(ClusterObjects.Pod(Shop, pod, name, podIp, meshed: true));
+        var tokenFile = Path.Combine(_mesh.Root, pod + ".token");
+        await File.WriteAllTextAsync(tokenFile, _api.IssuePodToken(Shop, pod, "ztm-controlplane"));
+        var process = _mesh.Track(MeshProcess.Start("sidecar-" + pod, Executables.Sidecar,
+            ["--control-plane", (controlPlane ?? _service.Address).ToString(), "--trust-bundle", bundlePath, "--service-account-token-file", tokenFile,
                 "--admin-port", "0", "--outbound-port", "0", .. extraArgs],
             output, _mesh.Environment));
         var listening = await process.WaitForLineAsync("ztm-sidecar: admin listening on ");

@@ -114,7 +114,7 @@ internal sealed class ConfigMapAnomalyCounts : IAnomalyCountExchange
     /// <summary>Keeps a new batch among the last <see cref="KeptBatches"/>; one that would not fit the ConfigMap is counted in the next instead.</summary>
     private void AddBatch(IReadOnlyList<ForwardedCount> counts, long dropped)
     {
-        var batch = new CountBatch(++_sequence, _time.GetUtcNow(), dropped + _carriedDropped, [.. counts.Select(c => new CountEntry(c.Key, c.Count, c.Errors))]);
+        var batch = new CountBatch(++_sequence, _time.GetUtcNow(), dropped + _carriedDropped, [.. counts.Select(c => new CountEntry(c.Key, c.Count, c.Errors, c.Seen))]);
         _batches.Add(batch);
         if (_batches.Count > KeptBatches)
         {
@@ -175,13 +175,14 @@ internal sealed class ConfigMapAnomalyCounts : IAnomalyCountExchange
                 {
                     AnomalyLog.CountsDropped(_logger, report.Replica, batch.Dropped);
                 }
-                collected.AddRange(batch.Entries.Select(e => new ForwardedCount(e.Key, e.Count, e.Errors)));
+                collected.AddRange(batch.Entries.Select(e => new ForwardedCount(e.Key, e.Count, e.Errors, e.Seen)));
             }
         }
         return collected;
     }
 
-    internal sealed record CountEntry(AnomalyKey Key, long Count, long Errors);
+    /// <param name="Seen">Absent in a batch of a replica that predates it: zero, the caller's history starts when the leader takes it.</param>
+    internal sealed record CountEntry(AnomalyKey Key, long Count, long Errors, TimeSpan Seen = default);
 
     internal sealed record CountBatch(long Sequence, DateTimeOffset At, long Dropped, List<CountEntry> Entries);
 

@@ -54,7 +54,7 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
     private long _nextEventId = 1;
     private long _untracked;
     private ImmutableArray<CallerRestriction> _restrictions = [];
-    private readonly Dictionary<AnomalyKey, (long Count, long Errors)> _forwarded = [];
+    private readonly Dictionary<AnomalyKey, (long Count, long Errors, DateTimeOffset Since)> _forwarded = [];
     private long _forwardedDropped;
     private bool _dirty;
 
@@ -161,7 +161,7 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
                     }
                     else
                     {
-                        Forward(key, 1, error);
+                        Forward(key, 1, error, now);
                     }
                 }
             }
@@ -176,7 +176,9 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
 
     /// <summary>
     /// On the leader: counts what the other replicas' sidecars served (<see cref="TakeForwarded"/> there), in the current
-    /// window, as if observed here now, and judges those callers at once.
+    /// window, as if observed here now, and judges those callers at once. A caller not tracked yet is tracked from when
+    /// that replica began counting it (<see cref="ForwardedCount.Seen"/> before now): its first requests and a jump can
+    /// arrive in one count, and its history is what <c>minimumHistory</c> measures.
     /// </summary>
     public void Fold(IReadOnlyList<ForwardedCount> counts)
     {
@@ -190,7 +192,7 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
             {
                 if (count.Count > 0 && _policies.For(count.Key.Workload) is { } policy)
                 {
-                    Count(count.Key, policy, now, count.Count, count.Errors, touched);
+                    Count(count.Key, policy, now, count.Count, count.Errors, touched, now - Clamp(count.Seen));
                 }
             }
             JudgeWhileFilling(touched, now);
@@ -210,7 +212,8 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
     {
         lock (_gate)
         {
-            var counts = _forwarded.Select(f => new ForwardedCount(f.Key, f.Value.Count, f.Value.Errors)).ToList();
+            var now = _time.GetUtcNow();
+            var counts = _forwarded.Select(f => new ForwardedCount(f.Key, f.Value.Count, f.Value.Errors, Clamp(now - f.Value.Since))).ToList();
             var dropped = _forwardedDropped;
             _forwarded.Clear();
             _forwardedDropped = 0;
@@ -218,16 +221,16 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         }
     }
 
-    private void Forward(AnomalyKey key, long count, long errors)
+    private void Forward(AnomalyKey key, long count, long errors, DateTimeOffset now)
     {
         ref var counted = ref System.Runtime.InteropServices.CollectionsMarshal.GetValueRefOrNullRef(_forwarded, key);
         if (!System.Runtime.CompilerServices.Unsafe.IsNullRef(ref counted))
         {
-            counted = (counted.Count + count, counted.Errors + errors);
+            counted = (counted.Count + count, counted.Errors + errors, counted.Since);
         }
         else if (_forwarded.Count < _options.MaxForwardedKeys)
         {
-            _forwarded[key] = (count, errors);
+            _forwarded[key] = (count, errors, now);
         }
         else
         {
@@ -235,9 +238,10 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         }
     }
 
-    private void Count(AnomalyKey key, AnomalyPolicy policy, DateTimeOffset now, long count, long errors, HashSet<AnomalyKey> touched)
+    /// <param name="firstSeen">When the caller was first seen, if it is not tracked yet: now, unless another replica saw it earlier.</param>
+    private void Count(AnomalyKey key, AnomalyPolicy policy, DateTimeOffset now, long count, long errors, HashSet<AnomalyKey> touched, DateTimeOffset? firstSeen = null)
     {
-        if (TrackFor(key, policy, now) is not { } track)
+        if (TrackFor(key, policy, firstSeen ?? now) is not { } track)
         {
             Interlocked.Add(ref _untracked, count);
             return;
@@ -419,7 +423,10 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         AnomalyLog.Transition(_logger, entry.Id, key.Principal, key.Workload.ToString(), key.Route, from, to, track.Mode, reason, action);
     }
 
-    private Track? TrackFor(AnomalyKey key, AnomalyPolicy policy, DateTimeOffset now)
+    /// <summary>A clock that stepped back makes no negative age (a caller seen "in the future" would wait longer for its history).</summary>
+    private static TimeSpan Clamp(TimeSpan seen) => seen < TimeSpan.Zero ? TimeSpan.Zero : seen;
+
+    private Track? TrackFor(AnomalyKey key, AnomalyPolicy policy, DateTimeOffset firstSeen)
     {
         if (_tracks.TryGetValue(key, out var track))
         {
@@ -429,7 +436,7 @@ internal sealed class AnomalyDetector : IObservationConsumer, IDisposable
         {
             return null;
         }
-        track = new Track(now) { PolicyName = $"{policy.Metadata.Namespace}/{policy.Metadata.Name}", Mode = policy.Spec.Mode };
+        track = new Track(firstSeen) { PolicyName = $"{policy.Metadata.Namespace}/{policy.Metadata.Name}", Mode = policy.Spec.Mode };
         _tracks.Add(key, track);
         return track;
     }

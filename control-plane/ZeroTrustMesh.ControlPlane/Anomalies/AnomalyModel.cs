@@ -72,7 +72,12 @@ internal sealed record TrackState(
 internal sealed record AnomalyStateDocument(DateTimeOffset SavedAt, List<TrackState> Tracks, List<AnomalyEvent> Events, long NextEventId, int LeftOut);
 
 /// <summary>What a replica that does not lead counted for one caller on one route, for the leader's detector.</summary>
-internal sealed record ForwardedCount(AnomalyKey Key, long Count, long Errors);
+/// <param name="Seen">
+/// How long the replica had been counting it when it handed the count over: a caller the leader does not track yet has
+/// been seen since then, not only since the count arrived (up to a sync interval later, with its jump in the same
+/// count). A duration, not a time, so no other replica's clock is trusted.
+/// </param>
+internal sealed record ForwardedCount(AnomalyKey Key, long Count, long Errors, TimeSpan Seen = default);
 
 /// <summary>Bounds and cadence of the detector; the thresholds are per policy (<see cref="AnomalyPolicySpec"/>).</summary>
 internal sealed class AnomalyOptions

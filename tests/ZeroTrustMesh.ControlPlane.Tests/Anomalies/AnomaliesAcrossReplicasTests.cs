@@ -90,6 +90,7 @@ public sealed class AnomaliesAcrossReplicasTests : IAsyncLifetime
         await a.Logs.WaitForAsync(l => l.StartsWith("leading: controlplane-a ", StringComparison.Ordinal), 1, Timeout);
         var b = await StartAsync("controlplane-b");
         Observe(b, 30);
+        _time.Advance(TimeSpan.FromSeconds(3));
         _cluster.Api.Fail(r => r.Method == "PUT" && r.Path.Value!.Contains("ztm-anomaly-counts-controlplane-b", StringComparison.Ordinal), 1, 500);
 
         await SyncAsync(b);
@@ -99,6 +100,7 @@ public sealed class AnomaliesAcrossReplicasTests : IAsyncLifetime
         var collected = await new ConfigMapAnomalyCounts(_cluster.Api.CreateClient(), Namespace, a.Get<IReplicaLeadership>(), _time,
             a.Get<ILogger<ConfigMapAnomalyCounts>>()).CollectAsync(DateTimeOffset.MinValue, CancellationToken.None);
         Assert.Equal(30 * 2, collected.Sum(c => c.Count)); // its route and "*"
+        Assert.All(collected, c => Assert.Equal(TimeSpan.FromSeconds(3), c.Seen)); // since when B counted them: the leader's history of the caller starts there
     }
 
     private Task<KubernetesReplicaParts> StartAsync(string name) => StartAsync(name, _time);

@@ -151,6 +151,40 @@ public sealed class AnomalyDetectorTests : IDisposable
     }
 
     [Fact]
+    public void A_caller_seen_through_a_replica_that_does_not_lead_has_its_history_from_that_replicas_first_count()
+    {
+        // A history shorter than the sync interval (10 s): the caller's first requests and its jump reach the leader in one count.
+        var leader = Detector(Enforce() with { MinimumHistory = TimeSpan.FromSeconds(2), MinimumRate = 60, ThrottleRate = 1 });
+        using var follower = new AnomalyDetector(_policies, new AnomalyOptions(), new AnomalyMetrics(_metrics), new Following(), _time, NullLogger<AnomalyDetector>.Instance);
+        var reporter = new ObservationReporter(SpiffeId.Parse("spiffe://cluster.local/ns/shop/sa/orders"), "orders.shop");
+        void Serve(int requests) => follower.Consume(reporter,
+            [.. Enumerable.Range(0, requests).Select(_ => new Observation { Caller = Scraper, Method = "GET", Path = "/orders/42", Template = "/orders/{id}", Status = 200 })]);
+        var first = _time.GetUtcNow() + TimeSpan.FromSeconds(1);
+        for (var i = 0; i < 4; i++)
+        {
+            _time.Advance(TimeSpan.FromSeconds(1));
+            Serve(1); // 1/s
+        }
+        for (var i = 0; i < 9; i++)
+        {
+            _time.Advance(TimeSpan.FromSeconds(0.5));
+            Serve(25); // 3,000/min
+        }
+        Assert.Empty(follower.Restrictions); // it does not judge
+
+        // Handed over 8.5 s into the leader's window: had the leader dated the caller from now, the window would close
+        // 1.5 s into its history, teach the jump as its baseline, and never throttle it.
+        var (counts, dropped) = follower.TakeForwarded();
+        Assert.Equal((0, TimeSpan.FromSeconds(7.5)), (dropped, Assert.Single(counts, c => c.Key.Route == "*").Seen));
+        leader.Fold(counts);
+
+        Assert.Contains(leader.Restrictions, r => r.Caller == Scraper && r.Route == "*");
+        var transition = Assert.Single(leader.Snapshot().Events, e => e.Key.Route == "*");
+        Assert.Equal(_time.GetUtcNow() - first, transition.Evidence.History);
+        Assert.Equal(229 * 6, transition.Evidence.RatePerMinute);
+    }
+
+    [Fact]
     public void A_caller_that_keeps_on_is_quarantined_and_each_step_decays_after_the_cool_off()
     {
         var detector = Detector(Enforce() with { QuarantineAfter = TimeSpan.FromMinutes(1), CoolOff = TimeSpan.FromMinutes(3) });
@@ -267,6 +301,14 @@ public sealed class AnomalyDetectorTests : IDisposable
         var exposition = System.Text.Encoding.UTF8.GetString(text.ToArray());
         Assert.Contains("ztm_anomaly_transitions_total{from=\"normal\",to=\"throttled\",mode=\"Enforce\"} 2", exposition, StringComparison.Ordinal);
         Assert.Contains("ztm_anomaly_transitions_total{from=\"throttled\",to=\"quarantined\",mode=\"DryRun\"} 0", exposition, StringComparison.Ordinal);
+    }
+
+    /// <summary>A replica that does not lead: it counts for the leader and judges nothing.</summary>
+    private sealed class Following : IReplicaLeadership
+    {
+        public bool IsLeading => false;
+
+        public Task RunWhileLeadingAsync(Func<CancellationToken, Task> work, CancellationToken stopping) => Task.Delay(Timeout.Infinite, stopping);
     }
 
     private sealed class FixedPolicies : IAnomalyPolicies
