@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Text;
 using System.Text.Json;
 using System.Text.Unicode;
 
@@ -15,7 +16,9 @@ namespace ZeroTrustMesh.Sidecar.ApiProtection.Redaction;
 ///    takes one separating comma with it: the one before it, or, when nothing before it in its object or array was
 ///    kept, the one after it.
 /// 3. What is kept per open object or array is one small frame (its rule and schema states, the next element's index,
-///    whether anything in it was kept yet), so memory grows with the nesting depth, not with the size of the body.
+///    whether anything in it was kept yet), so memory grows with the nesting depth, not with the size of the body. An
+///    object or array no rule or schema reaches inside has no frame: its tokens are passed over (names checked only).
+///    Member names are matched as the UTF-8 bytes they are read as, never decoded (<see cref="Utf8Names{T}"/>).
 /// 4. Invalid JSON (or nesting over <see cref="MaxDepth"/>, or a member name that is not UTF-8) ends the body where it
 ///    went wrong: the tokens already read have been written, nothing after them is, and <see cref="Invalid"/> says so.
 ///    Nothing is passed on unchecked.
@@ -48,11 +51,22 @@ internal sealed class JsonRedaction : IDisposable
     private JsonReaderState _readerState = new(ReaderOptions);
     private byte[] _pending = [];
     private int _pendingLength;
-    private Frame[] _frames = new Frame[16];
+    private Frame[] _frames = ArrayPool<Frame>.Shared.Rent(16);
     private int _depth;
     private Verdict _member;
-    private int _skipping = -1;
     private long _received;
+
+    /// <summary>
+    /// The depth of the object or array being passed over: one no rule or schema reaches inside (kept whole, its member
+    /// names only checked to be UTF-8), or one removed or masked (left out); -1 when none is.
+    /// </summary>
+    private int _passing = -1;
+
+    /// <summary>Whether the object or array being passed over is kept (otherwise it is left out).</summary>
+    private bool _passingKept;
+
+    /// <summary>The bytes being read are ASCII: a member name without escapes is UTF-8 without being checked.</summary>
+    private bool _ascii;
 
     /// <summary>Where, in the bytes being read, the run to copy to the output starts; -1 while the bytes read are left out.</summary>
     private int _copyFrom;
@@ -139,6 +153,11 @@ internal sealed class JsonRedaction : IDisposable
             ArrayPool<byte>.Shared.Return(_pending);
             _pending = [];
         }
+        if (_frames.Length > 0)
+        {
+            ArrayPool<Frame>.Shared.Return(_frames, clearArray: true); // the frames hold states: let them go with the config
+            _frames = [];
+        }
     }
 
     /// <summary>Reads the tokens of <paramref name="input"/>, writes what is kept of them, and returns where the bytes to carry to the next read start.</summary>
@@ -150,11 +169,19 @@ internal sealed class JsonRedaction : IDisposable
         {
             _copyFrom = 0;
         }
+        _ascii = Ascii.IsValid(input);
         try
         {
             while (reader.Read())
             {
-                Token(ref reader, input);
+                if (_passing >= 0)
+                {
+                    PassOver(ref reader);
+                }
+                else
+                {
+                    Token(ref reader, input);
+                }
                 _lastEnd = (int)reader.BytesConsumed;
             }
         }
@@ -180,23 +207,33 @@ internal sealed class JsonRedaction : IDisposable
         return consumed - _lastEnd > MaxCarriedWhitespace && input[_lastEnd..consumed].IndexOfAnyExcept(Whitespace) < 0 ? consumed : _lastEnd;
     }
 
+    /// <summary>
+    /// A token inside an object or array that nothing inside needs deciding: kept whole (copied with the run it is in,
+    /// its member names checked), or removed or masked (nothing written until it ends).
+    /// </summary>
+    private void PassOver(ref Utf8JsonReader reader)
+    {
+        switch (reader.TokenType)
+        {
+            case JsonTokenType.PropertyName when _passingKept:
+                CheckName(ref reader);
+                break;
+            case JsonTokenType.EndObject or JsonTokenType.EndArray when reader.CurrentDepth == _passing:
+                _passing = -1;
+                if (!_passingKept)
+                {
+                    _copyFrom = (int)reader.BytesConsumed;
+                }
+                break;
+        }
+    }
+
     private void Token(ref Utf8JsonReader reader, ReadOnlySpan<byte> input)
     {
         var token = reader.TokenType;
-        if (_skipping >= 0)
-        {
-            // Inside a removed or masked object or array: nothing is written until it ends.
-            if (token is JsonTokenType.EndObject or JsonTokenType.EndArray && reader.CurrentDepth == _skipping)
-            {
-                _skipping = -1;
-                _copyFrom = (int)reader.BytesConsumed;
-            }
-            return;
-        }
         switch (token)
         {
             case JsonTokenType.PropertyName:
-                ValidateName(ref reader);
                 _member = MemberVerdict(ref reader, _frames[_depth - 1]);
                 Item(input, ref _frames[_depth - 1], _member.Action == RedactionAction.Remove, (int)reader.TokenStartIndex);
                 return;
@@ -222,7 +259,13 @@ internal sealed class JsonRedaction : IDisposable
                 Copy(Masked);
                 break;
             default:
-                if (container)
+                if (container && verdict.Rules is null && verdict.Schema is null)
+                {
+                    // Nothing inside can be redacted (with /users/*/ssn, all of /meta): its tokens are passed over, no frame kept.
+                    _passing = reader.CurrentDepth;
+                    _passingKept = true;
+                }
+                else if (container)
                 {
                     Push(new Frame(verdict.Rules, verdict.Schema, token == JsonTokenType.StartArray ? 0 : -1));
                 }
@@ -232,7 +275,8 @@ internal sealed class JsonRedaction : IDisposable
         if (container)
         {
             _copyFrom = -1;
-            _skipping = reader.CurrentDepth;
+            _passing = reader.CurrentDepth;
+            _passingKept = false;
         }
         else
         {
@@ -276,41 +320,56 @@ internal sealed class JsonRedaction : IDisposable
         {
             return _member;
         }
-        if (frame.Rules is null && frame.Schema is null)
-        {
-            return default;
-        }
         var index = frame.NextIndex++;
         return Decide(frame.Rules?.Element(index), frame.Schema?.Element(index) ?? MemberSchema.FreeForm);
     }
 
-    private static Verdict MemberVerdict(ref Utf8JsonReader reader, in Frame frame)
+    /// <summary>A member of the open object <paramref name="frame"/>, at its name: the name is checked, then decided.</summary>
+    private Verdict MemberVerdict(ref Utf8JsonReader reader, in Frame frame)
     {
-        var rules = frame.Rules;
-        var schema = frame.Schema;
-        if (rules is null && schema is null)
+        if (reader.ValueIsEscaped)
         {
-            return default;
+            return EscapedMemberVerdict(ref reader, frame);
         }
-        if (rules?.NeedsNames != true && schema?.FiltersMembers != true)
+        var name = reader.ValueSpan;
+        if (!_ascii && !Utf8.IsValid(name))
         {
-            return Decide(rules?.Other, MemberSchema.FreeForm);
+            throw NotUtf8(ref reader);
         }
-        var length = reader.ValueSpan.Length; // unescaped UTF-16 is never longer than the UTF-8 (escaped or not)
-        char[]? rented = null;
-        Span<char> name = length <= 256 ? stackalloc char[256] : (rented = ArrayPool<char>.Shared.Rent(length));
+        return Decide(frame, name);
+    }
+
+    /// <summary>A name with escapes is matched (and checked) as the UTF-8 they stand for.</summary>
+    private static Verdict EscapedMemberVerdict(ref Utf8JsonReader reader, in Frame frame)
+    {
+        var length = reader.ValueSpan.Length; // unescaped is never longer than escaped
+        byte[]? rented = null;
+        Span<byte> name = length <= 256 ? stackalloc byte[256] : (rented = ArrayPool<byte>.Shared.Rent(length));
         try
         {
             name = name[..reader.CopyString(name)];
-            return Decide(rules?.Member(name), schema?.Member(name) ?? MemberSchema.FreeForm);
+            if (!Utf8.IsValid(name))
+            {
+                throw NotUtf8(ref reader);
+            }
+            return Decide(frame, name);
         }
         finally
         {
             if (rented is not null)
             {
-                ArrayPool<char>.Shared.Return(rented);
+                ArrayPool<byte>.Shared.Return(rented);
             }
         }
+    }
+
+    private static Verdict Decide(in Frame frame, ReadOnlySpan<byte> name)
+    {
+        var rules = frame.Rules;
+        var schema = frame.Schema;
+        return rules?.NeedsNames != true && schema?.FiltersMembers != true
+            ? Decide(rules?.Other, MemberSchema.FreeForm)
+            : Decide(rules?.Member(name), schema?.Member(name) ?? MemberSchema.FreeForm);
     }
 
     /// <summary>Removal wins (by rule, or as undeclared), then masking; otherwise the value is kept and looked into with the inner states.</summary>
@@ -321,18 +380,23 @@ internal sealed class JsonRedaction : IDisposable
 
     /// <summary>
     /// The reader does not check that a member name is UTF-8; the output must be JSON, so a name that is not (raw, or
-    /// once its escapes are read: a lone surrogate) makes the body invalid.
+    /// once its escapes are read: a lone surrogate) makes the body invalid. A name decided by the rules is checked
+    /// where it is decided (<see cref="MemberVerdict"/>).
     /// </summary>
-    private static void ValidateName(ref Utf8JsonReader reader)
+    private void CheckName(ref Utf8JsonReader reader)
     {
-        if (!reader.ValueIsEscaped)
+        if (reader.ValueIsEscaped)
         {
-            if (!Utf8.IsValid(reader.ValueSpan))
-            {
-                throw new InvalidOperationException($"a member name is not UTF-8 (byte {reader.TokenStartIndex})");
-            }
-            return;
+            CheckEscapedName(ref reader);
         }
+        else if (!_ascii && !Utf8.IsValid(reader.ValueSpan))
+        {
+            throw NotUtf8(ref reader);
+        }
+    }
+
+    private static void CheckEscapedName(ref Utf8JsonReader reader)
+    {
         var length = reader.ValueSpan.Length;
         byte[]? rented = null;
         Span<byte> name = length <= 256 ? stackalloc byte[256] : (rented = ArrayPool<byte>.Shared.Rent(length));
@@ -340,7 +404,7 @@ internal sealed class JsonRedaction : IDisposable
         {
             if (!Utf8.IsValid(name[..reader.CopyString(name)]))
             {
-                throw new InvalidOperationException($"a member name is not UTF-8 (byte {reader.TokenStartIndex})");
+                throw NotUtf8(ref reader);
             }
         }
         finally
@@ -351,6 +415,9 @@ internal sealed class JsonRedaction : IDisposable
             }
         }
     }
+
+    private static InvalidOperationException NotUtf8(ref Utf8JsonReader reader) =>
+        new($"a member name is not UTF-8 (byte {reader.TokenStartIndex})");
 
     private void Copy(ReadOnlySpan<byte> bytes)
     {
@@ -390,7 +457,10 @@ internal sealed class JsonRedaction : IDisposable
     {
         if (_depth == _frames.Length)
         {
-            Array.Resize(ref _frames, _frames.Length * 2);
+            var deeper = ArrayPool<Frame>.Shared.Rent(_frames.Length * 2);
+            _frames.AsSpan().CopyTo(deeper);
+            ArrayPool<Frame>.Shared.Return(_frames, clearArray: true);
+            _frames = deeper;
         }
         _frames[_depth++] = frame;
     }

@@ -5,13 +5,12 @@ namespace ZeroTrustMesh.Sidecar.ApiProtection.Redaction;
 /// <summary>
 /// Where a value stands against the redaction rules: what they do to it (<see cref="Action"/>) and, for its members or
 /// elements, the state each one is in — null once no rule can match below. The rules compile to these states once (a
-/// deterministic automaton over the pointers' segments, wildcards merged in), so a response is matched with one
-/// dictionary lookup per member name, however many rules there are.
+/// deterministic automaton over the pointers' segments, wildcards merged in), so a response is matched with at most one
+/// lookup of the member name's UTF-8 bytes (<see cref="Utf8Names{T}"/>), however many rules there are.
 /// </summary>
 internal sealed class RuleState
 {
-    private Dictionary<string, RuleState> _names = null!;
-    private Dictionary<string, RuleState>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    private Utf8Names<RuleState> _names = null!;
     private Dictionary<int, RuleState>? _indexes;
 
     private RuleState()
@@ -27,7 +26,8 @@ internal sealed class RuleState
     /// <summary>Whether a member's name decides its state (otherwise every member is in <see cref="Other"/>).</summary>
     public bool NeedsNames => _names.Count > 0;
 
-    public RuleState? Member(ReadOnlySpan<char> name) => _lookup.TryGetValue(name, out var state) ? state : Other;
+    /// <param name="name">The member's name as UTF-8, unescaped (and checked to be UTF-8).</param>
+    public RuleState? Member(ReadOnlySpan<byte> name) => _names.TryGetValue(name, out var state) ? state : Other;
 
     public RuleState? Element(int index) => _indexes is not null && _indexes.TryGetValue(index, out var state) ? state : Other;
 
@@ -131,18 +131,18 @@ internal sealed class RuleState
         private void Fill(RuleState state, List<Node> nodes)
         {
             var wildcards = nodes.Where(n => n.Any is not null).Select(n => n.Any!).Distinct().ToList();
-            state._names = new Dictionary<string, RuleState>(StringComparer.Ordinal);
+            var names = new Dictionary<string, RuleState>(StringComparer.Ordinal);
             foreach (var name in nodes.SelectMany(n => n.Names.Keys).Distinct(StringComparer.Ordinal))
             {
                 var next = nodes.Where(n => n.Names.ContainsKey(name)).Select(n => n.Names[name]).Concat(wildcards).Distinct().ToList();
                 var named = Enqueue(next)!;
-                state._names[name] = named;
+                names[name] = named;
                 if (ArrayIndex(name) is { } index)
                 {
                     (state._indexes ??= [])[index] = named;
                 }
             }
-            state._lookup = state._names.GetAlternateLookup<ReadOnlySpan<char>>();
+            state._names = new Utf8Names<RuleState>(names);
             state.Other = Enqueue(wildcards);
             state.Action = nodes.Any(n => n.Action == RedactionAction.Remove) ? RedactionAction.Remove
                 : nodes.Any(n => n.Action == RedactionAction.Mask) ? RedactionAction.Mask

@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Text;
 using System.Text.Json;
 using System.Text.RegularExpressions;
 
@@ -30,8 +32,7 @@ internal sealed class SchemaState
     /// <summary>One object's applicable <c>patternProperties</c>, tried per undeclared member name; 2^n merged outcomes are precomputed.</summary>
     private const int MaxPatterns = 10;
 
-    private Dictionary<string, MemberSchema> _names = null!;
-    private Dictionary<string, MemberSchema>.AlternateLookup<ReadOnlySpan<char>> _lookup;
+    private Utf8Names<MemberSchema> _names = null!;
     private Regex[] _patterns = [];
     private MemberSchema[] _others = [];
     private MemberSchema[] _prefix = [];
@@ -47,25 +48,44 @@ internal sealed class SchemaState
     /// <summary>Whether this value's elements are filtered; false: every element is kept whole.</summary>
     public bool FiltersElements { get; private set; }
 
-    public MemberSchema Member(ReadOnlySpan<char> name)
+    /// <param name="name">The member's name as UTF-8, unescaped (and checked to be UTF-8).</param>
+    public MemberSchema Member(ReadOnlySpan<byte> name)
     {
         if (!FiltersMembers)
         {
             return MemberSchema.FreeForm;
         }
-        if (_lookup.TryGetValue(name, out var declared))
+        if (_names.TryGetValue(name, out var declared))
         {
             return declared;
         }
-        var matched = 0;
-        for (var i = 0; i < _patterns.Length; i++)
+        if (_patterns.Length == 0)
         {
-            if (Matches(_patterns[i], name))
+            return _others[0];
+        }
+        // Only a pattern needs the name as text (UTF-16 is never longer than the UTF-8 it comes from).
+        char[]? rented = null;
+        Span<char> text = name.Length <= 256 ? stackalloc char[256] : (rented = ArrayPool<char>.Shared.Rent(name.Length));
+        try
+        {
+            text = text[..Encoding.UTF8.GetChars(name, text)];
+            var matched = 0;
+            for (var i = 0; i < _patterns.Length; i++)
             {
-                matched |= 1 << i;
+                if (Matches(_patterns[i], text))
+                {
+                    matched |= 1 << i;
+                }
+            }
+            return _others[matched];
+        }
+        finally
+        {
+            if (rented is not null)
+            {
+                ArrayPool<char>.Shared.Return(rented);
             }
         }
-        return _others[matched];
     }
 
     /// <summary>A pattern that needs backtracking has a time limit; a name it cannot decide in time counts as not matching (so it is not declared by it).</summary>
@@ -179,8 +199,7 @@ internal sealed class SchemaState
                 {
                     names[name] = Verdict(all.SelectMany(s => MemberSchemas(s, name)).ToList(), all, s => s.UnevaluatedProperties);
                 }
-                state._names = names;
-                state._lookup = names.GetAlternateLookup<ReadOnlySpan<char>>();
+                state._names = new Utf8Names<MemberSchema>(names);
                 state._patterns = [.. patterns.Select(p => p.Regex)];
                 state._others = new MemberSchema[1 << patterns.Count];
                 for (var matched = 0; matched < state._others.Length; matched++)
@@ -207,8 +226,7 @@ internal sealed class SchemaState
             }
             else
             {
-                state._names = [];
-                state._lookup = state._names.GetAlternateLookup<ReadOnlySpan<char>>();
+                state._names = new Utf8Names<MemberSchema>([]);
             }
             if (all.Any(s => s.DeclaresElements))
             {

@@ -187,6 +187,34 @@ public sealed class JsonRedactionStreamingTests
         Assert.Equal(Encoding.UTF8.GetString(badValue), value.Json);
     }
 
+    /// <summary>
+    /// An object no rule reaches inside (here <c>/meta</c>, with the rule <c>/password</c>) is passed over without a
+    /// frame, yet its member names are still checked: raw bytes that are not UTF-8, or an escaped lone surrogate, end the
+    /// body there. A body of ASCII skips the check of names without escapes, so each case is also run with an
+    /// <c>é</c> before it; and cut into writes of 1 and 5 bytes.
+    /// </summary>
+    [Theory]
+    [InlineData(false, false)]
+    [InlineData(false, true)]
+    [InlineData(true, false)]
+    [InlineData(true, true)]
+    public void A_name_that_is_not_UTF8_is_invalid_JSON_also_inside_an_object_no_rule_reaches(bool escaped, bool nonAscii)
+    {
+        var redactor = Redact.Rules(("/password", Remove));
+        byte[] badName = escaped ? [.. "\\ud800"u8] : [0xC3, 0x28];
+        byte[] before = nonAscii ? [.. "{\"password\": 1, \"b\": \"\u00e9\", \"meta\": {\"a\": [1], \""u8] : [.. "{\"password\": 1, \"meta\": {\"a\": [1], \""u8];
+        byte[] body = [.. before, .. badName, .. "\": 2}, \"c\": 3}"u8];
+        var written = nonAscii ? "{\"b\":\"\u00e9\",\"meta\":{\"a\":[1]" : "{\"meta\":{\"a\":[1]";
+
+        foreach (var chunk in new[] { int.MaxValue, 1, 5 })
+        {
+            var result = Redact.Body(redactor, body, chunk);
+
+            Assert.True(result.Invalid, $"writes of {chunk}");
+            Assert.Equal(written, result.Json);
+        }
+    }
+
     [Fact]
     public void An_empty_body_is_not_an_error_and_a_byte_order_mark_is_dropped()
     {

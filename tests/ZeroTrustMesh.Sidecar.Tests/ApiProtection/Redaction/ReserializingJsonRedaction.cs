@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Text;
 using System.Text.Encodings.Web;
 using System.Text.Json;
 using ZeroTrustMesh.Sidecar.ApiProtection.Redaction;
@@ -243,7 +244,17 @@ internal sealed class ReserializingJsonRedaction : IDisposable
         try
         {
             name = name[..reader.CopyString(name)];
-            return Decide(rules?.Member(name), schema?.Member(name) ?? MemberSchema.FreeForm);
+            // The states are keyed by UTF-8 now; this side still reads the name as text first, then encodes it.
+            var utf8 = ArrayPool<byte>.Shared.Rent(Encoding.UTF8.GetMaxByteCount(name.Length));
+            try
+            {
+                var bytes = utf8.AsSpan(0, Encoding.UTF8.GetBytes(name, utf8));
+                return Decide(rules?.Member(bytes), schema?.Member(bytes) ?? MemberSchema.FreeForm);
+            }
+            finally
+            {
+                ArrayPool<byte>.Shared.Return(utf8);
+            }
         }
         finally
         {
