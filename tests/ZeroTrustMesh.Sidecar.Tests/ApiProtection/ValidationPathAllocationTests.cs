@@ -11,7 +11,11 @@ namespace ZeroTrustMesh.Sidecar.Tests.ApiProtection;
 /// What request validation adds to the allocations of a whole request through the real inbound path (connection
 /// middleware, stages, YARP, the app): the load harness's valid 4 KiB order POSTed to the test app's echo route (it reads the body), with and without an
 /// ApiSpec that validates it. Bytes allocated in the process are a process-wide count (caller, sidecar and app), so the
-/// test runs alone and takes each side's least of three interleaved rounds; the difference is validation's.
+/// test runs alone and takes each side's least of three interleaved rounds; the difference is validation's. Measured
+/// (optimized build) +64 B of 30,902, against +558 B before the stage's own allocations were cut; the bound here is
+/// coarse (process-wide counts move by a few hundred bytes, Debug builds add state machines) and catches a return of
+/// JsonSchema.Net to deciding valid bodies (~340 KB) or a copy of the body per request; the exact bound is
+/// <see cref="ValidationAllocationTests"/>'s.
 /// </summary>
 [Collection(GarbageCollectorCollection.Name)]
 public sealed class ValidationPathAllocationTests(ITestOutputHelper output)
@@ -29,7 +33,7 @@ public sealed class ValidationPathAllocationTests(ITestOutputHelper output)
         """;
 
     [Fact]
-    public async Task Validation_adds_little_to_a_request_s_allocations()
+    public async Task Validation_adds_under_2_KiB_to_a_request_s_allocations()
     {
         await using var host = await InboundTestHost.StartAsync();
         using var http = new HttpClient { BaseAddress = host.BaseAddress, Timeout = Timeout };
@@ -50,6 +54,7 @@ public sealed class ValidationPathAllocationTests(ITestOutputHelper output)
         }
         var added = least[true] - least[false];
         output.WriteLine($"bytes allocated per POST of a valid {valid.Length:N0}-byte order (caller + sidecar + app), least of 3 rounds: without an ApiSpec {least[false]:0}, validated {least[true]:0}, added {added:0}");
+        Assert.True(added <= 2048, $"validation adds {added:0} bytes to a request's allocations (without an ApiSpec {least[false]:0}, validated {least[true]:0})");
     }
 
     private static async Task<double> BytesPerRequestAsync(HttpClient http, byte[] body)
