@@ -26,33 +26,43 @@ internal sealed class ApiOperations
 
     public int Count => _operations.Length;
 
-    /// <summary>The operation a request is for, with its path parameters; or why none is (null operation).</summary>
+    /// <summary>The operation a request is for; or why none is (null operation). Allocates nothing when one matches.</summary>
     /// <param name="path">The normalized path, without query string.</param>
-    public OperationMatch Match(string method, string path)
+    public OperationMatch Match(string method, ReadOnlySpan<char> path)
     {
-        var segments = path.Split('/');
         string? declaredMethods = null;
         foreach (var operation in _operations)
         {
-            if (!operation.Template.Matches(segments))
+            if (!operation.Template.Matches(path))
             {
                 continue;
             }
-            if (operation.Operation.Method == method || (method == "HEAD" && operation.Operation.Method == "GET" && !HasHead(segments)))
+            if (operation.Operation.Method == method || (method == "HEAD" && operation.Operation.Method == "GET" && !HasHead(path)))
             {
-                return new OperationMatch(operation, segments, null);
+                return new OperationMatch(operation, null);
             }
             declaredMethods = declaredMethods is null ? operation.Operation.Method : $"{declaredMethods}, {operation.Operation.Method}";
         }
-        return new OperationMatch(null, null, declaredMethods is null
+        return new OperationMatch(null, declaredMethods is null
             ? $"{method} {path} is not an operation of the API"
             : $"{method} {path} is not an operation of the API (the path allows {declaredMethods})");
     }
 
-    private bool HasHead(string[] segments) => _operations.Any(o => o.Operation.Method == "HEAD" && o.Template.Matches(segments));
+    private bool HasHead(ReadOnlySpan<char> path)
+    {
+        foreach (var operation in _operations)
+        {
+            if (operation.Operation.Method == "HEAD" && operation.Template.Matches(path))
+            {
+                return true;
+            }
+        }
+        return false;
+    }
 }
 
-internal readonly record struct OperationMatch(CompiledOperation? Operation, string[]? PathValues, string? Unknown);
+/// <summary>The matched operation (its path parameters are read from the path with <see cref="ApiPathTemplate.Value(ReadOnlySpan{char}, int)"/>), or why none matched.</summary>
+internal readonly record struct OperationMatch(CompiledOperation? Operation, string? Unknown);
 
 /// <summary>One operation: its template, its parameters with their schemas, its body schema, its object rules.</summary>
 internal sealed class CompiledOperation
@@ -133,14 +143,14 @@ internal sealed class CompiledParameter
     /// <summary><c>query.limit</c>, <c>path.userId</c>, <c>header.X-Request-Id</c>: where an error is.</summary>
     public string Where { get; }
 
-    /// <summary>Checks the parameter's values (none: required or fine); adds every error.</summary>
-    public void Check(StringValues values, List<string> errors)
+    /// <summary>Checks the parameter's values (none: required or fine); adds every error (the list is made with the first).</summary>
+    public void Check(StringValues values, ref List<string>? errors)
     {
         if (values.Count == 0)
         {
             if (Parameter.Required)
             {
-                errors.Add($"{Where}: required {(Parameter.In == ParameterLocation.Header ? "header" : "parameter")} is missing");
+                (errors ??= []).Add($"{Where}: required {(Parameter.In == ParameterLocation.Header ? "header" : "parameter")} is missing");
             }
             return;
         }
@@ -162,10 +172,9 @@ internal sealed class CompiledParameter
             }
         }
         using var document = JsonDocument.Parse(buffer.WrittenMemory);
-        var found = new List<SchemaError>();
-        if (!Schema.Validate(document.RootElement, found))
+        foreach (var error in Schema.Errors(document.RootElement))
         {
-            errors.AddRange(found.Select(e => $"{Where}{e.Location}: {e.Reason}"));
+            (errors ??= []).Add($"{Where}{error.Location}: {error.Reason}");
         }
     }
 

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Net;
+using System.Runtime.CompilerServices;
 using System.Diagnostics.CodeAnalysis;
 using Microsoft.Extensions.Primitives;
 using ZeroTrustMesh.Identity;
@@ -90,6 +91,8 @@ internal sealed class InboundRequest(HttpContext http, SpiffeId? caller, int por
     /// sent, whether or not the body fit (a body over the cap is not lost: what was read is replayed ahead of the rest).
     /// A declared Content-Length over the cap is answered without reading anything.
     /// </summary>
+    /// <remarks>A read that waits for the caller reuses a pooled state machine (no allocation per request).</remarks>
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder<>))]
     public async ValueTask<RequestBody> ReadBodyAsync(int maxBytes, CancellationToken cancellation)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(maxBytes);
@@ -107,7 +110,8 @@ internal sealed class InboundRequest(HttpContext http, SpiffeId? caller, int por
     }
 
     /// <summary>Reads until the body ends or holds more than <paramref name="maxBytes"/>.</summary>
-    private async Task BufferAsync(int maxBytes, CancellationToken cancellation)
+    [AsyncMethodBuilder(typeof(PoolingAsyncValueTaskMethodBuilder))]
+    private async ValueTask BufferAsync(int maxBytes, CancellationToken cancellation)
     {
         var source = Http.Request.Body;
         if (_body is null)

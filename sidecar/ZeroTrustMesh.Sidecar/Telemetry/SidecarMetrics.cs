@@ -106,6 +106,9 @@ internal sealed class SidecarMetrics
 
     public void ApiValidation(string policy, string result) => _apiValidation.WithLabels(policy, result).Inc();
 
+    /// <summary>The <c>ztm_api_validation_total</c> series of one policy and result, for a caller that counts it per request (looked up once, not per request).</summary>
+    public Counter.Child ApiValidationCounter(string policy, string result) => _apiValidation.WithLabels(policy, result);
+
     public void ApiRedacted(string policy, int values) => _apiRedactions.WithLabels(policy).Inc(values);
 
     public void RateLimited(string policy) => _rateLimited.WithLabels(policy).Inc();

@@ -135,12 +135,13 @@ internal sealed class InboundTestHost : IAsyncDisposable
     }
 
     /// <summary>Reads <paramref name="yaml"/> as the control plane does, sends it as config <paramref name="version"/>, and makes the sidecar enforce it.</summary>
-    public InboundSnapshot Apply(string version, string yaml, PolicyKinds kinds)
+    /// <param name="resources">Resources as the control plane compiled them (an ApiSpec's operations with typed schemas, which YAML's text scalars cannot carry), sent after the YAML's.</param>
+    public InboundSnapshot Apply(string version, string yaml, PolicyKinds kinds, params ZeroTrustMesh.Policy.Model.PolicyResource[] resources)
     {
         var read = PolicyYaml.Load("test.yaml", yaml, kinds);
         Assert.True(read.IsValid, string.Join("\n", read.Errors));
         var config = new ConfigSnapshot { Version = version };
-        config.Resources.AddRange(read.Documents.Select(d => d.Resource.ToProto(kinds)));
+        config.Resources.AddRange(read.Documents.Select(d => d.Resource).Concat(resources).Select(r => r.ToProto(kinds)));
         var compiled = State.Compile(ConfigSnapshot.Parser.ParseFrom(config.ToByteArray()), Orders);
         State.Update(compiled);
         return compiled;

@@ -43,9 +43,43 @@ public sealed class ApiPathTemplate
         return true;
     }
 
+    /// <summary>The same match on the path itself, segment by segment: nothing is allocated (the sidecar matches every request).</summary>
+    /// <param name="path">The request path (no query string).</param>
+    public bool Matches(ReadOnlySpan<char> path)
+    {
+        var index = 0;
+        foreach (var range in path.Split('/'))
+        {
+            if (index == _segments.Length)
+            {
+                return false;
+            }
+            var segment = path[range];
+            if (_segments[index++] is { } literal ? !segment.SequenceEqual(literal) : segment.IsEmpty)
+            {
+                return false;
+            }
+        }
+        return index == _segments.Length;
+    }
+
     /// <summary>A parameter's value in a matching request: its segment, percent-decoded.</summary>
-    public static string Value(string[] segments, int index) =>
-        segments[index].Contains('%', StringComparison.Ordinal) ? Uri.UnescapeDataString(segments[index]) : segments[index];
+    public static string Value(string[] segments, int index) => Decode(segments[index]);
+
+    /// <summary>A parameter's value in a path that <see cref="Matches(ReadOnlySpan{char})"/>: its segment, percent-decoded.</summary>
+    public static string Value(ReadOnlySpan<char> path, int index)
+    {
+        foreach (var range in path.Split('/'))
+        {
+            if (index-- == 0)
+            {
+                return Decode(path[range].ToString());
+            }
+        }
+        throw new ArgumentOutOfRangeException(nameof(index), index, "the path has fewer segments");
+    }
+
+    private static string Decode(string segment) => segment.Contains('%', StringComparison.Ordinal) ? Uri.UnescapeDataString(segment) : segment;
 
     /// <summary>The operation of <paramref name="operations"/> a request is for (most literal segments first), or null.</summary>
     public static ApiOperation? Find(IEnumerable<ApiOperation> operations, string method, string[] segments) =>

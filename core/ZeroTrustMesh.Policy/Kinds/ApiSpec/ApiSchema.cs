@@ -25,7 +25,7 @@ public sealed class ApiSchema
     // A valid request (the common case) is decided with the flag output, which stops at the first failure and collects
     // no annotations; only an invalid one is evaluated again for the list of every error.
     private static readonly EvaluationOptions Verdict = new() { OutputFormat = OutputFormat.Flag };
-    private static readonly EvaluationOptions Errors = new() { OutputFormat = OutputFormat.List };
+    private static readonly EvaluationOptions ErrorList = new() { OutputFormat = OutputFormat.List };
 
     private readonly JsonSchema _schema;
     private readonly CompiledSchema? _compiled;
@@ -61,9 +61,22 @@ public sealed class ApiSchema
     }
 
     /// <summary>Whether <paramref name="instance"/> is valid; adds every error to <paramref name="errors"/>.</summary>
-    public bool Validate(JsonElement instance, List<SchemaError>? errors)
+    public bool Validate(JsonElement instance, List<SchemaError>? errors) => Validate(instance, errors, _compiled?.Check(instance));
+
+    /// <summary>Every error of <paramref name="instance"/>; empty when it is valid, and then nothing is allocated when the compiled form decided.</summary>
+    public IReadOnlyList<SchemaError> Errors(JsonElement instance)
     {
         var compiled = _compiled?.Check(instance);
+        if (compiled == SchemaOutcome.Valid)
+        {
+            return [];
+        }
+        var errors = new List<SchemaError>();
+        return Validate(instance, errors, compiled) ? [] : errors;
+    }
+
+    private bool Validate(JsonElement instance, List<SchemaError>? errors, SchemaOutcome? compiled)
+    {
         switch (compiled)
         {
             case SchemaOutcome.Valid:
@@ -75,10 +88,10 @@ public sealed class ApiSchema
         try
         {
             // Known invalid: straight to the list of errors (the flag pass would only say so again).
-            results = _schema.Evaluate(instance, compiled == SchemaOutcome.Invalid ? Errors : Verdict);
+            results = _schema.Evaluate(instance, compiled == SchemaOutcome.Invalid ? ErrorList : Verdict);
             if (!results.IsValid && errors is not null && compiled != SchemaOutcome.Invalid)
             {
-                results = _schema.Evaluate(instance, Errors);
+                results = _schema.Evaluate(instance, ErrorList);
             }
         }
         catch (RefResolutionException e)
