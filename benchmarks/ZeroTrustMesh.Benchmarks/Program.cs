@@ -2,7 +2,7 @@ using BenchmarkDotNet.Running;
 using ZeroTrustMesh.Benchmarks.Load;
 using ZeroTrustMesh.CommandLine;
 
-// 'signing-load ...' drives the real control plane; 'policy-propagation ...' pushes policy changes to simulated sidecars; 'dataplane-load ...' the sidecar pair against direct, HAProxy and nginx, then both control-plane harnesses; anything else goes to BenchmarkDotNet
+// 'signing-load ...' drives the real control plane; 'policy-propagation ...' pushes policy changes to simulated sidecars; 'dataplane-load ...' the sidecar pair against direct, HAProxy and nginx, then both control-plane harnesses; 'idle-rss ...' an idle sidecar's memory over a minute; anything else goes to BenchmarkDotNet
 // (e.g. '--filter *' or '--filter *SigningBenchmarks*').
 if (args is ["signing-load", .. var rest])
 {
@@ -15,6 +15,10 @@ if (args is ["policy-propagation", .. var propagationArgs])
 if (args is ["discovery-accuracy", .. var discoveryArgs])
 {
     return CommandLineOptions.Run(ZeroTrustMesh.Benchmarks.Discovery.TemplateAccuracy.Command(), discoveryArgs);
+}
+if (args is ["idle-rss", .. var idleArgs])
+{
+    return CommandLineOptions.Run(IdleRss.Command(), idleArgs);
 }
 if (args is ["dataplane-load", .. var dataPlaneArgs])
 {

@@ -27,8 +27,21 @@ internal sealed class FileMapping : IDisposable
     public byte[] Content { get; }
 
     /// <summary>This mapping as <c>/proc/self/smaps</c> describes it now.</summary>
-    public CodePages.Mapping Now =>
-        CodePages.Parse(File.ReadLines("/proc/self/smaps")).Single(m => m.Start == (ulong)Address);
+    public CodePages.Mapping Now
+    {
+        get
+        {
+            var found = new List<CodePages.Mapping>();
+            CodePages.Read("/proc/self/smaps", m =>
+            {
+                if (m.Start == (ulong)Address)
+                {
+                    found.Add(m);
+                }
+            });
+            return Assert.Single(found);
+        }
+    }
 
     /// <summary>
     /// Pages mapped in this process now (the page table's present bit, from <c>/proc/self/pagemap</c>): unlike
@@ -47,6 +60,17 @@ internal sealed class FileMapping : IDisposable
             present += (int)(BitConverter.ToUInt64(entries, i) >> 63);
         }
         return present;
+    }
+
+    /// <summary>Reads one byte of every page (making them resident) without allocating, as running code does.</summary>
+    public void Touch()
+    {
+        var sum = 0;
+        for (var offset = 0; offset < Content.Length; offset += Environment.SystemPageSize)
+        {
+            sum += Marshal.ReadByte(Address, offset);
+        }
+        GC.KeepAlive(sum);
     }
 
     /// <summary>Reads every page (making them resident) and returns what was read.</summary>

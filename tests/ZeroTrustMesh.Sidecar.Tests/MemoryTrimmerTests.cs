@@ -63,6 +63,84 @@ public sealed class MemoryTrimmerTests
         Assert.Contains("ztm_memory_trims_total 1", System.Text.Encoding.UTF8.GetString(exported.ToArray()), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Start_up_is_released_when_the_sidecar_is_ready_and_once_more_when_it_has_settled()
+    {
+        var time = new FakeTimeProvider();
+        var metrics = new SidecarMetrics(new IdentityState(time));
+        using var code = new FileMapping(1 << 20); // start-up's code, then what runs after readiness
+        code.Touch();
+        var pages = (1 << 20) / Environment.SystemPageSize;
+        var trimmer = new MemoryTrimmer(metrics, time, NullLogger<MemoryTrimmer>.Instance);
+
+        trimmer.ReleaseStartupMemory();
+        Assert.Equal(0, code.PresentPages());
+        code.Touch(); // registration, the observation stream, the first heartbeat
+        Assert.False(trimmer.TrimIfDue()); // quiet, but start-up ended less than an interval ago
+        Assert.Equal(pages, code.PresentPages());
+
+        time.Advance(MemoryTrimmer.Interval);
+        Assert.True(trimmer.TrimIfDue()); // settled: handed back once more
+        Assert.Equal(0, code.PresentPages());
+
+        code.Touch(); // what idling runs stays mapped: an idle sidecar does not trim again
+        var trims = QuietMinute(trimmer, time);
+        if (trims == 0)
+        {
+            Assert.Equal(pages, code.PresentPages());
+        }
+        using var exported = new MemoryStream();
+        await metrics.Registry.CollectAndExportAsTextAsync(exported);
+        Assert.Contains($"ztm_memory_trims_total {1 + trims}", System.Text.Encoding.UTF8.GetString(exported.ToArray()), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_sidecar_gone_quiet_trims_once_and_then_stays_put_for_a_minute()
+    {
+        var time = new FakeTimeProvider();
+        var metrics = new SidecarMetrics(new IdentityState(time));
+        var trimmer = new MemoryTrimmer(metrics, time, NullLogger<MemoryTrimmer>.Instance);
+        AllocateGarbage(1 * MiB); // the last requests
+        Assert.False(trimmer.TrimIfDue());
+
+        time.Advance(MemoryTrimmer.Interval);
+        Assert.True(trimmer.TrimIfDue()); // gone quiet: the hand-back
+        // The hand-back's own work (reading smaps, collecting, finalizers) is not traffic: the checks of the next
+        // minute find the sidecar as quiet as it is.
+        QuietMinute(trimmer, time);
+    }
+
+    /// <summary>
+    /// Twelve checks, 5 s apart, with nothing of the test's own in between; returns how many trimmed. This process
+    /// is not a quiet sidecar (other test classes' servers and timers may still be winding down), so a trim is allowed
+    /// where the process, outside the trimmer, allocated enough to justify it: 256 KB in the interval before (the
+    /// sidecar was busy and went quiet) or 2 MB since the last check that trimmed. A trim whose only cause is the
+    /// previous trim's own work fails the test.
+    /// </summary>
+    private static int QuietMinute(MemoryTrimmer trimmer, FakeTimeProvider time)
+    {
+        var outside = new List<long>();
+        var trims = 0;
+        var sinceTrim = 0L;
+        var end = GC.GetTotalAllocatedBytes();
+        for (var check = 0; check < 12; check++)
+        {
+            time.Advance(MemoryTrimmer.Interval);
+            var start = GC.GetTotalAllocatedBytes();
+            outside.Add(start - end);
+            sinceTrim += start - end;
+            if (trimmer.TrimIfDue())
+            {
+                Assert.True((check >= 1 && outside[check - 1] >= MemoryTrimmer.QuietAllocation) || sinceTrim > MemoryTrimmer.IdleGarbage,
+                    $"trimmed at quiet check {check + 1} with {string.Join(", ", outside)} bytes allocated outside the trimmer in the intervals so far");
+                trims++;
+                sinceTrim = 0;
+            }
+            end = GC.GetTotalAllocatedBytes();
+        }
+        return trims;
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static void AllocateGarbage(long bytes)
     {
