@@ -110,6 +110,25 @@ public sealed class MemoryTrimmerTests
         QuietMinute(trimmer, time);
     }
 
+    [Fact]
+    public void A_large_live_heap_is_not_collected_again_and_again_while_idle()
+    {
+        var time = new FakeTimeProvider();
+        var metrics = new SidecarMetrics(new IdentityState(time));
+        var live = new List<byte[]>(); // a big policy: more than the 16 MB of slack committed, all of it alive
+        for (long allocated = 0; allocated < 24 * MiB; allocated += 8192)
+        {
+            live.Add(new byte[8192]);
+        }
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        Assert.True(GC.GetGCMemoryInfo().TotalCommittedBytes > MemoryTrimmer.Slack);
+        var trimmer = new MemoryTrimmer(metrics, time, NullLogger<MemoryTrimmer>.Instance);
+
+        // Twenty seconds on, the live count is stale; at idle that is no reason to collect (it was, every 25 s).
+        QuietMinute(trimmer, time);
+        GC.KeepAlive(live);
+    }
+
     /// <summary>
     /// Twelve checks, 5 s apart, with nothing of the test's own in between; returns how many trimmed. This process
     /// is not a quiet sidecar (other test classes' servers and timers may still be winding down), so a trim is allowed
