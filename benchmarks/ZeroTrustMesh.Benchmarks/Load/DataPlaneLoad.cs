@@ -50,7 +50,7 @@ internal static class DataPlaneLoad
         var floorRelay = new Option<string?>("--floor-relay") { Description = "ztm-floor-relay published with NativeAOT (benchmarks/ZeroTrustMesh.FloorRelay): run as a pair (floor-relay-pair), the runtime's floor for the sidecar pair (issue 20); without it the pair is skipped" };
         var sidecarEnv = new Option<string[]>("--sidecar-env") { Description = "KEY=VALUE set in both sidecars' environment, to compare variants (e.g. DOTNET_GCgen0size=0x400000); repeatable" };
         var l4 = new Option<bool>("--l4") { Description = "Add ztm-sidecar-pair-l4: the sidecar pair in L4 mode (control plane --l4-mode on), its client in a network namespace with iptables capture; root only, needs ip and iptables (skipped with the reason otherwise)" };
-        var apiDuration = CommandLineOptions.Duration("--api-duration", "Each paired run of the API protection phase (0: twice --rate-duration)", "0s");
+        var apiDuration = CommandLineOptions.Duration("--api-duration", "Each paired run of the API protection phase (both routes together; p99 over more samples when longer)", "20s");
         var sidecarFlag = new Option<string[]>("--sidecar-flag") { Description = "NAME=VALUE passed to both measured sidecars as --NAME VALUE, to compare variants (e.g. http1-fast-path=true); repeatable" };
         var command = new RootCommand("dataplane-load: direct vs the ZeroTrustMesh sidecar pair vs HAProxy and nginx mTLS pairs, side by side, plus the control plane")
         {

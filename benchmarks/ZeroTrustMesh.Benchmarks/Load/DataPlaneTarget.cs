@@ -12,8 +12,8 @@ internal sealed record DataPlaneSettings(bool Quick, int Repetitions, TimeSpan C
     /// <summary><c>--l4</c>: add the sidecar pair in L4 mode (<see cref="L4SidecarPair"/>) as a target.</summary>
     public bool L4 { get; init; }
 
-    /// <summary><c>--api-duration</c>: each paired run of the API protection phase (both routes together); 0 is twice
-    /// <see cref="RateDuration"/>, as many samples per route as a fixed-rate run of its own. Longer runs resolve p99.</summary>
+    /// <summary><c>--api-duration</c>: each paired run of the API protection phase (both routes together; default 20 s,
+    /// as many samples per route as a 10-s fixed-rate run of its own). Zero (<c>--quick</c>): twice <see cref="RateDuration"/>.</summary>
     public TimeSpan ApiDuration { get; init; }
 
     public TimeSpan PairedApiDuration => ApiDuration > TimeSpan.Zero ? ApiDuration : RateDuration * 2;
