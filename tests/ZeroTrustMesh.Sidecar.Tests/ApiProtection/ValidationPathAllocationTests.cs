@@ -22,15 +22,7 @@ public sealed class ValidationPathAllocationTests(ITestOutputHelper output)
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
 
-    private const string Open = InboundTestHost.Permissive + """
-        apiVersion: security.ztm.dev/v1
-        kind: AuthorizationPolicy
-        metadata: {name: orders-open, namespace: shop}
-        spec:
-          selector: {service: orders}
-          rules: [{}]
-
-        """;
+    private const string Open = InboundTestHost.PermissiveAndOpen;
 
     [Fact]
     public async Task Validation_adds_under_2_KiB_to_a_request_s_allocations()

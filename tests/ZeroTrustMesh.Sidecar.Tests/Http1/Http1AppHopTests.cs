@@ -18,15 +18,7 @@ public sealed class Http1AppHopTests
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromSeconds(20);
 
-    private const string Open = InboundTestHost.Permissive + """
-        apiVersion: security.ztm.dev/v1
-        kind: AuthorizationPolicy
-        metadata: {name: orders-open, namespace: shop}
-        spec:
-          selector: {service: orders}
-          rules: [{}]
-
-        """;
+    private const string Open = InboundTestHost.PermissiveAndOpen;
 
     internal static async Task<InboundTestHost> StartAsync(bool fastPath, int? firstAppPort = null, TimeProvider? time = null)
     {

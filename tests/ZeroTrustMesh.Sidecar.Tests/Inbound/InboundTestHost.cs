@@ -47,6 +47,17 @@ internal sealed class InboundTestHost : IAsyncDisposable
 
         """;
 
+    /// <summary><see cref="Permissive"/> and one ALLOW policy that lets every caller reach orders.</summary>
+    public const string PermissiveAndOpen = Permissive + """
+        apiVersion: security.ztm.dev/v1
+        kind: AuthorizationPolicy
+        metadata: {name: orders-open, namespace: shop}
+        spec:
+          selector: {service: orders}
+          rules: [{}]
+
+        """;
+
     private readonly WebApplication _app;
     private readonly WebApplication _sidecar;
 
