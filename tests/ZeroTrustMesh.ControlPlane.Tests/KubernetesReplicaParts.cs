@@ -16,9 +16,13 @@ internal sealed class KubernetesReplicaParts : IAsyncDisposable
 {
     public const string Namespace = "ztm-system";
 
-    /// <summary>Short, real timings: a lease of 2 s.</summary>
+    /// <summary>
+    /// Real timings with a lease that cannot lapse during a test: a leader that renews late under a loaded CI (a 2 s lease
+    /// once moved mid-test, and the step the test waited for came from the other replica) keeps leading; a stopped leader
+    /// releases the Lease, so the next one takes over within one retry (250 ms), as every failover here does.
+    /// </summary>
     public static readonly LeaderElectionOptions Timing = new(
-        LeaderElectionOptions.DefaultLeaseName, "", TimeSpan.FromSeconds(2), TimeSpan.FromMilliseconds(1500), TimeSpan.FromMilliseconds(250));
+        LeaderElectionOptions.DefaultLeaseName, "", TimeSpan.FromSeconds(60), TimeSpan.FromSeconds(45), TimeSpan.FromMilliseconds(250));
 
     private readonly ServiceProvider _services;
     private bool _stopped;

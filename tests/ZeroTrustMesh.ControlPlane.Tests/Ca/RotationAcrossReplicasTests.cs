@@ -134,8 +134,9 @@ public sealed class RotationAcrossReplicasTests : IAsyncLifetime
         Assert.StartsWith("replica controlplane-x (its report in ConfigMap ztm-system/ztm-sidecars-controlplane-x does not parse: ", Assert.Single(gate.Blockers), StringComparison.Ordinal);
         Assert.Equal(RotationPhase.Prepared, a.Get<CaRotation>().State.Phase);
 
-        await _cluster.Api.CreateClient().CoreV1.DeleteNamespacedConfigMapAsync("ztm-sidecars-controlplane-x", Namespace);
+        // The API fails before the report goes: between the two, the leader's next round would find nothing to wait for.
         _cluster.Api.Fail(r => r.Method == "GET" && r.Query["labelSelector"].ToString() == "ztm.dev/report=sidecars", 1000, 500);
+        await _cluster.Api.CreateClient().CoreV1.DeleteNamespacedConfigMapAsync("ztm-sidecars-controlplane-x", Namespace);
         gate = a.Get<CaRotation>().Gate();
         Assert.Equal("the other replicas' reports (ConfigMaps ztm-system/ztm-sidecars-* (label ztm.dev/report=sidecars)) cannot be read: the API answered 500 InternalServerError", Assert.Single(gate.Blockers));
 
