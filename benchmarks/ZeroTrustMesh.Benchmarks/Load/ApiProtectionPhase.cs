@@ -13,7 +13,8 @@ namespace ZeroTrustMesh.Benchmarks.Load;
 internal sealed record ApiProtectionJson(int BodyBytes, int ResponseBytes, int RedactedResponseBytes, string Verified,
     Stat ValidationOffP99Ms, Stat ValidationOnP99Ms, Stat ValidationAddedP50Ms, Stat ValidationAddedP99Ms,
     Stat RedactionOffP50Ms, Stat RedactionOnP50Ms, Stat RedactionAddedP50Ms, Stat RedactionAddedP99Ms,
-    Stat NoApiSpecP99Ms, Stat NoApiSpecAbsentP99Ms, Stat NoApiSpecAddedP99Ms, double NoApiSpecSpreadMs);
+    Stat NoApiSpecP99Ms, Stat NoApiSpecAbsentP99Ms, Stat NoApiSpecAddedP99Ms, double NoApiSpecSpreadMs,
+    Stat ArmsApartP50Ms, Stat ArmsApartP99Ms, Stat ValidationNetP99Ms);
 
 /// <summary>
 /// The API protection phase of <c>dataplane-load</c> (issue 18), after every other phase so that the latency phase
@@ -32,7 +33,11 @@ internal sealed record ApiProtectionJson(int BodyBytes, int ResponseBytes, int R
 ///    ApiSpec in the mesh; then catalog's ApiSpec is deleted (and seen gone: catalog passes the invalid body) and the
 ///    same <c>GET /bytes/1024</c> to orders runs again with no ApiSpec in the mesh, before the ApiSpec is applied again
 ///    (and seen in force) for the next repetition. "Pays nothing" is that same-phase A/B, against its own spread over
-///    the repetitions. Added latency is taken per repetition between runs of the same round.
+///    the repetitions. Added latency is taken per repetition between runs of the same round;
+/// 4. with no ApiSpec in the mesh, the validation pair once more (the same POST to orders and to catalog, alternating):
+///    what the two arms differ by without validation — two sidecar processes, two routes through the frontend — so that
+///    validation's own cost, catalog with its ApiSpec against catalog without, each beside orders in the same loop, can
+///    be told from the arms' difference.
 /// </summary>
 internal static class ApiProtectionPhase
 {
@@ -43,6 +48,8 @@ internal static class ApiProtectionPhase
     public const string RedactionOn = "apispec-redact-json";
     public const string NoApiSpec = "apispec-none-bytes";
     public const string NoApiSpecAbsent = "apispec-absent-bytes";
+    public const string ArmsApartOrders = "apispec-absent-post-orders";
+    public const string ArmsApartCatalog = "apispec-absent-post-catalog";
 
     private const string Service = "catalog";
     private const string ApiSpecName = "catalog-api";
@@ -75,6 +82,8 @@ internal static class ApiProtectionPhase
         var redactionOn = To(RedactionOn, Service, RedactedPath, catalog);
         var noApiSpec = To(NoApiSpec, DataPlaneLoad.ServiceHost, DataPlaneLoad.PathAndQuery, context.Orders);
         var noApiSpecAbsent = To(NoApiSpecAbsent, DataPlaneLoad.ServiceHost, DataPlaneLoad.PathAndQuery, context.Orders);
+        var armsApartOrders = To(ArmsApartOrders, DataPlaneLoad.ServiceHost, ValidatedPath, context.Orders);
+        var armsApartCatalog = To(ArmsApartCatalog, Service, ValidatedPath, catalog);
 
         // In force before anything is measured: catalog refuses an invalid body and redacts; orders does neither.
         var invalid = OrderBody(valid: false);
@@ -106,6 +115,7 @@ internal static class ApiProtectionPhase
             await MeshSetup.DeleteAsync(context.ControlPlane, "ApiSpec", ApiSpecName, cancellation);
             await ExpectAsync(context.Client, validationOn, invalid, HttpStatusCode.OK, startTimeout, cancellation);
             runs.Add(await MeasureAsync(rep, noApiSpecAbsent, client + ", no ApiSpec in the mesh", null));
+            runs.AddRange(await MeasurePairedAsync(rep, armsApartOrders, armsApartCatalog, ", POST 4 KiB JSON, no ApiSpec in the mesh", body));
         }
         return (runs, Summarize(runs, body.Length, Encoding.UTF8.GetByteCount(plain), Encoding.UTF8.GetByteCount(redacted), verified));
 
@@ -139,13 +149,17 @@ internal static class ApiProtectionPhase
         Stat Over(string target, Func<ClientResult, double> figure) => Stat.Of(runs.Where(r => r.Target == target).Select(r => figure(r.Result)));
         Stat Added(string on, string off, Func<ClientResult, double> figure) => Stat.Of(reps.Select(rep =>
             Find(runs, rep, on) is { } a && Find(runs, rep, off) is { } b ? figure(a.Result) - figure(b.Result) : double.NaN));
+        Stat Net(Func<ClientResult, double> figure) => Stat.Of(reps.Select(rep =>
+            Find(runs, rep, ValidationOn) is { } on && Find(runs, rep, ValidationOff) is { } off && Find(runs, rep, ArmsApartCatalog) is { } c && Find(runs, rep, ArmsApartOrders) is { } o
+                ? figure(on.Result) - figure(off.Result) - (figure(c.Result) - figure(o.Result)) : double.NaN));
         var withP99 = Over(NoApiSpec, r => r.P99Ms);
         var absentP99 = Over(NoApiSpecAbsent, r => r.P99Ms);
         return new ApiProtectionJson(bodyBytes, responseBytes, redactedBytes, verified,
             Over(ValidationOff, r => r.P99Ms), Over(ValidationOn, r => r.P99Ms), Added(ValidationOn, ValidationOff, r => r.P50Ms), Added(ValidationOn, ValidationOff, r => r.P99Ms),
             Over(RedactionOff, r => r.P50Ms), Over(RedactionOn, r => r.P50Ms), Added(RedactionOn, RedactionOff, r => r.P50Ms), Added(RedactionOn, RedactionOff, r => r.P99Ms),
             withP99, absentP99, Added(NoApiSpec, NoApiSpecAbsent, r => r.P99Ms),
-            withP99.N == 0 || absentP99.N == 0 ? double.NaN : Math.Max(withP99.Max - withP99.Min, absentP99.Max - absentP99.Min));
+            withP99.N == 0 || absentP99.N == 0 ? double.NaN : Math.Max(withP99.Max - withP99.Min, absentP99.Max - absentP99.Min),
+            Added(ArmsApartCatalog, ArmsApartOrders, r => r.P50Ms), Added(ArmsApartCatalog, ArmsApartOrders, r => r.P99Ms), Net(r => r.P99Ms));
     }
 
     /// <summary>Issue 18's targets, met or not.</summary>
@@ -186,6 +200,8 @@ internal static class ApiProtectionPhase
         md.AppendLine("| figure | no ApiSpec (orders) | ApiSpec (catalog) | added |");
         md.AppendLine("|---|---:|---:|---:|");
         md.AppendLine(inv, $"| 4 KiB JSON POST validated, p99 ms | {api.ValidationOffP99Ms.Format("0.000")} | {api.ValidationOnP99Ms.Format("0.000")} | {api.ValidationAddedP99Ms.Format("+0.000;-0.000")} (p50 {api.ValidationAddedP50Ms.Format("+0.000;-0.000")}) |");
+        md.AppendLine(inv, $"| the same POST with no ApiSpec in the mesh (the arms apart), p99 ms | | | {api.ArmsApartP99Ms.Format("+0.000;-0.000")} (p50 {api.ArmsApartP50Ms.Format("+0.000;-0.000")}) |");
+        md.AppendLine(inv, $"| validation net of the arms apart (catalog with − without its ApiSpec, each beside orders), p99 ms | | | {api.ValidationNetP99Ms.Format("+0.000;-0.000")} |");
         md.AppendLine(inv, $"| 64 KiB JSON response redacted, median ms | {api.RedactionOffP50Ms.Format("0.000")} | {api.RedactionOnP50Ms.Format("0.000")} | {api.RedactionAddedP50Ms.Format("+0.000;-0.000")} (p99 {api.RedactionAddedP99Ms.Format("+0.000;-0.000")}) |");
         md.AppendLine();
         md.AppendLine(inv, $"A workload without an ApiSpec, same phase A/B: `GET /bytes/1024` to orders, p99 {api.NoApiSpecP99Ms.Format("0.000")} ms with catalog's ApiSpec in the mesh against {api.NoApiSpecAbsentP99Ms.Format("0.000")} ms right after it was deleted, in the same repetition (difference per repetition {api.NoApiSpecAddedP99Ms.Format("+0.000;-0.000")} ms; the runs' own spread, the larger max − min over the repetitions of the two, {api.NoApiSpecSpreadMs.ToString("0.000", inv)} ms). BenchmarkDotNet measures the two costs alone: `ValidationBenchmarks` and `RedactionBenchmarks` (benchmarks/README.md).");
