@@ -24,6 +24,9 @@ using Yarp.ReverseProxy.Forwarder;
 // client certificate to --upstream (https), accepting a server that chains to --ca; --tls-server takes only mTLS
 // HTTP/2 on --port (client certificates required and chained to --ca) and forwards gRPC to --grpc over h2c and
 // everything else to --upstream over HTTP/1.1.
+// ZTM_BARE_PEER_HTTP=1.1 in the environment (an experiment for issue 20, not the pair's default): the client side sends
+// what is not gRPC to its peer over pooled HTTP/1.1 connections (TLS, ALPN http/1.1) instead of HTTP/2, and the server
+// side accepts both; gRPC stays on HTTP/2. It answers whether the mesh hop's protocol is where the stack's cost is.
 
 string? Flag(string name) => Array.IndexOf(args, name) is var i and >= 0 && i + 1 < args.Length ? args[i + 1] : null;
 
@@ -33,6 +36,7 @@ var clientPem = Flag("--tls-client");
 var serverPem = Flag("--tls-server");
 var caPem = Flag("--ca");
 var h2cPort = 0;
+var peerHttp11 = Environment.GetEnvironmentVariable("ZTM_BARE_PEER_HTTP") == "1.1";
 if (!int.TryParse(Flag("--port"), NumberStyles.None, CultureInfo.InvariantCulture, out var port) || port > IPEndPoint.MaxPort
     || !Uri.TryCreate(Flag("--upstream"), UriKind.Absolute, out var upstream) || !Uri.TryCreate(Flag("--grpc"), UriKind.Absolute, out var grpcAddress)
     || (clientPem is not null && serverPem is not null) || ((clientPem ?? serverPem) is not null && caPem is null)
@@ -69,7 +73,7 @@ builder.WebHost.UseKestrelCore().ConfigureKestrel(kestrel =>
         {
             return;
         }
-        listen.Protocols = HttpProtocols.Http2;
+        listen.Protocols = peerHttp11 ? HttpProtocols.Http1AndHttp2 : HttpProtocols.Http2;
         listen.UseHttps(new HttpsConnectionAdapterOptions
         {
             ServerCertificate = certificate,
@@ -104,7 +108,7 @@ if (clientPem is not null)
     handler.SslOptions = new SslClientAuthenticationOptions
     {
         EnabledSslProtocols = SslProtocols.Tls13,
-        ApplicationProtocols = [SslApplicationProtocol.Http2],
+        ApplicationProtocols = peerHttp11 ? null : [SslApplicationProtocol.Http2], // null: HttpClient offers the request's version
         ClientCertificates = [certificate!],
         RemoteCertificateValidationCallback = (_, peer, _, _) => peer is X509Certificate2 server && ChainsToRoots(server, roots!),
     };
@@ -118,6 +122,7 @@ using var channel = GrpcChannel.ForAddress(grpcAddress);
 var destination = upstream.GetLeftPart(UriPartial.Authority);
 var grpcDestination = grpcAddress.GetLeftPart(UriPartial.Authority);
 var toPeer = new ForwarderRequestConfig { Version = HttpVersion.Version20, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
+var toPeerHttp11 = new ForwarderRequestConfig { Version = HttpVersion.Version11, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
 var toAppHttp11 = new ForwarderRequestConfig { Version = HttpVersion.Version11, VersionPolicy = HttpVersionPolicy.RequestVersionExact };
 
 app.Run(async context =>
@@ -131,8 +136,9 @@ app.Run(async context =>
     requests.Inc();
     // The server side of a pair sends gRPC (HTTP/2 only) to the app's gRPC port and the rest as HTTP/1.1, as the
     // HAProxy pair's server side does; the client side sends everything to its peer over HTTP/2.
-    var (target, config) = serverPem is null ? (destination, clientPem is null ? ForwarderRequestConfig.Empty : toPeer)
-        : context.Request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true ? (grpcDestination, toPeer)
+    var grpc = context.Request.ContentType?.StartsWith("application/grpc", StringComparison.Ordinal) == true;
+    var (target, config) = serverPem is null ? (destination, clientPem is null ? ForwarderRequestConfig.Empty : peerHttp11 && !grpc ? toPeerHttp11 : toPeer)
+        : grpc ? (grpcDestination, toPeer)
         : (destination, toAppHttp11);
     // YARP writes the error status (502, 504, …) itself when the forward fails.
     await timeout.ExecuteAsync(
