@@ -96,13 +96,19 @@ public sealed class CodePagesTests
         using var clean = new FileMapping(1 << 20);
         clean.Read();
         CodePages.Release(); // first call: the pool's buffer, the handle's type set-up
-        clean.Read();
-        var before = GC.GetAllocatedBytesForCurrentThread();
-        var releasedKb = CodePages.Release();
-        var allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        // The least of three calls: one CI run saw a single call allocate 8,320 bytes once (a one-off of the runtime's,
+        // beside other test classes); a release that allocates per call, as the 1 MB of strings did, fails all three.
+        var least = long.MaxValue;
+        for (var round = 0; round < 3; round++)
+        {
+            clean.Read();
+            var before = GC.GetAllocatedBytesForCurrentThread();
+            var releasedKb = CodePages.Release();
+            least = Math.Min(least, GC.GetAllocatedBytesForCurrentThread() - before);
+            Assert.True(releasedKb >= 1024, $"released {releasedKb} kB");
+        }
 
-        Assert.True(releasedKb >= 1024, $"released {releasedKb} kB");
-        Assert.True(allocated < 4096, $"releasing allocated {allocated} bytes");
+        Assert.True(least < 4096, $"releasing allocated {least} bytes");
     }
 
     [Fact]
