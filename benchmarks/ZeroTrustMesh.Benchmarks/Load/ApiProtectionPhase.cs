@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Net;
 using System.Text;
+using ZeroTrustMesh.Policy.Tests.ApiSpec;
 
 namespace ZeroTrustMesh.Benchmarks.Load;
 
@@ -71,7 +72,7 @@ internal static class ApiProtectionPhase
         await catalog.WaitForLineAsync("registered with the control plane", startTimeout);
         catalog.Quiet();
 
-        var body = OrderBody(valid: true);
+        var body = BookOrder.Body(valid: true);
         var entry = new Uri($"http://{context.Outbound}");
         Target To(string name, string host, string path, LoadProcess server) =>
             new(name, $"client → frontend sidecar outbound (Host: {host}) → mTLS HTTP/2 → {server.Name} → demo app {path}", new Uri(entry, path), host,
@@ -86,7 +87,7 @@ internal static class ApiProtectionPhase
         var armsApartCatalog = To(ArmsApartCatalog, Service, ValidatedPath, catalog);
 
         // In force before anything is measured: catalog refuses an invalid body and redacts; orders does neither.
-        var invalid = OrderBody(valid: false);
+        var invalid = BookOrder.Body(valid: false);
         await ExpectAsync(context.Client, validationOn, invalid, HttpStatusCode.BadRequest, startTimeout, cancellation);
         await ExpectAsync(context.Client, validationOn, body, HttpStatusCode.OK, startTimeout, cancellation);
         await ExpectAsync(context.Client, validationOff, invalid, HttpStatusCode.OK, startTimeout, cancellation);
@@ -237,22 +238,6 @@ internal static class ApiProtectionPhase
             await Task.Delay(100, cancellation);
         }
         throw new InvalidOperationException($"{target.Name}: {(json is null ? "GET" : "POST")} {target.Url.AbsolutePath} (Host: {target.Host}) did not answer {(int)expected} within {timeout.TotalSeconds} s: {last}");
-    }
-
-    /// <summary>A 4 KiB order: valid, or with every seventh line's bookId negative and the quantity over the limit.</summary>
-    public static byte[] OrderBody(bool valid)
-    {
-        var text = new StringBuilder($$"""{"bookId": 7, "quantity": {{(valid ? 2 : 10)}}, "note": null, "shipping": {"street": "1 Main St", "city": "Springfield"}, "lines": [""");
-        for (var i = 1; text.Length < 4 * 1024 - 80; i++)
-        {
-            text.Append(i == 1 ? "" : ", ").Append(CultureInfo.InvariantCulture, $$"""{"bookId": {{(valid || i % 7 != 0 ? i : -i)}}, "quantity": 1, "title": "Book number {{i}}"}""");
-        }
-        text.Append("]}");
-        while (text.Length < 4 * 1024)
-        {
-            text.Append(' ');
-        }
-        return Encoding.UTF8.GetBytes(text.ToString());
     }
 
     /// <summary>The phase's authorization: the frontend may make the measured calls on orders and catalog.</summary>

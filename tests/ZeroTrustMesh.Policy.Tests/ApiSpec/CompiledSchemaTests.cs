@@ -13,18 +13,6 @@ namespace ZeroTrustMesh.Policy.Tests.ApiSpec;
 /// </summary>
 public sealed class CompiledSchemaTests(ITestOutputHelper output)
 {
-    private const string NewOrder = """
-        {"$schema": "https://json-schema.org/draft/2020-12/schema", "$ref": "#/$defs/NewOrder",
-         "$defs": {
-           "NewOrder": {"type": "object", "additionalProperties": false, "required": ["bookId", "quantity", "shipping", "lines"],
-             "properties": {
-               "bookId": {"type": "integer", "minimum": 1}, "quantity": {"type": "integer", "minimum": 1, "exclusiveMaximum": 10},
-               "note": {"type": ["string", "null"], "maxLength": 200}, "shipping": {"$ref": "#/$defs/Address"},
-               "lines": {"type": "array", "items": {"$ref": "#/$defs/Line"}}}},
-           "Address": {"type": "object", "required": ["street", "city"], "properties": {"street": {"type": "string", "minLength": 1}, "city": {"type": "string", "minLength": 1}}},
-           "Line": {"type": "object", "required": ["bookId", "quantity"], "properties": {"bookId": {"type": "integer", "minimum": 1}, "quantity": {"type": "integer", "minimum": 1}, "title": {"type": "string"}}}}}
-        """;
-
     private static readonly string[] Names = ["id", "name", "tags", "note", "é", "a b", "x"];
 
     private static readonly string[] Strings = ["", "a", "abc", "ABC", "hello world", "123-45-6789", "12345", "é", "٣٣", "a\nb", "\"q\"", "user@example.com", "xyz"];
@@ -36,7 +24,7 @@ public sealed class CompiledSchemaTests(ITestOutputHelper output)
     [Fact]
     public void The_bookshop_order_schema_is_compiled_and_decides_as_JsonSchema_Net()
     {
-        var schema = ApiSchema.Compile(NewOrder);
+        var schema = ApiSchema.Compile(BookOrder.Schema);
         Assert.True(schema.IsCompiled);
         AssertSame(schema, """{"bookId": 7, "quantity": 2, "note": null, "shipping": {"street": "1 Main St", "city": "Springfield"}, "lines": [{"bookId": 1, "quantity": 1, "title": "A"}]}""", expected: true);
         AssertSame(schema, """{"bookId": 7, "quantity": 10, "shipping": {"street": "1 Main St", "city": "Springfield"}, "lines": []}""", expected: false);
@@ -50,7 +38,7 @@ public sealed class CompiledSchemaTests(ITestOutputHelper output)
     [Fact]
     public void Errors_of_an_invalid_value_are_JsonSchema_Net_s_pointers_and_reasons()
     {
-        var schema = ApiSchema.Compile(NewOrder);
+        var schema = ApiSchema.Compile(BookOrder.Schema);
         using var value = JsonDocument.Parse("""{"bookId": 0, "quantity": 2, "shipping": {"city": "S"}, "lines": [{"bookId": 1, "quantity": 0}]}""");
         Assert.Equal(SchemaOutcome.Invalid, schema.CheckCompiled(value.RootElement));
 

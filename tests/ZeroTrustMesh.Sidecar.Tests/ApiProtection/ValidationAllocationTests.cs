@@ -1,13 +1,12 @@
 using System.Diagnostics;
 using System.Reflection;
-using System.Text;
 using System.Text.Json;
-using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.Extensions.Logging.Abstractions;
 using Xunit.Abstractions;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
+using ZeroTrustMesh.Policy.Tests.ApiSpec;
 using ZeroTrustMesh.Sidecar.ApiProtection;
 using ZeroTrustMesh.Sidecar.Identity;
 using ZeroTrustMesh.Sidecar.Inbound;
@@ -24,24 +23,11 @@ namespace ZeroTrustMesh.Sidecar.Tests.ApiProtection;
 /// </summary>
 public sealed class ValidationAllocationTests(ITestOutputHelper output)
 {
-    /// <summary>The order schema of <c>ValidationBenchmarks</c> and of the load harness's catalog ApiSpec.</summary>
-    public const string NewOrder = """
-        {"$schema": "https://json-schema.org/draft/2020-12/schema", "$ref": "#/$defs/NewOrder",
-         "$defs": {
-           "NewOrder": {"type": "object", "additionalProperties": false, "required": ["bookId", "quantity", "shipping", "lines"],
-             "properties": {
-               "bookId": {"type": "integer", "minimum": 1}, "quantity": {"type": "integer", "minimum": 1, "exclusiveMaximum": 10},
-               "note": {"type": ["string", "null"], "maxLength": 200}, "shipping": {"$ref": "#/$defs/Address"},
-               "lines": {"type": "array", "items": {"$ref": "#/$defs/Line"}}}},
-           "Address": {"type": "object", "required": ["street", "city"], "properties": {"street": {"type": "string", "minLength": 1}, "city": {"type": "string", "minLength": 1}}},
-           "Line": {"type": "object", "required": ["bookId", "quantity"], "properties": {"bookId": {"type": "integer", "minimum": 1}, "quantity": {"type": "integer", "minimum": 1}, "title": {"type": "string"}}}}}
-        """;
-
     private const int Requests = 1000;
 
     private static readonly ApiSpec Spec = CatalogSpec("/api/orders");
 
-    private static readonly byte[] Valid = OrderBody(valid: true);
+    private static readonly byte[] Valid = BookOrder.Body(valid: true);
 
     [Fact]
     public void Bytes_allocated_per_valid_4_KiB_body_part_by_part()
@@ -87,27 +73,17 @@ public sealed class ValidationAllocationTests(ITestOutputHelper output)
     /// <summary>The load harness's catalog ApiSpec as the control plane compiles it (its redaction aside), for the orders workload of <see cref="Inbound.InboundTestHost"/>; the order operation at <paramref name="path"/>.</summary>
     internal static ApiSpec CatalogSpec(string path) => new(new ResourceMetadata("catalog-api", "shop"), new ApiSpecSpec(
         new WorkloadSelector("orders"), ApiMode.Enforce, UnknownOperations.Allow, 65536, null, [], [],
-        [new ApiOperation("createOrder", "POST", path, [], new ApiBody(true, NewOrder), [])]));
+        [new ApiOperation("createOrder", "POST", path, [], new ApiBody(true, BookOrder.Schema), [])]));
 
     /// <summary>A request as the inbound proxy hands it to the stage (built outside the measurement: it exists with validation off too).</summary>
-    private static InboundRequest Request()
-    {
-        var http = new DefaultHttpContext();
-        http.Features.Set<IHttpResponseFeature>(new CompletingResponse());
-        http.Request.Method = "POST";
-        http.Request.Path = "/api/orders";
-        http.Request.ContentType = "application/json";
-        http.Request.ContentLength = Valid.Length;
-        http.Request.Body = new MemoryStream(Valid, writable: false);
-        return new InboundRequest(http, null, 8080, "/api/orders", DateTimeOffset.UnixEpoch);
-    }
+    private static InboundRequest Request() => OrderRequest.Post(Valid).Request;
 
     /// <summary>The stage's work finished synchronously (as it must, for the thread's count to be the whole of it), then the request's end (the pooled body returned).</summary>
     private static T Complete<T>(InboundRequest request, ValueTask<T> run)
     {
         Assert.True(run.IsCompletedSuccessfully, "the stage waited: its allocations would not all be on this thread");
         var result = run.Result;
-        ((CompletingResponse)request.Http.Features.Get<IHttpResponseFeature>()!).End();
+        ((OrderRequest)request.Http.Features.Get<IHttpResponseFeature>()!).End();
         return result;
     }
 
@@ -129,38 +105,5 @@ public sealed class ValidationAllocationTests(ITestOutputHelper output)
             total += GC.GetAllocatedBytesForCurrentThread() - before;
         }
         return total / (double)Requests;
-    }
-
-    /// <summary>The load harness's valid order: ~4 KiB, nested objects and an array of lines.</summary>
-    public static byte[] OrderBody(bool valid)
-    {
-        var text = new StringBuilder($$"""{"bookId": 7, "quantity": {{(valid ? 2 : 10)}}, "note": null, "shipping": {"street": "1 Main St", "city": "Springfield"}, "lines": [""");
-        for (var i = 1; text.Length < 4 * 1024 - 80; i++)
-        {
-            text.Append(i == 1 ? "" : ", ").Append(System.Globalization.CultureInfo.InvariantCulture, $$"""{"bookId": {{(valid || i % 7 != 0 ? i : -i)}}, "quantity": 1, "title": "Book number {{i}}"}""");
-        }
-        text.Append("]}");
-        while (text.Length < 4 * 1024)
-        {
-            text.Append(' ');
-        }
-        return Encoding.UTF8.GetBytes(text.ToString());
-    }
-
-    /// <summary>Runs what the request registered for its end (<see cref="HttpResponse.RegisterForDispose"/>), as Kestrel does.</summary>
-    private sealed class CompletingResponse : HttpResponseFeature
-    {
-        private readonly List<(Func<object, Task> Callback, object State)> _completed = new(4);
-
-        public override void OnCompleted(Func<object, Task> callback, object state) => _completed.Add((callback, state));
-
-        public void End()
-        {
-            foreach (var (callback, state) in _completed)
-            {
-                callback(state).GetAwaiter().GetResult();
-            }
-            _completed.Clear();
-        }
     }
 }

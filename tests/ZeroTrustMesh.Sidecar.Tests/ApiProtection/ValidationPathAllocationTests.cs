@@ -3,7 +3,9 @@ using System.Net.Http.Headers;
 using Xunit.Abstractions;
 using ZeroTrustMesh.Policy.Kinds;
 using ZeroTrustMesh.Policy.Model;
+using ZeroTrustMesh.Policy.Tests.ApiSpec;
 using ZeroTrustMesh.Sidecar.Tests.Inbound;
+
 
 namespace ZeroTrustMesh.Sidecar.Tests.ApiProtection;
 
@@ -29,8 +31,8 @@ public sealed class ValidationPathAllocationTests(ITestOutputHelper output)
     {
         await using var host = await InboundTestHost.StartAsync();
         using var http = new HttpClient { BaseAddress = host.BaseAddress, Timeout = Timeout };
-        var valid = ValidationAllocationTests.OrderBody(valid: true);
-        var invalid = ValidationAllocationTests.OrderBody(valid: false);
+        var valid = BookOrder.Body(valid: true);
+        var invalid = BookOrder.Body(valid: false);
 
         var least = new Dictionary<bool, double> { [false] = double.MaxValue, [true] = double.MaxValue };
         var version = 0;
