@@ -1,4 +1,3 @@
-using System.IO.Pipelines;
 using System.Net;
 using System.Net.Sockets;
 using Microsoft.AspNetCore.Connections;
@@ -93,16 +92,14 @@ internal sealed class InboundTcp(SidecarOptions options, InboundSnapshotState sn
 
         metrics.TcpOpened("inbound");
         metrics.L4Connection("inbound", caller, self, mode, "allowed");
-        var appStream = new NetworkStream(app, ownsSocket: false);
-        var mesh = new RelaySide(connection.Transport.Input, connection.Transport.Output, () => connection.Transport.Output.CompleteAsync());
-        var local = new RelaySide(PipeReader.Create(appStream), PipeWriter.Create(appStream), () =>
+        await using var appStream = new NetworkStream(app, ownsSocket: false);
+        using var closedByPolicy = new CancellationTokenSource();
+        // Not ConnectionClosed: Kestrel fires it when the peer stops sending, and a half-closed relay must keep the other direction flowing.
+        var relay = TcpRelay.RunAsync(connection.Transport, appStream, () =>
         {
             app.Shutdown(SocketShutdown.Send);
             return ValueTask.CompletedTask;
-        });
-        using var closedByPolicy = new CancellationTokenSource();
-        // Not ConnectionClosed: Kestrel fires it when the peer stops sending, and a half-closed relay must keep the other direction flowing.
-        var relay = TcpRelay.RunAsync(mesh, local, options.TcpIdleTimeout, closedByPolicy.Token);
+        }, options.TcpIdleTimeout, time, closedByPolicy.Token);
         var reason = await WatchPolicyAsync(relay, snapshot, mode, callerId, port, source);
         if (reason is not null)
         {

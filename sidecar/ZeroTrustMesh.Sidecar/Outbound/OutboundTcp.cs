@@ -1,4 +1,3 @@
-using System.IO.Pipelines;
 using System.Net.Security;
 using System.Net.Sockets;
 using System.Security.Authentication;
@@ -59,10 +58,8 @@ internal sealed class OutboundTcp(IdentityState state, DestinationClients client
             }
             metrics.TcpOpened("outbound");
             metrics.L4Connection("outbound", self, destination.Identity.Value, mode, "opened");
-            var local = new RelaySide(app.Transport.Input, app.Transport.Output, () => app.Transport.Output.CompleteAsync());
-            var mesh = new RelaySide(PipeReader.Create(tls), PipeWriter.Create(tls), () => new ValueTask(tls.ShutdownAsync()));
             // Not ConnectionClosed: Kestrel fires it when the app half-closes (FIN), and the reply must still flow back.
-            var (sent, received) = await TcpRelay.RunAsync(local, mesh, options.TcpIdleTimeout, CancellationToken.None);
+            var (sent, received) = await TcpRelay.RunAsync(app.Transport, tls, () => new ValueTask(tls.ShutdownAsync()), options.TcpIdleTimeout, time, CancellationToken.None);
             metrics.TcpClosed("outbound", received, sent);
             accessLog.WriteConnection("outbound", mode, self, destination.Identity.Value, port, "closed", time.GetElapsedTime(started), sent, received, null);
         }
