@@ -21,6 +21,7 @@ public sealed class TcpRelayTests : IAsyncLifetime
     private readonly Pipe _toRelay = new(); // what the connection's peer sends; the relay reads it
     private readonly Pipe _fromRelay = new(); // what the relay writes to the connection
     private Socket _relayEnd = null!; // the stream side the relay owns
+    private NetworkStream _stream = null!; // over _relayEnd, and owning it
     private Socket _peer = null!; // the other end of that socket
 
     public async Task InitializeAsync()
@@ -32,31 +33,26 @@ public sealed class TcpRelayTests : IAsyncLifetime
         var accepting = listener.AcceptAsync();
         await _peer.ConnectAsync(listener.LocalEndPoint!);
         _relayEnd = await accepting.WaitAsync(Timeout);
+        _stream = new NetworkStream(_relayEnd, ownsSocket: true);
     }
 
-    public Task DisposeAsync()
+    public async Task DisposeAsync()
     {
-        _relayEnd.Dispose();
+        await _stream.DisposeAsync();
         _peer.Dispose();
-        return Task.CompletedTask;
     }
 
-    private Task<(long ToStream, long FromStream)> Relay(TimeSpan idleTimeout, out NetworkStream stream)
-    {
-        stream = new NetworkStream(_relayEnd, ownsSocket: false);
-        var relayEnd = _relayEnd;
-        return TcpRelay.RunAsync(new DuplexPipe(_toRelay.Reader, _fromRelay.Writer), stream, () =>
+    private Task<(long ToStream, long FromStream)> Relay(TimeSpan idleTimeout) =>
+        TcpRelay.RunAsync(new DuplexPipe(_toRelay.Reader, _fromRelay.Writer), _stream, () =>
         {
-            relayEnd.Shutdown(SocketShutdown.Send);
+            _relayEnd.Shutdown(SocketShutdown.Send);
             return ValueTask.CompletedTask;
         }, idleTimeout, _time, CancellationToken.None);
-    }
 
     [Fact]
     public async Task Every_byte_crosses_both_ways_and_each_half_close_ends_only_its_own_direction()
     {
-        var relay = Relay(TimeSpan.FromMinutes(1), out var stream);
-        await using var _ = stream;
+        var relay = Relay(TimeSpan.FromMinutes(1));
 
         // The connection's side: 1 MB in writes of 3,000 bytes, so the relay reads many pipe segments at once and
         // gathers them; then it stops sending.
@@ -86,8 +82,7 @@ public sealed class TcpRelayTests : IAsyncLifetime
     {
         // Request/response traffic on a kept-alive connection: every reply must arrive with nothing held back in the
         // relay (a lost wake-up on either side would stall one exchange until the timeout).
-        var relay = Relay(TimeSpan.FromMinutes(1), out var stream);
-        await using var _ = stream;
+        var relay = Relay(TimeSpan.FromMinutes(1));
         var reply = new byte[1_100];
         for (var i = 0; i < 10_000; i++)
         {
@@ -121,8 +116,7 @@ public sealed class TcpRelayTests : IAsyncLifetime
     [Fact]
     public async Task A_relay_with_no_bytes_either_way_ends_at_its_idle_timeout_and_traffic_pushes_the_timeout_out()
     {
-        var relay = Relay(TimeSpan.FromMilliseconds(500), out var stream);
-        await using var _ = stream;
+        var relay = Relay(TimeSpan.FromMilliseconds(500));
         // Two idle timeouts' worth of time pass, with a byte through the relay in each 400 ms: it stays open.
         foreach (var message in new[] { "a"u8.ToArray(), "b"u8.ToArray(), "c"u8.ToArray() })
         {
